@@ -1,0 +1,137 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/gzip" // accept gzip-compressed exports
+	"google.golang.org/grpc/mem"
+)
+
+// The OTLP/gRPC transport registers its own descriptor of
+// opentelemetry.proto.collector.trace.v1.TraceService instead of
+// ptraceotlp.RegisterGRPCServer, and receives the request as raw bytes through
+// rawCodec. Decoding with ptraceotlp ourselves lets us
+//   - answer an undecodable request with InvalidArgument, as OTLP says (grpc-go
+//     answers Internal when its codec fails) and count it as decode_error;
+//   - reserve the request's bytes from the in-flight limiter before decoding,
+//     as the HTTP transport does.
+const (
+	traceServiceName = "opentelemetry.proto.collector.trace.v1.TraceService"
+	traceExportPath  = "/" + traceServiceName + "/Export"
+)
+
+// grpcTraces is the OTLP/gRPC transport of tracesCore.
+type grpcTraces struct {
+	core *tracesCore
+}
+
+// traceService is what traceServiceDesc needs of its server.
+type traceService interface {
+	export(ctx context.Context, req *rawMessage) (*rawMessage, error)
+}
+
+var traceServiceDesc = grpc.ServiceDesc{
+	ServiceName: traceServiceName,
+	HandlerType: (*traceService)(nil),
+	Methods: []grpc.MethodDesc{{
+		MethodName: "Export",
+		Handler:    traceExportHandler,
+	}},
+	Metadata: "opentelemetry/proto/collector/trace/v1/trace_service.proto",
+}
+
+func traceExportHandler(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+	req := rawMessagePool.Get().(*rawMessage)
+	defer req.free()
+	if err := dec(req); err != nil {
+		return nil, err
+	}
+	return srv.(traceService).export(ctx, req)
+}
+
+func (g *grpcTraces) export(ctx context.Context, raw *rawMessage) (*rawMessage, error) {
+	start := time.Now()
+	defer func() { g.core.metrics.requestDuration[transportGRPC].Observe(time.Since(start).Seconds()) }()
+
+	// grpc has already bounded the message by MaxRecvMsgSize, after decompression.
+	size := int64(len(raw.b))
+	if !g.core.limiter.tryAcquire(size) {
+		return nil, g.fail(ctx, overloaded(g.core.retryAfter))
+	}
+	defer g.core.limiter.release(size)
+
+	req := ptraceotlp.NewExportRequest()
+	if err := req.UnmarshalProto(raw.b); err != nil {
+		return nil, g.fail(ctx, &requestError{reason: reasonDecodeError, err: fmt.Errorf("decode OTLP request: %w", err)})
+	}
+	resp, rerr := g.core.export(ctx, transportGRPC, req.Traces())
+	if rerr != nil {
+		return nil, g.fail(ctx, rerr)
+	}
+	b, err := resp.MarshalProto()
+	if err != nil {
+		return nil, fmt.Errorf("encode OTLP response: %w", err)
+	}
+	return &rawMessage{b: b}, nil
+}
+
+// fail counts and logs a refused request and returns its gRPC status.
+func (g *grpcTraces) fail(ctx context.Context, e *requestError) error {
+	g.core.metrics.rejectedRequests[transportGRPC][e.reason].Inc()
+	g.core.logger.DebugContext(ctx, "refused OTLP/gRPC request", "reason", e.reason.String(), "err", e)
+	return e.grpcStatus()
+}
+
+// rawMessage is an undecoded protobuf message that rawCodec passes through.
+type rawMessage struct {
+	b []byte
+}
+
+var rawMessagePool = sync.Pool{New: func() any { return new(rawMessage) }}
+
+// maxPooledBytes keeps the pools from pinning the buffers of the rare huge request.
+const maxPooledBytes = 4 << 20
+
+func (m *rawMessage) free() {
+	if cap(m.b) > maxPooledBytes {
+		return
+	}
+	m.b = m.b[:0]
+	rawMessagePool.Put(m)
+}
+
+// rawCodec is the gRPC server's codec: it copies a *rawMessage in and out as
+// bytes and hands every other message to gRPC's proto codec.
+type rawCodec struct {
+	proto encoding.CodecV2
+}
+
+func newRawCodec() rawCodec {
+	return rawCodec{proto: encoding.GetCodecV2("proto")}
+}
+
+func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if m, ok := v.(*rawMessage); ok {
+		return mem.BufferSlice{mem.SliceBuffer(m.b)}, nil
+	}
+	return c.proto.Marshal(v)
+}
+
+func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if m, ok := v.(*rawMessage); ok {
+		n := data.Len()
+		m.b = slices.Grow(m.b[:0], n)[:n]
+		data.CopyTo(m.b)
+		return nil
+	}
+	return c.proto.Unmarshal(data, v)
+}
+
+func (rawCodec) Name() string { return "proto" }

@@ -1,0 +1,113 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+)
+
+// tracesCore is what the gRPC and HTTP transports share: the in-flight limiter,
+// span validation, the hand-off to the consumer and the metrics of both.
+// It is safe for concurrent use.
+type tracesCore struct {
+	next       Consumer
+	limiter    *byteLimiter
+	metrics    *metrics
+	logger     *slog.Logger
+	retryAfter time.Duration
+}
+
+// export validates the spans of a decoded request, hands the valid ones to the
+// consumer and returns the response to send. It modifies td. It counts the spans it
+// refuses; the transport counts a refused request.
+func (c *tracesCore) export(ctx context.Context, t transport, td ptrace.Traces) (ptraceotlp.ExportResponse, *requestError) {
+	received := td.SpanCount()
+	c.metrics.receivedSpans[t].Add(float64(received))
+
+	resp := ptraceotlp.NewExportResponse()
+	badTrace, badSpan := removeInvalidSpans(td)
+	if rejected := badTrace + badSpan; rejected > 0 {
+		c.metrics.rejectedSpans[reasonInvalidTraceID].Add(float64(badTrace))
+		c.metrics.rejectedSpans[reasonInvalidSpanID].Add(float64(badSpan))
+		msg := invalidSpansMessage(badTrace, badSpan)
+		ps := resp.PartialSuccess()
+		ps.SetRejectedSpans(int64(rejected))
+		ps.SetErrorMessage(msg)
+		c.logger.DebugContext(ctx, "rejected spans", "transport", t.String(), "rejected", rejected, "received", received, "cause", msg)
+	}
+
+	accepted := received - badTrace - badSpan
+	if accepted == 0 {
+		return resp, nil
+	}
+	if err := c.next.ConsumeTraces(ctx, td); err != nil {
+		rerr := consumerError(err, c.retryAfter)
+		c.metrics.rejectedSpans[rerr.reason].Add(float64(accepted))
+		return ptraceotlp.ExportResponse{}, rerr
+	}
+	return resp, nil
+}
+
+// removeInvalidSpans removes the spans whose trace or span id is all zeros, which
+// OTLP forbids, then the scopes and resources with no span left. It returns how many
+// spans it removed for each cause; a span with both ids zero counts once, as a bad
+// trace id.
+func removeInvalidSpans(td ptrace.Traces) (badTrace, badSpan int) {
+	if !hasInvalidSpan(td) {
+		return 0, 0 // the usual case: no allocation, nothing rewritten
+	}
+	isInvalid := func(s ptrace.Span) bool {
+		switch {
+		case s.TraceID().IsEmpty():
+			badTrace++
+			return true
+		case s.SpanID().IsEmpty():
+			badSpan++
+			return true
+		}
+		return false
+	}
+	rss := td.ResourceSpans()
+	for i := range rss.Len() {
+		sss := rss.At(i).ScopeSpans()
+		for j := range sss.Len() {
+			sss.At(j).Spans().RemoveIf(isInvalid)
+		}
+		sss.RemoveIf(func(ss ptrace.ScopeSpans) bool { return ss.Spans().Len() == 0 })
+	}
+	rss.RemoveIf(func(rs ptrace.ResourceSpans) bool { return rs.ScopeSpans().Len() == 0 })
+	return badTrace, badSpan
+}
+
+func hasInvalidSpan(td ptrace.Traces) bool {
+	rss := td.ResourceSpans()
+	for i := range rss.Len() {
+		sss := rss.At(i).ScopeSpans()
+		for j := range sss.Len() {
+			spans := sss.At(j).Spans()
+			for k := range spans.Len() {
+				s := spans.At(k)
+				if s.TraceID().IsEmpty() || s.SpanID().IsEmpty() {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// invalidSpansMessage is the partial_success error_message for removed spans.
+func invalidSpansMessage(badTrace, badSpan int) string {
+	switch {
+	case badSpan == 0:
+		return fmt.Sprintf("rejected %d spans with an all-zero trace_id", badTrace)
+	case badTrace == 0:
+		return fmt.Sprintf("rejected %d spans with an all-zero span_id", badSpan)
+	default:
+		return fmt.Sprintf("rejected %d spans with an all-zero trace_id and %d spans with an all-zero span_id", badTrace, badSpan)
+	}
+}
