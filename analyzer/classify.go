@@ -1,0 +1,194 @@
+package analyzer
+
+import (
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// Role is what a span is in a CQRS system. Each span has at most one.
+type Role uint8
+
+// The span roles, in the order of the span conventions.
+const (
+	RoleNone Role = iota
+	RoleCommand
+	RoleAppend
+	RoleProject
+	RoleQuery
+)
+
+var roleNames = [...]string{"ignored", "command", "append", "project", "query"}
+
+func (r Role) String() string { return roleNames[r] }
+
+// Attribute names of lagscope's span conventions and of the OpenTelemetry
+// messaging semantic conventions (current and older names).
+const (
+	attrOperation     = "cqrs.operation"
+	attrCommandName   = "cqrs.command.name"
+	attrQueryName     = "cqrs.query.name"
+	attrEventID       = "cqrs.event.id"
+	attrEventType     = "cqrs.event.type"
+	attrAggregateType = "cqrs.aggregate.type"
+	attrAggregateID   = "cqrs.aggregate.id"
+	attrVersion       = "cqrs.aggregate.version"
+	attrProjection    = "cqrs.projection"
+	eventNameCQRS     = "cqrs.event"
+
+	attrMsgID           = "messaging.message.id"
+	attrMsgOpType       = "messaging.operation.type"
+	attrMsgOpOld        = "messaging.operation"
+	attrMsgSystem       = "messaging.system"
+	attrMsgDest         = "messaging.destination.name"
+	attrMsgGroup        = "messaging.consumer.group.name"
+	attrMsgSubscription = "messaging.destination.subscription.name"
+	attrMsgKafkaGroup   = "messaging.kafka.consumer.group"
+	attrMsgKafkaGroupV0 = "messaging.kafka.consumer_group"
+	attrMsgRabbitQueue  = "messaging.rabbitmq.destination.routing_key"
+	attrServiceName     = "service.name"
+)
+
+// spanAttrs holds the attributes the classifier reads, collected in one pass
+// over the span's attributes. Strings point into the request.
+type spanAttrs struct {
+	op, command, query                string
+	eventID, eventType, aggType, aggID string
+	projection                        string
+	version                           int64
+
+	msgID, msgOpType, msgSystem, msgDest string
+	msgGroup, msgSubscription            string
+}
+
+func (a *spanAttrs) read(m pcommon.Map) {
+	for k, v := range m.All() {
+		if len(k) < 6 {
+			continue
+		}
+		switch k[0] {
+		case 'c':
+			switch k {
+			case attrOperation:
+				a.op = v.Str()
+			case attrCommandName:
+				a.command = v.AsString()
+			case attrQueryName:
+				a.query = v.AsString()
+			case attrEventID:
+				a.eventID = v.AsString()
+			case attrEventType:
+				a.eventType = v.Str()
+			case attrAggregateType:
+				a.aggType = v.Str()
+			case attrAggregateID:
+				a.aggID = v.AsString()
+			case attrVersion:
+				a.version = intValue(v)
+			case attrProjection:
+				a.projection = v.Str()
+			}
+		case 'm':
+			switch k {
+			case attrMsgID:
+				a.msgID = v.AsString()
+			case attrMsgOpType:
+				a.msgOpType = v.Str()
+			case attrMsgOpOld:
+				if a.msgOpType == "" {
+					a.msgOpType = v.Str()
+				}
+			case attrMsgSystem:
+				a.msgSystem = v.Str()
+			case attrMsgDest:
+				a.msgDest = v.Str()
+			case attrMsgGroup:
+				a.msgGroup = v.Str()
+			case attrMsgKafkaGroup, attrMsgKafkaGroupV0:
+				if a.msgGroup == "" {
+					a.msgGroup = v.Str()
+				}
+			case attrMsgSubscription:
+				a.msgSubscription = v.Str()
+			}
+		}
+	}
+}
+
+// intValue reads an integer attribute that instrumentations sometimes send as
+// a string or a double.
+func intValue(v pcommon.Value) int64 {
+	switch v.Type() {
+	case pcommon.ValueTypeInt:
+		return v.Int()
+	case pcommon.ValueTypeDouble:
+		return int64(v.Double())
+	case pcommon.ValueTypeStr:
+		var n int64
+		s := v.Str()
+		neg := false
+		for i := 0; i < len(s); i++ {
+			c := s[i]
+			if i == 0 && c == '-' {
+				neg = true
+				continue
+			}
+			if c < '0' || c > '9' {
+				return 0
+			}
+			n = n*10 + int64(c-'0')
+		}
+		if neg {
+			n = -n
+		}
+		return n
+	}
+	return 0
+}
+
+// classify returns the role of a span under the span conventions (first match
+// wins): cqrs.operation; then cqrs.command.name / cqrs.query.name; then the
+// messaging semantic conventions.
+func classify(kind ptrace.SpanKind, a *spanAttrs) Role {
+	switch a.op {
+	case "command":
+		return RoleCommand
+	case "append":
+		return RoleAppend
+	case "project":
+		return RoleProject
+	case "query":
+		return RoleQuery
+	}
+	if a.command != "" {
+		return RoleCommand
+	}
+	if a.query != "" {
+		return RoleQuery
+	}
+	if a.msgID == "" && a.msgSystem == "" {
+		return RoleNone
+	}
+	switch a.msgOpType {
+	case "create", "send", "publish":
+		return RoleAppend
+	case "process", "deliver":
+		return RoleProject
+	case "receive", "settle":
+		// A receive span is not the processing: the read model is not
+		// updated yet. Let the process span carry the projection.
+		return RoleNone
+	}
+	switch kind {
+	case ptrace.SpanKindProducer:
+		return RoleAppend
+	case ptrace.SpanKindConsumer:
+		return RoleProject
+	}
+	return RoleNone
+}
+
+// isMessaging reports whether the span was classified by the messaging
+// conventions rather than lagscope's own.
+func (a *spanAttrs) isMessaging() bool {
+	return a.op == "" && a.command == "" && a.query == ""
+}

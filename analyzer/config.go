@@ -1,0 +1,98 @@
+package analyzer
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config holds the analyzer's settings. The zero value is not valid; start
+// from DefaultConfig.
+type Config struct {
+	// Deadline is how long after an event is seen an expected projection may
+	// take to show it before the event counts as unprojected for that
+	// projection. Default 30s.
+	Deadline time.Duration
+	// CommandWait is how long an append span whose ancestors have not all
+	// arrived waits for its command span before it is joined with
+	// command="none". Default 10s.
+	CommandWait time.Duration
+	// Retention is how long a joined event is kept after it was seen, so
+	// that late and duplicated projections are still recognised. It is
+	// at least Deadline. Default 5m.
+	Retention time.Duration
+	// MaxPendingEvents bounds the events held by the join. When full, the
+	// oldest are evicted (never the newest dropped). Default 1,048,576.
+	MaxPendingEvents int
+	// MaxPendingProjections bounds projection spans held while their
+	// append span has not arrived. Default 262,144.
+	MaxPendingProjections int
+	// MaxTraceSpans bounds the parent links and command spans remembered to
+	// resolve the command of an append span. Default 1,048,576.
+	MaxTraceSpans int
+	// MaxLabelValues bounds the distinct values of each metric label
+	// (command, event_type, aggregate_type, projection, query); later values
+	// become "other". Projections are also capped at 64. Default 200.
+	MaxLabelValues int
+	// Expected names projections that must show events of a type even
+	// before they have been seen doing so: event type -> projections. The
+	// event type "*" applies to every type.
+	Expected map[string][]string
+	// KeepSamples keeps every lag value and unprojected event id for
+	// Summary (offline analysis). Default false.
+	KeepSamples bool
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{
+		Deadline:              30 * time.Second,
+		CommandWait:           10 * time.Second,
+		Retention:             5 * time.Minute,
+		MaxPendingEvents:      1 << 20,
+		MaxPendingProjections: 1 << 18,
+		MaxTraceSpans:         1 << 20,
+		MaxLabelValues:        200,
+	}
+}
+
+// maxProjections is the number of distinct projections tracked per event:
+// one bit each in a uint64.
+const maxProjections = 64
+
+// Validate reports the first setting that is out of range, naming it.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Deadline <= 0 {
+		errs = append(errs, fmt.Errorf("join.deadline must be positive, got %s", c.Deadline))
+	}
+	if c.CommandWait < 0 {
+		errs = append(errs, fmt.Errorf("join.command-wait must not be negative, got %s", c.CommandWait))
+	}
+	if c.Retention < c.Deadline {
+		errs = append(errs, fmt.Errorf("join.retention (%s) must be at least join.deadline (%s)", c.Retention, c.Deadline))
+	}
+	if c.MaxPendingEvents < 1 {
+		errs = append(errs, fmt.Errorf("join.max-pending-events must be at least 1, got %d", c.MaxPendingEvents))
+	}
+	if c.MaxPendingProjections < 1 {
+		errs = append(errs, fmt.Errorf("join.max-pending-projections must be at least 1, got %d", c.MaxPendingProjections))
+	}
+	if c.MaxTraceSpans < 2 {
+		errs = append(errs, fmt.Errorf("join.max-trace-spans must be at least 2, got %d", c.MaxTraceSpans))
+	}
+	if c.MaxLabelValues < 1 {
+		errs = append(errs, fmt.Errorf("metrics.max-label-values must be at least 1, got %d", c.MaxLabelValues))
+	}
+	for typ, ps := range c.Expected {
+		if typ == "" {
+			errs = append(errs, errors.New("join.expected: empty event type"))
+		}
+		for _, p := range ps {
+			if p == "" {
+				errs = append(errs, fmt.Errorf("join.expected[%q]: empty projection name", typ))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,193 @@
+package analyzer
+
+import (
+	"encoding/hex"
+	"fmt"
+)
+
+// FactKind says what a Fact records.
+type FactKind uint8
+
+// The kinds of facts.
+const (
+	// FactAppend: an event was appended to the store (one per event, so an
+	// append span writing three events gives three facts).
+	FactAppend FactKind = iota + 1
+	// FactProject: a projection showed an event.
+	FactProject
+	// FactQuery: a query read an aggregate from a read model.
+	FactQuery
+)
+
+func (k FactKind) String() string {
+	switch k {
+	case FactAppend:
+		return "append"
+	case FactProject:
+		return "project"
+	case FactQuery:
+		return "query"
+	}
+	return fmt.Sprintf("FactKind(%d)", uint8(k))
+}
+
+// EventKey identifies an event in the join: the bytes of a UUID event id, a
+// 128-bit hash of any other id, or of the (trace id, span id) of a messaging
+// PRODUCER span that carried no message id.
+type EventKey [16]byte
+
+// Fact is what the resolver learns from one span about one event or query. It
+// is a plain value: strings may point into the request they came from, so a
+// consumer that keeps a Fact past the call that gave it must copy them
+// (Clone).
+type Fact struct {
+	Kind FactKind
+	// Event is the join key of the event (append and project facts).
+	Event EventKey
+	// EventID is the event id as the span carried it; empty when the key
+	// was derived from a messaging span's ids.
+	EventID       string
+	EventType     string
+	AggregateType string
+	AggregateID   string
+	// Version is the aggregate version the event produced (append), the
+	// projection applied (project) or the read model returned (query); 0
+	// when unknown.
+	Version int64
+	// Command is the name of the command span that is an ancestor of the
+	// append span; "none" when the trace has none (append facts).
+	Command string
+	// CommandStart is the command span's start (Unix ns); 0 when none.
+	CommandStart int64
+	// Projection names the read model (project facts).
+	Projection string
+	// Query names the query (query facts).
+	Query string
+	// TraceID and SpanID are those of the span the fact came from.
+	TraceID [16]byte
+	SpanID  [8]byte
+	// Start and End are the span's start and end (Unix ns).
+	Start, End int64
+}
+
+// Clone returns f with its strings copied, safe to keep after the request
+// that produced it is gone.
+func (f Fact) Clone() Fact {
+	f.EventID = clone(f.EventID)
+	f.EventType = clone(f.EventType)
+	f.AggregateType = clone(f.AggregateType)
+	f.AggregateID = clone(f.AggregateID)
+	f.Command = clone(f.Command)
+	f.Projection = clone(f.Projection)
+	f.Query = clone(f.Query)
+	return f
+}
+
+func clone(s string) string {
+	if s == "" {
+		return ""
+	}
+	return string([]byte(s))
+}
+
+// DisplayID is the id to show a person: the event id, or trace:span of the
+// messaging span it was derived from.
+func (f Fact) DisplayID() string {
+	if f.EventID != "" {
+		return f.EventID
+	}
+	return hex.EncodeToString(f.TraceID[:]) + ":" + hex.EncodeToString(f.SpanID[:])
+}
+
+// KeyOf returns the join key of an event id. UUIDs (the common case) keep
+// their 16 bytes, so distinct UUIDs never collide; other ids are hashed to
+// 128 bits with two independent FNV-1a variants.
+func KeyOf(id string) EventKey {
+	var k EventKey
+	if parseUUID(id, &k) {
+		return k
+	}
+	h1 := uint64(14695981039346656037)
+	h2 := uint64(0x6c62272e07bb0142)
+	for i := 0; i < len(id); i++ {
+		c := uint64(id[i])
+		h1 ^= c
+		h1 *= 1099511628211
+		h2 ^= c + 0x9e
+		h2 *= 0x100000001b3 ^ 0x2f
+	}
+	putUint64(k[:8], h1)
+	putUint64(k[8:], mix64(h2^uint64(len(id))))
+	return k
+}
+
+// keyOfSpan returns the join key of a message identified by its producer
+// span, for messaging systems that set no message id.
+func keyOfSpan(trace [16]byte, span [8]byte) EventKey {
+	var k EventKey
+	a := mix64(getUint64(trace[:8]) ^ 0x5bd1e995)
+	b := mix64(getUint64(trace[8:]) ^ getUint64(span[:]))
+	putUint64(k[:8], a^mix64(getUint64(span[:])))
+	putUint64(k[8:], b)
+	return k
+}
+
+func mix64(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
+}
+
+func putUint64(b []byte, v uint64) {
+	_ = b[7]
+	for i := 0; i < 8; i++ {
+		b[i] = byte(v >> (56 - 8*i))
+	}
+}
+
+func getUint64(b []byte) uint64 {
+	_ = b[7]
+	var v uint64
+	for i := 0; i < 8; i++ {
+		v = v<<8 | uint64(b[i])
+	}
+	return v
+}
+
+// parseUUID parses the canonical 36-character form into k.
+func parseUUID(s string, k *EventKey) bool {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return false
+	}
+	j := 0
+	for i := 0; i < 36; {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			i++
+			continue
+		}
+		hi, ok1 := unhex(s[i])
+		lo, ok2 := unhex(s[i+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		k[j] = hi<<4 | lo
+		j++
+		i += 2
+	}
+	return true
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
