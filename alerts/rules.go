@@ -44,8 +44,9 @@ const (
 	// RecordProjectedRatio is RecordProjected / RecordAppended: 1 when a
 	// projection keeps up with the events of its types.
 	RecordProjectedRatio = "projection:cqrs_events_projected_per_appended:ratio_rate5m"
-	// RecordUnprojected is the rate of events declared unprojected, by projection.
-	RecordUnprojected = "projection:cqrs_events_unprojected:rate5m"
+	// RecordUnprojected is the number of events declared unprojected in
+	// the last 5m, by projection.
+	RecordUnprojected = "projection:cqrs_events_unprojected:increase5m"
 	// RecordRejectedRatio is the fraction of received spans lagscope
 	// rejected, by lagscope instance.
 	RecordRejectedRatio = "instance:lagscope_rejected_spans:ratio_rate5m"
@@ -134,7 +135,7 @@ func recordingRules() []rulefmt.Rule {
 			`sum by (job, projection) (rate(cqrs_events_projected_total[5m]))`),
 		record(RecordProjectedRatio, RecordProjected+"\n/\n"+RecordAppended),
 		record(RecordUnprojected,
-			`sum by (job, projection) (rate(cqrs_events_unprojected_total[5m]))`),
+			`sum by (job, projection) (increase(cqrs_events_unprojected_total[5m]))`),
 		record(RecordRejectedRatio, `sum by (job, instance) (rate(lagscope_rejected_spans_total[5m]))
 /
 sum by (job, instance) (rate(lagscope_received_spans_total[5m]))`),
@@ -161,7 +162,7 @@ unless on (job, projection)
 		alert(cfg, "CQRSEventsUnprojected", "warning", cfg.UnprojectedFor,
 			RecordUnprojected+` > 0`,
 			"Projection {{ $labels.projection }} is missing events",
-			"Projection {{ $labels.projection }} (job {{ $labels.job }}) did not show events within the join deadline at {{ $value | humanize }}/s over the last 5m. Its read model may never include them."),
+			"Projection {{ $labels.projection }} (job {{ $labels.job }}) did not show about {{ $value | humanize }} events within the join deadline in the last 5m. Its read model may never include them."),
 		alert(cfg, "CQRSProjectionDrift", "warning", cfg.DriftFor,
 			`(
     `+RecordProjectedRatio+` < `+ratio(1-cfg.DriftTolerance)+`
