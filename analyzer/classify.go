@@ -51,10 +51,10 @@ const (
 // spanAttrs holds the attributes the classifier reads, collected in one pass
 // over the span's attributes. Strings point into the request.
 type spanAttrs struct {
-	op, command, query                string
+	op, command, query                 string
 	eventID, eventType, aggType, aggID string
-	projection                        string
-	version                           int64
+	projection                         string
+	version                            int64
 
 	msgID, msgOpType, msgSystem, msgDest string
 	msgGroup, msgSubscription            string

@@ -67,6 +67,7 @@ type ProjectionSummary struct {
 // else interpolated within LagBuckets as Prometheus' histogram_quantile does.
 type LagStats struct {
 	Count uint64        `json:"count"`
+	Sum   time.Duration `json:"sum_ns"`
 	P50   time.Duration `json:"p50_ns"`
 	P95   time.Duration `json:"p95_ns"`
 	P99   time.Duration `json:"p99_ns"`
@@ -74,21 +75,23 @@ type LagStats struct {
 }
 
 type projStats struct {
-	name                                                          string
-	expected, projected, duplicated, outOfOrder, late, skew, orph uint64
-	unproj                                                        uint64
-	orphans                                                       uint64
-	pending                                                       int64
-	oldest                                                        int64
-	count                                                         uint64
-	max                                                           int64
-	buckets                                                       [16]uint64
-	samples                                                       []int64
-	unprojIDs                                                     []EventKey
+	name                                                    string
+	expected, projected, duplicated, outOfOrder, late, skew uint64
+	unproj                                                  uint64
+	orphans                                                 uint64
+	pending                                                 int64
+	oldest                                                  int64
+	count                                                   uint64
+	sum                                                     int64
+	max                                                     int64
+	buckets                                                 [16]uint64
+	samples                                                 []int64
+	unprojIDs                                               []EventKey
 }
 
 func (p *projStats) observe(lag int64) {
 	p.count++
+	p.sum += lag
 	p.max = max(p.max, lag)
 	v := seconds(lag)
 	i := sort.SearchFloat64s(LagBuckets, v)
@@ -145,7 +148,7 @@ func (j *Joiner) summary() Summary {
 			Name: ps.name, Expected: ps.expected, Projected: ps.projected, Unprojected: ps.unproj,
 			Duplicated: ps.duplicated, OutOfOrder: ps.outOfOrder, Late: ps.late, ClockSkew: ps.skew,
 			Orphans: ps.orphans, Pending: ps.pending, OldestPending: time.Duration(ps.oldest),
-			Lag: LagStats{Count: ps.count, Max: time.Duration(ps.max)},
+			Lag: LagStats{Count: ps.count, Sum: time.Duration(ps.sum), Max: time.Duration(ps.max)},
 		}
 		if s.keep {
 			sorted := slices.Clone(ps.samples)
