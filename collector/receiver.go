@@ -94,14 +94,14 @@ func (r *Receiver) Start(ctx context.Context) (err error) {
 		if err != nil {
 			return fmt.Errorf("listen for OTLP/gRPC on %s: %w", r.cfg.GRPCEndpoint, err)
 		}
-		r.grpcServer = grpc.NewServer(
+		srv := grpc.NewServer(
 			grpc.MaxRecvMsgSize(int(r.cfg.MaxRequestBytes)),
 			grpc.ForceServerCodecV2(newRawCodec()),
 		)
-		r.grpcServer.RegisterService(&traceServiceDesc, &grpcTraces{core: r.core})
-		r.grpcAddr = ln.Addr()
+		srv.RegisterService(&traceServiceDesc, &grpcTraces{core: r.core})
+		r.grpcServer, r.grpcAddr = srv, ln.Addr()
 		r.serving.Go(func() {
-			if err := r.grpcServer.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 				r.logger.Error("OTLP/gRPC server stopped", "err", err)
 			}
 		})
@@ -114,14 +114,14 @@ func (r *Receiver) Start(ctx context.Context) (err error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle(tracesPath, &httpTraces{core: r.core, maxBytes: r.cfg.MaxRequestBytes})
-		r.httpServer = &http.Server{
+		srv := &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: readHeaderTimeout,
 			ErrorLog:          slog.NewLogLogger(r.logger.Handler(), slog.LevelDebug),
 		}
-		r.httpAddr = ln.Addr()
+		r.httpServer, r.httpAddr = srv, ln.Addr()
 		r.serving.Go(func() {
-			if err := r.httpServer.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				r.logger.Error("OTLP/HTTP server stopped", "err", err)
 			}
 		})
