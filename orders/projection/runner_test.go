@@ -1,0 +1,461 @@
+package projection
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/goleak"
+
+	"github.com/lagscope/lagscope/orders"
+	"github.com/lagscope/lagscope/orders/command"
+	"github.com/lagscope/lagscope/orders/sqlite"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type fixture struct {
+	db   *sqlite.DB
+	rec  *tracetest.SpanRecorder
+	tp   *sdktrace.TracerProvider
+	cmds *command.Handler
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	db, err := sqlite.Open(context.Background(), sqlite.Memory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	return &fixture{db: db, rec: rec, tp: tp, cmds: command.New(db, tp, command.DefaultConfig())}
+}
+
+// workload runs n order lifecycles: every order is created, most are paid,
+// some shipped, some cancelled (before or after payment).
+func (f *fixture) workload(t *testing.T, n int) {
+	t.Helper()
+	ctx := context.Background()
+	for i := range n {
+		res, err := f.cmds.Create(ctx, orders.CreateOrder{
+			CustomerID: fmt.Sprintf("cust-%d", i%3),
+			Items:      []orders.Item{{SKU: "sku", Price: int64(100 + i), Quantity: 2}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%5 == 4 {
+			_, err = f.cmds.Cancel(ctx, res.ID, orders.CancelOrder{Reason: "early"})
+		} else if _, err = f.cmds.Pay(ctx, res.ID, orders.PayOrder{Method: "card"}); err == nil {
+			switch i % 4 {
+			case 1:
+				_, err = f.cmds.Ship(ctx, res.ID, orders.ShipOrder{TrackingNumber: "T-1"})
+			case 2:
+				_, err = f.cmds.Cancel(ctx, res.ID, orders.CancelOrder{Reason: "late"})
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (f *fixture) runner(t *testing.T, cfg Config) *Runner {
+	t.Helper()
+	cfg.PollInterval = 10 * time.Millisecond
+	cfg.BatchSize = 7 // several reads per test
+	cfg.Seed = 1
+	r, err := New(cfg, f.db, f.db, f.tp, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func start(t *testing.T, r *Runner) {
+	t.Helper()
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shutdown(t, r) })
+}
+
+func shutdown(t *testing.T, r *Runner) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown() error = %v", err)
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (f *fixture) caughtUp(t *testing.T, names ...string) func() bool {
+	return func() bool {
+		head, err := f.db.Head(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range names {
+			cp, err := f.db.Checkpoint(context.Background(), n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cp < head {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// wantViews rebuilds every order from the store: the read models must match.
+func (f *fixture) wantViews(t *testing.T) (map[string]orders.OrderView, orders.Summary) {
+	t.Helper()
+	all, err := f.db.ReadAll(context.Background(), 0, 1_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string][]orders.Event{}
+	for _, e := range all {
+		byID[e.AggregateID] = append(byID[e.AggregateID], e)
+	}
+	views := map[string]orders.OrderView{}
+	var sum orders.Summary
+	for id, evs := range byID {
+		o, err := orders.Rebuild(evs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		views[id] = orders.OrderView{ID: id, CustomerID: o.CustomerID(), Status: o.Status(), Total: o.Total(), Version: o.Version()}
+		sum.Orders++
+		switch o.Status() {
+		case orders.StatusCreated:
+			sum.Created++
+		case orders.StatusPaid:
+			sum.Paid++
+			sum.Revenue += o.Total()
+		case orders.StatusShipped:
+			sum.Shipped++
+			sum.Revenue += o.Total()
+		case orders.StatusCancelled:
+			sum.Cancelled++
+		}
+	}
+	return views, sum
+}
+
+func (f *fixture) gotViews(t *testing.T) map[string]orders.OrderView {
+	t.Helper()
+	got := map[string]orders.OrderView{}
+	for c := range 3 {
+		list, err := f.db.OrdersByCustomer(context.Background(), fmt.Sprintf("cust-%d", c), 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range list {
+			got[v.ID] = orders.OrderView{ID: v.ID, CustomerID: v.CustomerID, Status: v.Status, Total: v.Total, Version: v.Version}
+		}
+	}
+	return got
+}
+
+func (f *fixture) checkReadModels(t *testing.T) {
+	t.Helper()
+	wantViews, wantSum := f.wantViews(t)
+	if diff := cmp.Diff(f.gotViews(t), wantViews); diff != "" {
+		t.Errorf("orders_view mismatch (-got +want):\n%s", diff)
+	}
+	gotSum, err := f.db.Summary(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(gotSum, wantSum); diff != "" {
+		t.Errorf("sales_summary mismatch (-got +want):\n%s", diff)
+	}
+}
+
+func projectSpans(rec *tracetest.SpanRecorder, name string) []sdktrace.ReadOnlySpan {
+	var out []sdktrace.ReadOnlySpan
+	for _, s := range rec.Ended() {
+		if s.Name() == "project "+name {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func TestProjectsEveryEvent(t *testing.T) {
+	f := newFixture(t)
+	f.workload(t, 10) // before Start: catch-up from checkpoint 0
+	r := f.runner(t, DefaultConfig())
+	start(t, r)
+	f.workload(t, 10) // after Start: woken by appends
+	waitFor(t, "projectors to catch up", f.caughtUp(t, Names...))
+	f.checkReadModels(t)
+
+	head, _ := f.db.Head(context.Background())
+	appendSpans := map[trace.SpanID]sdktrace.ReadOnlySpan{}
+	for _, s := range f.rec.Ended() {
+		if s.Name() == "append Order" {
+			appendSpans[s.SpanContext().SpanID()] = s
+		}
+	}
+	for _, name := range Names {
+		spans := projectSpans(f.rec, name)
+		if int64(len(spans)) != head {
+			t.Errorf("%s: %d project spans, want %d", name, len(spans), head)
+		}
+		for _, s := range spans {
+			parent, ok := appendSpans[s.Parent().SpanID()]
+			if !ok || s.SpanContext().TraceID() != parent.SpanContext().TraceID() || !s.Parent().IsRemote() {
+				t.Errorf("%s: project span %s is not a remote child of an append span", name, s.SpanContext().SpanID())
+				continue
+			}
+			got := attrMap(s)
+			want := map[string]any{
+				"cqrs.operation": "project", "cqrs.projection": name,
+				"cqrs.event.id": attrMap(parent)["cqrs.event.id"], "cqrs.event.type": attrMap(parent)["cqrs.event.type"],
+				"cqrs.aggregate.id": attrMap(parent)["cqrs.aggregate.id"], "cqrs.aggregate.version": attrMap(parent)["cqrs.aggregate.version"],
+			}
+			if diff := cmp.Diff(got, want); diff != "" {
+				t.Errorf("%s: project span attributes (-got +want):\n%s", name, diff)
+			}
+			if s.SpanKind() != trace.SpanKindConsumer {
+				t.Errorf("%s: span kind %v, want consumer", name, s.SpanKind())
+			}
+		}
+	}
+	for _, st := range r.Stats() {
+		if st.Projected != head || st.Spans != head || st.Checkpoint != head {
+			t.Errorf("Stats(%s) = %+v, want %d projected, spans, checkpoint", st.Projection, st, head)
+		}
+	}
+}
+
+func attrMap(s sdktrace.ReadOnlySpan) map[string]any {
+	m := map[string]any{}
+	for _, kv := range s.Attributes() {
+		m[string(kv.Key)] = kv.Value.AsInterface()
+	}
+	return m
+}
+
+func TestCrashRestart(t *testing.T) {
+	tests := []struct {
+		name string
+		// The runner is stopped from within orders_view's goroutine at its
+		// crashAt-th event: after the read model commit, or after the delay
+		// and just before the write.
+		crashAt     int
+		beforeWrite bool
+		faults      Faults
+	}{
+		{name: "after commit, first event", crashAt: 1},
+		{name: "after commit, mid batch", crashAt: 10},
+		{name: "before the write, after the delay", crashAt: 5, beforeWrite: true, faults: Faults{Delay: time.Millisecond}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.workload(t, 8)
+			var (
+				mu      sync.Mutex
+				applied = map[string]map[int64]int{}
+			)
+			record := func(name string, e orders.Event) {
+				mu.Lock()
+				defer mu.Unlock()
+				if applied[name] == nil {
+					applied[name] = map[int64]int{}
+				}
+				applied[name][e.Position]++
+			}
+			cfg := DefaultConfig()
+			cfg.Faults = map[string]Faults{OrdersView: tt.faults, SalesSummary: tt.faults}
+			first := f.runner(t, cfg)
+			crashed := make(chan struct{})
+			crash := func(name string, e orders.Event) {
+				if name == OrdersView && e.Position == int64(tt.crashAt) {
+					first.cancel()
+					close(crashed)
+				}
+			}
+			first.afterCommit = func(name string, e orders.Event) {
+				record(name, e)
+				if !tt.beforeWrite {
+					crash(name, e)
+				}
+			}
+			if tt.beforeWrite {
+				first.beforeApply = crash
+			}
+			if err := first.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			<-crashed
+			shutdown(t, first)
+			cp, _ := f.db.Checkpoint(context.Background(), OrdersView)
+			want := int64(tt.crashAt)
+			if tt.beforeWrite {
+				want--
+			}
+			if cp != want {
+				t.Errorf("orders_view checkpoint after the crash = %d, want %d", cp, want)
+			}
+
+			f.workload(t, 3)
+			second := f.runner(t, cfg)
+			second.afterCommit = record
+			start(t, second)
+			waitFor(t, "restarted projectors to catch up", f.caughtUp(t, Names...))
+			shutdown(t, second)
+
+			head, _ := f.db.Head(context.Background())
+			for _, name := range Names {
+				var dups []int64
+				for pos, n := range applied[name] {
+					if n != 1 {
+						dups = append(dups, pos)
+					}
+				}
+				if int64(len(applied[name])) != head || len(dups) > 0 {
+					t.Errorf("%s: %d positions committed (duplicates %v), want each of %d once", name, len(applied[name]), dups, head)
+				}
+			}
+			f.checkReadModels(t)
+		})
+	}
+}
+
+func TestFaults(t *testing.T) {
+	tests := []struct {
+		name   string
+		faults map[string]Faults
+		// want per projection: spans, projected, dropped, duplicated, as a
+		// multiple of the number of events.
+		want map[string][4]int64
+	}{
+		{
+			name:   "drop all sales_summary",
+			faults: map[string]Faults{SalesSummary: {DropRate: 1}},
+			want:   map[string][4]int64{OrdersView: {1, 1, 0, 0}, SalesSummary: {0, 0, 1, 0}},
+		},
+		{
+			name:   "duplicate all orders_view",
+			faults: map[string]Faults{OrdersView: {DuplicateRate: 1}},
+			want:   map[string][4]int64{OrdersView: {2, 1, 0, 1}, SalesSummary: {1, 1, 0, 0}},
+		},
+		{
+			name:   "fixed delay",
+			faults: map[string]Faults{OrdersView: {Delay: 20 * time.Millisecond}, SalesSummary: {Delay: time.Millisecond, DelayMax: 3 * time.Millisecond}},
+			want:   map[string][4]int64{OrdersView: {1, 1, 0, 0}, SalesSummary: {1, 1, 0, 0}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.workload(t, 5)
+			cfg := DefaultConfig()
+			cfg.Faults = tt.faults
+			r := f.runner(t, cfg)
+			start(t, r)
+			waitFor(t, "projectors to catch up", f.caughtUp(t, Names...))
+			shutdown(t, r)
+			n, _ := f.db.Head(context.Background())
+			for _, st := range r.Stats() {
+				spans := int64(len(projectSpans(f.rec, st.Projection)))
+				got := [4]int64{spans, st.Projected, st.Dropped, st.Duplicated}
+				w := tt.want[st.Projection]
+				want := [4]int64{w[0] * n, w[1] * n, w[2] * n, w[3] * n}
+				if diff := cmp.Diff(got, want); diff != "" {
+					t.Errorf("%s: [spans projected dropped duplicated] (-got +want):\n%s", st.Projection, diff)
+				}
+				if st.Spans != spans {
+					t.Errorf("%s: Stats().Spans = %d, recorder has %d", st.Projection, st.Spans, spans)
+				}
+				if min := tt.faults[st.Projection].Delay; min > 0 {
+					for _, s := range projectSpans(f.rec, st.Projection) {
+						if d := s.EndTime().Sub(s.StartTime()); d < min {
+							t.Errorf("%s: project span lasted %v, want at least the delay %v", st.Projection, d, min)
+						}
+					}
+				}
+			}
+			if _, ok := tt.faults[SalesSummary]; !ok || tt.faults[SalesSummary].DropRate == 0 {
+				f.checkReadModels(t)
+			}
+		})
+	}
+}
+
+func TestStall(t *testing.T) {
+	f := newFixture(t)
+	f.workload(t, 2)
+	const stallFor = 300 * time.Millisecond
+	cfg := DefaultConfig()
+	cfg.Faults = map[string]Faults{OrdersView: {StallAfter: 0, StallFor: stallFor}}
+	r := f.runner(t, cfg)
+	begin := time.Now()
+	start(t, r)
+	waitFor(t, "orders_view to catch up after its stall", f.caughtUp(t, Names...))
+	stats := map[string]Stats{}
+	for _, s := range r.Stats() {
+		stats[s.Projection] = s
+	}
+	if got := stats[OrdersView]; got.Stalls != 1 || got.Stalled {
+		t.Errorf("orders_view stats = %+v, want one finished stall", got)
+	}
+	if got := stats[SalesSummary].Stalls; got != 0 {
+		t.Errorf("sales_summary stalls = %d, want 0", got)
+	}
+	for _, s := range projectSpans(f.rec, OrdersView) {
+		if s.StartTime().Before(begin.Add(stallFor)) {
+			t.Errorf("orders_view project span started %v after Start, inside its %v stall", s.StartTime().Sub(begin), stallFor)
+		}
+	}
+	f.checkReadModels(t)
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantErr bool
+	}{
+		{name: "default", cfg: DefaultConfig()},
+		{name: "zero", cfg: Config{}},
+		{name: "unknown projection", cfg: Config{Projections: []string{"nope"}}, wantErr: true},
+		{name: "faults for unknown projection", cfg: Config{Faults: map[string]Faults{"nope": {}}}, wantErr: true},
+		{name: "drop rate above 1", cfg: Config{Faults: map[string]Faults{OrdersView: {DropRate: 1.5}}}, wantErr: true},
+		{name: "negative duplicate rate", cfg: Config{Faults: map[string]Faults{OrdersView: {DuplicateRate: -0.1}}}, wantErr: true},
+		{name: "negative delay", cfg: Config{Faults: map[string]Faults{OrdersView: {Delay: -1}}}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if (err != nil) != tt.wantErr {
+				t.Errorf("Validate() error = %v, want error %v", err, tt.wantErr)
+			}
+		})
+	}
+}
