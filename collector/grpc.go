@@ -9,9 +9,12 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/gzip" // accept gzip-compressed exports
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
 )
 
 // The OTLP/gRPC transport registers its own descriptor of
@@ -51,7 +54,10 @@ func traceExportHandler(srv any, ctx context.Context, dec func(any) error, _ grp
 	req := rawMessagePool.Get().(*rawMessage)
 	defer req.free()
 	if err := dec(req); err != nil {
-		return nil, err
+		return nil, err // grpcStats counts it
+	}
+	if st, ok := ctx.Value(rpcStateKey{}).(*rpcState); ok {
+		st.received = true
 	}
 	return srv.(traceService).export(ctx, req)
 }
@@ -88,6 +94,54 @@ func (g *grpcTraces) fail(ctx context.Context, e *requestError) error {
 	g.core.logger.DebugContext(ctx, "refused OTLP/gRPC request", "reason", e.reason.String(), "err", e)
 	return e.grpcStatus()
 }
+
+// grpcStats counts the export requests that grpc refuses before traceExportHandler
+// gets them: messages over MaxRecvMsgSize (also after decompression) and ones
+// that do not decompress. It is a stats.Handler, the only hook grpc offers there.
+type grpcStats struct {
+	core *tracesCore
+}
+
+// rpcState rides in an export's context from TagRPC to its End event.
+type rpcState struct {
+	received bool // the handler got the message; it counts its own refusals
+}
+
+type rpcStateKey struct{}
+
+func (h grpcStats) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	if info.FullMethodName != traceExportPath {
+		return ctx
+	}
+	return context.WithValue(ctx, rpcStateKey{}, &rpcState{})
+}
+
+func (h grpcStats) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	end, ok := s.(*stats.End)
+	if !ok || end.Error == nil {
+		return
+	}
+	st, ok := ctx.Value(rpcStateKey{}).(*rpcState)
+	if !ok || st.received {
+		return
+	}
+	var r reason
+	switch status.Code(end.Error) {
+	case codes.ResourceExhausted:
+		r = reasonTooLarge
+	case codes.Internal, codes.InvalidArgument:
+		r = reasonDecodeError
+	case codes.Unimplemented:
+		r = reasonUnsupportedMediaType // a grpc-encoding we have no decompressor for
+	default:
+		return // the client went away or gave up: not a refusal
+	}
+	h.core.metrics.rejectedRequests[transportGRPC][r].Inc()
+	h.core.logger.DebugContext(ctx, "refused OTLP/gRPC request", "reason", r.String(), "err", end.Error)
+}
+
+func (grpcStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (grpcStats) HandleConn(context.Context, stats.ConnStats)                       {}
 
 // rawMessage is an undecoded protobuf message that rawCodec passes through.
 type rawMessage struct {

@@ -54,14 +54,14 @@ func TestGRPCRequests(t *testing.T) {
 		wantCode     codes.Code
 		wantRejected int64
 		wantConsumed int
-		wantReason   reason // counted in rejected_requests_total; unset for OK and grpc's own refusals
+		wantReason   reason // counted in rejected_requests_total when wantCode is not OK
 	}{
 		{name: "valid", body: good, wantConsumed: 6},
 		{name: "empty", body: nil},
 		{name: "zero ids", body: mustMarshal(t, invalidIDTraces()), wantRejected: 3, wantConsumed: 1},
 		{name: "undecodable", body: good[:len(good)-1], wantCode: codes.InvalidArgument, wantReason: reasonDecodeError},
-		// grpc refuses it before our handler runs, so no metric counts it.
-		{name: "oversized", body: padProto(t, good, int(cfg.MaxRequestBytes)+1), wantCode: codes.ResourceExhausted},
+		// grpc refuses it before our handler runs; grpcStats counts it.
+		{name: "oversized", body: padProto(t, good, int(cfg.MaxRequestBytes)+1), wantCode: codes.ResourceExhausted, wantReason: reasonTooLarge},
 		{name: "exactly the maximum", body: padProto(t, good, int(cfg.MaxRequestBytes)), wantConsumed: 6},
 	}
 	rec := &recorder{}
@@ -83,9 +83,9 @@ func TestGRPCRequests(t *testing.T) {
 			if got := len(rec.got()) - spansBefore; got != tt.wantConsumed {
 				t.Errorf("consumer got %d spans, want %d", got, tt.wantConsumed)
 			}
-			if tt.wantCode != codes.OK && tt.wantReason == reasonDecodeError {
-				if n := testutil.ToFloat64(r.core.metrics.rejectedRequests[transportGRPC][reasonDecodeError]); n != 1 {
-					t.Errorf("rejected_requests_total{transport=grpc,reason=decode_error} = %v, want 1", n)
+			if tt.wantCode != codes.OK {
+				if n := testutil.ToFloat64(r.core.metrics.rejectedRequests[transportGRPC][tt.wantReason]); n != 1 {
+					t.Errorf("rejected_requests_total{transport=grpc,reason=%q} = %v, want 1", tt.wantReason, n)
 				}
 			}
 			if _, err := exportGRPC(t, r, good); err != nil {

@@ -97,6 +97,7 @@ func (r *Receiver) Start(ctx context.Context) (err error) {
 		srv := grpc.NewServer(
 			grpc.MaxRecvMsgSize(int(r.cfg.MaxRequestBytes)),
 			grpc.ForceServerCodecV2(newRawCodec()),
+			grpc.StatsHandler(grpcStats{core: r.core}),
 		)
 		srv.RegisterService(&traceServiceDesc, &grpcTraces{core: r.core})
 		r.grpcServer, r.grpcAddr = srv, ln.Addr()
