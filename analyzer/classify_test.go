@@ -1,0 +1,89 @@
+package analyzer
+
+import (
+	"testing"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		name  string
+		kind  ptrace.SpanKind
+		attrs map[string]any
+		want  Role
+	}{
+		{"cqrs.operation command", 0, map[string]any{"cqrs.operation": "command"}, RoleCommand},
+		{"cqrs.operation wins over messaging", ptrace.SpanKindConsumer, map[string]any{"cqrs.operation": "append", "messaging.message.id": "m"}, RoleAppend},
+		{"cqrs.operation project", 0, map[string]any{"cqrs.operation": "project"}, RoleProject},
+		{"cqrs.operation query", 0, map[string]any{"cqrs.operation": "query"}, RoleQuery},
+		{"command name alone", 0, map[string]any{"cqrs.command.name": "Pay"}, RoleCommand},
+		{"query name alone", 0, map[string]any{"cqrs.query.name": "GetOrder"}, RoleQuery},
+		{"command name wins over messaging", ptrace.SpanKindProducer, map[string]any{"cqrs.command.name": "Pay", "messaging.system": "kafka"}, RoleCommand},
+		{"producer with message id", ptrace.SpanKindProducer, map[string]any{"messaging.message.id": "m"}, RoleAppend},
+		{"producer kafka without id", ptrace.SpanKindProducer, map[string]any{"messaging.system": "kafka"}, RoleAppend},
+		{"producer without messaging", ptrace.SpanKindProducer, map[string]any{"http.method": "GET"}, RoleNone},
+		{"operation type send", ptrace.SpanKindInternal, map[string]any{"messaging.system": "kafka", "messaging.operation.type": "send"}, RoleAppend},
+		{"operation type create", ptrace.SpanKindInternal, map[string]any{"messaging.system": "kafka", "messaging.operation.type": "create"}, RoleAppend},
+		{"old operation publish", ptrace.SpanKindInternal, map[string]any{"messaging.system": "rabbitmq", "messaging.operation": "publish"}, RoleAppend},
+		{"consumer with message id", ptrace.SpanKindConsumer, map[string]any{"messaging.message.id": "m"}, RoleProject},
+		{"operation type process", ptrace.SpanKindInternal, map[string]any{"messaging.system": "kafka", "messaging.operation.type": "process"}, RoleProject},
+		{"old operation deliver", ptrace.SpanKindInternal, map[string]any{"messaging.system": "kafka", "messaging.operation": "deliver"}, RoleProject},
+		{"receive is not processing", ptrace.SpanKindConsumer, map[string]any{"messaging.system": "kafka", "messaging.operation.type": "receive"}, RoleNone},
+		{"client span with message id", ptrace.SpanKindClient, map[string]any{"messaging.message.id": "m"}, RoleNone},
+		{"unrelated", ptrace.SpanKindServer, map[string]any{"http.route": "/orders"}, RoleNone},
+		{"unknown cqrs.operation falls through", ptrace.SpanKindServer, map[string]any{"cqrs.operation": "other"}, RoleNone},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := pcommon.NewMap()
+			if err := m.FromRaw(tt.attrs); err != nil {
+				t.Fatal(err)
+			}
+			var a spanAttrs
+			a.read(m)
+			if got := classify(tt.kind, &a); got != tt.want {
+				t.Errorf("classify = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestProjectionName(t *testing.T) {
+	tests := []struct {
+		name  string
+		attrs map[string]any
+		want  string
+	}{
+		{"cqrs.projection", map[string]any{"cqrs.operation": "project", "cqrs.event.id": "e", "cqrs.projection": "view", "messaging.consumer.group.name": "g"}, "view"},
+		{"consumer group", map[string]any{"messaging.message.id": "e", "messaging.consumer.group.name": "g", "messaging.operation.type": "process"}, "g"},
+		{"old kafka group", map[string]any{"messaging.message.id": "e", "messaging.kafka.consumer.group": "old", "messaging.operation.type": "process"}, "old"},
+		{"subscription", map[string]any{"messaging.message.id": "e", "messaging.destination.subscription.name": "sub", "messaging.operation.type": "process"}, "sub"},
+		{"service name", map[string]any{"messaging.message.id": "e", "messaging.operation.type": "process"}, "svc"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			td := traces("svc", spanSpec{trace: 1, span: 1, parent: -1, kind: ptrace.SpanKindConsumer, attrs: tt.attrs})
+			r := NewResolver(DefaultConfig())
+			facts := r.Resolve(nil, td, 0, new(scratch))
+			if len(facts) != 1 || facts[0].Projection != tt.want {
+				t.Fatalf("facts = %+v, want one projection %q", facts, tt.want)
+			}
+		})
+	}
+}
+
+func TestKeyOf(t *testing.T) {
+	u := "123e4567-e89b-12d3-a456-426614174000"
+	k := KeyOf(u)
+	if k[0] != 0x12 || k[15] != 0x00 || k[1] != 0x3e {
+		t.Errorf("UUID key = %x, want the UUID's bytes", k)
+	}
+	if KeyOf("evt-1") == KeyOf("evt-2") || KeyOf("evt-1") != KeyOf("evt-1") {
+		t.Error("hashed keys must be stable and distinct")
+	}
+	if KeyOf("123e4567-e89b-12d3-a456-42661417400g") == k {
+		t.Error("a non-hex UUID-shaped id must not parse as a UUID")
+	}
+}
