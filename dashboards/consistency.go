@@ -132,7 +132,7 @@ func consistency() (dashboard.Dashboard, error) {
 		queries: []query{{expr: projectedPerAppended("$__rate_interval"), legend: "{{projection}}"}},
 	}, dashboard.NewThresholdsConfigBuilder().Mode(dashboard.ThresholdsModeAbsolute).Steps([]dashboard.Threshold{
 		{Color: "red"}, step(1-drift, "green"), step(1+drift, "orange"),
-	})).AxisSoftMax(1+2*drift))
+	})).AxisSoftMax(1 + 2*drift))
 	b.WithPanel(timeSeries(panel{
 		title:       "Pending events",
 		description: "Events appended but not yet shown, per projection. A steady climb is a projection falling behind.",

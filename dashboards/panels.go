@@ -175,7 +175,7 @@ func latencyHeatmap(p panel) *heatmap.PanelBuilder {
 			Exponent(0.5).
 			Steps(64).
 			Fill("dark-orange")).
-		YAxis(heatmap.NewYAxisConfigBuilder().Unit(p.unit).Decimals(1).AxisPlacement(common.AxisPlacementLeft)).
+		YAxis(heatmap.NewYAxisConfigBuilder().Unit(p.unit).AxisPlacement(common.AxisPlacementLeft)).
 		RowsFrame(heatmap.NewRowsHeatmapOptionsBuilder().Layout(common.HeatmapCellLayoutLe)).
 		CellValues(heatmap.NewCellValuesBuilder().Unit(unitEvents).Decimals(2)).
 		ShowValue(common.VisibilityModeNever).
