@@ -67,22 +67,22 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("join.deadline must be positive, got %s", c.Deadline))
 	}
 	if c.CommandWait < 0 {
-		errs = append(errs, fmt.Errorf("join.command-wait must not be negative, got %s", c.CommandWait))
+		errs = append(errs, fmt.Errorf("join.command_wait must not be negative, got %s", c.CommandWait))
 	}
 	if c.Retention < c.Deadline {
 		errs = append(errs, fmt.Errorf("join.retention (%s) must be at least join.deadline (%s)", c.Retention, c.Deadline))
 	}
 	if c.MaxPendingEvents < 1 {
-		errs = append(errs, fmt.Errorf("join.max-pending-events must be at least 1, got %d", c.MaxPendingEvents))
+		errs = append(errs, fmt.Errorf("join.max_pending_events must be at least 1, got %d", c.MaxPendingEvents))
 	}
 	if c.MaxPendingProjections < 1 {
-		errs = append(errs, fmt.Errorf("join.max-pending-projections must be at least 1, got %d", c.MaxPendingProjections))
+		errs = append(errs, fmt.Errorf("join.max_pending_projections must be at least 1, got %d", c.MaxPendingProjections))
 	}
 	if c.MaxTraceSpans < 2 {
-		errs = append(errs, fmt.Errorf("join.max-trace-spans must be at least 2, got %d", c.MaxTraceSpans))
+		errs = append(errs, fmt.Errorf("join.max_trace_spans must be at least 2, got %d", c.MaxTraceSpans))
 	}
 	if c.MaxLabelValues < 1 {
-		errs = append(errs, fmt.Errorf("metrics.max-label-values must be at least 1, got %d", c.MaxLabelValues))
+		errs = append(errs, fmt.Errorf("metrics.max_label_values must be at least 1, got %d", c.MaxLabelValues))
 	}
 	for typ, ps := range c.Expected {
 		if typ == "" {

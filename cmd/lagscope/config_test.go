@@ -1,0 +1,88 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func resolveWith(t *testing.T, file string, args ...string) (Config, error) {
+	t.Helper()
+	if file != "" {
+		path := filepath.Join(t.TempDir(), "lagscope.yaml")
+		if err := os.WriteFile(path, []byte(file), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append([]string{"--config", path}, args...)
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	sf := newServeFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	return sf.resolve()
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	file := "otlp:\n  grpc_endpoint: 0.0.0.0:14317\njoin:\n  deadline: 45s\n  expected:\n    OrderCreated: [orders_view]\n"
+	tests := []struct {
+		name   string
+		file   string
+		args   []string
+		check  func(Config) string
+		wanted string
+	}{
+		{"defaults", "", nil, func(c Config) string { return c.OTLP.GRPCEndpoint + " " + c.Web.ListenAddress + " " + c.Join.Deadline.String() }, "localhost:4317 localhost:9464 30s"},
+		{"file over defaults", file, nil, func(c Config) string { return c.OTLP.GRPCEndpoint + " " + c.Join.Deadline.String() + " " + c.OTLP.HTTPEndpoint }, "0.0.0.0:14317 45s localhost:4318"},
+		{"flag over file", file, []string{"--join.deadline=2s", "--otlp.grpc-endpoint=:1"}, func(c Config) string { return c.OTLP.GRPCEndpoint + " " + c.Join.Deadline.String() }, ":1 2s"},
+		{"file list", file, nil, func(c Config) string { return strings.Join(c.Join.Expected["OrderCreated"], ",") }, "orders_view"},
+		{"empty file", "", []string{"--web.listen-address=:9999"}, func(c Config) string { return c.Web.ListenAddress }, ":9999"},
+		{"long deadline raises retention", "", []string{"--join.deadline=10m"}, func(c Config) string { return c.Join.Retention.String() }, (100 * time.Minute).String()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := resolveWith(t, tt.file, tt.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tt.check(c); got != tt.wanted {
+				t.Errorf("got %q, want %q", got, tt.wanted)
+			}
+		})
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	tests := []struct {
+		name string
+		file string
+		args []string
+		want string
+	}{
+		{"unknown key", "join:\n  dedline: 3s\n", nil, "dedline"},
+		{"unknown section", "otel:\n  x: 1\n", nil, "otel"},
+		{"bad duration", "join:\n  deadline: soon\n", nil, "soon"},
+		{"negative deadline", "join:\n  deadline: -1s\n", nil, "join.deadline"},
+		{"bad log level", "log:\n  level: loud\n", nil, "log.level"},
+		{"bad log format flag", "", []string{"--log.format=xml"}, "log.format"},
+		{"zero label values", "metrics:\n  max_label_values: 0\n", nil, "metrics.max_label_values"},
+		{"bad flag value", "", []string{"--join.deadline=soon"}, "join.deadline"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.file == "" && tt.args == nil {
+				t.Fatal("bad test")
+			}
+			file := tt.file
+			_, err := resolveWith(t, file, tt.args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got error %v, want one naming %q", err, tt.want)
+			}
+		})
+	}
+}
