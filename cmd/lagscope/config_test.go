@@ -37,8 +37,12 @@ func TestConfigPrecedence(t *testing.T) {
 		check  func(Config) string
 		wanted string
 	}{
-		{"defaults", "", nil, func(c Config) string { return c.OTLP.GRPCEndpoint + " " + c.Web.ListenAddress + " " + c.Join.Deadline.String() }, "localhost:4317 localhost:9464 30s"},
-		{"file over defaults", file, nil, func(c Config) string { return c.OTLP.GRPCEndpoint + " " + c.Join.Deadline.String() + " " + c.OTLP.HTTPEndpoint }, "0.0.0.0:14317 45s localhost:4318"},
+		{"defaults", "", nil, func(c Config) string {
+			return c.OTLP.GRPCEndpoint + " " + c.Web.ListenAddress + " " + c.Join.Deadline.String()
+		}, "localhost:4317 localhost:9464 30s"},
+		{"file over defaults", file, nil, func(c Config) string {
+			return c.OTLP.GRPCEndpoint + " " + c.Join.Deadline.String() + " " + c.OTLP.HTTPEndpoint
+		}, "0.0.0.0:14317 45s localhost:4318"},
 		{"flag over file", file, []string{"--join.deadline=2s", "--otlp.grpc-endpoint=:1"}, func(c Config) string { return c.OTLP.GRPCEndpoint + " " + c.Join.Deadline.String() }, ":1 2s"},
 		{"file list", file, nil, func(c Config) string { return strings.Join(c.Join.Expected["OrderCreated"], ",") }, "orders_view"},
 		{"empty file", "", []string{"--web.listen-address=:9999"}, func(c Config) string { return c.Web.ListenAddress }, ":9999"},
