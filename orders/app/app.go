@@ -1,0 +1,232 @@
+// Package app runs the order system as one process with a role: all (every
+// part), command (the command API), projector (the projectors) or query (the
+// query API). The demo embeds it; cmd/orders wraps it in flags.
+//
+// Besides the API of orders/httpapi, an App serves GET /healthz and, when it
+// runs projectors, GET /projections with the projectors' counters
+// ([]projection.Stats as JSON).
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/lagscope/lagscope/orders"
+	"github.com/lagscope/lagscope/orders/command"
+	"github.com/lagscope/lagscope/orders/httpapi"
+	"github.com/lagscope/lagscope/orders/projection"
+	"github.com/lagscope/lagscope/orders/sqlite"
+	"github.com/lagscope/lagscope/orders/telemetry"
+)
+
+// App is one process of the order system. Start it once, then Shutdown it
+// (or use Run). Its methods are safe for concurrent use after Start.
+type App struct {
+	cfg    Config
+	logger *slog.Logger
+	db     *sqlite.DB
+	tp     trace.TracerProvider
+	ownTP  interface{ Shutdown(context.Context) error }
+	runner *projection.Runner
+	srv    *http.Server
+
+	ln       net.Listener
+	wg       sync.WaitGroup
+	serveMu  sync.Mutex
+	serveErr error
+	done     chan struct{} // closed when the HTTP server stops serving
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// New opens the store and builds the parts that cfg.Role needs. It listens
+// and starts nothing: see Start. logger may be nil.
+func New(cfg Config, logger *slog.Logger) (*App, error) {
+	if cfg.Role == "" {
+		cfg.Role = RoleAll
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("orders config: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	a := &App{cfg: cfg, logger: logger, done: make(chan struct{})}
+	ctx := context.Background()
+	a.tp = cfg.TracerProvider
+	if a.tp == nil {
+		otlp := cfg.OTLP
+		if otlp.ServiceName == "" {
+			otlp.ServiceName = cfg.Role.ServiceName()
+		}
+		tp, err := telemetry.NewTracerProvider(ctx, otlp)
+		if err != nil {
+			return nil, err
+		}
+		a.tp, a.ownTP = tp, tp
+	}
+	path, _ := sqlitePath(cfg.Store)
+	db, err := sqlite.Open(ctx, path)
+	if err != nil {
+		return nil, errors.Join(err, a.closeTP(ctx))
+	}
+	a.db = db
+	if cfg.Role.projectors() {
+		a.runner, err = projection.New(cfg.Projection, db, db, a.tp, logger)
+		if err != nil {
+			return nil, errors.Join(err, db.Close(), a.closeTP(ctx))
+		}
+	}
+	if cfg.Listen != "" {
+		api := httpapi.Config{TracerProvider: a.tp, Logger: logger}
+		if cfg.Role.commands() {
+			api.Commands = command.New(db, a.tp, cfg.Command)
+		}
+		if cfg.Role.queries() {
+			api.Views = db
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/", httpapi.New(api))
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, "{\"status\":\"ok\",\"role\":%q}\n", cfg.Role)
+		})
+		if a.runner != nil {
+			mux.HandleFunc("GET /projections", func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(a.runner.Stats())
+			})
+		}
+		a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	}
+	return a, nil
+}
+
+// Start starts the projectors and the HTTP server, and returns once the
+// server listens. On error it rolls back what it started.
+func (a *App) Start(ctx context.Context) error {
+	if a.runner != nil {
+		if err := a.runner.Start(ctx); err != nil {
+			return errors.Join(err, a.Shutdown(ctx))
+		}
+	}
+	if a.srv == nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return errors.Join(fmt.Errorf("listen on %s: %w", a.cfg.Listen, err), a.Shutdown(ctx))
+	}
+	a.ln = ln
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer close(a.done)
+		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.serveMu.Lock()
+			a.serveErr = fmt.Errorf("serve http: %w", err)
+			a.serveMu.Unlock()
+		}
+	}()
+	a.logger.Info("orders started", "role", a.cfg.Role, "addr", ln.Addr().String(), "store", a.cfg.Store)
+	return nil
+}
+
+// Addr returns the address the HTTP server listens on ("" before Start or
+// without HTTP).
+func (a *App) Addr() string {
+	if a.ln == nil {
+		return ""
+	}
+	return a.ln.Addr().String()
+}
+
+// Store returns the event store (for tests and the demo).
+func (a *App) Store() orders.Store { return a.db }
+
+// Views returns the read models (for tests and the demo).
+func (a *App) Views() orders.Views { return a.db }
+
+// Projections returns the projectors' counters, or nil when this role runs
+// none. Compare Dropped and Duplicated with what lagscope reports.
+func (a *App) Projections() []projection.Stats {
+	if a.runner == nil {
+		return nil
+	}
+	return a.runner.Stats()
+}
+
+// Shutdown stops the HTTP server (waiting for requests in flight), then the
+// projectors, flushes spans (shutting down the tracer provider it built) and
+// closes the store. It honours ctx's deadline, returns the first error, and
+// is idempotent.
+func (a *App) Shutdown(ctx context.Context) error {
+	a.shutdownOnce.Do(func() {
+		var errs []error
+		if a.srv != nil && a.ln != nil {
+			errs = append(errs, a.srv.Shutdown(ctx))
+			a.wg.Wait()
+		}
+		if a.runner != nil {
+			errs = append(errs, a.runner.Shutdown(ctx))
+		}
+		errs = append(errs, a.closeTP(ctx), a.db.Close())
+		for _, err := range errs {
+			if err != nil {
+				a.shutdownErr = err
+				break
+			}
+		}
+	})
+	return a.shutdownErr
+}
+
+func (a *App) closeTP(ctx context.Context) error {
+	if a.ownTP != nil {
+		if err := a.ownTP.Shutdown(ctx); err != nil {
+			return fmt.Errorf("shut down tracer provider: %w", err)
+		}
+		return nil
+	}
+	if f, ok := a.tp.(interface{ ForceFlush(context.Context) error }); ok {
+		if err := f.ForceFlush(ctx); err != nil {
+			return fmt.Errorf("flush spans: %w", err)
+		}
+	}
+	return nil
+}
+
+// ShutdownTimeout bounds the Shutdown that Run does after ctx ends.
+const ShutdownTimeout = 10 * time.Second
+
+// Run starts the App, waits until ctx ends or the HTTP server fails, then
+// shuts down within ShutdownTimeout. It returns nil after a clean stop.
+func (a *App) Run(ctx context.Context) error {
+	if err := a.Start(ctx); err != nil {
+		return err
+	}
+	var serverDone <-chan struct{} // nil without HTTP: wait for ctx only
+	if a.srv != nil {
+		serverDone = a.done
+	}
+	select {
+	case <-ctx.Done():
+	case <-serverDone:
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
+	defer cancel()
+	err := a.Shutdown(sctx)
+	a.serveMu.Lock()
+	defer a.serveMu.Unlock()
+	return errors.Join(a.serveErr, err)
+}

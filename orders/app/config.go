@@ -1,0 +1,101 @@
+package app
+
+import (
+	"fmt"
+	"strings"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/lagscope/lagscope/orders/command"
+	"github.com/lagscope/lagscope/orders/projection"
+	"github.com/lagscope/lagscope/orders/telemetry"
+)
+
+// Role selects what one process of the order system does.
+type Role string
+
+// Roles. RoleAll runs everything in one process.
+const (
+	RoleAll       Role = "all"
+	RoleCommand   Role = "command"
+	RoleProjector Role = "projector"
+	RoleQuery     Role = "query"
+)
+
+// ServiceName returns the default service.name of a role: "orders" for all,
+// else "orders-<role>" (e.g. "orders-projector").
+func (r Role) ServiceName() string {
+	if r == RoleAll || r == "" {
+		return "orders"
+	}
+	return "orders-" + string(r)
+}
+
+func (r Role) commands() bool   { return r == RoleAll || r == RoleCommand }
+func (r Role) queries() bool    { return r == RoleAll || r == RoleQuery }
+func (r Role) projectors() bool { return r == RoleAll || r == RoleProjector }
+
+// Config configures an App.
+type Config struct {
+	// Store is the event store: "sqlite:PATH" for a file shared by local
+	// processes, or "sqlite::memory:" for a private in-memory database (one
+	// process only). Default "sqlite:orders.db".
+	Store string
+	// Listen is the HTTP address, e.g. "127.0.0.1:8080"; port 0 picks a free
+	// port (see App.Addr). Empty serves no HTTP (only useful for the projector
+	// role). Default "127.0.0.1:8080".
+	Listen string
+	// Role is what this process does. Default RoleAll.
+	Role Role
+	// OTLP configures span export when TracerProvider is nil. Its ServiceName
+	// defaults to Role.ServiceName(); an empty Endpoint exports nothing.
+	OTLP telemetry.Config
+	// TracerProvider, when set, is used instead of building one from OTLP.
+	// The App flushes it on Shutdown (if it has ForceFlush) but does not shut
+	// it down: its owner does. Default nil.
+	TracerProvider trace.TracerProvider
+	// Projection configures the projectors (projector and all roles),
+	// including their fault knobs. Default projection.DefaultConfig().
+	Projection projection.Config
+	// Command configures the command handler. Default command.DefaultConfig().
+	Command command.Config
+}
+
+// DefaultConfig returns the default configuration.
+func DefaultConfig() Config {
+	return Config{
+		Store:      "sqlite:orders.db",
+		Listen:     "127.0.0.1:8080",
+		Role:       RoleAll,
+		Projection: projection.DefaultConfig(),
+		Command:    command.DefaultConfig(),
+	}
+}
+
+// Validate reports an unknown role or store scheme and bad sub-configurations.
+func (c Config) Validate() error {
+	switch c.Role {
+	case "", RoleAll, RoleCommand, RoleProjector, RoleQuery:
+	default:
+		return fmt.Errorf("role %q: want all, command, projector or query", c.Role)
+	}
+	if _, err := sqlitePath(c.Store); err != nil {
+		return err
+	}
+	if c.Listen == "" && c.Role != RoleProjector {
+		return fmt.Errorf("role %s needs a listen address", c.Role)
+	}
+	if err := c.OTLP.Validate(); err != nil {
+		return err
+	}
+	return c.Projection.Validate()
+}
+
+// sqlitePath returns the path of a "sqlite:PATH" store.
+func sqlitePath(store string) (string, error) {
+	path, ok := strings.CutPrefix(store, "sqlite:")
+	if !ok || path == "" {
+		return "", fmt.Errorf("store %q: want sqlite:PATH or sqlite::memory:", store)
+	}
+	return path, nil
+}
