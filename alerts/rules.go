@@ -185,7 +185,7 @@ func selfAlerts(cfg Config) []rulefmt.Rule {
 		alert(cfg, "LagscopeJoinEvictions", "warning", cfg.SelfFor,
 			`sum by (job, instance, reason) (rate(lagscope_join_evictions_total[5m])) > 0`,
 			"lagscope {{ $labels.instance }} evicts join entries ({{ $labels.reason }})",
-			"lagscope {{ $labels.instance }} (job {{ $labels.job }}) evicts join entries for reason {{ $labels.reason }} at {{ $value | humanize }}/s: its join bounds are full, so some events get no lag and may be counted unprojected."),
+			"lagscope {{ $labels.instance }} (job {{ $labels.job }}) evicts join entries for reason {{ $labels.reason }} at {{ $value | humanize }}/s; the events or projection spans involved get no lag measurement."),
 		alert(cfg, "LagscopeDown", "critical", cfg.DownFor,
 			fmt.Sprintf(`up{job=%[1]q} == 0
 or
