@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -22,7 +23,8 @@ const (
 // Config configures an OTLP tracer provider.
 type Config struct {
 	// Endpoint is where spans are exported: "host:port" (plaintext) or a URL
-	// ("http://host:4318", "https://host:4317"). Empty means no exporter.
+	// ("http://host:4317" for gRPC; "http://host:4318" for HTTP, where a URL
+	// without a path gets /v1/traces). Empty means no exporter.
 	Endpoint string
 	// Protocol is ProtocolGRPC (the default) or ProtocolHTTP.
 	Protocol string
@@ -72,6 +74,19 @@ func NewTracerProvider(ctx context.Context, cfg Config) (*sdktrace.TracerProvide
 
 func newExporter(ctx context.Context, cfg Config) (sdktrace.SpanExporter, error) {
 	isURL := strings.Contains(cfg.Endpoint, "://")
+	endpointURL := cfg.Endpoint
+	if isURL && cfg.Protocol == ProtocolHTTP {
+		// A bare http://host:port means the standard traces path, as in the
+		// OTEL_EXPORTER_OTLP_ENDPOINT convention.
+		u, err := url.Parse(cfg.Endpoint)
+		if err != nil {
+			return nil, fmt.Errorf("otlp endpoint %q: %w", cfg.Endpoint, err)
+		}
+		if u.Path == "" || u.Path == "/" {
+			u.Path = "/v1/traces"
+		}
+		endpointURL = u.String()
+	}
 	var (
 		exp sdktrace.SpanExporter
 		err error
@@ -79,7 +94,7 @@ func newExporter(ctx context.Context, cfg Config) (sdktrace.SpanExporter, error)
 	if cfg.Protocol == ProtocolHTTP {
 		o := []otlptracehttp.Option{otlptracehttp.WithEndpoint(cfg.Endpoint), otlptracehttp.WithInsecure()}
 		if isURL {
-			o = []otlptracehttp.Option{otlptracehttp.WithEndpointURL(cfg.Endpoint)}
+			o = []otlptracehttp.Option{otlptracehttp.WithEndpointURL(endpointURL)}
 		}
 		exp, err = otlptracehttp.New(ctx, o...)
 	} else {

@@ -1,0 +1,203 @@
+// Command orders runs lagscope's reference CQRS order system and its load
+// generator.
+//
+//	orders serve --role all|command|projector|query --store sqlite:PATH --listen ADDR \
+//	    [--otlp-endpoint HOST:PORT --otlp-protocol grpc|http] [--fault NAME:key=value,...]
+//	orders load --url http://ADDR [--rate 50 --duration 1m --count N --concurrency 4]
+//
+// Run "orders serve -h" or "orders load -h" for every flag.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/lagscope/lagscope/orders/app"
+	"github.com/lagscope/lagscope/orders/load"
+	"github.com/lagscope/lagscope/orders/projection"
+	"github.com/lagscope/lagscope/orders/telemetry"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "orders:", err)
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+const usage = `usage: orders serve [flags]   run the order system (see orders serve -h)
+       orders load [flags]    send load to it (see orders load -h)
+`
+
+// run runs one subcommand until it finishes or ctx ends.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stderr)
+	case "load":
+		return runLoad(ctx, args[1:], stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "orders: unknown command %q\n%s", args[0], usage)
+	return errUsage
+}
+
+// faultFlags collects repeated --fault values.
+type faultFlags map[string]projection.Faults
+
+func (f faultFlags) String() string { return "" }
+
+func (f faultFlags) Set(s string) error {
+	name, faults, err := projection.ParseFaults(s)
+	if err != nil {
+		return err
+	}
+	f[name] = faults
+	return nil
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected arguments: %v\n", fs.Args())
+		return errUsage
+	}
+	return nil
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg := app.DefaultConfig()
+	faults := faultFlags{}
+	var role string
+	fs := flag.NewFlagSet("orders serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&role, "role", string(cfg.Role), "what this process does: all, command, projector or query")
+	fs.StringVar(&cfg.Store, "store", cfg.Store, "event store: sqlite:PATH (shared by local processes) or sqlite::memory:")
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, `HTTP address; "" serves no HTTP (projector role only)`)
+	fs.StringVar(&cfg.OTLP.Endpoint, "otlp-endpoint", "", "OTLP endpoint for spans (host:port or URL); empty exports nothing")
+	fs.StringVar(&cfg.OTLP.Protocol, "otlp-protocol", telemetry.ProtocolGRPC, "OTLP protocol: grpc or http")
+	fs.StringVar(&cfg.OTLP.ServiceName, "service-name", "", "service.name of the spans (default orders, or orders-<role>)")
+	fs.DurationVar(&cfg.Projection.PollInterval, "poll-interval", cfg.Projection.PollInterval, "how often projectors poll the store for appends by other processes")
+	fs.Var(faults, "fault", "projection fault knobs, repeatable: NAME:key=value,... with keys delay (D or MIN..MAX), drop, duplicate, stall-after, stall-for; e.g. orders_view:delay=20ms..200ms,drop=0.05")
+	fs.Uint64Var(&cfg.Projection.Seed, "fault-seed", 0, "seed of the fault dice (0: random)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg.Role = app.Role(role)
+	if len(faults) > 0 {
+		cfg.Projection.Faults = faults
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	a, err := app.New(cfg, logger)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := load.DefaultConfig()
+	var (
+		mix        string
+		noProgress bool
+		otlp       telemetry.Config
+	)
+	fs := flag.NewFlagSet("orders load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.BaseURL, "url", "http://127.0.0.1:8080", "base URL of the command API")
+	fs.StringVar(&cfg.QueryURL, "query-url", "", "base URL of the query API for reads after writes (default --url)")
+	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "target commands per second")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (0: no limit)")
+	fs.Int64Var(&cfg.Count, "count", 0, "stop after this many commands (0: no limit)")
+	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "workers, which bounds requests in flight")
+	fs.StringVar(&mix, "mix", "create=4,pay=3,ship=2,cancel=1", "command weights")
+	fs.Float64Var(&cfg.ReadAfterWrite, "read-after-write", cfg.ReadAfterWrite, "probability of reading an order after a command on it")
+	fs.IntVar(&cfg.Customers, "customers", cfg.Customers, "number of customer ids")
+	fs.BoolVar(&noProgress, "no-progress", false, "do not draw a progress bar on stderr")
+	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed of the choices (0: random)")
+	fs.StringVar(&otlp.Endpoint, "otlp-endpoint", "", "OTLP endpoint for client spans; empty: no client spans (server spans then start the traces)")
+	fs.StringVar(&otlp.Protocol, "otlp-protocol", telemetry.ProtocolGRPC, "OTLP protocol: grpc or http")
+	fs.StringVar(&otlp.ServiceName, "service-name", "orders-load", "service.name of the client spans")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var err error
+	if cfg.Mix, err = parseMix(mix); err != nil {
+		return err
+	}
+	cfg.NoReads = cfg.ReadAfterWrite == 0
+	if !noProgress {
+		cfg.Progress = stderr
+	}
+	if otlp.Endpoint != "" {
+		tp, err := telemetry.NewTracerProvider(ctx, otlp)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tp.Shutdown(context.WithoutCancel(ctx)) }()
+		cfg.TracerProvider = tp
+	}
+	g, err := load.New(cfg)
+	if err != nil {
+		return err
+	}
+	sum, err := g.Run(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = sum.WriteTo(stdout)
+	return err
+}
+
+func parseMix(s string) (load.Mix, error) {
+	var m load.Mix
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		w, err := strconv.ParseFloat(v, 64)
+		if !ok || err != nil {
+			return m, fmt.Errorf("mix %q: want create=W,pay=W,ship=W,cancel=W", s)
+		}
+		switch k {
+		case "create":
+			m.Create = w
+		case "pay":
+			m.Pay = w
+		case "ship":
+			m.Ship = w
+		case "cancel":
+			m.Cancel = w
+		default:
+			return m, fmt.Errorf("mix %q: unknown command %q", s, k)
+		}
+	}
+	return m, nil
+}
