@@ -3,11 +3,17 @@ package analyzer
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/lagscope/lagscope/analyzer/synth"
 )
 
 // cqrsRequests builds n export requests of tracesPer traces each, shaped like
@@ -41,7 +47,9 @@ func cqrsRequests(n, tracesPer int) []ptrace.Traces {
 }
 
 // renumber gives every event of the requests a new id, so that a benchmark
-// cycling over them never replays an event the join already holds.
+// cycling over them never replays an event the join already holds. It
+// replaces the prefix of an earlier cycle rather than adding to it, so that
+// ids keep their length however long the benchmark runs.
 func renumber(reqs []ptrace.Traces, cycle int) {
 	for _, td := range reqs {
 		rss := td.ResourceSpans()
@@ -49,35 +57,40 @@ func renumber(reqs []ptrace.Traces, cycle int) {
 			spans := rss.At(i).ScopeSpans().At(0).Spans()
 			for k := 0; k < spans.Len(); k++ {
 				attrs := spans.At(k).Attributes()
-				if v, ok := attrs.Get("cqrs.event.id"); ok {
-					v.SetStr(fmt.Sprintf("c%d-%s", cycle, v.Str()))
-				}
-				if v, ok := attrs.Get("cqrs.aggregate.id"); ok {
-					v.SetStr(fmt.Sprintf("c%d-%s", cycle, v.Str()))
+				for _, name := range []string{"cqrs.event.id", "cqrs.aggregate.id"} {
+					if v, ok := attrs.Get(name); ok {
+						s := v.Str()
+						if i := strings.IndexByte(s, '|'); i >= 0 {
+							s = s[i+1:]
+						}
+						v.SetStr(fmt.Sprintf("c%d|%s", cycle, s))
+					}
 				}
 			}
 		}
 	}
 }
 
-func benchmarkConsume(b *testing.B, reqs []ptrace.Traces) {
-	a, err := New(DefaultConfig(), nil, prometheus.NewRegistry())
-	if err != nil {
-		b.Fatal(err)
-	}
-	spansPer := 0
-	for _, td := range reqs {
-		spansPer += td.SpanCount()
-	}
+// consumeLoop feeds the analyzer b.N requests, calling refill (timer
+// stopped) whenever it has gone through all of them, and reports spans/s and
+// allocations per span.
+func consumeLoop(b *testing.B, a *Analyzer, reqs []ptrace.Traces, refill func(cycle int)) {
 	ctx := context.Background()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	mallocs := ms.Mallocs
 	b.ReportAllocs()
 	b.ResetTimer()
 	spans := 0
 	for i := 0; i < b.N; i++ {
 		if i > 0 && i%len(reqs) == 0 {
 			b.StopTimer()
-			renumber(reqs, i/len(reqs))
+			runtime.ReadMemStats(&ms)
+			before := ms.Mallocs
+			refill(i / len(reqs))
 			a.Tick(time.Now())
+			runtime.ReadMemStats(&ms)
+			mallocs += ms.Mallocs - before // not the benchmark's
 			b.StartTimer()
 		}
 		td := reqs[i%len(reqs)]
@@ -86,8 +99,19 @@ func benchmarkConsume(b *testing.B, reqs []ptrace.Traces) {
 		}
 		spans += td.SpanCount()
 	}
+	b.StopTimer()
+	runtime.ReadMemStats(&ms)
 	b.ReportMetric(float64(spans)/b.Elapsed().Seconds(), "spans/s")
 	b.ReportMetric(float64(spans)/float64(b.N), "spans/op")
+	b.ReportMetric(float64(ms.Mallocs-mallocs)/float64(spans), "allocs/span")
+}
+
+func benchmarkConsume(b *testing.B, reqs []ptrace.Traces) {
+	a, err := New(DefaultConfig(), nil, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	consumeLoop(b, a, reqs, func(cycle int) { renumber(reqs, cycle) })
 }
 
 // BenchmarkConsumeCQRS measures analysis alone (decoded traces in, join state
@@ -109,4 +133,125 @@ func BenchmarkConsumeUnrelated(b *testing.B) {
 		reqs = append(reqs, traces("svc", specs...))
 	}
 	benchmarkConsume(b, reqs)
+}
+
+// synthRequests returns n requests from g, built at now.
+func synthRequests(g *synth.Generator, n int, now time.Time) []ptrace.Traces {
+	reqs := make([]ptrace.Traces, n)
+	for i := range reqs {
+		reqs[i], _ = g.Next(now)
+	}
+	return reqs
+}
+
+// BenchmarkConsumeSynth measures analysis alone on the stream `lagscope
+// loadgen` sends: requests of 50 ten-span traces, half the spans with a
+// role, UUID event ids.
+func BenchmarkConsumeSynth(b *testing.B) {
+	a, err := New(DefaultConfig(), nil, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := synth.New(synth.Config{})
+	reqs := synthRequests(g, 64, time.Now())
+	consumeLoop(b, a, reqs, func(int) {
+		now := time.Now()
+		for _, td := range reqs {
+			g.Refill(td, now)
+		}
+	})
+}
+
+// BenchmarkConsumeParallel measures analysis from concurrent requests, as
+// the receivers call it: run with -cpu 1,2 to see how it scales.
+func BenchmarkConsumeParallel(b *testing.B) {
+	a, err := New(DefaultConfig(), nil, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	var stream atomic.Uint32
+	var spans atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		g := synth.New(synth.Config{Stream: stream.Add(1)})
+		// One request, refilled with new traces before each call: cheap
+		// next to the analysis (see BenchmarkSynthRefill), and outside
+		// the analyzer's locks, like a receiver's decoding.
+		td, _ := g.Next(time.Now())
+		n := 0
+		ctx := context.Background()
+		for pb.Next() {
+			if n > 0 {
+				g.Refill(td, time.Now())
+			}
+			if err := a.ConsumeTraces(ctx, td); err != nil {
+				b.Error(err)
+				return
+			}
+			spans.Add(int64(td.SpanCount()))
+			n++
+		}
+	})
+	b.ReportMetric(float64(spans.Load())/b.Elapsed().Seconds(), "spans/s")
+}
+
+// BenchmarkSynthRefill measures what BenchmarkConsumeParallel spends
+// outside the analyzer on each request.
+func BenchmarkSynthRefill(b *testing.B) {
+	g := synth.New(synth.Config{})
+	td, _ := g.Next(time.Now())
+	b.ReportAllocs()
+	for b.Loop() {
+		g.Refill(td, time.Now())
+	}
+	b.ReportMetric(float64(b.N*td.SpanCount())/b.Elapsed().Seconds(), "spans/s")
+}
+
+// BenchmarkPendingEvents measures the memory of the join store holding a
+// million appended events that no projection has shown yet (the events are
+// expected by two projections), in bytes per pending event after a GC. Each
+// iteration fills a new joiner.
+func BenchmarkPendingEvents(b *testing.B) {
+	const n = 1 << 20
+	cfg := DefaultConfig()
+	cfg.Expected = map[string][]string{"OrderPlaced": {"orders_view", "sales_summary"}}
+	facts := make([]Fact, 1024)
+	var perEvent float64
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		m, err := newMetrics(prometheus.NewRegistry())
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		j := newJoiner(cfg, m)
+		now := time.Now().UnixNano()
+		for k := 0; k < n; k += len(facts) {
+			for x := range facts {
+				id := uint64(k + x)
+				f := &facts[x]
+				*f = Fact{Kind: FactAppend, EventType: "OrderPlaced", AggregateType: "Order",
+					AggregateID: "order-" + strconv.FormatUint(id, 10), Version: 1, Command: "PlaceOrder",
+					CommandStart: now - 20e6, Start: now - 15e6, End: now - 10e6}
+				putUint64(f.Event[:8], mix64(id))
+				putUint64(f.Event[8:], id)
+				f.TraceID = f.Event
+			}
+			j.Apply(facts, now)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if got := j.events.len(); got != n {
+			b.Fatalf("join holds %d events, want %d (evicted)", got, n)
+		}
+		if got := j.pending[j.projections.ids["orders_view"]]; got != n {
+			b.Fatalf("orders_view has %d pending, want %d", got, n)
+		}
+		perEvent = float64(after.HeapAlloc-before.HeapAlloc) / n
+		runtime.KeepAlive(j)
+	}
+	b.ReportMetric(perEvent, "B/event")
 }
