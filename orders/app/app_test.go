@@ -163,9 +163,10 @@ func TestRolesShareAFile(t *testing.T) {
 		}
 		return true
 	})
-	if got := proj.Projections(); len(got) != 2 || got[0].Projected != 6 {
-		t.Errorf("Projections() = %+v, want 6 projected each", got)
-	}
+	waitFor(t, "the projector's counters", func() bool {
+		got := proj.Projections()
+		return len(got) == 2 && got[0].Projected == 6 && got[1].Projected == 6
+	})
 	if proj.Addr() != "" {
 		t.Errorf("projector without Listen has Addr %q", proj.Addr())
 	}
