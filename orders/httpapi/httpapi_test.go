@@ -295,8 +295,11 @@ func TestSpans(t *testing.T) {
 			}); diff != "" {
 				t.Errorf("project %s v%d (-got +want):\n%s", name, v, diff)
 			}
-			if p.EndTime().Before(ap.EndTime()) {
-				t.Errorf("project %s v%d ended before its append span", name, v)
+			// The commit happens inside the append span, and a woken projector
+			// may finish before the append span ends: only the start order is
+			// certain.
+			if p.StartTime().Before(ap.StartTime()) {
+				t.Errorf("project %s v%d started before its append span", name, v)
 			}
 		}
 	}
