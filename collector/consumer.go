@@ -16,3 +16,12 @@ import (
 type Consumer interface {
 	ConsumeTraces(ctx context.Context, td ptrace.Traces) error
 }
+
+// Discard is a Consumer that accepts every request and does nothing with it:
+// a receiver with the analysis switched off, to measure what receiving alone
+// costs.
+var Discard Consumer = discard{}
+
+type discard struct{}
+
+func (discard) ConsumeTraces(context.Context, ptrace.Traces) error { return nil }
