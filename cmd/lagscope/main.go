@@ -50,6 +50,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, rest, stderr)
 	case "demo":
 		return runDemo(ctx, rest, stdout, stderr)
+	case "loadgen":
+		return runLoadgen(ctx, rest, stdout, stderr)
 	case "analyze", "analyse":
 		return runAnalyze(ctx, rest, stdout, stderr)
 	case "dashboards":
