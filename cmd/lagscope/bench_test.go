@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/lagscope/lagscope/analyzer/synth"
+	"github.com/lagscope/lagscope/collector"
+)
+
+// Environment of a benchmark server child process: the test binary run
+// again, as `lagscope serve` (childServe) or as the same receiver with the
+// analysis switched off (childDiscard), on the gRPC address in benchAddrEnv.
+const (
+	benchChildEnv = "LAGSCOPE_BENCH_CHILD"
+	benchAddrEnv  = "LAGSCOPE_BENCH_GRPC"
+	childServe    = "serve"
+	childDiscard  = "discard"
+)
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(benchChildEnv); mode != "" {
+		if err := runBenchChild(mode, os.Getenv(benchAddrEnv)); err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// runBenchChild serves until SIGINT or SIGTERM.
+func runBenchChild(mode, addr string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch mode {
+	case childServe:
+		return run(ctx, []string{"serve", "--otlp.grpc-endpoint", addr, "--otlp.http-endpoint", "",
+			"--web.listen-address", "127.0.0.1:0", "--log.level", "error"}, os.Stdout, os.Stderr)
+	case childDiscard:
+		cfg := DefaultConfig().Collector()
+		cfg.GRPCEndpoint, cfg.HTTPEndpoint = addr, ""
+		r, err := collector.New(cfg, collector.Discard, nil, prometheus.NewRegistry())
+		if err != nil {
+			return err
+		}
+		if err := r.Start(ctx); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		return r.Shutdown(context.Background())
+	}
+	return fmt.Errorf("unknown mode %q", mode)
+}
+
+// benchServer is a server child process.
+type benchServer struct {
+	cmd  *exec.Cmd
+	addr string
+}
+
+// startBenchServer runs a server child with GOMAXPROCS=procs and waits until
+// it answers exports.
+func startBenchServer(b *testing.B, mode string, procs int) *benchServer {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), benchChildEnv+"="+mode, benchAddrEnv+"="+addr, "GOMAXPROCS="+strconv.Itoa(procs))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	s := &benchServer{cmd: cmd, addr: addr}
+	b.Cleanup(s.stop)
+	exp, err := newExporter("grpc", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer exp.Close()
+	td, _ := synth.New(synth.Config{Stream: 1 << 31, TracesPerRequest: 1}).Next(time.Now())
+	req, _ := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := exp.Export(ctx, req)
+		cancel()
+		if err == nil {
+			return s
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("server child (%s) did not answer on %s: %v", mode, addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *benchServer) stop() {
+	if s.cmd.Process == nil || s.cmd.ProcessState != nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// encodeRequests builds n distinct encoded export requests of the synth
+// stream, spread over streams so that no two share an event.
+func encodeRequests(b *testing.B, n int) [][]byte {
+	b.Helper()
+	g := synth.New(synth.Config{Stream: uint32(time.Now().UnixNano())})
+	td, _ := g.Next(time.Now())
+	var m ptrace.ProtoMarshaler
+	reqs := make([][]byte, n)
+	for i := range reqs {
+		if i > 0 {
+			g.Refill(td, time.Now())
+		}
+		var err error
+		if reqs[i], err = m.MarshalTraces(td); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return reqs
+}
+
+// blast sends reqs to addr from inflight goroutines and returns the time it
+// took. Every export must succeed.
+func blast(b *testing.B, addr string, reqs [][]byte, inflight int) time.Duration {
+	b.Helper()
+	exp, err := newExporter("grpc", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer exp.Close()
+	var next atomic.Int64
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range inflight {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(len(reqs)) {
+					return
+				}
+				if rejected, err := exp.Export(context.Background(), reqs[i]); err != nil || rejected > 0 {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprint(err, rejected))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	d := time.Since(start)
+	if n := failed.Load(); n > 0 {
+		b.Fatalf("%d exports failed; first: %v", n, firstErr.Load())
+	}
+	return d
+}
+
+// BenchmarkServeGRPC measures lagscope end to end: OTLP/gRPC on loopback
+// into `lagscope serve` running as a child process with GOMAXPROCS=procs,
+// from clients in the benchmark process that send pre-encoded requests of 50
+// synth traces (500 spans, half with a role). In the same run it measures
+// the same receiver with the analysis switched off (collector.Discard), and
+// reports both rates and their ratio. One op is one request.
+func BenchmarkServeGRPC(b *testing.B) {
+	for _, procs := range []int{1, 2} {
+		b.Run("procs="+strconv.Itoa(procs), func(b *testing.B) {
+			reqs := encodeRequests(b, b.N)
+			spans := float64(b.N * synth.SpansPerTrace * 50)
+			on := startBenchServer(b, childServe, procs)
+			off := startBenchServer(b, childDiscard, procs)
+			b.ResetTimer()
+			dOn := blast(b, on.addr, reqs, 8)
+			dOff := blast(b, off.addr, reqs, 8)
+			b.StopTimer()
+			on.stop()
+			off.stop()
+			rateOn, rateOff := spans/dOn.Seconds(), spans/dOff.Seconds()
+			b.ReportMetric(rateOn, "spans/s")
+			b.ReportMetric(rateOff, "spans/s-noanalysis")
+			b.ReportMetric(rateOn/rateOff, "ratio")
+		})
+	}
+}
