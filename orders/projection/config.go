@@ -21,8 +21,11 @@ var Names = []string{OrdersView, SalesSummary}
 // Faults are the fault knobs of one projection, used by the demo to exercise
 // lagscope's detections. The zero value injects no fault.
 type Faults struct {
-	// Delay is slept inside the project span, before the read model write,
-	// for every event. Default 0.
+	// Delay holds every event, inside the project span and before the read
+	// model write, until Delay after it was recorded: the projection lags the
+	// store by Delay, as a slow consumer would, without its throughput
+	// falling (an event recorded longer ago than that is not held at all).
+	// Default 0.
 	Delay time.Duration
 	// DelayMax, when greater than Delay, makes the delay uniformly random in
 	// [Delay, DelayMax]. Default 0 (fixed Delay).

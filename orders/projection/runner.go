@@ -286,8 +286,12 @@ func (r *Runner) project(ctx context.Context, p *projector, e orders.Event) (err
 	if err != nil {
 		return err
 	}
-	if delay := p.delay(); delay > 0 && !sleep(ctx, delay) {
-		return ctx.Err()
+	// The delay is measured from when the event was recorded, so a delayed
+	// projection lags the store by that much without its throughput falling.
+	if delay := p.delay(); delay > 0 {
+		if wait := time.Until(e.RecordedAt.Add(delay)); wait > 0 && !sleep(ctx, wait) {
+			return ctx.Err()
+		}
 	}
 	if r.beforeApply != nil {
 		r.beforeApply(p.name, e)

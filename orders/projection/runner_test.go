@@ -411,9 +411,29 @@ func TestFaults(t *testing.T) {
 					t.Errorf("%s: Stats().Spans = %d, recorder has %d", st.Projection, st.Spans, spans)
 				}
 				if min := tt.faults[st.Projection].Delay; min > 0 {
+					// A delayed projection shows an event no earlier than
+					// the delay after it was recorded.
+					events, err := f.db.ReadAll(context.Background(), 0, int(n))
+					if err != nil {
+						t.Fatal(err)
+					}
+					recorded := map[string]time.Time{}
+					for _, e := range events {
+						recorded[e.ID] = e.RecordedAt
+					}
 					for _, s := range projectSpans(f.rec, st.Projection) {
-						if d := s.EndTime().Sub(s.StartTime()); d < min {
-							t.Errorf("%s: project span lasted %v, want at least the delay %v", st.Projection, d, min)
+						var id string
+						for _, kv := range s.Attributes() {
+							if kv.Key == "cqrs.event.id" {
+								id = kv.Value.AsString()
+							}
+						}
+						at, ok := recorded[id]
+						if !ok {
+							t.Fatalf("%s: project span for unknown event %q", st.Projection, id)
+						}
+						if d := s.EndTime().Sub(at); d < min {
+							t.Errorf("%s: event shown %v after it was recorded, want at least the delay %v", st.Projection, d, min)
 						}
 					}
 				}
