@@ -436,6 +436,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if isTerminal(stdout) {
 		lc.Progress = nil // the live summary is the progress display
 	}
+	if cfg.Join.Expected == nil {
+		// The demo knows its projections: every event must reach both, from
+		// the first one on (otherwise lagscope learns them as they show up).
+		cfg.Join.Expected = map[string][]string{"*": projections}
+	}
 	dc.Lagscope, dc.Orders, dc.Load = cfg, oc, lc
 	logger := newLogger(LogConfig{Level: "warn", Format: cfg.Log.Format})
 	if cfg.Log.Level != "info" {
