@@ -1,45 +1,149 @@
 package analyzer
 
+import (
+	"encoding/binary"
+	"math/bits"
+)
+
 // genMap is a map bounded to about limit entries by generations: when the
 // current generation is full it becomes the old one and the previous old one
-// is cleared, so the least recently inserted half is forgotten at once. Reuse
-// of both maps keeps inserts free of allocations once warm. Not safe for
-// concurrent use.
-type genMap[K comparable, V any] struct {
-	cur, old map[K]V
+// is cleared, so the least recently inserted half is forgotten at once.
+//
+// Each generation is an open-addressing table with linear probing, kept at
+// most half full: a lookup or insert touches one cache line in the common
+// case, where a Go map touches its control word and then its slot (the
+// parent-edge and join maps are far larger than the caches, so each touch
+// is a miss). Tables grow by doubling up to the generation's size and are
+// reused across rotations, so inserts allocate nothing once warm. The zero
+// key marks an empty slot: put ignores it and get never finds it. Not safe
+// for concurrent use.
+type genMap[K hashKey, V any] struct {
+	cur, old genTable[K, V]
 	half     int
 	// rotations counts generations dropped, for tests and metrics.
 	rotations int
 }
 
-func newGenMap[K comparable, V any](limit int) *genMap[K, V] {
+// hashKey is a key of a genMap: comparable, with a well-mixed hash.
+type hashKey interface {
+	comparable
+	hash() uint64
+}
+
+type genSlot[K hashKey, V any] struct {
+	key K
+	val V
+}
+
+// genTable is one generation: a power-of-two array of slots, at most half
+// used.
+type genTable[K hashKey, V any] struct {
+	slots []genSlot[K, V]
+	n     int
+}
+
+func newGenMap[K hashKey, V any](limit int) *genMap[K, V] {
 	half := limit / 2
 	if half < 1 {
 		half = 1
 	}
-	return &genMap[K, V]{cur: make(map[K]V), old: make(map[K]V), half: half}
+	return &genMap[K, V]{half: half}
 }
 
 func (g *genMap[K, V]) get(k K) (V, bool) {
-	if v, ok := g.cur[k]; ok {
+	if v, ok := g.cur.get(k); ok {
 		return v, true
 	}
-	v, ok := g.old[k]
-	return v, ok
+	return g.old.get(k)
 }
 
 func (g *genMap[K, V]) put(k K, v V) {
-	if len(g.cur) >= g.half {
-		if _, ok := g.cur[k]; !ok {
+	var zero K
+	if k == zero {
+		return
+	}
+	if g.cur.n >= g.half {
+		if _, ok := g.cur.get(k); !ok {
 			g.old, g.cur = g.cur, g.old
-			clear(g.cur)
+			g.cur.reset()
 			g.rotations++
 		}
 	}
-	g.cur[k] = v
+	g.cur.put(k, v)
 }
 
-func (g *genMap[K, V]) len() int { return len(g.cur) + len(g.old) }
+func (g *genMap[K, V]) len() int { return g.cur.n + g.old.n }
+
+func (t *genTable[K, V]) get(k K) (V, bool) {
+	var zero K
+	if t.n > 0 {
+		mask := uint64(len(t.slots) - 1)
+		for i := k.hash() & mask; ; i = (i + 1) & mask {
+			s := &t.slots[i]
+			if s.key == k {
+				return s.val, true
+			}
+			if s.key == zero {
+				break
+			}
+		}
+	}
+	var v V
+	return v, false
+}
+
+// put inserts or replaces k, which is not the zero key.
+func (t *genTable[K, V]) put(k K, v V) {
+	if 2*(t.n+1) > len(t.slots) {
+		t.grow()
+	}
+	var zero K
+	mask := uint64(len(t.slots) - 1)
+	for i := k.hash() & mask; ; i = (i + 1) & mask {
+		s := &t.slots[i]
+		if s.key == k {
+			s.val = v
+			return
+		}
+		if s.key == zero {
+			s.key, s.val = k, v
+			t.n++
+			return
+		}
+	}
+}
+
+func (t *genTable[K, V]) grow() {
+	old := t.slots
+	t.slots = make([]genSlot[K, V], max(16, 2*len(old)))
+	t.n = 0
+	var zero K
+	for i := range old {
+		if old[i].key != zero {
+			t.put(old[i].key, old[i].val)
+		}
+	}
+}
+
+// reset empties the table and keeps its memory.
+func (t *genTable[K, V]) reset() {
+	clear(t.slots)
+	t.n = 0
+}
+
+func (k spanKey) hash() uint64 {
+	// Mixed in two rounds: span ids are often derived from trace ids, and
+	// a plain XOR of the two would cancel out.
+	t := mix64(binary.LittleEndian.Uint64(k.trace[8:]) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(k.trace[:8]), 29))
+	return mix64(t ^ binary.LittleEndian.Uint64(k.span[:]))
+}
+
+func (k orderKey) hash() uint64 { return mix64(k.agg ^ uint64(k.projection)<<52) }
+
+// aggKey is the hash of an aggregate id (aggHash), as a genMap key.
+type aggKey uint64
+
+func (k aggKey) hash() uint64 { return mix64(uint64(k)) }
 
 // chunkBits sizes deque chunks: 4096 entries, so a deque allocates once per
 // 4096 pushes and frees memory as its front advances.

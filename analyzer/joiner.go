@@ -76,7 +76,7 @@ type Joiner struct {
 	declSeq  uint64
 
 	order  *genMap[orderKey, orderVal]
-	latest *genMap[uint64, versionAt]
+	latest *genMap[aggKey, versionAt]
 
 	lagSeries   map[[3]uint16]*lagSeries
 	appended    counters2
@@ -143,7 +143,7 @@ func newJoiner(cfg Config, m *metrics) *Joiner {
 		orphanIdx:   make(map[EventKey]uint64),
 		cfgByType:   make(map[string]uint64),
 		order:       newGenMap[orderKey, orderVal](cfg.MaxPendingEvents),
-		latest:      newGenMap[uint64, versionAt](cfg.MaxPendingEvents),
+		latest:      newGenMap[aggKey, versionAt](cfg.MaxPendingEvents),
 		lagSeries:   make(map[[3]uint16]*lagSeries),
 		queries:     make(map[[2]uint16]prometheus.Counter),
 		sum:         newSummaryState(cfg.KeepSamples),
@@ -262,8 +262,8 @@ func (j *Joiner) appendEvent(f *Fact, now int64) {
 	j.appended.inc(typ, e.aggType)
 	j.sum.appended(j.types.value(typ))
 	if e.aggHash != 0 && e.version > 0 {
-		if v, ok := j.latest.get(e.aggHash); !ok || v.version < e.version {
-			j.latest.put(e.aggHash, versionAt{version: e.version, appendEnd: f.End})
+		if v, ok := j.latest.get(aggKey(e.aggHash)); !ok || v.version < e.version {
+			j.latest.put(aggKey(e.aggHash), versionAt{version: e.version, appendEnd: f.End})
 		}
 	}
 	seq := j.events.push(e)
@@ -393,7 +393,7 @@ func (j *Joiner) query(f *Fact) {
 	q := j.qrys.id(f.Query)
 	result := uint16(queryUnknown)
 	if h := aggHash(f.AggregateID); h != 0 && f.Version > 0 {
-		if v, ok := j.latest.get(h); ok {
+		if v, ok := j.latest.get(aggKey(h)); ok {
 			result = queryFresh
 			if v.version > f.Version && v.appendEnd <= f.Start {
 				result = queryStale
