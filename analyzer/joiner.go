@@ -61,7 +61,7 @@ type Joiner struct {
 	m                                            *metrics
 	types, aggTypes, commands, projections, qrys *labelSet
 
-	index     map[EventKey]uint64
+	index     eventIndex
 	events    deque[eventEntry]
 	orphanIdx map[EventKey]uint64 // seq+1 of the newest orphan of an event
 	orphans   deque[orphanEntry]
@@ -139,7 +139,6 @@ func newJoiner(cfg Config, m *metrics) *Joiner {
 		commands:    newLabelSet("command", cfg.MaxLabelValues, overflow),
 		projections: newLabelSet("projection", projLimit, overflow),
 		qrys:        newLabelSet("query", cfg.MaxLabelValues, overflow),
-		index:       make(map[EventKey]uint64),
 		orphanIdx:   make(map[EventKey]uint64),
 		cfgByType:   make(map[string]uint64),
 		order:       newGenMap[orderKey, orderVal](cfg.MaxPendingEvents),
@@ -229,7 +228,7 @@ func aggHash(s string) uint64 {
 }
 
 func (j *Joiner) appendEvent(f *Fact, now int64) {
-	if _, dup := j.index[f.Event]; dup {
+	if _, dup := j.index.find(f.Event, &j.events); dup {
 		return // the same append exported twice
 	}
 	for j.events.len() >= j.maxEvents {
@@ -267,7 +266,7 @@ func (j *Joiner) appendEvent(f *Fact, now int64) {
 		}
 	}
 	seq := j.events.push(e)
-	j.index[f.Event] = seq
+	j.index.insert(f.Event, seq)
 	if j.sum.keep {
 		j.sum.ids[f.Event] = f.DisplayID()
 	}
@@ -299,7 +298,7 @@ func (j *Joiner) applyOrphans(e *eventEntry, newest uint64, now int64) {
 func (j *Joiner) projectFact(f *Fact, now int64) {
 	p := j.projections.id(f.Projection)
 	j.projectionBit(p)
-	if seq, ok := j.index[f.Event]; ok && j.events.live(seq) {
+	if seq, ok := j.index.find(f.Event, &j.events); ok {
 		j.project(j.events.at(seq), p, f.Start, f.End, now)
 		return
 	}
@@ -477,9 +476,7 @@ func (j *Joiner) retireEvent(forRoom bool) {
 	for b := e.pending; b != 0; b &= b - 1 {
 		j.pending[bits.TrailingZeros64(b)]--
 	}
-	if s, ok := j.index[e.key]; ok && s == seq {
-		delete(j.index, e.key)
-	}
+	j.index.remove(e.key, seq)
 	if j.sum.keep {
 		delete(j.sum.ids, e.key)
 	}
