@@ -1,7 +1,7 @@
 // Command orders runs lagscope's reference CQRS order system and its load
 // generator.
 //
-//	orders serve --role all|command|projector|query --store sqlite:PATH --listen ADDR \
+//	orders serve --role all|command|projector|query --store sqlite:PATH|postgres://... --listen ADDR \
 //	    [--otlp-endpoint HOST:PORT --otlp-protocol grpc|http] [--fault NAME:key=value,...]
 //	orders load --url http://ADDR [--rate 50 --duration 1m --count N --concurrency 4]
 //
@@ -101,12 +101,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("orders serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&role, "role", string(cfg.Role), "what this process does: all, command, projector or query")
-	fs.StringVar(&cfg.Store, "store", cfg.Store, "event store: sqlite:PATH (shared by local processes) or sqlite::memory:")
+	fs.StringVar(&cfg.Store, "store", cfg.Store, "event store: sqlite:PATH (shared by local processes), sqlite::memory:, or postgres://USER@HOST:5432/DB?search_path=SCHEMA (shared by processes anywhere)")
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, `HTTP address; "" serves no HTTP (projector role only)`)
 	fs.StringVar(&cfg.OTLP.Endpoint, "otlp-endpoint", "", "OTLP endpoint for spans (host:port or URL); empty exports nothing")
 	fs.StringVar(&cfg.OTLP.Protocol, "otlp-protocol", telemetry.ProtocolGRPC, "OTLP protocol: grpc or http")
 	fs.StringVar(&cfg.OTLP.ServiceName, "service-name", "", "service.name of the spans (default orders, or orders-<role>)")
-	fs.DurationVar(&cfg.Projection.PollInterval, "poll-interval", cfg.Projection.PollInterval, "how often projectors poll the store for appends by other processes")
+	fs.DurationVar(&cfg.Projection.PollInterval, "poll-interval", cfg.Projection.PollInterval, "how often projectors poll the store for appends by other processes (PostgreSQL also wakes them by NOTIFY)")
 	fs.Var(faults, "fault", "projection fault knobs, repeatable: NAME:key=value,... with keys delay (D or MIN..MAX), drop, duplicate, stall-after, stall-for; e.g. orders_view:delay=20ms..200ms,drop=0.05")
 	fs.Uint64Var(&cfg.Projection.Seed, "fault-seed", 0, "seed of the fault dice (0: random)")
 	if err := parse(fs, args); err != nil {

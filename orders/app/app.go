@@ -23,6 +23,7 @@ import (
 	"github.com/lagscope/lagscope/orders"
 	"github.com/lagscope/lagscope/orders/command"
 	"github.com/lagscope/lagscope/orders/httpapi"
+	"github.com/lagscope/lagscope/orders/postgres"
 	"github.com/lagscope/lagscope/orders/projection"
 	"github.com/lagscope/lagscope/orders/sqlite"
 	"github.com/lagscope/lagscope/orders/telemetry"
@@ -33,7 +34,7 @@ import (
 type App struct {
 	cfg    Config
 	logger *slog.Logger
-	db     *sqlite.DB
+	db     database
 	tp     trace.TracerProvider
 	ownTP  interface{ Shutdown(context.Context) error }
 	runner *projection.Runner
@@ -47,6 +48,25 @@ type App struct {
 
 	shutdownOnce sync.Once
 	shutdownErr  error
+}
+
+// database is what both store implementations provide.
+type database interface {
+	orders.Store
+	orders.Views
+	Close() error
+}
+
+// openStore opens the store that cfg.Store names.
+func openStore(ctx context.Context, store string, logger *slog.Logger) (database, error) {
+	if isPostgres(store) {
+		return postgres.Open(ctx, store, logger)
+	}
+	path, err := sqlitePath(store)
+	if err != nil {
+		return nil, err
+	}
+	return sqlite.Open(ctx, path)
 }
 
 // New opens the store and builds the parts that cfg.Role needs. It listens
@@ -75,8 +95,7 @@ func New(cfg Config, logger *slog.Logger) (*App, error) {
 		}
 		a.tp, a.ownTP = tp, tp
 	}
-	path, _ := sqlitePath(cfg.Store)
-	db, err := sqlite.Open(ctx, path)
+	db, err := openStore(ctx, cfg.Store, logger)
 	if err != nil {
 		return nil, errors.Join(err, a.closeTP(ctx))
 	}
@@ -138,7 +157,7 @@ func (a *App) Start(ctx context.Context) error {
 			a.serveMu.Unlock()
 		}
 	}()
-	a.logger.Info("orders started", "role", a.cfg.Role, "addr", ln.Addr().String(), "store", a.cfg.Store)
+	a.logger.Info("orders started", "role", a.cfg.Role, "addr", ln.Addr().String(), "store", redactStore(a.cfg.Store))
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/lagscope/lagscope/orders"
 	"github.com/lagscope/lagscope/orders/app"
+	"github.com/lagscope/lagscope/orders/postgres/pgtest"
 	"github.com/lagscope/lagscope/orders/projection"
 )
 
@@ -110,12 +111,26 @@ func TestRoleAll(t *testing.T) {
 // TestRolesShareAFile runs the three roles as separate Apps on one SQLite
 // file, as three processes would.
 func TestRolesShareAFile(t *testing.T) {
-	store := "sqlite:" + filepath.Join(t.TempDir(), "orders.db")
+	testRolesShareAStore(t, "sqlite:"+filepath.Join(t.TempDir(), "orders.db"), 0)
+}
+
+func TestRolesShareAPostgresSchema(t *testing.T) {
+	// The projector polls once an hour: only NOTIFY from the command
+	// process's appends can wake it in time.
+	testRolesShareAStore(t, pgtest.DSN(t), time.Hour)
+}
+
+// testRolesShareAStore runs the three roles as separate Apps on one store.
+// poll, when not zero, is the projector's poll interval.
+func testRolesShareAStore(t *testing.T, store string, poll time.Duration) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	cmd := start(t, config(app.RoleCommand, store, tp))
 	projCfg := config(app.RoleProjector, store, tp)
 	projCfg.Listen = ""
+	if poll != 0 {
+		projCfg.Projection.PollInterval = poll
+	}
 	proj := start(t, projCfg)
 	query := start(t, config(app.RoleQuery, store, tp))
 
@@ -180,7 +195,10 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{name: "default", change: func(*app.Config) {}},
 		{name: "unknown role", change: func(c *app.Config) { c.Role = "writer" }, wantErr: true},
-		{name: "unknown store", change: func(c *app.Config) { c.Store = "postgres://x" }, wantErr: true},
+		{name: "unknown store", change: func(c *app.Config) { c.Store = "mysql://x" }, wantErr: true},
+		{name: "postgres store", change: func(c *app.Config) { c.Store = "postgres://orders@db.example:5432/orders?search_path=shop" }},
+		{name: "postgresql store", change: func(c *app.Config) { c.Store = "postgresql://orders@db.example/orders" }},
+		{name: "bad postgres store", change: func(c *app.Config) { c.Store = "postgres://orders@db.example:port/orders" }, wantErr: true},
 		{name: "no listen for query", change: func(c *app.Config) { c.Role, c.Listen = app.RoleQuery, "" }, wantErr: true},
 		{name: "no listen for projector", change: func(c *app.Config) { c.Role, c.Listen = app.RoleProjector, "" }},
 		{name: "bad otlp protocol", change: func(c *app.Config) { c.OTLP.Protocol = "udp" }, wantErr: true},

@@ -2,8 +2,10 @@ package app
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/lagscope/lagscope/orders/command"
@@ -38,8 +40,11 @@ func (r Role) projectors() bool { return r == RoleAll || r == RoleProjector }
 // Config configures an App.
 type Config struct {
 	// Store is the event store: "sqlite:PATH" for a file shared by local
-	// processes, or "sqlite::memory:" for a private in-memory database (one
-	// process only). Default "sqlite:orders.db".
+	// processes, "sqlite::memory:" for a private in-memory database (one
+	// process only), or a PostgreSQL URL, "postgres://..." or
+	// "postgresql://..." (see orders/postgres: search_path selects the
+	// schema, pool_max_conns the pool size), shared by processes on any
+	// host. Default "sqlite:orders.db".
 	Store string
 	// Listen is the HTTP address, e.g. "127.0.0.1:8080"; port 0 picks a free
 	// port (see App.Addr). Empty serves no HTTP (only useful for the projector
@@ -79,7 +84,11 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("role %q: want all, command, projector or query", c.Role)
 	}
-	if _, err := sqlitePath(c.Store); err != nil {
+	if isPostgres(c.Store) {
+		if _, err := pgxpool.ParseConfig(c.Store); err != nil {
+			return fmt.Errorf("store: %w", err) // pgx masks the password
+		}
+	} else if _, err := sqlitePath(c.Store); err != nil {
 		return err
 	}
 	if c.Listen == "" && c.Role != RoleProjector {
@@ -95,7 +104,25 @@ func (c Config) Validate() error {
 func sqlitePath(store string) (string, error) {
 	path, ok := strings.CutPrefix(store, "sqlite:")
 	if !ok || path == "" {
-		return "", fmt.Errorf("store %q: want sqlite:PATH or sqlite::memory:", store)
+		return "", fmt.Errorf("store %q: want sqlite:PATH, sqlite::memory: or postgres://...", store)
 	}
 	return path, nil
+}
+
+// redactStore returns store with the password of a PostgreSQL URL masked,
+// for logs.
+func redactStore(store string) string {
+	if !isPostgres(store) {
+		return store
+	}
+	u, err := url.Parse(store)
+	if err != nil {
+		return "postgres://(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// isPostgres reports whether store is a PostgreSQL URL.
+func isPostgres(store string) bool {
+	return strings.HasPrefix(store, "postgres://") || strings.HasPrefix(store, "postgresql://")
 }
