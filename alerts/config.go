@@ -26,7 +26,9 @@ type Config struct {
 	// CQRSProjectionLagHigh fires. Default 1m.
 	For time.Duration
 	// StallFor is how long a projection may project nothing while events of
-	// its types are appended before CQRSProjectionStalled fires. Default 5m.
+	// its types are appended before CQRSProjectionStalled fires, and how
+	// long its position lag may stay above 0 without decreasing while the
+	// head moves before CQRSProjectionPositionStalled fires. Default 5m.
 	StallFor time.Duration
 	// UnprojectedFor is how long unprojected events must keep being counted
 	// for a projection before CQRSEventsUnprojected fires. Default 1m.

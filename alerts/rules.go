@@ -159,6 +159,20 @@ unless on (job, projection)
 `+RecordProjected+` > 0`,
 			"Projection {{ $labels.projection }} has stopped projecting events",
 			"Events of the types projection {{ $labels.projection }} (job {{ $labels.job }}) handles are appended at {{ $value | humanize }}/s, and it has projected none in the last 5m."),
+		// From the SQL position source (collector/sqlsource): behind the
+		// head for the whole window, not catching up, while events arrive.
+		alert(cfg, "CQRSProjectionPositionStalled", "critical", cfg.StallFor,
+			`max by (job, projection) (
+    cqrs_projection_position_lag
+  and
+    min_over_time(cqrs_projection_position_lag[5m]) > 0
+  and
+    delta(cqrs_projection_position_lag[5m]) >= 0
+  and on (job, instance)
+    delta(cqrs_store_head_position[5m]) > 0
+)`,
+			"Projection {{ $labels.projection }} is {{ $value | humanize }} events behind the event store and not catching up",
+			"Projection {{ $labels.projection }} (job {{ $labels.job }}) has been behind the event store's head for the last 5m, its position lag did not decrease over that time while events were appended, and it is now {{ $value | humanize }} events behind. Its checkpoint has stopped or moves slower than the appends."),
 		alert(cfg, "CQRSEventsUnprojected", "warning", cfg.UnprojectedFor,
 			RecordUnprojected+` > 0`,
 			"Projection {{ $labels.projection }} is missing events",

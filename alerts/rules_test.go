@@ -58,7 +58,7 @@ func TestRulesShape(t *testing.T) {
 	}
 	p := parser.NewParser(parser.Options{})
 	wantAlerts := []string{
-		"CQRSProjectionLagHigh", "CQRSProjectionStalled", "CQRSEventsUnprojected", "CQRSProjectionDrift",
+		"CQRSProjectionLagHigh", "CQRSProjectionStalled", "CQRSProjectionPositionStalled", "CQRSEventsUnprojected", "CQRSProjectionDrift",
 		"LagscopeRejectingSpans", "LagscopeJoinEvictions", "LagscopeDown",
 	}
 	readme, err := os.ReadFile("README.md")
