@@ -135,20 +135,26 @@ func consistency() (dashboard.Dashboard, error) {
 	})).AxisSoftMax(1 + 2*drift))
 	b.WithPanel(timeSeries(panel{
 		title:       "Pending events",
-		description: "Events appended but not yet shown, per projection. A steady climb is a projection falling behind.",
-		unit:        unitShort, width: 8, height: 9,
+		description: "Events appended but not yet shown, per projection, as lagscope sees them in the traces. A steady climb is a projection falling behind.",
+		unit:        unitShort, width: 12, height: 9,
 		queries: []query{{expr: "max by (projection) (cqrs_projection_pending_events" + selProjection + ")", legend: "{{projection}}"}},
+	}, nil))
+	b.WithPanel(timeSeries(panel{
+		title:       "Position lag (events behind head)",
+		description: "Per projection, the event store's head position minus the projection's checkpoint, read from the store's database by lagscope's SQL position source (empty when it is not configured). Needs no traces: it also shows a projector that stopped altogether. Alert CQRSProjectionPositionStalled fires when it stays above 0 for 5m without decreasing while the head moves.",
+		unit:        unitShort, width: 12, height: 9,
+		queries: []query{{expr: "max by (projection) (cqrs_projection_position_lag" + selProjection + ")", legend: "{{projection}}"}},
 	}, nil))
 	b.WithPanel(timeSeries(panel{
 		title:       "Unprojected events",
 		description: "Events per second that an expected projection did not show within the join deadline (alert CQRSEventsUnprojected), per projection and event type.",
-		unit:        unitEvents, width: 8, height: 9,
+		unit:        unitEvents, width: 12, height: 9,
 		queries: []query{{expr: "sum by (projection, event_type) (rate(cqrs_events_unprojected_total" + selLag + "[$__rate_interval]))", legend: "{{projection}} {{event_type}}"}},
 	}, nil))
 	b.WithPanel(timeSeries(panel{
 		title:       "Duplicated, out of order, late, clock skew",
 		description: "Per projection and second: events projected more than once, projected out of order within their aggregate, projected after being declared unprojected (late), and negative lags dropped as clock skew between hosts.",
-		unit:        unitEvents, width: 8, height: 9,
+		unit:        unitEvents, width: 12, height: 9,
 		queries: []query{
 			{expr: "sum by (projection) (rate(cqrs_events_duplicated_total" + selLag + "[$__rate_interval]))", legend: "duplicated {{projection}}"},
 			{expr: "sum by (projection) (rate(cqrs_events_out_of_order_total" + selLag + "[$__rate_interval]))", legend: "out of order {{projection}}"},
