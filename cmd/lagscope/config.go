@@ -24,6 +24,9 @@ type Config struct {
 	Join    JoinConfig    `yaml:"join"`
 	Metrics MetricsConfig `yaml:"metrics"`
 	Log     LogConfig     `yaml:"log"`
+	// AnalysisDisabled wires the receivers to a consumer that drops every
+	// request (hidden flag --analysis.disabled): to measure receiving alone.
+	AnalysisDisabled bool `yaml:"-"`
 }
 
 // OTLPConfig configures the OTLP receivers.
@@ -172,6 +175,7 @@ func newServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.IntVar(&f.c.Metrics.MaxLabelValues, "metrics.max-label-values", f.c.Metrics.MaxLabelValues, "distinct values per label before new ones become \"other\"")
 	fs.StringVar(&f.c.Log.Level, "log.level", f.c.Log.Level, "log `level`: debug, info, warn, error")
 	fs.StringVar(&f.c.Log.Format, "log.format", f.c.Log.Format, "log format: text or json")
+	fs.BoolVar(&f.c.AnalysisDisabled, "analysis.disabled", false, "(benchmarking) receive and drop spans without analysing them")
 	return f
 }
 
@@ -209,6 +213,8 @@ func (f *serveFlags) resolve() (Config, error) {
 			c.Log.Level = flagged.Log.Level
 		case "log.format":
 			c.Log.Format = flagged.Log.Format
+		case "analysis.disabled":
+			c.AnalysisDisabled = flagged.AnalysisDisabled
 		}
 	})
 	if c.Join.Retention < c.Join.Deadline {

@@ -43,7 +43,11 @@ func NewServer(cfg Config, logger *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := collector.New(cfg.Collector(), a, logger.With("component", "collector"), reg)
+	var next collector.Consumer = a
+	if cfg.AnalysisDisabled {
+		next = collector.Discard
+	}
+	r, err := collector.New(cfg.Collector(), next, logger.With("component", "collector"), reg)
 	if err != nil {
 		return nil, err
 	}
