@@ -2,6 +2,7 @@ package analyzer
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -332,5 +333,55 @@ func TestMetricsContract(t *testing.T) {
 	}
 	if !found {
 		t.Error("LagBuckets has no boundary at 5s")
+	}
+}
+
+// TestFailedSpansGiveNoFacts: a projection span with status Error did not
+// update the read model, so the event stays unprojected for it.
+func TestFailedSpansGiveNoFacts(t *testing.T) {
+	a, reg, _ := newTestAnalyzer(t, func(c *Config) { c.Expected = map[string][]string{"T": {"p"}} })
+	failed := traces("proj", project(1, 2, 1, "e", "T", "p", 0, time.Second))
+	failed.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).Status().SetCode(ptrace.StatusCodeError)
+	consume(t, a, traces("cmd", appendSpan(1, 1, -1, "e", "T", 0, 0)), failed)
+	a.Flush()
+	if got := counter(t, reg, "cqrs_events_projected_total"); got != 0 {
+		t.Errorf("projected = %v, want 0", got)
+	}
+	if got := counter(t, reg, "cqrs_events_unprojected_total", "projection", "p"); got != 1 {
+		t.Errorf("unprojected = %v, want 1", got)
+	}
+	if got := counter(t, reg, "lagscope_spans_total", "role", "project"); got != 1 {
+		t.Errorf("project spans counted = %v, want 1", got)
+	}
+}
+
+// TestUnprojectedSeriesStartAtZero: the unprojected counter of a (type,
+// projection) pair exists at 0 as soon as the pair is expected, so that
+// increase() sees its first event.
+func TestUnprojectedSeriesStartAtZero(t *testing.T) {
+	a, reg, _ := newTestAnalyzer(t, func(c *Config) { c.Expected = map[string][]string{"A": {"cfg"}} })
+	consume(t, a,
+		traces("cmd", appendSpan(1, 1, -1, "e1", "A", 0, 0), appendSpan(2, 1, -1, "e2", "B", 0, 0)),
+		traces("proj", project(2, 2, 1, "e2", "B", "learned", 0, time.Second)))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, mf := range mfs {
+		if mf.GetName() != "cqrs_events_unprojected_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var ls []string
+			for _, l := range m.GetLabel() {
+				ls = append(ls, l.GetValue())
+			}
+			got = append(got, fmt.Sprintf("%s=%v", strings.Join(ls, "/"), m.GetCounter().GetValue()))
+		}
+	}
+	want := []string{"A/cfg=0", "B/learned=0"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("unprojected series = %v, want %v", got, want)
 	}
 }

@@ -195,9 +195,25 @@ func (j *Joiner) typeID(name string) uint16 {
 	t := j.types.id(name)
 	for int(t) >= len(j.expectedByType) {
 		n := len(j.expectedByType)
-		j.expectedByType = append(j.expectedByType, j.cfgAll|j.cfgByType[j.types.value(uint16(n))])
+		mask := j.cfgAll | j.cfgByType[j.types.value(uint16(n))]
+		j.expectedByType = append(j.expectedByType, mask)
+		j.touchUnprojected(uint16(n), mask)
 	}
 	return t
+}
+
+// touchUnprojected creates the unprojected counters of an event type and the
+// projections now expected to show it, at 0: a counter that first appears at
+// 1 hides its first increase from PromQL's increase() and rate(), and so
+// from the unprojected-events alert.
+func (j *Joiner) touchUnprojected(typ uint16, mask uint64) {
+	for b := mask; b != 0; b &= b - 1 {
+		p := uint16(bits.TrailingZeros64(b))
+		k := [2]uint16{typ, p}
+		if _, ok := j.unproj.m[k]; !ok {
+			j.unproj.m[k] = j.unproj.vec.WithLabelValues(j.types.value(typ), j.projections.value(p))
+		}
+	}
 }
 
 // Apply joins facts that arrived at now (Unix ns).
@@ -323,7 +339,10 @@ func (j *Joiner) project(e *eventEntry, p uint16, start, end, now int64) {
 		return
 	}
 	e.seen |= bit
-	j.expectedByType[e.typ] |= bit
+	if j.expectedByType[e.typ]&bit == 0 {
+		j.expectedByType[e.typ] |= bit
+		j.touchUnprojected(e.typ, bit)
+	}
 	if e.pending&bit != 0 {
 		e.pending &^= bit
 		j.pending[p]--

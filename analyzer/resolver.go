@@ -128,6 +128,15 @@ func (r *Resolver) Resolve(dst []Fact, td ptrace.Traces, now int64, sc *scratch)
 						name = sp.Name()
 					}
 					r.commands.put(key, commandInfo{name: r.names.value(r.names.id(name)), start: int64(sp.StartTimestamp())})
+				case RoleAppend, RoleProject:
+					// A failed append or projection (status Error) wrote
+					// nothing: it keeps its role in the span counts but
+					// gives no fact, so a projection that failed still
+					// counts as not shown.
+					if sp.Status().Code() == ptrace.StatusCodeError {
+						continue
+					}
+					sc.items = append(sc.items, item{span: sp, role: role, attrs: a, service: service})
 				default:
 					sc.items = append(sc.items, item{span: sp, role: role, attrs: a, service: service})
 				}
