@@ -14,6 +14,7 @@ import (
 
 	"github.com/lagscope/lagscope/analyzer"
 	"github.com/lagscope/lagscope/collector"
+	"github.com/lagscope/lagscope/collector/sqlsource"
 )
 
 // Config is every setting of `lagscope serve`, as read from lagscope.yaml.
@@ -24,6 +25,9 @@ type Config struct {
 	Join    JoinConfig    `yaml:"join"`
 	Metrics MetricsConfig `yaml:"metrics"`
 	Log     LogConfig     `yaml:"log"`
+	// SQLSource, when its DSN is set, polls the event store's head position
+	// and each projection's checkpoint (cqrs_projection_position_lag).
+	SQLSource SQLSourceConfig `yaml:"sql_source"`
 	// AnalysisDisabled wires the receivers to a consumer that drops every
 	// request (hidden flag --analysis.disabled): to measure receiving alone.
 	AnalysisDisabled bool `yaml:"-"`
@@ -55,6 +59,26 @@ type JoinConfig struct {
 	Expected              map[string][]string `yaml:"expected"`
 }
 
+// SQLSourceConfig configures the optional SQL position source.
+type SQLSourceConfig struct {
+	Driver           string        `yaml:"driver"`
+	DSN              string        `yaml:"dsn"`
+	Interval         time.Duration `yaml:"interval"`
+	Timeout          time.Duration `yaml:"timeout"`
+	HeadQuery        string        `yaml:"head_query"`
+	CheckpointsQuery string        `yaml:"checkpoints_query"`
+	MaxProjections   int           `yaml:"max_projections"`
+}
+
+// PositionSource returns the SQL position source's part of c.
+func (c Config) PositionSource() sqlsource.Config {
+	s := c.SQLSource
+	return sqlsource.Config{
+		Driver: s.Driver, DSN: s.DSN, Interval: s.Interval, Timeout: s.Timeout,
+		HeadQuery: s.HeadQuery, CheckpointsQuery: s.CheckpointsQuery, MaxProjections: s.MaxProjections,
+	}
+}
+
 // MetricsConfig bounds the exported metrics.
 type MetricsConfig struct {
 	MaxLabelValues int `yaml:"max_label_values"`
@@ -70,6 +94,7 @@ type LogConfig struct {
 func DefaultConfig() Config {
 	c := collector.DefaultConfig()
 	a := analyzer.DefaultConfig()
+	sq := sqlsource.DefaultConfig()
 	return Config{
 		OTLP: OTLPConfig{
 			GRPCEndpoint: c.GRPCEndpoint, HTTPEndpoint: c.HTTPEndpoint,
@@ -83,6 +108,10 @@ func DefaultConfig() Config {
 		},
 		Metrics: MetricsConfig{MaxLabelValues: a.MaxLabelValues},
 		Log:     LogConfig{Level: "info", Format: "text"},
+		SQLSource: SQLSourceConfig{
+			Driver: sq.Driver, Interval: sq.Interval, Timeout: sq.Timeout, HeadQuery: sq.HeadQuery,
+			CheckpointsQuery: sq.CheckpointsQuery, MaxProjections: sq.MaxProjections,
+		},
 	}
 }
 
@@ -119,6 +148,11 @@ func (c Config) Validate() error {
 	}
 	if c.Web.TelemetryPath == "" || c.Web.TelemetryPath[0] != '/' {
 		errs = append(errs, fmt.Errorf("web.telemetry_path must start with /, got %q", c.Web.TelemetryPath))
+	}
+	if c.SQLSource.DSN != "" {
+		if err := c.PositionSource().Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("sql_source: %w", err))
+		}
 	}
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		errs = append(errs, err)
@@ -173,6 +207,9 @@ func newServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.DurationVar(&f.c.Join.CommandWait, "join.command-wait", f.c.Join.CommandWait, "how long an append waits for its command span")
 	fs.IntVar(&f.c.Join.MaxPendingEvents, "join.max-pending-events", f.c.Join.MaxPendingEvents, "events held by the join; the oldest are evicted past it")
 	fs.IntVar(&f.c.Metrics.MaxLabelValues, "metrics.max-label-values", f.c.Metrics.MaxLabelValues, "distinct values per label before new ones become \"other\"")
+	fs.StringVar(&f.c.SQLSource.DSN, "sql-source.dsn", "", "event store to poll for head and checkpoint positions (cqrs_projection_position_lag); empty disables")
+	fs.StringVar(&f.c.SQLSource.Driver, "sql-source.driver", f.c.SQLSource.Driver, "driver of --sql-source.dsn: pgx (PostgreSQL) or sqlite")
+	fs.DurationVar(&f.c.SQLSource.Interval, "sql-source.interval", f.c.SQLSource.Interval, "time between two polls of the SQL position source")
 	fs.StringVar(&f.c.Log.Level, "log.level", f.c.Log.Level, "log `level`: debug, info, warn, error")
 	fs.StringVar(&f.c.Log.Format, "log.format", f.c.Log.Format, "log format: text or json")
 	fs.BoolVar(&f.c.AnalysisDisabled, "analysis.disabled", false, "(benchmarking) receive and drop spans without analysing them")
@@ -209,6 +246,12 @@ func (f *serveFlags) resolve() (Config, error) {
 			c.Join.MaxPendingEvents = flagged.Join.MaxPendingEvents
 		case "metrics.max-label-values":
 			c.Metrics.MaxLabelValues = flagged.Metrics.MaxLabelValues
+		case "sql-source.dsn":
+			c.SQLSource.DSN = flagged.SQLSource.DSN
+		case "sql-source.driver":
+			c.SQLSource.Driver = flagged.SQLSource.Driver
+		case "sql-source.interval":
+			c.SQLSource.Interval = flagged.SQLSource.Interval
 		case "log.level":
 			c.Log.Level = flagged.Log.Level
 		case "log.format":

@@ -46,6 +46,10 @@ func TestConfigPrecedence(t *testing.T) {
 		{"flag over file", file, []string{"--join.deadline=2s", "--otlp.grpc-endpoint=:1"}, func(c Config) string { return c.OTLP.GRPCEndpoint + " " + c.Join.Deadline.String() }, ":1 2s"},
 		{"file list", file, nil, func(c Config) string { return strings.Join(c.Join.Expected["OrderCreated"], ",") }, "orders_view"},
 		{"empty file", "", []string{"--web.listen-address=:9999"}, func(c Config) string { return c.Web.ListenAddress }, ":9999"},
+		{"sql source", "sql_source:\n  driver: sqlite\n  dsn: /tmp/orders.db\n  interval: 10s\n", nil, func(c Config) string {
+			p := c.PositionSource()
+			return p.Driver + " " + p.DSN + " " + p.Interval.String() + " " + p.Timeout.String()
+		}, "sqlite /tmp/orders.db 10s 2s"},
 		{"long deadline raises retention", "", []string{"--join.deadline=10m"}, func(c Config) string { return c.Join.Retention.String() }, (100 * time.Minute).String()},
 	}
 	for _, tt := range tests {
@@ -75,6 +79,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"bad log level", "log:\n  level: loud\n", nil, "log.level"},
 		{"bad log format flag", "", []string{"--log.format=xml"}, "log.format"},
 		{"zero label values", "metrics:\n  max_label_values: 0\n", nil, "metrics.max_label_values"},
+		{"bad sql source driver", "sql_source:\n  driver: oracle\n  dsn: x\n", nil, "sql_source"},
 		{"bad flag value", "", []string{"--join.deadline=soon"}, "join.deadline"},
 	}
 	for _, tt := range tests {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/lagscope/lagscope/collector/sqlsource"
 	"github.com/lagscope/lagscope/orders/app"
 	"github.com/lagscope/lagscope/orders/load"
 	"github.com/lagscope/lagscope/orders/projection"
@@ -35,6 +37,9 @@ type DemoConfig struct {
 	Threshold time.Duration
 	// Window over which the summary's lag quantiles are computed. Default 30s.
 	Window time.Duration
+	// Positions, when its DSN is set, polls the order system's store for
+	// cqrs_projection_position_lag once the order system has created it.
+	Positions sqlsource.Config
 }
 
 // Demo runs lagscope, the order system and the load generator in one process.
@@ -44,6 +49,7 @@ type Demo struct {
 	Server *Server
 	Orders *app.App
 	gen    *load.Generator
+	source *sqlsource.Source
 
 	loadDone chan struct{}
 	loadSum  load.Summary
@@ -92,6 +98,16 @@ func (d *Demo) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("start order system: %w", err)
 	}
 	d.Orders = orders
+	if d.cfg.Positions.DSN != "" {
+		src, err := sqlsource.New(d.cfg.Positions, d.logger.With("component", "sqlsource"), d.Server.Registry)
+		if err != nil {
+			return err
+		}
+		if err := src.Start(ctx); err != nil {
+			return fmt.Errorf("start SQL position source: %w", err)
+		}
+		d.source = src
+	}
 	lc := d.cfg.Load
 	lc.BaseURL = "http://" + orders.Addr()
 	gen, err := load.New(lc)
@@ -127,6 +143,11 @@ func (d *Demo) Shutdown(ctx context.Context) error {
 	if d.cancel != nil {
 		d.cancel()
 		d.wg.Wait()
+	}
+	if d.source != nil {
+		if err := d.source.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if d.Orders != nil {
 		if err := d.Orders.Shutdown(ctx); err != nil {
@@ -190,6 +211,13 @@ func (d *Demo) Run(ctx context.Context, out io.Writer) error {
 		d.cancel()
 	}
 	sum, loadErr := d.LoadSummary()
+	if d.source != nil {
+		_ = d.source.Poll(sctx) // the final positions, for the report
+		if err := d.source.Shutdown(sctx); err != nil {
+			d.logger.Warn("stop SQL position source", "err", err)
+		}
+		d.source = nil
+	}
 	if err := d.Orders.Shutdown(sctx); err != nil {
 		d.logger.Warn("stop order system", "err", err)
 	}
@@ -256,6 +284,19 @@ func writeFaultReport(w io.Writer, stats []projection.Stats, view *liveView) {
 		fmt.Fprintf(w, "  %-14s projected by the projector %d, seen by lagscope %.0f; dropped %d, unprojected %.0f; duplicated %d, duplicates seen %.0f\n",
 			s.Projection, s.Projected, r.projected, s.Dropped, r.unprojected, s.Duplicated, r.duplicated)
 	}
+}
+
+// positionSource returns the SQL position source's driver and DSN for an
+// order system store, or empty strings when it cannot be polled from outside
+// (an in-memory database).
+func positionSource(store string) (driver, dsn string) {
+	switch {
+	case strings.HasPrefix(store, "postgres://"), strings.HasPrefix(store, "postgresql://"):
+		return sqlsource.DriverPostgres, store
+	case strings.HasPrefix(store, "sqlite:") && !strings.Contains(store, ":memory:"):
+		return sqlsource.DriverSQLite, strings.TrimPrefix(store, "sqlite:")
+	}
+	return "", ""
 }
 
 func isTerminal(w io.Writer) bool {
@@ -339,8 +380,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.SetOutput(stderr)
 	sf := newServeFlags(fs)
 	oc := app.DefaultConfig()
-	oc.Store = "sqlite::memory:"
-	fs.StringVar(&oc.Store, "store", oc.Store, "order system's store: sqlite:PATH, sqlite::memory: or postgres://...")
+	oc.Store = ""
+	fs.StringVar(&oc.Store, "store", oc.Store, "order system's store: sqlite:PATH, sqlite::memory: or postgres://... (default: a SQLite file in a temporary directory)")
 	fs.StringVar(&oc.Listen, "orders.listen", oc.Listen, "`host:port` of the order system's HTTP API")
 	lc := load.DefaultConfig()
 	lc.Rate = 20
@@ -435,6 +476,20 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if isTerminal(stdout) {
 		lc.Progress = nil // the live summary is the progress display
+	}
+	if oc.Store == "" {
+		dir, err := os.MkdirTemp("", "lagscope-demo-")
+		if err != nil {
+			return fmt.Errorf("create the demo's store directory: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		oc.Store = "sqlite:" + filepath.Join(dir, "orders.db")
+	}
+	if cfg.SQLSource.DSN == "" {
+		// Watch the store's positions too: cqrs_projection_position_lag.
+		dc.Positions = sqlsource.DefaultConfig()
+		dc.Positions.Interval, dc.Positions.Timeout = time.Second, time.Second
+		dc.Positions.Driver, dc.Positions.DSN = positionSource(oc.Store)
 	}
 	if cfg.Join.Expected == nil {
 		// The demo knows its projections: every event must reach both, from

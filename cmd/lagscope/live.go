@@ -25,6 +25,7 @@ type snapshot struct {
 type projSnapshot struct {
 	projected, unprojected, duplicated, late float64
 	pending, oldest                          float64
+	positionLag                              float64             // NaN when no SQL position source
 	buckets                                  map[float64]float64 // le -> cumulative count
 }
 
@@ -38,7 +39,7 @@ func takeSnapshot(g prometheus.Gatherer, at time.Time) (*snapshot, error) {
 		name := label(m, "projection")
 		p, ok := s.projs[name]
 		if !ok {
-			p = &projSnapshot{buckets: map[float64]float64{}}
+			p = &projSnapshot{buckets: map[float64]float64{}, positionLag: math.NaN()}
 			s.projs[name] = p
 		}
 		return p
@@ -64,6 +65,8 @@ func takeSnapshot(g prometheus.Gatherer, at time.Time) (*snapshot, error) {
 				proj(m).pending = m.GetGauge().GetValue()
 			case "cqrs_projection_oldest_pending_seconds":
 				proj(m).oldest = m.GetGauge().GetValue()
+			case "cqrs_projection_position_lag":
+				proj(m).positionLag = m.GetGauge().GetValue()
 			case "cqrs_command_to_projection_lag_seconds":
 				p := proj(m)
 				h := m.GetHistogram()
@@ -143,6 +146,7 @@ type projRow struct {
 	projected, pending, unprojected float64
 	duplicated, late                float64
 	p50, p99, oldest, rate          float64
+	positionLag                     float64
 	firing                          bool
 }
 
@@ -162,7 +166,7 @@ func (v *liveView) rows() (cmdRate, appendRate float64, rows []projRow) {
 			continue
 		}
 		r := projRow{name: name, projected: p.projected, pending: p.pending, unprojected: p.unprojected,
-			duplicated: p.duplicated, late: p.late, oldest: p.oldest}
+			duplicated: p.duplicated, late: p.late, oldest: p.oldest, positionLag: p.positionLag}
 		var oldBuckets map[float64]float64
 		oldProjected := 0.0
 		if op, ok := old.projs[name]; ok && old != cur {
@@ -189,14 +193,18 @@ func (v *liveView) render(w io.Writer, header string) {
 	fmt.Fprintf(w, "commands/s %.1f   events appended %.0f (%.1f/s)   lag window %s, alert threshold %s\n\n",
 		cmdRate, cur.appended, appendRate, v.window, v.threshold)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROJECTION\tPROJECTED\tPER_S\tPENDING\tUNPROJECTED\tDUPLICATED\tLATE\tLAG_P50\tLAG_P99\tOLDEST_PENDING\tLAG ALERT")
+	fmt.Fprintln(tw, "PROJECTION\tPROJECTED\tPER_S\tPENDING\tUNPROJECTED\tDUPLICATED\tLATE\tLAG_P50\tLAG_P99\tOLDEST_PENDING\tBEHIND_HEAD\tLAG ALERT")
 	for _, r := range rows {
 		alert := "ok"
 		if r.firing {
 			alert = "FIRING"
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t%s\t%s\t%s\n", r.name, r.projected, r.rate, r.pending,
-			r.unprojected, r.duplicated, r.late, secs(r.p50), secs(r.p99), secs(r.oldest), alert)
+		behind := "-"
+		if !math.IsNaN(r.positionLag) {
+			behind = fmt.Sprintf("%.0f", r.positionLag)
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\n", r.name, r.projected, r.rate, r.pending,
+			r.unprojected, r.duplicated, r.late, secs(r.p50), secs(r.p99), secs(r.oldest), behind, alert)
 	}
 	if len(rows) == 0 {
 		fmt.Fprintln(tw, "(no projection spans yet)")

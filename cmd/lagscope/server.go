@@ -15,6 +15,7 @@ import (
 
 	"github.com/lagscope/lagscope/analyzer"
 	"github.com/lagscope/lagscope/collector"
+	"github.com/lagscope/lagscope/collector/sqlsource"
 )
 
 // Server is `lagscope serve`: the OTLP receivers feeding the analyzer, and the
@@ -25,6 +26,7 @@ type Server struct {
 	Registry *prometheus.Registry
 	Analyzer *analyzer.Analyzer
 	receiver *collector.Receiver
+	source   *sqlsource.Source // nil unless sql_source.dsn is set
 	web      *http.Server
 	webLn    net.Listener
 	webDone  chan error
@@ -51,6 +53,12 @@ func NewServer(cfg Config, logger *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	var source *sqlsource.Source
+	if cfg.SQLSource.DSN != "" {
+		if source, err = sqlsource.New(cfg.PositionSource(), logger.With("component", "sqlsource"), reg); err != nil {
+			return nil, err
+		}
+	}
 	mux := http.NewServeMux()
 	mux.Handle(cfg.Web.TelemetryPath, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		// Exemplars (trace ids) are only in the OpenMetrics exposition.
@@ -64,7 +72,7 @@ func NewServer(cfg Config, logger *slog.Logger) (*Server, error) {
 		fmt.Fprintf(w, "<html><head><title>lagscope</title></head><body><h1>lagscope</h1><p><a href=%q>Metrics</a></p></body></html>\n", cfg.Web.TelemetryPath)
 	})
 	return &Server{
-		cfg: cfg, logger: logger, Registry: reg, Analyzer: a, receiver: r,
+		cfg: cfg, logger: logger, Registry: reg, Analyzer: a, receiver: r, source: source,
 		web: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
 	}, nil
 }
@@ -92,6 +100,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 		s.webDone <- err
 	}()
+	if s.source != nil {
+		if err := s.source.Start(ctx); err != nil {
+			return fmt.Errorf("start SQL position source: %w", err)
+		}
+	}
 	if err := s.receiver.Start(ctx); err != nil {
 		return fmt.Errorf("start OTLP receivers: %w", err)
 	}
@@ -110,6 +123,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if err := s.Analyzer.Shutdown(ctx); err != nil {
 		errs = append(errs, err)
+	}
+	if s.source != nil {
+		if err := s.source.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop SQL position source: %w", err))
+		}
 	}
 	if s.webLn != nil {
 		if err := s.web.Shutdown(ctx); err != nil {
