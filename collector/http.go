@@ -134,6 +134,9 @@ func (h *httpTraces) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeBody(w, http.StatusOK, enc.contentType, b)
 }
 
+// maxDrainBytes bounds what fail reads of a refused body.
+const maxDrainBytes = 64 << 20
+
 // minReadStep is the first reservation when the body's size is unknown; later
 // ones double what is reserved.
 const minReadStep = 64 << 10
@@ -198,6 +201,11 @@ var gzipReaderPool = sync.Pool{New: func() any { return new(gzip.Reader) }}
 // fail counts, logs and answers a refused request. The body is a google.rpc.Status
 // in the request's encoding, as OTLP says, or plain text if it has none we know.
 func (h *httpTraces) fail(w http.ResponseWriter, r *http.Request, enc *httpEncoding, e *requestError) {
+	// A client still sending a body we refused gets a reset instead of the
+	// answer if the server closes on it: read (without keeping) a bounded
+	// rest of the body first, so that exporters see the 413/429 and its
+	// retry advice rather than a broken pipe.
+	_, _ = io.CopyN(io.Discard, r.Body, min(2*h.maxBytes, maxDrainBytes))
 	h.core.metrics.rejectedRequests[transportHTTP][e.reason].Inc()
 	h.core.logger.DebugContext(r.Context(), "refused OTLP/HTTP request", "reason", e.reason.String(), "err", e)
 
