@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,25 +14,38 @@ import (
 )
 
 // Analyzer runs both steps of the analysis in one process. ConsumeTraces is
-// safe for concurrent use; the steps' state is guarded by one mutex each, so
-// classification of one request overlaps joining of another.
+// safe for concurrent use and takes no lock while it reads and classifies
+// spans. Both steps are sharded, each shard behind its own mutex: resolvers
+// by trace id (their state is trace-local), joiners by event key (an event's
+// append and projection facts meet in one shard). A request takes each
+// resolver shard once, then each fact's joiner shard in the order of its
+// facts, so that one request analysed alone gives the same result whatever
+// the number of shards.
 type Analyzer struct {
 	cfg    Config
 	logger *slog.Logger
 	m      *metrics
 	now    func() time.Time
 
-	resMu    sync.Mutex
-	resolver *Resolver
-	roles    [len(roleNames)]uint64 // already reported to m
+	names     *labelSet // command names, shared by the resolvers
+	resolvers []resolverShard
+	joiners   []*Joiner
+	shared    *joinShared
+	roles     [len(roleNames)]atomic.Uint64
 
-	joinMu sync.Mutex
-	joiner *Joiner
+	// tickMu serialises ticks and Summary.
+	tickMu sync.Mutex
 
 	pool sync.Pool
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+}
+
+type resolverShard struct {
+	mu sync.Mutex
+	r  *Resolver
+	_  [64]byte // keep shards' mutexes on their own cache lines
 }
 
 // New returns an Analyzer that registers its metrics with reg. It does not
@@ -47,13 +61,21 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Analyzer,
 	if err != nil {
 		return nil, fmt.Errorf("register analyzer metrics: %w", err)
 	}
+	n := cfg.shards()
 	a := &Analyzer{
-		cfg:      cfg,
-		logger:   logger,
-		m:        m,
-		now:      time.Now,
-		resolver: NewResolver(cfg),
-		joiner:   newJoiner(cfg, m),
+		cfg:       cfg,
+		logger:    logger,
+		m:         m,
+		now:       time.Now,
+		names:     newLabelSet("command", cfg.MaxLabelValues, nil),
+		resolvers: make([]resolverShard, n),
+		shared:    newJoinShared(cfg, m, n),
+	}
+	for i := range a.resolvers {
+		a.resolvers[i].r = newResolver(cfg, n, a.names)
+	}
+	for range n {
+		a.joiners = append(a.joiners, a.shared.shard(cfg, n))
 	}
 	a.pool.New = func() any { return new(scratch) }
 	return a, nil
@@ -65,32 +87,93 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Analyzer,
 func (a *Analyzer) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 	sc := a.pool.Get().(*scratch)
 	now := a.now().UnixNano()
-	a.resMu.Lock()
-	sc.facts = a.resolver.Resolve(sc.facts, td, now, sc)
-	a.reportRoles()
-	a.resMu.Unlock()
-	if len(sc.facts) > 0 {
-		a.joinMu.Lock()
-		a.joiner.Apply(sc.facts, now)
-		a.joinMu.Unlock()
+	n := len(a.resolvers)
+	sc.scan(td, a.names, n)
+	a.countRoles(&sc.roles)
+	for i := range n {
+		w := &sc.work[i]
+		if len(w.recs) == 0 {
+			continue
+		}
+		rs := &a.resolvers[i]
+		rs.mu.Lock()
+		rs.r.resolve(sc, w, now)
+		a.reportEvictions(rs.r)
+		rs.mu.Unlock()
 	}
+	if len(sc.pre) > 0 {
+		if n > 1 {
+			sortByOrd(sc.pre, sc.preOrd)
+		}
+		a.apply(sc.pre, now)
+	}
+	a.apply(sc.facts, now)
+	a.apply(sc.post, now)
 	sc.reset()
 	a.pool.Put(sc)
 	return nil
 }
 
-// reportRoles moves the resolver's span counts to the metrics; resMu must be
-// held.
-func (a *Analyzer) reportRoles() {
-	for i, n := range a.resolver.roles {
-		if d := n - a.roles[i]; d > 0 {
-			a.m.roleCounts[i].Add(float64(d))
-			a.roles[i] = n
+// sortByOrd sorts facts stably by ord, keeping ord in step.
+func sortByOrd(facts []Fact, ord []int32) {
+	for i := 1; i < len(facts); i++ {
+		for k := i; k > 0 && ord[k] < ord[k-1]; k-- {
+			facts[k], facts[k-1] = facts[k-1], facts[k]
+			ord[k], ord[k-1] = ord[k-1], ord[k]
 		}
 	}
-	if a.resolver.evicted > 0 {
-		a.m.evictions.WithLabelValues(reasonCommandWaitCapacity).Add(float64(a.resolver.evicted))
-		a.resolver.evicted = 0
+}
+
+// apply joins facts in order, each in its event's joiner shard: a run of
+// facts of the same shard under one lock.
+func (a *Analyzer) apply(facts []Fact, now int64) {
+	var held *Joiner
+	n := len(a.joiners)
+	for i := range facts {
+		f := &facts[i]
+		switch f.Kind {
+		case FactAppend, FactProject:
+		case FactQuery:
+			a.shared.query(f)
+			continue
+		default:
+			continue // parked
+		}
+		j := a.joiners[eventShard(&f.Event, n)]
+		if j != held {
+			if held != nil {
+				held.mu.Unlock()
+			}
+			j.mu.Lock()
+			held = j
+		}
+		if f.Kind == FactAppend {
+			j.appendEvent(f, now)
+		} else {
+			j.projectFact(f, now)
+		}
+	}
+	if held != nil {
+		held.mu.Unlock()
+	}
+}
+
+// countRoles adds a request's span counts to the metrics.
+func (a *Analyzer) countRoles(roles *[len(roleNames)]uint64) {
+	for i, n := range roles {
+		if n > 0 {
+			a.m.roleCounts[i].Add(float64(n))
+			a.roles[i].Add(n)
+		}
+	}
+}
+
+// reportEvictions moves a resolver's eviction count to the metrics; its
+// shard's lock must be held.
+func (a *Analyzer) reportEvictions(r *Resolver) {
+	if r.evicted > 0 {
+		a.m.evictions.WithLabelValues(reasonCommandWaitCapacity).Add(float64(r.evicted))
+		r.evicted = 0
 	}
 }
 
@@ -104,16 +187,28 @@ func (a *Analyzer) Tick(now time.Time) { a.tick(now.UnixNano(), false) }
 func (a *Analyzer) Flush() { a.tick(a.now().UnixNano(), true) }
 
 func (a *Analyzer) tick(now int64, flush bool) {
-	a.resMu.Lock()
-	facts := a.resolver.Expire(nil, now, flush)
-	a.reportRoles()
-	waiting := a.resolver.Waiting()
-	a.resMu.Unlock()
-	a.joinMu.Lock()
-	a.joiner.Apply(facts, now)
-	a.joiner.Tick(now, flush)
-	a.m.entries.Set(float64(a.joiner.Entries() + waiting))
-	a.joinMu.Unlock()
+	a.tickMu.Lock()
+	defer a.tickMu.Unlock()
+	var facts []Fact
+	waiting := 0
+	for i := range a.resolvers {
+		rs := &a.resolvers[i]
+		rs.mu.Lock()
+		facts = rs.r.Expire(facts, now, flush)
+		a.reportEvictions(rs.r)
+		waiting += rs.r.Waiting()
+		rs.mu.Unlock()
+	}
+	a.apply(facts, now)
+	entries := waiting
+	for _, j := range a.joiners {
+		j.mu.Lock()
+		j.expire(now, flush)
+		entries += j.Entries()
+		j.mu.Unlock()
+	}
+	a.shared.refreshGauges(a.joiners, now)
+	a.m.entries.Set(float64(entries))
 }
 
 // tickInterval is how often Start ticks: often enough that gauges are fresh
@@ -163,15 +258,12 @@ func (a *Analyzer) Shutdown(ctx context.Context) error {
 
 // Summary returns what the analyzer has seen so far.
 func (a *Analyzer) Summary() Summary {
-	a.resMu.Lock()
-	roles := a.resolver.roles
-	a.resMu.Unlock()
-	a.joinMu.Lock()
-	s := a.joiner.summary()
-	a.joinMu.Unlock()
+	a.tickMu.Lock()
+	s := a.shared.summary(a.joiners)
+	a.tickMu.Unlock()
 	s.Spans = SpanCounts{
-		Ignored: roles[RoleNone], Command: roles[RoleCommand], Append: roles[RoleAppend],
-		Project: roles[RoleProject], Query: roles[RoleQuery],
+		Ignored: a.roles[RoleNone].Load(), Command: a.roles[RoleCommand].Load(), Append: a.roles[RoleAppend].Load(),
+		Project: a.roles[RoleProject].Load(), Query: a.roles[RoleQuery].Load(),
 	}
 	return s
 }

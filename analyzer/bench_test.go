@@ -247,7 +247,8 @@ func BenchmarkPendingEvents(b *testing.B) {
 		if got := j.events.len(); got != n {
 			b.Fatalf("join holds %d events, want %d (evicted)", got, n)
 		}
-		if got := j.pending[j.projections.ids["orders_view"]]; got != n {
+		if p, _ := j.projections.lookup("orders_view"); j.pending[p] != n {
+			got := j.pending[p]
 			b.Fatalf("orders_view has %d pending, want %d", got, n)
 		}
 		perEvent = float64(after.HeapAlloc-before.HeapAlloc) / n

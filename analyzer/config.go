@@ -3,6 +3,7 @@ package analyzer
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 )
 
@@ -22,7 +23,9 @@ type Config struct {
 	// at least Deadline. Default 5m.
 	Retention time.Duration
 	// MaxPendingEvents bounds the events held by the join. When full, the
-	// oldest are evicted (never the newest dropped). Default 1,048,576.
+	// oldest are evicted (never the newest dropped). With several shards
+	// each holds MaxPendingEvents/shards and evicts its own oldest.
+	// Default 1,048,576.
 	MaxPendingEvents int
 	// MaxPendingProjections bounds projection spans held while their
 	// append span has not arrived. Default 262,144.
@@ -41,6 +44,32 @@ type Config struct {
 	// KeepSamples keeps every lag value and unprojected event id for
 	// Summary (offline analysis). Default false.
 	KeepSamples bool
+	// Shards is the number of shards of the analysis state, each behind its
+	// own lock, so that concurrent requests are analysed in parallel: trace
+	// state is sharded by trace id, join state by event. The bounds above
+	// (MaxPendingEvents, MaxPendingProjections, MaxTraceSpans) are split
+	// evenly between the shards. 0 (the default) picks 4 per GOMAXPROCS
+	// (1 with GOMAXPROCS=1); at most 64. Either way the count is lowered
+	// so that every shard holds at least minShardEntries events,
+	// projections and parent links: small bounds get one shard, and the
+	// exact global eviction order.
+	Shards int
+}
+
+// minShardEntries is the least a shard holds of each bounded kind of entry.
+const minShardEntries = 4096
+
+// shards returns the number of shards the analysis runs with.
+func (c Config) shards() int {
+	n := c.Shards
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+		if n > 1 {
+			n *= 4
+		}
+	}
+	n = min(n, 64, c.MaxPendingEvents/minShardEntries, c.MaxPendingProjections/minShardEntries, c.MaxTraceSpans/minShardEntries)
+	return max(n, 1)
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -80,6 +109,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxTraceSpans < 2 {
 		errs = append(errs, fmt.Errorf("join.max_trace_spans must be at least 2, got %d", c.MaxTraceSpans))
+	}
+	if c.Shards < 0 {
+		errs = append(errs, fmt.Errorf("shards must not be negative, got %d", c.Shards))
 	}
 	if c.MaxLabelValues < 1 {
 		errs = append(errs, fmt.Errorf("metrics.max_label_values must be at least 1, got %d", c.MaxLabelValues))

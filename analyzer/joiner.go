@@ -1,8 +1,11 @@
 package analyzer
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"math/bits"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,9 +55,18 @@ type versionAt struct {
 
 // Joiner is step 2 of the analysis: it joins facts by event id, whatever the
 // trace they came from, and turns the joins into metrics. Its state is
-// bounded by Config's limits. Not safe for concurrent use; Analyzer
-// serialises calls.
+// bounded by Config's limits. Not safe for concurrent use.
+//
+// Analyzer runs several Joiners, shards of the event key space, each behind
+// its own mutex (mu): an append fact and the projection facts of the same
+// event go to the same one. What is not per event is shared by the shards in
+// a joinShared: interned labels, the projections expected per event type,
+// the latest version per aggregate and the last version each projection
+// applied per aggregate.
 type Joiner struct {
+	mu sync.Mutex // held by Analyzer around every call
+
+	sh                             *joinShared
 	deadline, retention, orphanTTL int64
 	maxEvents, maxOrphans          int
 
@@ -66,35 +78,65 @@ type Joiner struct {
 	orphanIdx map[EventKey]uint64 // seq+1 of the newest orphan of an event
 	orphans   deque[orphanEntry]
 
-	expectedByType []uint64
-	cfgAll         uint64
-	cfgByType      map[string]uint64
-
 	pending  [maxProjections]int64
 	cursor   [maxProjections]uint64
 	progress [maxProjections]int64
 	declSeq  uint64
 
-	order  *genMap[orderKey, orderVal]
-	latest *genMap[aggKey, versionAt]
+	lagSeries  map[[3]uint16]*lagSeries // cache of sh.lagSeries
+	appended   counters2
+	projected  counters2
+	unproj     counters2
+	duplicated counters2
+	outOfOrder counters2
+	late       counters2
+	sum        *summaryState
+	chain      []uint64
+}
 
-	lagSeries   map[[3]uint16]*lagSeries
-	appended    counters2
-	projected   counters2
-	unproj      counters2
-	duplicated  counters2
-	outOfOrder  counters2
-	late        counters2
-	queries     map[[2]uint16]prometheus.Counter
-	projSeries  [maxProjections]projSeries
-	sum         *summaryState
-	chain       []uint64
+// joinShared is the state the Joiner shards share. Labels are interned by
+// concurrent labelSets; the rest is written rarely (expected projections,
+// lag series) or lives in aggregate shards with their own mutexes, taken
+// last (while a Joiner's may be held) and never two at once.
+type joinShared struct {
+	m                                            *metrics
+	types, aggTypes, commands, projections, qrys *labelSet
+
+	// expected holds, per event type id, the projections expected to show
+	// its events: those configured, and those that ever showed one.
+	expected  []atomic.Uint64
+	cfgAll    uint64
+	cfgByType map[string]uint64
+	// projSeries is set up for a projection id before the id is published.
+	projSeries [maxProjections]projSeries
+
+	lagMu     sync.Mutex
+	lagSeries map[[3]uint16]*lagSeries
+
+	aggs []aggShard
+
+	// gauges are the last values of the pending and oldest-pending gauges,
+	// for Summary; guarded by Analyzer.tickMu.
+	gaugePending [maxProjections]int64
+	gaugeOldest  [maxProjections]int64
+
 	exemplarGap int64
+	keep        bool
+}
+
+// aggShard holds the per-aggregate state of the aggregates that hash to it.
+type aggShard struct {
+	mu      sync.Mutex
+	order   *genMap[orderKey, orderVal]
+	latest  *genMap[aggKey, versionAt]
+	queries map[[2]uint16]prometheus.Counter
+	counts  [3]uint64 // queries by result, for Summary
+	_       [64]byte  // keep shards' mutexes on their own cache lines
 }
 
 type lagSeries struct {
 	obs    prometheus.Observer
-	lastEx int64
+	lastEx atomic.Int64
 }
 
 type projSeries struct {
@@ -120,100 +162,144 @@ func (c *counters2) inc(x, y uint16) {
 	ctr.Inc()
 }
 
-// NewJoiner returns a Joiner for cfg that reports to m.
+// newJoiner returns a Joiner for cfg that reports to m, alone.
 func newJoiner(cfg Config, m *metrics) *Joiner {
+	return newJoinShared(cfg, m, 1).shard(cfg, 1)
+}
+
+// newJoinShared returns the shared state of joiner shards, with n aggregate
+// shards that split cfg's bound on aggregates.
+func newJoinShared(cfg Config, m *metrics, n int) *joinShared {
 	overflow := func(label string) { m.overflow.WithLabelValues(label).Inc() }
 	projLimit := cfg.MaxLabelValues
 	if projLimit > maxProjections-1 {
 		projLimit = maxProjections - 1 // one bit is kept for "other"
 	}
-	j := &Joiner{
-		deadline:    int64(cfg.Deadline),
-		retention:   int64(cfg.Retention),
-		orphanTTL:   int64(cfg.Deadline + cfg.CommandWait),
-		maxEvents:   cfg.MaxPendingEvents,
-		maxOrphans:  cfg.MaxPendingProjections,
+	sh := &joinShared{
 		m:           m,
 		types:       newLabelSet("event_type", cfg.MaxLabelValues, overflow),
 		aggTypes:    newLabelSet("aggregate_type", cfg.MaxLabelValues, overflow),
 		commands:    newLabelSet("command", cfg.MaxLabelValues, overflow),
 		projections: newLabelSet("projection", projLimit, overflow),
 		qrys:        newLabelSet("query", cfg.MaxLabelValues, overflow),
-		orphanIdx:   make(map[EventKey]uint64),
+		expected:    make([]atomic.Uint64, min(cfg.MaxLabelValues, 1<<16-1)+1),
 		cfgByType:   make(map[string]uint64),
-		order:       newGenMap[orderKey, orderVal](cfg.MaxPendingEvents),
-		latest:      newGenMap[aggKey, versionAt](cfg.MaxPendingEvents),
 		lagSeries:   make(map[[3]uint16]*lagSeries),
-		queries:     make(map[[2]uint16]prometheus.Counter),
-		sum:         newSummaryState(cfg.KeepSamples),
+		aggs:        make([]aggShard, n),
 		exemplarGap: int64(100 * time.Millisecond),
+		keep:        cfg.KeepSamples,
 	}
+	for i := range sh.aggs {
+		sh.aggs[i].order = newGenMap[orderKey, orderVal](cfg.MaxPendingEvents / n)
+		sh.aggs[i].latest = newGenMap[aggKey, versionAt](cfg.MaxPendingEvents / n)
+		sh.aggs[i].queries = make(map[[2]uint16]prometheus.Counter)
+	}
+	sh.projections.onAdd = func(p uint16, name string) {
+		if int(p) >= maxProjections {
+			return
+		}
+		sh.projSeries[p] = projSeries{
+			skew:    m.skew.WithLabelValues(name),
+			pending: m.pending.WithLabelValues(name),
+			oldest:  m.oldest.WithLabelValues(name),
+		}
+	}
+	sh.types.onAdd = func(t uint16, name string) {
+		mask := sh.cfgAll | sh.cfgByType[name]
+		sh.expected[t].Store(mask)
+		sh.touchUnprojected(name, mask)
+	}
+	for typ, ps := range cfg.Expected {
+		var mask uint64
+		for _, p := range ps {
+			mask |= projectionBit(sh.projections.id(p))
+		}
+		if typ == "*" {
+			sh.cfgAll |= mask
+		} else {
+			sh.cfgByType[typ] |= mask
+		}
+	}
+	return sh
+}
+
+// shard returns one of n Joiner shards on sh: each gets 1/n of cfg's bounds
+// on events and early projections.
+func (sh *joinShared) shard(cfg Config, n int) *Joiner {
+	j := &Joiner{
+		sh:          sh,
+		deadline:    int64(cfg.Deadline),
+		retention:   int64(cfg.Retention),
+		orphanTTL:   int64(cfg.Deadline + cfg.CommandWait),
+		maxEvents:   max(1, cfg.MaxPendingEvents/n),
+		maxOrphans:  max(1, cfg.MaxPendingProjections/n),
+		m:           sh.m,
+		types:       sh.types,
+		aggTypes:    sh.aggTypes,
+		commands:    sh.commands,
+		projections: sh.projections,
+		qrys:        sh.qrys,
+		orphanIdx:   make(map[EventKey]uint64),
+		lagSeries:   make(map[[3]uint16]*lagSeries),
+		sum:         newSummaryState(cfg.KeepSamples),
+	}
+	m := sh.m
 	j.appended = counters2{vec: m.appended, a: j.types, b: j.aggTypes, m: map[[2]uint16]prometheus.Counter{}}
 	for _, c := range []*counters2{&j.projected, &j.unproj, &j.duplicated, &j.outOfOrder, &j.late} {
 		c.a, c.b, c.m = j.types, j.projections, map[[2]uint16]prometheus.Counter{}
 	}
 	j.projected.vec, j.unproj.vec, j.duplicated.vec = m.projected, m.unproj, m.duplicated
 	j.outOfOrder.vec, j.late.vec = m.outOfOrder, m.late
-	for typ, ps := range cfg.Expected {
-		var mask uint64
-		for _, p := range ps {
-			mask |= j.projectionBit(j.projections.id(p))
-		}
-		if typ == "*" {
-			j.cfgAll |= mask
-		} else {
-			j.cfgByType[typ] |= mask
-		}
-	}
 	return j
 }
 
-func (j *Joiner) projectionBit(p uint16) uint64 {
+// projectionBit returns the bit of projection p in an event's masks; 0 for
+// ids past maxProjections (none: the projection label is bounded below it).
+func projectionBit(p uint16) uint64 {
 	if int(p) >= maxProjections {
 		return 0
-	}
-	if p == 0 || j.projSeries[p].pending == nil {
-		j.initProjection(p)
 	}
 	return 1 << p
 }
 
-func (j *Joiner) initProjection(p uint16) {
-	if j.projSeries[p].pending != nil {
+// expectedBy returns the projections expected to show events of type typ.
+func (sh *joinShared) expectedBy(typ uint16) uint64 { return sh.expected[typ].Load() }
+
+// learn records that projection bit showed an event of type typ.
+func (sh *joinShared) learn(typ uint16, bit uint64) {
+	if sh.expected[typ].Load()&bit != 0 {
 		return
 	}
-	name := j.projections.value(p)
-	j.projSeries[p] = projSeries{
-		skew:    j.m.skew.WithLabelValues(name),
-		pending: j.m.pending.WithLabelValues(name),
-		oldest:  j.m.oldest.WithLabelValues(name),
+	if sh.expected[typ].Or(bit)&bit == 0 {
+		sh.touchUnprojected(sh.types.value(typ), bit)
 	}
-	j.sum.projection(p, name)
-}
-
-func (j *Joiner) typeID(name string) uint16 {
-	t := j.types.id(name)
-	for int(t) >= len(j.expectedByType) {
-		n := len(j.expectedByType)
-		mask := j.cfgAll | j.cfgByType[j.types.value(uint16(n))]
-		j.expectedByType = append(j.expectedByType, mask)
-		j.touchUnprojected(uint16(n), mask)
-	}
-	return t
 }
 
 // touchUnprojected creates the unprojected counters of an event type and the
 // projections now expected to show it, at 0: a counter that first appears at
 // 1 hides its first increase from PromQL's increase() and rate(), and so
 // from the unprojected-events alert.
-func (j *Joiner) touchUnprojected(typ uint16, mask uint64) {
+func (sh *joinShared) touchUnprojected(typ string, mask uint64) {
 	for b := mask; b != 0; b &= b - 1 {
-		p := uint16(bits.TrailingZeros64(b))
-		k := [2]uint16{typ, p}
-		if _, ok := j.unproj.m[k]; !ok {
-			j.unproj.m[k] = j.unproj.vec.WithLabelValues(j.types.value(typ), j.projections.value(p))
-		}
+		sh.m.unproj.WithLabelValues(typ, sh.projections.value(uint16(bits.TrailingZeros64(b))))
 	}
+}
+
+// agg returns the aggregate shard of an aggregate id hash.
+func (sh *joinShared) agg(h uint64) *aggShard {
+	if len(sh.aggs) == 1 {
+		return &sh.aggs[0]
+	}
+	return &sh.aggs[(mix64(h^0x2545f4914f6cdd1d)>>32)*uint64(len(sh.aggs))>>32]
+}
+
+// eventShard returns the Joiner shard of an event among n.
+func eventShard(k *EventKey, n int) int {
+	if n == 1 {
+		return 0
+	}
+	h := mix64(binary.BigEndian.Uint64(k[8:])*0x9e3779b97f4a7c15 ^ binary.BigEndian.Uint64(k[:8]))
+	return int((h >> 32) * uint64(n) >> 32)
 }
 
 // Apply joins facts that arrived at now (Unix ns).
@@ -226,7 +312,7 @@ func (j *Joiner) Apply(facts []Fact, now int64) {
 		case FactProject:
 			j.projectFact(f, now)
 		case FactQuery:
-			j.query(f)
+			j.sh.query(f)
 		}
 	}
 }
@@ -250,7 +336,7 @@ func (j *Joiner) appendEvent(f *Fact, now int64) {
 	for j.events.len() >= j.maxEvents {
 		j.retireEvent(true)
 	}
-	typ := j.typeID(f.EventType)
+	typ := j.types.id(f.EventType)
 	e := eventEntry{
 		key:       f.Event,
 		trace:     f.TraceID,
@@ -269,17 +355,20 @@ func (j *Joiner) appendEvent(f *Fact, now int64) {
 			j.m.stageObs[stageCommand].Observe(seconds(d))
 		}
 	}
-	e.expected = j.expectedByType[typ]
+	e.expected = j.sh.expectedBy(typ)
 	e.pending = e.expected
 	for b := e.pending; b != 0; b &= b - 1 {
 		j.pending[bits.TrailingZeros64(b)]++
 	}
 	j.appended.inc(typ, e.aggType)
-	j.sum.appended(j.types.value(typ))
+	j.sum.appended(typ)
 	if e.aggHash != 0 && e.version > 0 {
-		if v, ok := j.latest.get(aggKey(e.aggHash)); !ok || v.version < e.version {
-			j.latest.put(aggKey(e.aggHash), versionAt{version: e.version, appendEnd: f.End})
+		a := j.sh.agg(e.aggHash)
+		a.mu.Lock()
+		if v, ok := a.latest.get(aggKey(e.aggHash)); !ok || v.version < e.version {
+			a.latest.put(aggKey(e.aggHash), versionAt{version: e.version, appendEnd: f.End})
 		}
+		a.mu.Unlock()
 	}
 	seq := j.events.push(e)
 	j.index.insert(f.Event, seq)
@@ -313,7 +402,6 @@ func (j *Joiner) applyOrphans(e *eventEntry, newest uint64, now int64) {
 
 func (j *Joiner) projectFact(f *Fact, now int64) {
 	p := j.projections.id(f.Projection)
-	j.projectionBit(p)
 	if seq, ok := j.index.find(f.Event, &j.events); ok {
 		j.project(j.events.at(seq), p, f.Start, f.End, now)
 		return
@@ -339,10 +427,7 @@ func (j *Joiner) project(e *eventEntry, p uint16, start, end, now int64) {
 		return
 	}
 	e.seen |= bit
-	if j.expectedByType[e.typ]&bit == 0 {
-		j.expectedByType[e.typ] |= bit
-		j.touchUnprojected(e.typ, bit)
-	}
+	j.sh.learn(e.typ, bit)
 	if e.pending&bit != 0 {
 		e.pending &^= bit
 		j.pending[p]--
@@ -354,7 +439,7 @@ func (j *Joiner) project(e *eventEntry, p uint16, start, end, now int64) {
 		ps.late++
 	}
 	if lag := end - e.lagFrom; lag < 0 {
-		j.projSeries[p].skew.Inc()
+		j.sh.projSeries[p].skew.Inc()
 		ps.skew++
 	} else {
 		j.observeLag(e, p, lag, now)
@@ -369,49 +454,79 @@ func (j *Joiner) project(e *eventEntry, p uint16, start, end, now int64) {
 	if e.appendEnd > j.progress[p] {
 		j.progress[p] = e.appendEnd
 	}
-	if e.aggHash != 0 && e.version > 0 {
-		k := orderKey{projection: p, agg: e.aggHash}
-		last, ok := j.order.get(k)
-		switch {
-		case !ok:
-			j.order.put(k, orderVal{version: e.version, start: start})
-		case (e.version-last.version < 0) != (start-last.start < 0) && e.version != last.version && start != last.start:
-			// Applied later but older (or earlier but newer): the
-			// projection saw the aggregate's events out of order.
-			j.outOfOrder.inc(e.typ, p)
-			ps.outOfOrder++
-			if start > last.start {
-				j.order.put(k, orderVal{version: e.version, start: start})
-			}
-		case start > last.start:
-			j.order.put(k, orderVal{version: e.version, start: start})
-		}
+	if e.aggHash != 0 && e.version > 0 && j.sh.outOfOrder(p, e.aggHash, e.version, start) {
+		j.outOfOrder.inc(e.typ, p)
+		ps.outOfOrder++
 	}
+}
+
+// outOfOrder records that projection p applied version of an aggregate at
+// start, and reports whether it did so out of order.
+func (sh *joinShared) outOfOrder(p uint16, agg uint64, version, start int64) bool {
+	a := sh.agg(agg)
+	k := orderKey{projection: p, agg: agg}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	last, ok := a.order.get(k)
+	switch {
+	case !ok:
+		a.order.put(k, orderVal{version: version, start: start})
+	case (version-last.version < 0) != (start-last.start < 0) && version != last.version && start != last.start:
+		// Applied later but older (or earlier but newer): the
+		// projection saw the aggregate's events out of order.
+		if start > last.start {
+			a.order.put(k, orderVal{version: version, start: start})
+		}
+		return true
+	case start > last.start:
+		a.order.put(k, orderVal{version: version, start: start})
+	}
+	return false
 }
 
 func (j *Joiner) observeLag(e *eventEntry, p uint16, lag, now int64) {
 	k := [3]uint16{e.command, e.typ, p}
 	s, ok := j.lagSeries[k]
 	if !ok {
-		s = &lagSeries{obs: j.m.lag.WithLabelValues(j.commands.value(e.command), j.types.value(e.typ), j.projections.value(p))}
+		s = j.sh.lagSeriesOf(k)
 		j.lagSeries[k] = s
 	}
 	v := seconds(lag)
 	// An exemplar costs an allocation; one per series every 100ms is
 	// plenty for a person to find a trace, and every slow one is kept.
-	if now-s.lastEx >= j.exemplarGap || lag >= int64(time.Second) {
-		s.lastEx = now
+	// The shards share the series, so the 100ms are per series.
+	if last := s.lastEx.Load(); (now-last >= j.sh.exemplarGap && s.lastEx.CompareAndSwap(last, now)) || lag >= int64(time.Second) {
+		s.lastEx.Store(now)
 		s.obs.(prometheus.ExemplarObserver).ObserveWithExemplar(v, prometheus.Labels{"trace_id": hex.EncodeToString(e.trace[:])})
 		return
 	}
 	s.obs.Observe(v)
 }
 
-func (j *Joiner) query(f *Fact) {
-	q := j.qrys.id(f.Query)
+// lagSeriesOf returns the lag series of (command, event type, projection)
+// ids.
+func (sh *joinShared) lagSeriesOf(k [3]uint16) *lagSeries {
+	sh.lagMu.Lock()
+	defer sh.lagMu.Unlock()
+	s, ok := sh.lagSeries[k]
+	if !ok {
+		s = &lagSeries{obs: sh.m.lag.WithLabelValues(sh.commands.value(k[0]), sh.types.value(k[1]), sh.projections.value(k[2]))}
+		sh.lagSeries[k] = s
+	}
+	return s
+}
+
+// query counts a query by the freshness of the version it read. It needs
+// no Joiner: only the aggregate's shard.
+func (sh *joinShared) query(f *Fact) {
+	q := sh.qrys.id(f.Query)
+	h := aggHash(f.AggregateID)
+	a := sh.agg(h)
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	result := uint16(queryUnknown)
-	if h := aggHash(f.AggregateID); h != 0 && f.Version > 0 {
-		if v, ok := j.latest.get(aggKey(h)); ok {
+	if h != 0 && f.Version > 0 {
+		if v, ok := a.latest.get(aggKey(h)); ok {
 			result = queryFresh
 			if v.version > f.Version && v.appendEnd <= f.Start {
 				result = queryStale
@@ -419,13 +534,13 @@ func (j *Joiner) query(f *Fact) {
 		}
 	}
 	k := [2]uint16{q, result}
-	c, ok := j.queries[k]
+	c, ok := a.queries[k]
 	if !ok {
-		c = j.m.queries.WithLabelValues(j.qrys.value(q), queryResults[result])
-		j.queries[k] = c
+		c = sh.m.queries.WithLabelValues(sh.qrys.value(q), queryResults[result])
+		a.queries[k] = c
 	}
 	c.Inc()
-	j.sum.queries[result]++
+	a.counts[result]++
 }
 
 const (
@@ -438,8 +553,15 @@ var queryResults = [...]string{"fresh", "stale", "unknown"}
 
 // Tick declares unprojected the events whose deadline passed (every pending
 // one when flush is set), retires entries past retention, and refreshes the
-// gauges.
+// gauges, for a Joiner used alone.
 func (j *Joiner) Tick(now int64, flush bool) {
+	j.expire(now, flush)
+	j.sh.refreshGauges([]*Joiner{j}, now)
+}
+
+// expire declares unprojected the events whose deadline passed (every
+// pending one when flush is set) and retires entries past retention.
+func (j *Joiner) expire(now int64, flush bool) {
 	s := max(j.declSeq, j.events.head)
 	for ; s < j.events.tail; s++ {
 		e := j.events.at(s)
@@ -459,7 +581,6 @@ func (j *Joiner) Tick(now int64, flush bool) {
 		}
 		j.retireOrphan(false)
 	}
-	j.refreshGauges(now)
 }
 
 // declare evaluates an event at its deadline: every projection expected by
@@ -469,7 +590,7 @@ func (j *Joiner) declare(e *eventEntry) {
 		return
 	}
 	e.declared = true
-	e.expected |= j.expectedByType[e.typ]
+	e.expected |= j.sh.expectedBy(e.typ)
 	missing := e.expected &^ e.seen
 	for b := missing; b != 0; b &= b - 1 {
 		p := uint16(bits.TrailingZeros64(b))
@@ -520,41 +641,67 @@ func (j *Joiner) retireOrphan(forRoom bool) {
 }
 
 // refreshGauges sets the pending and oldest-pending gauges of every
-// projection seen so far.
-func (j *Joiner) refreshGauges(now int64) {
-	for p := 0; p < j.projections.len() && p < maxProjections; p++ {
-		ps := &j.projSeries[p]
-		if ps.pending == nil {
-			continue
+// projection seen so far from the Joiner shards, locking each in turn; the
+// caller must serialise calls. Pending events are summed over the shards. The
+// oldest pending event is the one that arrived first among each shard's
+// oldest (the same as one Joiner's when the shards are alone or events
+// arrive in append order); of those that arrived at the same time, the one
+// appended first.
+func (sh *joinShared) refreshGauges(shards []*Joiner, now int64) {
+	np := min(sh.projections.len(), maxProjections)
+	var pending, progress [maxProjections]int64
+	for _, j := range shards {
+		j.mu.Lock()
+		for p := range np {
+			pending[p] += j.pending[p]
+			progress[p] = max(progress[p], j.progress[p])
 		}
-		ps.pending.Set(float64(j.pending[p]))
-		age := j.oldestPending(uint16(p), now)
+		j.mu.Unlock()
+	}
+	var arrived, appendEnd [maxProjections]int64
+	var found [maxProjections]bool
+	for _, j := range shards {
+		j.mu.Lock()
+		for p := range np {
+			e := j.oldestPending(uint16(p), progress[p])
+			if e != nil && (!found[p] || e.arrived < arrived[p] || (e.arrived == arrived[p] && e.appendEnd < appendEnd[p])) {
+				found[p], arrived[p], appendEnd[p] = true, e.arrived, e.appendEnd
+			}
+		}
+		j.mu.Unlock()
+	}
+	for p := range np {
+		ps := &sh.projSeries[p]
+		age := int64(0)
+		if found[p] {
+			age = max(0, now-appendEnd[p])
+		}
+		ps.pending.Set(float64(pending[p]))
 		ps.oldest.Set(seconds(age))
-		j.sum.proj[p].pending = j.pending[p]
-		j.sum.proj[p].oldest = age
+		sh.gaugePending[p], sh.gaugeOldest[p] = pending[p], age
 	}
 }
 
-// oldestPending returns the age of the oldest event projection p has not
+// oldestPending returns the first event of the shard projection p has not
 // shown: an event within its deadline, or past it while p has shown nothing
-// appended later (a stalled projection). A cursor per projection makes this
-// amortised O(1).
-func (j *Joiner) oldestPending(p uint16, now int64) int64 {
+// appended later than progress (a stalled projection); nil when there is
+// none. A cursor per projection makes this amortised O(1).
+func (j *Joiner) oldestPending(p uint16, progress int64) *eventEntry {
 	bit := uint64(1) << p
 	c := max(j.cursor[p], j.events.head)
 	for ; c < j.events.tail; c++ {
 		e := j.events.at(c)
-		exp := e.expected | j.expectedByType[e.typ]
-		if exp&bit == 0 || e.seen&bit != 0 || (e.declared && e.appendEnd <= j.progress[p]) {
+		exp := e.expected | j.sh.expectedBy(e.typ)
+		if exp&bit == 0 || e.seen&bit != 0 || (e.declared && e.appendEnd <= progress) {
 			continue
 		}
 		break
 	}
 	j.cursor[p] = c
 	if c == j.events.tail {
-		return 0
+		return nil
 	}
-	return max(0, now-j.events.at(c).appendEnd)
+	return j.events.at(c)
 }
 
 // Entries returns the number of events and waiting projections held.

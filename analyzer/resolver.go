@@ -1,6 +1,8 @@
 package analyzer
 
 import (
+	"encoding/binary"
+
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
@@ -34,7 +36,9 @@ type waitRef struct {
 // a trace, the command span that is the ancestor of each append span. It holds
 // bounded state: the parent of recently seen spans, recent command spans, and
 // append spans waiting for an ancestor that has not arrived yet. Not safe for
-// concurrent use; Analyzer serialises calls.
+// concurrent use. Analyzer runs one Resolver per shard of trace ids, each
+// behind its own mutex, and does what needs no state (reading attributes,
+// classifying, building facts) before it takes one.
 type Resolver struct {
 	wait     int64 // CommandWait in ns
 	maxWait  int
@@ -48,55 +52,114 @@ type Resolver struct {
 	fifo    deque[waitRef]
 	nlive   int
 
-	// Roles counts spans by role since the last TakeRoleCounts.
+	// roles counts the spans Resolve has seen, by role.
 	roles [len(roleNames)]uint64
-	// evicted counts appends joined early for room since the last take.
+	// evicted counts appends joined early for room since Analyzer last
+	// reported them.
 	evicted uint64
 }
 
 // NewResolver returns a Resolver with the bounds and command wait of cfg.
 func NewResolver(cfg Config) *Resolver {
+	return newResolver(cfg, 1, newLabelSet("command", cfg.MaxLabelValues, nil))
+}
+
+// newResolver returns one of n resolver shards: each gets 1/n of cfg's
+// bounds. names interns command names for all of them.
+func newResolver(cfg Config, n int, names *labelSet) *Resolver {
 	return &Resolver{
 		wait:     int64(cfg.CommandWait),
-		maxWait:  cfg.MaxPendingProjections,
-		edges:    newGenMap[spanKey, [8]byte](cfg.MaxTraceSpans),
-		commands: newGenMap[spanKey, commandInfo](cfg.MaxTraceSpans / 8),
-		names:    newLabelSet("command", cfg.MaxLabelValues, nil),
+		maxWait:  max(1, cfg.MaxPendingProjections/n),
+		edges:    newGenMap[spanKey, [8]byte](cfg.MaxTraceSpans / n),
+		commands: newGenMap[spanKey, commandInfo](cfg.MaxTraceSpans / 8 / n),
+		names:    names,
 		waiting:  make(map[spanKey][]int32),
 	}
 }
 
-// item is a span of the request that produces facts, kept between the two
-// passes of Resolve.
-type item struct {
-	span    ptrace.Span
-	role    Role
-	attrs   spanAttrs
-	service string
+// spanRec is a span of the request as the resolver's tables see it.
+type spanRec struct {
+	key    spanKey
+	parent [8]byte
+	ord    int32 // position in the request, to order the facts it releases
 }
 
-// scratch is the per-request working memory of Resolve, pooled by Analyzer.
+// cmdRec is a command span of the request.
+type cmdRec struct {
+	key  spanKey
+	info commandInfo
+}
+
+// appendRec is an append span of the request whose facts are
+// scratch.facts[lo:hi], still without their command.
+type appendRec struct {
+	trace  [16]byte
+	parent [8]byte
+	lo, hi int32
+}
+
+// shardWork is the part of a request that one resolver shard handles: the
+// spans of the traces that hash to it.
+type shardWork struct {
+	recs    []spanRec
+	cmds    []cmdRec
+	appends []appendRec
+}
+
+// scratch is the per-request working memory of the analysis, pooled by
+// Analyzer. The zero value is ready to use.
 type scratch struct {
-	items   []item
-	matched []spanKey
-	facts   []Fact
+	work  []shardWork
+	roles [len(roleNames)]uint64
+	// facts are the facts of the request's spans, in span order; a fact
+	// whose append waits for its command is parked and its Kind set to 0.
+	facts []Fact
+	// pre are facts of earlier appends that this request's spans resolved
+	// (ordered by preOrd, the position of the span that resolved them);
+	// post are appends joined early by Expire. They go to the join before
+	// and after facts.
+	pre     []Fact
+	preOrd  []int32
+	post    []Fact
+	matched []spanRec
 }
 
 func (s *scratch) reset() {
-	clear(s.items) // drop references into the request
-	s.items = s.items[:0]
-	s.matched = s.matched[:0]
-	clear(s.facts)
+	for i := range s.work {
+		w := &s.work[i]
+		w.recs, w.cmds, w.appends = w.recs[:0], w.cmds[:0], w.appends[:0]
+	}
+	s.roles = [len(roleNames)]uint64{}
+	clear(s.facts) // drop references into the request
 	s.facts = s.facts[:0]
+	clear(s.pre)
+	s.pre, s.preOrd = s.pre[:0], s.preOrd[:0]
+	clear(s.post)
+	s.post = s.post[:0]
+	s.matched = s.matched[:0]
 }
 
-// Resolve appends to dst the facts of the spans in td, and of earlier append
-// spans that the spans in td resolve. now is the arrival time (Unix ns).
-// The facts' strings point into td or into the resolver's interned names.
-func (r *Resolver) Resolve(dst []Fact, td ptrace.Traces, now int64, sc *scratch) []Fact {
-	// Pass 1: remember every span's parent and every command span, and pick
-	// out the spans that make facts. Doing this first means the order of
-	// spans inside one request never matters.
+// traceShard returns the resolver shard of a trace among n: the spans of a
+// trace always meet in the same one. It uses other bits of the trace id than
+// the tables' hashes, so that a shard's keys spread over its tables.
+func traceShard(trace *[16]byte, n int) int {
+	if n == 1 {
+		return 0
+	}
+	h := mix64(binary.LittleEndian.Uint64(trace[:8])*0x9e3779b97f4a7c15 ^ binary.LittleEndian.Uint64(trace[8:]))
+	return int((h >> 32) * uint64(n) >> 32)
+}
+
+// scan is the part of the analysis that needs no shared state, run without
+// a lock: it reads the attributes of every span of td once, classifies it,
+// builds the facts of append, project and query spans (append facts without
+// their command), and sorts the spans by resolver shard (n of them). Command
+// names are interned in names.
+func (sc *scratch) scan(td ptrace.Traces, names *labelSet, n int) {
+	if len(sc.work) < n {
+		sc.work = append(sc.work, make([]shardWork, n-len(sc.work))...)
+	}
+	ord := int32(0)
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {
 		rs := rss.At(i)
@@ -110,16 +173,13 @@ func (r *Resolver) Resolve(dst []Fact, td ptrace.Traces, now int64, sc *scratch)
 			for k := 0; k < spans.Len(); k++ {
 				sp := spans.At(k)
 				key := spanKey{trace: sp.TraceID(), span: sp.SpanID()}
-				r.edges.put(key, sp.ParentSpanID())
-				if len(r.waiting) > 0 {
-					if _, ok := r.waiting[key]; ok {
-						sc.matched = append(sc.matched, key)
-					}
-				}
+				w := &sc.work[traceShard(&key.trace, n)]
+				w.recs = append(w.recs, spanRec{key: key, parent: sp.ParentSpanID(), ord: ord})
+				ord++
 				var a spanAttrs
 				a.read(sp.Attributes())
 				role := classify(sp.Kind(), &a)
-				r.roles[role]++
+				sc.roles[role]++
 				switch role {
 				case RoleNone:
 				case RoleCommand:
@@ -127,7 +187,7 @@ func (r *Resolver) Resolve(dst []Fact, td ptrace.Traces, now int64, sc *scratch)
 					if name == "" {
 						name = sp.Name()
 					}
-					r.commands.put(key, commandInfo{name: r.names.value(r.names.id(name)), start: int64(sp.StartTimestamp())})
+					w.cmds = append(w.cmds, cmdRec{key: key, info: commandInfo{name: names.value(names.id(name)), start: int64(sp.StartTimestamp())}})
 				case RoleAppend, RoleProject:
 					// A failed append or projection (status Error) wrote
 					// nothing: it keeps its role in the span counts but
@@ -136,33 +196,99 @@ func (r *Resolver) Resolve(dst []Fact, td ptrace.Traces, now int64, sc *scratch)
 					if sp.Status().Code() == ptrace.StatusCodeError {
 						continue
 					}
-					sc.items = append(sc.items, item{span: sp, role: role, attrs: a, service: service})
-				default:
-					sc.items = append(sc.items, item{span: sp, role: role, attrs: a, service: service})
+					if role == RoleProject {
+						sc.facts = projectFacts(sc.facts, sp, &a, service)
+						continue
+					}
+					lo := len(sc.facts)
+					sc.facts = eventFacts(sc.facts, appendBase(sp), sp, &a)
+					if len(sc.facts) > lo {
+						w.appends = append(w.appends, appendRec{trace: key.trace, parent: sp.ParentSpanID(), lo: int32(lo), hi: int32(len(sc.facts))})
+					}
+				case RoleQuery:
+					sc.facts = append(sc.facts, queryFact(sp, &a))
 				}
 			}
 		}
 	}
-	// Pass 2: earlier appends whose missing ancestor arrived, then this
-	// request's facts.
-	for _, key := range sc.matched {
-		dst = r.rewalk(dst, key, now)
+}
+
+// Resolve appends to dst the facts of the spans in td, and of earlier append
+// spans that the spans in td resolve. now is the arrival time (Unix ns).
+// The facts' strings point into td or into the resolver's interned names.
+func (r *Resolver) Resolve(dst []Fact, td ptrace.Traces, now int64, sc *scratch) []Fact {
+	sc.scan(td, r.names, 1)
+	r.roles = addRoles(r.roles, sc.roles)
+	r.resolve(sc, &sc.work[0], now)
+	dst = append(dst, sc.pre...)
+	for i := range sc.facts {
+		if sc.facts[i].Kind != 0 {
+			dst = append(dst, sc.facts[i])
+		}
 	}
-	for i := range sc.items {
-		it := &sc.items[i]
-		switch it.role {
-		case RoleAppend:
-			dst = r.appendFacts(dst, it, now)
-		case RoleProject:
-			dst = projectFacts(dst, it)
-		case RoleQuery:
-			dst = append(dst, queryFact(it))
+	dst = append(dst, sc.post...)
+	sc.reset()
+	return dst
+}
+
+func addRoles(a, b [len(roleNames)]uint64) [len(roleNames)]uint64 {
+	for i := range a {
+		a[i] += b[i]
+	}
+	return a
+}
+
+// resolve does the part of a request's resolution that needs the
+// resolver's state, for the spans of w: it remembers their parents and the
+// command spans, resumes the earlier appends whose missing ancestor is among
+// them (facts to sc.pre), gives this request's append facts their command or
+// parks them, and joins early the oldest parked appends past the bound
+// (facts to sc.post). Doing the inserts first means the order of spans
+// inside one request never matters.
+func (r *Resolver) resolve(sc *scratch, w *shardWork, now int64) {
+	matched := sc.matched[:0]
+	for i := range w.recs {
+		rec := &w.recs[i]
+		r.edges.put(rec.key, rec.parent)
+		if len(r.waiting) > 0 {
+			if _, ok := r.waiting[rec.key]; ok {
+				matched = append(matched, *rec)
+			}
+		}
+	}
+	for i := range w.cmds {
+		r.commands.put(w.cmds[i].key, w.cmds[i].info)
+	}
+	for _, rec := range matched {
+		n := len(sc.pre)
+		sc.pre = r.rewalk(sc.pre, rec.key, now)
+		for range len(sc.pre) - n {
+			sc.preOrd = append(sc.preOrd, rec.ord)
+		}
+	}
+	sc.matched = matched[:0]
+	for _, ap := range w.appends {
+		facts := sc.facts[ap.lo:ap.hi]
+		cmd, res, waitKey := r.walk(ap.trace, ap.parent)
+		switch res {
+		case walkFound:
+			for i := range facts {
+				facts[i].Command, facts[i].CommandStart = cmd.name, cmd.start
+			}
+		case walkNone:
+			for i := range facts {
+				facts[i].Command = "none"
+			}
+		case walkWait:
+			for i := range facts {
+				r.park(facts[i].Clone(), waitKey, now)
+				facts[i] = Fact{}
+			}
 		}
 	}
 	if r.nlive > r.maxWait {
-		dst = r.Expire(dst, now, false)
+		sc.post = r.Expire(sc.post, now, false)
 	}
-	return dst
 }
 
 type walkResult uint8
@@ -193,46 +319,21 @@ func (r *Resolver) walk(trace [16]byte, cur [8]byte) (commandInfo, walkResult, s
 	return commandInfo{}, walkNone, spanKey{} // a cycle: bad data
 }
 
-// appendFacts emits the events written by an append span: one per span event
-// named cqrs.event, or the span's own attributes when it has none.
-func (r *Resolver) appendFacts(dst []Fact, it *item, now int64) []Fact {
-	sp := it.span
-	base := Fact{
+// appendBase is the fact an append span's event facts start from.
+func appendBase(sp ptrace.Span) Fact {
+	return Fact{
 		Kind:    FactAppend,
 		TraceID: sp.TraceID(),
 		SpanID:  sp.SpanID(),
 		Start:   int64(sp.StartTimestamp()),
 		End:     int64(sp.EndTimestamp()),
 	}
-	first := len(dst)
-	dst = eventFacts(dst, base, it)
-	if len(dst) == first {
-		return dst
-	}
-	cmd, res, waitKey := r.walk(base.TraceID, sp.ParentSpanID())
-	switch res {
-	case walkFound:
-		for i := first; i < len(dst); i++ {
-			dst[i].Command, dst[i].CommandStart = cmd.name, cmd.start
-		}
-	case walkNone:
-		for i := first; i < len(dst); i++ {
-			dst[i].Command = "none"
-		}
-	case walkWait:
-		for i := first; i < len(dst); i++ {
-			r.park(dst[i].Clone(), waitKey, now)
-		}
-		dst = dst[:first]
-	}
-	return dst
 }
 
 // eventFacts appends one fact per event an append or project span carries.
-func eventFacts(dst []Fact, base Fact, it *item) []Fact {
-	a := &it.attrs
+func eventFacts(dst []Fact, base Fact, sp ptrace.Span, a *spanAttrs) []Fact {
 	n := len(dst)
-	evs := it.span.Events()
+	evs := sp.Events()
 	for i := 0; i < evs.Len(); i++ {
 		ev := evs.At(i)
 		if ev.Name() != eventNameCQRS {
@@ -277,19 +378,17 @@ func eventFacts(dst []Fact, base Fact, it *item) []Fact {
 	return append(dst, f)
 }
 
-func projectFacts(dst []Fact, it *item) []Fact {
-	sp := it.span
-	a := &it.attrs
+func projectFacts(dst []Fact, sp ptrace.Span, a *spanAttrs, service string) []Fact {
 	base := Fact{
 		Kind:       FactProject,
 		TraceID:    sp.TraceID(),
 		SpanID:     sp.SpanID(),
 		Start:      int64(sp.StartTimestamp()),
 		End:        int64(sp.EndTimestamp()),
-		Projection: first(a.projection, a.msgGroup, a.msgSubscription, it.service),
+		Projection: first(a.projection, a.msgGroup, a.msgSubscription, service),
 	}
 	n := len(dst)
-	dst = eventFacts(dst, base, it)
+	dst = eventFacts(dst, base, sp, a)
 	if len(dst) > n {
 		return dst
 	}
@@ -315,9 +414,7 @@ func projectFacts(dst []Fact, it *item) []Fact {
 	return dst
 }
 
-func queryFact(it *item) Fact {
-	sp := it.span
-	a := &it.attrs
+func queryFact(sp ptrace.Span, a *spanAttrs) Fact {
 	name := a.query
 	if name == "" {
 		name = sp.Name()

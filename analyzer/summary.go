@@ -74,13 +74,11 @@ type LagStats struct {
 	Max   time.Duration `json:"max_ns"`
 }
 
+// projStats is what one projection did in one Joiner shard.
 type projStats struct {
-	name                                                    string
 	expected, projected, duplicated, outOfOrder, late, skew uint64
 	unproj                                                  uint64
 	orphans                                                 uint64
-	pending                                                 int64
-	oldest                                                  int64
 	count                                                   uint64
 	sum                                                     int64
 	max                                                     int64
@@ -101,33 +99,34 @@ func (p *projStats) observe(lag int64) {
 	}
 }
 
+// summaryState is what one Joiner shard keeps for Summary.
 type summaryState struct {
-	keep    bool
-	proj    [maxProjections]*projStats
-	types   map[string]uint64
-	queries [3]uint64
-	ids     map[EventKey]string
+	keep  bool
+	proj  [maxProjections]*projStats
+	types []uint64 // events appended by event type id
+	ids   map[EventKey]string
 }
 
 func newSummaryState(keep bool) *summaryState {
-	s := &summaryState{keep: keep, types: make(map[string]uint64)}
+	s := &summaryState{keep: keep}
 	if keep {
 		s.ids = make(map[EventKey]string)
 	}
 	for i := range s.proj {
 		s.proj[i] = &projStats{}
+		if keep {
+			s.proj[i].samples = make([]int64, 0, 16)
+		}
 	}
 	return s
 }
 
-func (s *summaryState) projection(p uint16, name string) {
-	s.proj[p].name = name
-	if s.keep && s.proj[p].samples == nil {
-		s.proj[p].samples = make([]int64, 0, 16)
+func (s *summaryState) appended(typ uint16) {
+	for int(typ) >= len(s.types) {
+		s.types = append(s.types, 0)
 	}
+	s.types[typ]++
 }
-
-func (s *summaryState) appended(typ string) { s.types[typ]++ }
 
 func (s *summaryState) unprojected(p uint16, k EventKey) {
 	s.proj[p].unproj++
@@ -136,27 +135,58 @@ func (s *summaryState) unprojected(p uint16, k EventKey) {
 	}
 }
 
-// summary builds a Summary; the joiner's lock must be held.
-func (j *Joiner) summary() Summary {
-	s := j.sum
-	var out Summary
-	for _, ps := range s.proj {
-		if ps.name == "" {
-			continue
+// summary builds a Summary from the Joiner shards, locking each in turn;
+// the caller serialises it with refreshGauges.
+func (sh *joinShared) summary(shards []*Joiner) Summary {
+	np := min(sh.projections.len(), maxProjections)
+	var merged [maxProjections]projStats
+	var unprojIDs [maxProjections][]string
+	var types []uint64
+	for _, j := range shards {
+		j.mu.Lock()
+		for p := range np {
+			ps, m := j.sum.proj[p], &merged[p]
+			m.expected += ps.expected
+			m.projected += ps.projected
+			m.duplicated += ps.duplicated
+			m.outOfOrder += ps.outOfOrder
+			m.late += ps.late
+			m.skew += ps.skew
+			m.unproj += ps.unproj
+			m.orphans += ps.orphans
+			m.count += ps.count
+			m.sum += ps.sum
+			m.max = max(m.max, ps.max)
+			for i, n := range ps.buckets {
+				m.buckets[i] += n
+			}
+			m.samples = append(m.samples, ps.samples...)
+			for _, k := range ps.unprojIDs {
+				unprojIDs[p] = append(unprojIDs[p], j.sum.ids[k])
+			}
 		}
+		for t, n := range j.sum.types {
+			for t >= len(types) {
+				types = append(types, 0)
+			}
+			types[t] += n
+		}
+		j.mu.Unlock()
+	}
+	var out Summary
+	for p := range np {
+		ps := &merged[p]
 		r := ProjectionSummary{
-			Name: ps.name, Expected: ps.expected, Projected: ps.projected, Unprojected: ps.unproj,
+			Name: sh.projections.value(uint16(p)), Expected: ps.expected, Projected: ps.projected, Unprojected: ps.unproj,
 			Duplicated: ps.duplicated, OutOfOrder: ps.outOfOrder, Late: ps.late, ClockSkew: ps.skew,
-			Orphans: ps.orphans, Pending: ps.pending, OldestPending: time.Duration(ps.oldest),
+			Orphans: ps.orphans, Pending: sh.gaugePending[p], OldestPending: time.Duration(sh.gaugeOldest[p]),
 			Lag: LagStats{Count: ps.count, Sum: time.Duration(ps.sum), Max: time.Duration(ps.max)},
 		}
-		if s.keep {
-			sorted := slices.Clone(ps.samples)
+		if sh.keep {
+			sorted := ps.samples
 			slices.Sort(sorted)
 			r.Lag.P50, r.Lag.P95, r.Lag.P99 = exactQuantile(sorted, 0.5), exactQuantile(sorted, 0.95), exactQuantile(sorted, 0.99)
-			for _, k := range ps.unprojIDs {
-				r.UnprojectedIDs = append(r.UnprojectedIDs, s.ids[k])
-			}
+			r.UnprojectedIDs = unprojIDs[p]
 			slices.Sort(r.UnprojectedIDs)
 		} else {
 			r.Lag.P50 = bucketQuantile(ps.buckets[:], ps.count, 0.5)
@@ -174,7 +204,13 @@ func (j *Joiner) summary() Summary {
 		}
 		return 0
 	})
-	for name, n := range s.types {
+	byName := map[string]uint64{}
+	for t, n := range types {
+		if n > 0 {
+			byName[sh.types.value(uint16(t))] += n
+		}
+	}
+	for name, n := range byName {
 		out.EventTypes = append(out.EventTypes, EventTypeSummary{Name: name, Appended: n})
 	}
 	slices.SortFunc(out.EventTypes, func(a, b EventTypeSummary) int {
@@ -186,7 +222,14 @@ func (j *Joiner) summary() Summary {
 		}
 		return 0
 	})
-	out.Queries = QueryCounts{Fresh: s.queries[queryFresh], Stale: s.queries[queryStale], Unknown: s.queries[queryUnknown]}
+	for i := range sh.aggs {
+		a := &sh.aggs[i]
+		a.mu.Lock()
+		out.Queries.Fresh += a.counts[queryFresh]
+		out.Queries.Stale += a.counts[queryStale]
+		out.Queries.Unknown += a.counts[queryUnknown]
+		a.mu.Unlock()
+	}
 	return out
 }
 
