@@ -130,4 +130,3 @@ func TestConcurrentConsume(t *testing.T) {
 		}
 	}
 }
-
