@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"net/http"
@@ -742,9 +743,24 @@ func checkQueries(t *testing.T, p *promServer) {
 		len(checks), len(rs), b.String())
 }
 
+// healthyFalsePositives are alerts that may be active in the healthy
+// scenario without failing it, logged, not hidden: one by a bug in its rule
+// (remove the entry once the rule is fixed), one the test cannot judge.
+var healthyFalsePositives = map[string]string{
+	// Its "not decreasing" condition, delta(cqrs_projection_position_lag[5m])
+	// >= 0, holds for any steady lag: a projection constantly 3 events
+	// (100ms at 30 events/s) behind the head is not stalled.
+	"CQRSProjectionPositionStalled": "KNOWN FALSE POSITIVE: delta(position lag) >= 0 holds for a steady lag",
+	// The ratio of two rate5m over the first seconds of series that start
+	// at different scrapes strays from 1 until its windows fill; the test's
+	// seconds cannot judge it.
+	"CQRSProjectionDrift": "rate ratio over windows not yet filled",
+}
+
 // checkHealthy waits until the lag rules have data for both projections and
 // the alert rules have been evaluated since, then watches the lag alert stay
-// inactive for three times its `for`.
+// inactive for three times its `for`, and every other alert too but for
+// healthyFalsePositives.
 func checkHealthy(t *testing.T, p *promServer, threshold float64) {
 	projections := []string{projection.OrdersView, projection.SalesSummary}
 	lagData := func() (bool, string) {
@@ -785,6 +801,7 @@ func checkHealthy(t *testing.T, p *promServer, threshold float64) {
 		return e.After(since), fmt.Sprintf("last evaluation %s, data since %s", e, since)
 	})
 	observe := 3 * promFor
+	known := map[string]bool{}
 	for end := time.Now().Add(observe); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
 		for _, proj := range projections {
 			if a, ok := p.alert(lagAlert, proj); ok {
@@ -795,6 +812,22 @@ func checkHealthy(t *testing.T, p *promServer, threshold float64) {
 		if ok, state := lagData(); !ok {
 			t.Fatalf("lag rules left [0.1s, %gs) with a 100ms projector delay:\n%s\n%s", threshold, state, p.demoState())
 		}
+		as, err := p.alerts()
+		if err != nil {
+			t.Fatalf("list alerts: %v (%s)", err, p.status())
+		}
+		for _, a := range as {
+			name := a.Labels["alertname"]
+			if why, ok := healthyFalsePositives[name]; ok {
+				known[fmt.Sprintf("%s{projection=%q} %s (%s)", name, a.Labels["projection"], a.State, why)] = true
+				continue
+			}
+			_, state := lagData()
+			t.Fatalf("%s is %s for %v (value %s) in a healthy system:\n%s\n%s", name, a.State, a.Labels, a.Value, state, p.demoState())
+		}
+	}
+	if len(known) > 0 {
+		t.Logf("alerts active while healthy, not counted: %v", slices.Sorted(maps.Keys(known)))
 	}
 	if e := lastEval(); !e.After(since.Add(observe)) {
 		t.Errorf("%s last evaluated at %s, not during the %s observation that started at %s", lagAlert, e, observe, since)
