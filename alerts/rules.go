@@ -159,20 +159,22 @@ unless on (job, projection)
 `+RecordProjected+` > 0`,
 			"Projection {{ $labels.projection }} has stopped projecting events",
 			"Events of the types projection {{ $labels.projection }} (job {{ $labels.job }}) handles are appended at {{ $value | humanize }}/s, and it has projected none in the last 5m."),
-		// From the SQL position source (collector/sqlsource): behind the
-		// head for the whole window, not catching up, while events arrive.
+		// From the SQL position source (collector/sqlsource): the
+		// checkpoint did not move in 5m (its lag grew by as much as the
+		// head) while events were appended. A projection steadily a few
+		// events behind a moving head is keeping up, not stalled.
 		alert(cfg, "CQRSProjectionPositionStalled", "critical", cfg.StallFor,
 			`max by (job, projection) (
-    cqrs_projection_position_lag
+    cqrs_projection_position_lag > 0
   and
-    min_over_time(cqrs_projection_position_lag[5m]) > 0
-  and
-    delta(cqrs_projection_position_lag[5m]) >= 0
+    delta(cqrs_projection_position_lag[5m])
+      >= on (job, instance) group_left
+    delta(cqrs_store_head_position[5m])
   and on (job, instance)
     delta(cqrs_store_head_position[5m]) > 0
 )`,
-			"Projection {{ $labels.projection }} is {{ $value | humanize }} events behind the event store and not catching up",
-			"Projection {{ $labels.projection }} (job {{ $labels.job }}) has been behind the event store's head for the last 5m, its position lag did not decrease over that time while events were appended, and it is now {{ $value | humanize }} events behind. Its checkpoint has stopped or moves slower than the appends."),
+			"Projection {{ $labels.projection }} is {{ $value | humanize }} events behind the event store and its checkpoint has stopped",
+			"The checkpoint of projection {{ $labels.projection }} (job {{ $labels.job }}) has not moved in the last 5m while events were appended to the store; it is now {{ $value | humanize }} events behind the head."),
 		alert(cfg, "CQRSEventsUnprojected", "warning", cfg.UnprojectedFor,
 			RecordUnprojected+` > 0`,
 			"Projection {{ $labels.projection }} is missing events",

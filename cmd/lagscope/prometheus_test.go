@@ -744,13 +744,9 @@ func checkQueries(t *testing.T, p *promServer) {
 }
 
 // healthyFalsePositives are alerts that may be active in the healthy
-// scenario without failing it, logged, not hidden: one by a bug in its rule
-// (remove the entry once the rule is fixed), one the test cannot judge.
+// scenario without failing it, logged, not hidden: ones the test cannot
+// judge.
 var healthyFalsePositives = map[string]string{
-	// Its "not decreasing" condition, delta(cqrs_projection_position_lag[5m])
-	// >= 0, holds for any steady lag: a projection constantly 3 events
-	// (100ms at 30 events/s) behind the head is not stalled.
-	"CQRSProjectionPositionStalled": "KNOWN FALSE POSITIVE: delta(position lag) >= 0 holds for a steady lag",
 	// The ratio of two rate5m over the first seconds of series that start
 	// at different scrapes strays from 1 until its windows fill; the test's
 	// seconds cannot judge it.
