@@ -66,11 +66,25 @@ type Views interface {
 	// Checkpoint returns the global position up to which the named projection
 	// has handled events, 0 if it never ran.
 	Checkpoint(ctx context.Context, projection string) (int64, error)
-	// Apply runs fn in one transaction that also moves the projection's
-	// checkpoint to position, and commits both or neither. If the checkpoint
-	// is already at or past position it calls nothing and returns false: that
-	// makes projectors idempotent. fn may be nil to advance the checkpoint
-	// only. Apply returns after the commit.
+	// ApplyBatch applies a batch of events to the named projection's read
+	// model and moves its checkpoint to the last event's position, in one
+	// transaction that commits both or neither. events must be in strictly
+	// ascending position order (as ReadAll returns them); an empty batch does
+	// nothing. Events at or before the checkpoint are skipped, which makes
+	// projectors idempotent: fn is called, in order, only for the events past
+	// it, which are always the last applied of the batch, and ApplyBatch
+	// reports that number (0 when the checkpoint was already at or past the
+	// last event, and then nothing is written). fn may be nil to advance the
+	// checkpoint only; an fn that writes nothing for an event (a dropped one)
+	// still moves the checkpoint past it. If fn fails, or the transaction
+	// does, ApplyBatch returns the error and the read model and checkpoint are
+	// left as they were. ApplyBatch returns after the commit.
+	ApplyBatch(ctx context.Context, projection string, events []Event, fn func(tx ViewTx, e Event) error) (applied int, err error)
+	// Apply is ApplyBatch of a single position with fn called without the
+	// event: it runs fn in one transaction that also moves the projection's
+	// checkpoint to position, unless the checkpoint is already at or past
+	// position (then it calls nothing and returns false). fn may be nil.
+	// Apply returns after the commit.
 	Apply(ctx context.Context, projection string, position int64, fn func(ViewTx) error) (applied bool, err error)
 	// Order returns the view of one order, or ErrNotFound.
 	Order(ctx context.Context, id string) (OrderView, error)
@@ -80,8 +94,10 @@ type Views interface {
 	Summary(ctx context.Context) (Summary, error)
 }
 
-// ViewTx is the read-model side of one Views.Apply transaction. It is valid
-// only inside the fn given to Apply.
+// ViewTx is the read-model side of one Views.ApplyBatch (or Apply)
+// transaction. It is valid only inside the fn given to that call, and sees
+// the writes made earlier in the same transaction (by earlier events of the
+// batch).
 type ViewTx interface {
 	// Order returns the stored view of an order and whether it exists.
 	Order(id string) (OrderView, bool, error)

@@ -24,35 +24,82 @@ func (d *DB) Checkpoint(ctx context.Context, projection string) (int64, error) {
 	return pos, nil
 }
 
-// Apply implements orders.Views.
-func (d *DB) Apply(ctx context.Context, projection string, position int64, fn func(orders.ViewTx) error) (bool, error) {
+// ApplyBatch implements orders.Views: the writes of fn for every event past
+// the checkpoint and the checkpoint move commit in one transaction, taken
+// with BEGIN IMMEDIATE, so a projector in another process that shares the
+// file waits for it and then finds the checkpoint moved.
+func (d *DB) ApplyBatch(ctx context.Context, projection string, events []orders.Event, fn func(orders.ViewTx, orders.Event) error) (int, error) {
+	if len(events) == 0 {
+		return 0, nil
+	}
+	last := events[len(events)-1].Position
+	if err := checkBatch(events); err != nil {
+		return 0, fmt.Errorf("project %s up to %d: %w", projection, last, err)
+	}
 	tx, err := d.db.BeginTx(ctx, nil)
 	if err != nil {
-		return false, fmt.Errorf("project %s at %d: begin: %w", projection, position, err)
+		return 0, fmt.Errorf("project %s up to %d: begin: %w", projection, last, err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 	var cp int64
 	err = tx.QueryRowContext(ctx, `SELECT position FROM checkpoints WHERE projection = ?`, projection).Scan(&cp)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return false, fmt.Errorf("project %s at %d: read checkpoint: %w", projection, position, err)
+		return 0, fmt.Errorf("project %s up to %d: read checkpoint: %w", projection, last, err)
 	}
-	if cp >= position {
-		return false, nil
+	todo := pastCheckpoint(events, cp)
+	if len(todo) == 0 {
+		return 0, nil
 	}
 	if fn != nil {
-		if err := fn(&viewTx{ctx: ctx, tx: tx}); err != nil {
-			return false, err
+		vt := &viewTx{ctx: ctx, tx: tx}
+		for _, e := range todo {
+			if err := fn(vt, e); err != nil {
+				return 0, err
+			}
 		}
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO checkpoints (projection, position) VALUES (?, ?)
-		ON CONFLICT (projection) DO UPDATE SET position = excluded.position`, projection, position)
+		ON CONFLICT (projection) DO UPDATE SET position = excluded.position`, projection, last)
 	if err != nil {
-		return false, fmt.Errorf("project %s at %d: write checkpoint: %w", projection, position, err)
+		return 0, fmt.Errorf("project %s up to %d: write checkpoint: %w", projection, last, err)
 	}
 	if err := tx.Commit(); err != nil {
-		return false, fmt.Errorf("project %s at %d: commit: %w", projection, position, err)
+		return 0, fmt.Errorf("project %s up to %d: commit: %w", projection, last, err)
 	}
-	return true, nil
+	return len(todo), nil
+}
+
+// Apply implements orders.Views.
+func (d *DB) Apply(ctx context.Context, projection string, position int64, fn func(orders.ViewTx) error) (bool, error) {
+	n, err := d.ApplyBatch(ctx, projection, []orders.Event{{Position: position}}, ignoreEvent(fn))
+	return n > 0, err
+}
+
+// checkBatch reports a batch whose positions do not strictly ascend.
+func checkBatch(events []orders.Event) error {
+	for i := 1; i < len(events); i++ {
+		if events[i].Position <= events[i-1].Position {
+			return fmt.Errorf("batch not in position order: %d after %d", events[i].Position, events[i-1].Position)
+		}
+	}
+	return nil
+}
+
+// pastCheckpoint returns the events of an ordered batch after position cp.
+func pastCheckpoint(events []orders.Event, cp int64) []orders.Event {
+	i := 0
+	for i < len(events) && events[i].Position <= cp {
+		i++
+	}
+	return events[i:]
+}
+
+// ignoreEvent adapts Apply's fn to ApplyBatch's.
+func ignoreEvent(fn func(orders.ViewTx) error) func(orders.ViewTx, orders.Event) error {
+	if fn == nil {
+		return nil
+	}
+	return func(tx orders.ViewTx, _ orders.Event) error { return fn(tx) }
 }
 
 const viewColumns = `id, customer_id, status, items, total, payment_method, tracking_number, cancel_reason, version, created_at, updated_at`
@@ -121,7 +168,7 @@ func (d *DB) Summary(ctx context.Context) (orders.Summary, error) {
 	return s, nil
 }
 
-// viewTx implements orders.ViewTx inside an Apply transaction.
+// viewTx implements orders.ViewTx inside an ApplyBatch transaction.
 type viewTx struct {
 	ctx context.Context
 	tx  *sql.Tx
