@@ -311,3 +311,48 @@ func TestApplyConcurrentProjectors(t *testing.T) {
 		t.Errorf("Summary().Orders = %d, want 2: each position counted once", s.Orders)
 	}
 }
+
+func TestApplyBatchConcurrentProjectors(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	dbs := []*postgres.DB{open(t, dsn), open(t, dsn)}
+	// Processes running the same projection apply overlapping batches of
+	// different lengths at once, the first ones before the checkpoint row
+	// exists: every position must count once.
+	events := make([]orders.Event, 20)
+	for i := range events {
+		events[i] = orders.Event{Position: int64(i + 1)}
+	}
+	var (
+		mu      sync.Mutex
+		applied int
+	)
+	for _, from := range []int{0, 4, 9} {
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() {
+				n, err := dbs[i%2].ApplyBatch(context.Background(), "p", events[from:from+i+4], func(tx orders.ViewTx, _ orders.Event) error {
+					return tx.AddSummary(orders.Summary{Orders: 1})
+				})
+				if err != nil {
+					t.Errorf("ApplyBatch(%d..%d) error = %v", from+1, from+i+4, err)
+				}
+				mu.Lock()
+				applied += n
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+	}
+	cp, err := dbs[0].Checkpoint(context.Background(), "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := dbs[0].Summary(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp != 20 || s.Orders != 20 || applied != 20 {
+		t.Errorf("checkpoint %d, Summary().Orders %d, sum of applied %d; want 20 each: each position counted once", cp, s.Orders, applied)
+	}
+}
