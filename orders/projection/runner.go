@@ -1,21 +1,29 @@
 // Package projection runs the order system's projectors, orders_view and
 // sales_summary, asynchronously over an orders.Store's global order.
 //
-// Each projector resumes from its checkpoint, reads events in position order
-// (woken by in-process appends, polling otherwise), and for each event opens a
-// "project <name>" span whose parent is the trace context stored in the
-// event's metadata, applies the event to its read model and moves its
-// checkpoint in one orders.Views transaction, then ends the span. A crash at
-// any point therefore neither loses nor doubles an event. Fault knobs (Faults)
+// Each projector resumes from its checkpoint and reads events in position
+// order, up to Config.BatchSize at a time (woken by in-process appends or
+// PostgreSQL notifications, polling otherwise). It applies what it read to
+// its read model and moves its checkpoint in one orders.Views.ApplyBatch
+// transaction per batch; a batch is split only where the Delay knob holds an
+// event that is not due yet, or where a stall begins. Every event still gets
+// its own "project <name>" span, whose parent is the trace context stored in
+// the event's metadata; it starts when the event joins the batch and ends
+// after the batch's transaction committed (the moment the read model shows
+// the event), or with status Error if the batch failed. A crash at any point
+// therefore neither loses nor doubles an event: an uncommitted batch rolls
+// back whole and is read again from the checkpoint. Fault knobs (Faults)
 // delay, drop, duplicate or stall a projection, and Stats counts what they
 // did.
 package projection
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,8 +43,8 @@ type Stats struct {
 	Checkpoint int64 `json:"checkpoint"`
 	// Projected counts events applied to the read model.
 	Projected int64 `json:"projected"`
-	// Spans counts project spans ended (Projected plus duplicates and
-	// replays that found the checkpoint past the event).
+	// Spans counts project spans ended (Projected plus duplicates, replays
+	// that found the checkpoint past the event, and spans of failed batches).
 	Spans int64 `json:"spans"`
 	// Dropped counts events skipped by the DropRate knob.
 	Dropped int64 `json:"dropped"`
@@ -45,7 +53,7 @@ type Stats struct {
 	// Stalls counts stalls (0 or 1) and Stalled says one is in progress.
 	Stalls  int64 `json:"stalls"`
 	Stalled bool  `json:"stalled"`
-	// Errors counts failed reads and writes (each retried).
+	// Errors counts failed reads and batches (each retried).
 	Errors int64 `json:"errors"`
 }
 
@@ -60,11 +68,6 @@ type Runner struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-
-	// beforeApply and afterCommit, when set (by tests), run before each
-	// Views.Apply of a projected event and after each Apply commit.
-	beforeApply func(name string, e orders.Event)
-	afterCommit func(name string, e orders.Event)
 }
 
 type projector struct {
@@ -133,8 +136,8 @@ func (r *Runner) Start(ctx context.Context) error {
 }
 
 // Shutdown stops the projectors and waits for them to return, or for ctx to
-// end (then it returns ctx's error). An event being projected is either
-// committed or rolled back.
+// end (then it returns ctx's error). A batch being projected is either
+// committed or rolled back whole.
 func (r *Runner) Shutdown(ctx context.Context) error {
 	if r.cancel == nil {
 		return nil
@@ -184,20 +187,25 @@ func (r *Runner) run(ctx context.Context, p *projector, started time.Time) {
 			p.errors.Add(1)
 			r.logger.Error("projector cannot read events", "projection", p.name, "after", pos, "err", err)
 		}
-		for _, e := range events {
+		for todo := p.roll(events); len(todo) > 0; {
 			if !r.stall(ctx, p, started) {
 				return
 			}
-			if err := r.handle(ctx, p, e); err != nil {
+			n, err := r.project(ctx, p, started, todo)
+			if n > 0 {
+				pos = todo[n-1].e.Position
+				p.checkpoint.Store(pos)
+			}
+			if err != nil {
 				if ctx.Err() != nil {
 					return
 				}
 				p.errors.Add(1)
-				r.logger.Error("projector cannot handle event", "projection", p.name, "event", e.ID, "position", e.Position, "err", err)
+				r.logger.Error("projector cannot project batch", "projection", p.name,
+					"from", todo[0].e.Position, "err", err)
 				break // retry from pos after a poll interval
 			}
-			pos = e.Position
-			p.checkpoint.Store(pos)
+			todo = todo[n:]
 		}
 		if err == nil && len(events) == r.cfg.BatchSize && pos == events[len(events)-1].Position {
 			continue // more to read
@@ -214,16 +222,10 @@ func (r *Runner) run(ctx context.Context, p *projector, started time.Time) {
 // stall sleeps through the stall window if now is inside it. It returns false
 // if ctx ended.
 func (r *Runner) stall(ctx context.Context, p *projector, started time.Time) bool {
-	f := p.faults
-	if f.StallFor <= 0 {
+	if !p.stalling(started, time.Now()) {
 		return ctx.Err() == nil
 	}
-	from := started.Add(f.StallAfter)
-	until := from.Add(f.StallFor)
-	now := time.Now()
-	if now.Before(from) || !now.Before(until) {
-		return ctx.Err() == nil
-	}
+	until := started.Add(p.faults.StallAfter + p.faults.StallFor)
 	if p.stalls.Load() == 0 {
 		p.stalls.Add(1)
 	}
@@ -233,38 +235,160 @@ func (r *Runner) stall(ctx context.Context, p *projector, started time.Time) boo
 	return sleep(ctx, time.Until(until))
 }
 
-// handle applies the drop and duplicate knobs around project.
-func (r *Runner) handle(ctx context.Context, p *projector, e orders.Event) error {
-	if p.faults.DropRate > 0 && p.rng.Float64() < p.faults.DropRate {
-		applied, err := r.views.Apply(ctx, p.name, e.Position, nil)
-		if err != nil {
-			return err
+// stalling reports whether now is inside the projector's stall window.
+func (p *projector) stalling(started, now time.Time) bool {
+	f := p.faults
+	if f.StallFor <= 0 {
+		return false
+	}
+	from := started.Add(f.StallAfter)
+	return !now.Before(from) && now.Before(from.Add(f.StallFor))
+}
+
+// item is one event read by a projector with what the fault dice decided
+// for it, and, once it joined a batch, its project span.
+type item struct {
+	e         orders.Event
+	due       time.Time // when the Delay knob lets it be written
+	dropped   bool
+	duplicate bool
+
+	data orders.Data
+	span trace.Span
+}
+
+// roll casts the fault dice for events once, so that splitting them into
+// several transactions does not change the odds.
+func (p *projector) roll(events []orders.Event) []item {
+	out := make([]item, 0, len(events))
+	for _, e := range events {
+		it := item{e: e}
+		switch {
+		case p.faults.DropRate > 0 && p.rng.Float64() < p.faults.DropRate:
+			it.dropped = true
+		default:
+			// The delay is measured from when the event was recorded, so a
+			// delayed projection lags the store by that much without its
+			// throughput falling.
+			it.due = e.RecordedAt.Add(p.delay())
+			it.duplicate = p.faults.DuplicateRate > 0 && p.rng.Float64() < p.faults.DuplicateRate
 		}
-		if applied {
+		out = append(out, it)
+	}
+	return out
+}
+
+// project applies the longest prefix of todo that is due to the read model
+// in one transaction, and returns its length once committed. The first
+// event that is not dropped is held, inside its span, until it is due; the
+// batch then takes every following event that is due as well (or dropped:
+// those move the checkpoint only, without a span) and stops at the first
+// that is not, or when a stall begins. Every span of the batch ends after
+// the commit, or with an error status if the batch failed (then project
+// returns 0). Duplicated events are then processed a second time, with new
+// spans, in one more transaction that finds them applied.
+func (r *Runner) project(ctx context.Context, p *projector, started time.Time, todo []item) (int, error) {
+	batch, err := r.gather(ctx, p, started, todo)
+	if err != nil {
+		endSpans(p, batch, err)
+		return 0, err
+	}
+	events := make([]orders.Event, len(batch))
+	for i, it := range batch {
+		events[i] = it.e
+	}
+	applied, err := r.views.ApplyBatch(ctx, p.name, events, p.applier(batch))
+	endSpans(p, batch, err)
+	if err != nil {
+		return 0, err
+	}
+	for _, it := range batch[len(batch)-applied:] {
+		if it.dropped {
 			p.dropped.Add(1)
+		} else {
+			p.projected.Add(1)
 		}
-		r.committed(p, e)
+	}
+	return len(batch), r.duplicate(ctx, p, batch)
+}
+
+// gather returns the batch that project applies, the spans of its events
+// started and their data decoded. On error the batch holds the events whose
+// span started.
+func (r *Runner) gather(ctx context.Context, p *projector, started time.Time, todo []item) ([]item, error) {
+	batch := make([]item, 0, len(todo))
+	held := false
+	for _, it := range todo {
+		if len(batch) > 0 && p.stalling(started, time.Now()) {
+			break
+		}
+		if !it.dropped {
+			if held && time.Now().Before(it.due) {
+				break // the next batch starts with it
+			}
+			it.span = r.startSpan(ctx, p, it.e)
+			batch = append(batch, it)
+			d, err := it.e.Decode()
+			if err != nil {
+				return batch, err
+			}
+			batch[len(batch)-1].data = d
+			if wait := time.Until(it.due); !held && wait > 0 && !sleep(ctx, wait) {
+				return batch, ctx.Err()
+			}
+			held = true
+			continue
+		}
+		batch = append(batch, it)
+	}
+	return batch, nil
+}
+
+// duplicate processes the batch's duplicated events a second time.
+func (r *Runner) duplicate(ctx context.Context, p *projector, batch []item) error {
+	var dups []item
+	for _, it := range batch {
+		if it.duplicate {
+			it.span = r.startSpan(ctx, p, it.e)
+			dups = append(dups, it)
+		}
+	}
+	if len(dups) == 0 {
 		return nil
 	}
-	times := 1
-	if p.faults.DuplicateRate > 0 && p.rng.Float64() < p.faults.DuplicateRate {
-		times = 2
+	events := make([]orders.Event, len(dups))
+	for i, it := range dups {
+		events[i] = it.e
 	}
-	for i := range times {
-		if err := r.project(ctx, p, e); err != nil {
-			return err
-		}
-		if i == 1 {
-			p.duplicated.Add(1)
-		}
+	applied, err := r.views.ApplyBatch(ctx, p.name, events, p.applier(dups))
+	endSpans(p, dups, err)
+	if err != nil {
+		return err
 	}
+	p.projected.Add(int64(applied)) // 0 unless the checkpoint went back
+	p.duplicated.Add(int64(len(dups)))
 	return nil
 }
 
-// project handles one event inside a project span that continues the
-// command's trace and ends after the read model transaction committed.
-func (r *Runner) project(ctx context.Context, p *projector, e orders.Event) (err error) {
-	ctx, span := r.tracer.Start(telemetry.Extract(ctx, e.Metadata), "project "+p.name,
+// applier returns the ApplyBatch fn of batch: it applies the events that
+// are not dropped to the projector's read model.
+func (p *projector) applier(batch []item) func(orders.ViewTx, orders.Event) error {
+	return func(tx orders.ViewTx, e orders.Event) error {
+		i, ok := slices.BinarySearchFunc(batch, e.Position, func(it item, pos int64) int { return cmp.Compare(it.e.Position, pos) })
+		if !ok {
+			return fmt.Errorf("event at %d not in the batch", e.Position)
+		}
+		if batch[i].dropped {
+			return nil
+		}
+		return p.apply(tx, e, batch[i].data)
+	}
+}
+
+// startSpan starts e's project span, a child of the trace context in its
+// metadata.
+func (r *Runner) startSpan(ctx context.Context, p *projector, e orders.Event) trace.Span {
+	_, span := r.tracer.Start(telemetry.Extract(ctx, e.Metadata), "project "+p.name,
 		trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
 			telemetry.Operation.String(telemetry.OpProject),
@@ -274,44 +398,22 @@ func (r *Runner) project(ctx context.Context, p *projector, e orders.Event) (err
 			telemetry.AggregateID.String(e.AggregateID),
 			telemetry.AggregateVersion.Int64(e.Version),
 		))
-	defer func() {
-		if err != nil {
-			span.RecordError(err)
-			span.SetStatus(codes.Error, err.Error())
-		}
-		span.End()
-		p.spans.Add(1)
-	}()
-	d, err := e.Decode()
-	if err != nil {
-		return err
-	}
-	// The delay is measured from when the event was recorded, so a delayed
-	// projection lags the store by that much without its throughput falling.
-	if delay := p.delay(); delay > 0 {
-		if wait := time.Until(e.RecordedAt.Add(delay)); wait > 0 && !sleep(ctx, wait) {
-			return ctx.Err()
-		}
-	}
-	if r.beforeApply != nil {
-		r.beforeApply(p.name, e)
-	}
-	applied, err := r.views.Apply(ctx, p.name, e.Position, func(tx orders.ViewTx) error {
-		return p.apply(tx, e, d)
-	})
-	if err != nil {
-		return err
-	}
-	if applied {
-		p.projected.Add(1)
-	}
-	r.committed(p, e)
-	return nil
+	return span
 }
 
-func (r *Runner) committed(p *projector, e orders.Event) {
-	if r.afterCommit != nil {
-		r.afterCommit(p.name, e)
+// endSpans ends the spans of a batch (dropped events have none), with an
+// error status if err is not nil.
+func endSpans(p *projector, batch []item, err error) {
+	for _, it := range batch {
+		if it.span == nil {
+			continue
+		}
+		if err != nil {
+			it.span.RecordError(err)
+			it.span.SetStatus(codes.Error, err.Error())
+		}
+		it.span.End()
+		p.spans.Add(1)
 	}
 }
 

@@ -2,12 +2,16 @@ package projection
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -21,10 +25,67 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type fixture struct {
-	db   *sqlite.DB
-	rec  *tracetest.SpanRecorder
-	tp   *sdktrace.TracerProvider
-	cmds *command.Handler
+	db    *sqlite.DB
+	views *views
+	rec   *tracetest.SpanRecorder
+	tp    *sdktrace.TracerProvider
+	cmds  *command.Handler
+}
+
+// views wraps the fixture's database as the runners' orders.Views: it
+// records every committed batch and runs the tests' hooks, which must be set
+// before a runner starts.
+type views struct {
+	orders.Views
+
+	// before runs before each ApplyBatch; inTx runs inside its transaction
+	// after fn applied e, and its error fails the batch; after runs after
+	// each commit with the events that were applied.
+	before func(name string, events []orders.Event)
+	inTx   func(name string, e orders.Event) error
+	after  func(name string, applied []orders.Event)
+
+	mu        sync.Mutex
+	batches   map[string][][]int64             // positions applied, by committed batch
+	committed map[string]map[int64][]time.Time // when each position's batch committed
+}
+
+func (v *views) ApplyBatch(ctx context.Context, name string, events []orders.Event, fn func(orders.ViewTx, orders.Event) error) (int, error) {
+	if v.before != nil {
+		v.before(name, events)
+	}
+	wrapped := fn
+	if v.inTx != nil {
+		wrapped = func(tx orders.ViewTx, e orders.Event) error {
+			if fn != nil {
+				if err := fn(tx, e); err != nil {
+					return err
+				}
+			}
+			return v.inTx(name, e)
+		}
+	}
+	n, err := v.Views.ApplyBatch(ctx, name, events, wrapped)
+	if err != nil || n == 0 {
+		return n, err
+	}
+	now := time.Now()
+	applied := events[len(events)-n:]
+	v.mu.Lock()
+	var positions []int64
+	for _, e := range applied {
+		positions = append(positions, e.Position)
+		if v.committed[name] == nil {
+			v.committed[name] = map[int64][]time.Time{}
+		}
+		v.committed[name][e.Position] = append(v.committed[name][e.Position], now)
+	}
+	v.batches[name] = append(v.batches[name], positions)
+	v.mu.Unlock()
+	if v.after != nil {
+		v.after(name, applied)
+	}
+	return n, nil
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -36,7 +97,8 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { db.Close() })
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	return &fixture{db: db, rec: rec, tp: tp, cmds: command.New(db, tp, command.DefaultConfig())}
+	v := &views{Views: db, batches: map[string][][]int64{}, committed: map[string]map[int64][]time.Time{}}
+	return &fixture{db: db, views: v, rec: rec, tp: tp, cmds: command.New(db, tp, command.DefaultConfig())}
 }
 
 // workload runs n order lifecycles: every order is created, most are paid,
@@ -73,7 +135,7 @@ func (f *fixture) runner(t *testing.T, cfg Config) *Runner {
 	cfg.PollInterval = 10 * time.Millisecond
 	cfg.BatchSize = 7 // several reads per test
 	cfg.Seed = 1
-	r, err := New(cfg, f.db, f.db, f.tp, nil)
+	r, err := New(cfg, f.db, f.views, f.tp, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,6 +282,7 @@ func TestProjectsEveryEvent(t *testing.T) {
 		return true
 	})
 	f.checkReadModels(t)
+	positions := f.positions(t)
 
 	appendSpans := map[trace.SpanID]sdktrace.ReadOnlySpan{}
 	for _, s := range f.rec.Ended() {
@@ -250,6 +313,18 @@ func TestProjectsEveryEvent(t *testing.T) {
 			if s.SpanKind() != trace.SpanKindConsumer {
 				t.Errorf("%s: span kind %v, want consumer", name, s.SpanKind())
 			}
+			if s.Status().Code != codes.Unset {
+				t.Errorf("%s: span status %v, want unset", name, s.Status())
+			}
+			// The span ends once the read model shows the event: after its
+			// batch committed.
+			pos := positions[attrMap(s)["cqrs.event.id"].(string)]
+			commits := f.views.commits(name, pos)
+			if len(commits) != 1 {
+				t.Errorf("%s: position %d committed %d times, want once", name, pos, len(commits))
+			} else if s.EndTime().Before(commits[0]) {
+				t.Errorf("%s: project span of position %d ended %v before its batch committed", name, pos, commits[0].Sub(s.EndTime()))
+			}
 		}
 	}
 	for _, st := range r.Stats() {
@@ -257,6 +332,27 @@ func TestProjectsEveryEvent(t *testing.T) {
 			t.Errorf("Stats(%s) = %+v, want %d projected, spans, checkpoint", st.Projection, st, head)
 		}
 	}
+}
+
+// positions returns every stored event's position by event id.
+func (f *fixture) positions(t *testing.T) map[string]int64 {
+	t.Helper()
+	all, err := f.db.ReadAll(context.Background(), 0, 1_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, e := range all {
+		out[e.ID] = e.Position
+	}
+	return out
+}
+
+// commits returns when the batches that applied a position committed.
+func (v *views) commits(name string, pos int64) []time.Time {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.committed[name][pos]
 }
 
 func attrMap(s sdktrace.ReadOnlySpan) map[string]any {
@@ -270,16 +366,19 @@ func attrMap(s sdktrace.ReadOnlySpan) map[string]any {
 func TestCrashRestart(t *testing.T) {
 	tests := []struct {
 		name string
-		// The runner is stopped from within orders_view's goroutine at its
-		// crashAt-th event: after the read model commit, or after the delay
-		// and just before the write.
-		crashAt     int
-		beforeWrite bool
-		faults      Faults
+		// The runner is stopped when orders_view's batch that holds
+		// position crashAt is at stage: after its commit, before its
+		// transaction (after the delay), or inside it just after the event
+		// at crashAt was written.
+		crashAt int64
+		stage   string
+		faults  Faults
 	}{
-		{name: "after commit, first event", crashAt: 1},
-		{name: "after commit, mid batch", crashAt: 10},
-		{name: "before the write, after the delay", crashAt: 5, beforeWrite: true, faults: Faults{Delay: time.Millisecond}},
+		{name: "after the first batch committed", crashAt: 1, stage: "after"},
+		{name: "after a later batch committed", crashAt: 10, stage: "after"},
+		{name: "before the batch transaction, after the delay", crashAt: 10, stage: "before", faults: Faults{Delay: time.Millisecond}},
+		{name: "mid batch, inside the transaction", crashAt: 10, stage: "inTx"},
+		{name: "mid batch, at its first event", crashAt: 8, stage: "inTx"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -289,32 +388,50 @@ func TestCrashRestart(t *testing.T) {
 				mu      sync.Mutex
 				applied = map[string]map[int64]int{}
 			)
-			record := func(name string, e orders.Event) {
+			f.views.after = func(name string, events []orders.Event) {
 				mu.Lock()
 				defer mu.Unlock()
 				if applied[name] == nil {
 					applied[name] = map[int64]int{}
 				}
-				applied[name][e.Position]++
+				for _, e := range events {
+					applied[name][e.Position]++
+				}
 			}
 			cfg := DefaultConfig()
 			cfg.Faults = map[string]Faults{OrdersView: tt.faults, SalesSummary: tt.faults}
 			first := f.runner(t, cfg)
 			crashed := make(chan struct{})
-			crash := func(name string, e orders.Event) {
-				if name == OrdersView && e.Position == int64(tt.crashAt) {
-					first.cancel()
-					close(crashed)
+			var wantCP int64 // orders_view's checkpoint after the crash
+			crash := func(stage, name string, events []orders.Event) {
+				if stage != tt.stage || name != OrdersView || !slices.ContainsFunc(events, func(e orders.Event) bool { return e.Position == tt.crashAt }) {
+					return
 				}
-			}
-			first.afterCommit = func(name string, e orders.Event) {
-				record(name, e)
-				if !tt.beforeWrite {
-					crash(name, e)
+				select {
+				case <-crashed:
+					return
+				default:
 				}
+				if stage == "after" {
+					wantCP = events[len(events)-1].Position
+				}
+				first.cancel()
+				close(crashed)
 			}
-			if tt.beforeWrite {
-				first.beforeApply = crash
+			after := f.views.after
+			f.views.after = func(name string, events []orders.Event) {
+				after(name, events)
+				crash("after", name, events)
+			}
+			f.views.before = func(name string, events []orders.Event) {
+				if name == OrdersView && slices.ContainsFunc(events, func(e orders.Event) bool { return e.Position == tt.crashAt }) {
+					wantCP = events[0].Position - 1 // what the batch would have moved
+				}
+				crash("before", name, events)
+			}
+			f.views.inTx = func(name string, e orders.Event) error {
+				crash("inTx", name, []orders.Event{e})
+				return nil // the store finds the context cancelled
 			}
 			if err := first.Start(context.Background()); err != nil {
 				t.Fatal(err)
@@ -322,17 +439,16 @@ func TestCrashRestart(t *testing.T) {
 			<-crashed
 			shutdown(t, first)
 			cp, _ := f.db.Checkpoint(context.Background(), OrdersView)
-			want := int64(tt.crashAt)
-			if tt.beforeWrite {
-				want--
+			if cp != wantCP {
+				t.Errorf("orders_view checkpoint after the crash = %d, want %d", cp, wantCP)
 			}
-			if cp != want {
-				t.Errorf("orders_view checkpoint after the crash = %d, want %d", cp, want)
+			if got := first.Stats()[0]; got.Checkpoint != cp {
+				t.Errorf("Stats(orders_view).Checkpoint = %d, want the stored %d", got.Checkpoint, cp)
 			}
 
+			f.views.before, f.views.inTx, f.views.after = nil, nil, after
 			f.workload(t, 3)
 			second := f.runner(t, cfg)
-			second.afterCommit = record
 			start(t, second)
 			waitFor(t, "restarted projectors to catch up", f.caughtUp(t, Names...))
 			shutdown(t, second)
@@ -351,6 +467,87 @@ func TestCrashRestart(t *testing.T) {
 			}
 			f.checkReadModels(t)
 		})
+	}
+}
+
+func TestOneTransactionPerBatch(t *testing.T) {
+	f := newFixture(t)
+	f.workload(t, 10) // before Start: every read returns a full batch
+	head, _ := f.db.Head(context.Background())
+	r := f.runner(t, DefaultConfig())
+	start(t, r)
+	waitFor(t, "projectors to catch up", f.caughtUp(t, Names...))
+	shutdown(t, r)
+	var want [][]int64
+	for from := int64(1); from <= head; from += int64(r.cfg.BatchSize) {
+		var b []int64
+		for p := from; p <= head && p < from+int64(r.cfg.BatchSize); p++ {
+			b = append(b, p)
+		}
+		want = append(want, b)
+	}
+	for _, name := range Names {
+		if diff := cmp.Diff(f.views.batches[name], want); diff != "" {
+			t.Errorf("%s: positions by committed transaction (-got +want):\n%s", name, diff)
+		}
+	}
+	f.checkReadModels(t)
+}
+
+func TestFailedBatch(t *testing.T) {
+	f := newFixture(t)
+	f.workload(t, 6)
+	boom := errors.New("boom")
+	var failed atomic.Bool
+	var failedBatch []int64 // written by orders_view's goroutine before it fails
+	f.views.before = func(name string, events []orders.Event) {
+		if name == OrdersView && events[0].Position == 8 && !failed.Load() {
+			for _, e := range events {
+				failedBatch = append(failedBatch, e.Position)
+			}
+		}
+	}
+	// orders_view's second batch fails once, after writing two events.
+	f.views.inTx = func(name string, e orders.Event) error {
+		if name == OrdersView && e.Position == 9 && failed.CompareAndSwap(false, true) {
+			return boom
+		}
+		return nil
+	}
+	r := f.runner(t, DefaultConfig())
+	start(t, r)
+	head, _ := f.db.Head(context.Background())
+	waitFor(t, "projectors to catch up after the failure", f.caughtUp(t, Names...))
+	shutdown(t, r)
+	f.checkReadModels(t)
+
+	positions := f.positions(t)
+	var gotFailed []int64
+	ok := 0
+	for _, s := range projectSpans(f.rec, OrdersView) {
+		switch s.Status().Code {
+		case codes.Error:
+			gotFailed = append(gotFailed, positions[attrMap(s)["cqrs.event.id"].(string)])
+		case codes.Unset:
+			ok++
+		default:
+			t.Errorf("span status %v, want unset or error", s.Status())
+		}
+	}
+	slices.Sort(gotFailed)
+	if len(failedBatch) < 2 {
+		t.Fatalf("failed batch %v, want at least positions 8 and 9", failedBatch)
+	}
+	if diff := cmp.Diff(gotFailed, failedBatch); diff != "" {
+		t.Errorf("positions of project spans with status Error (-got +want):\n%s", diff)
+	}
+	if int64(ok) != head {
+		t.Errorf("%d project spans without error, want one per event: %d", ok, head)
+	}
+	st := r.Stats()[0]
+	want := Stats{Projection: OrdersView, Checkpoint: head, Projected: head, Spans: head + int64(len(failedBatch)), Errors: 1}
+	if diff := cmp.Diff(st, want); diff != "" {
+		t.Errorf("Stats(orders_view) (-got +want):\n%s", diff)
 	}
 }
 
@@ -442,6 +639,49 @@ func TestFaults(t *testing.T) {
 				f.checkReadModels(t)
 			}
 		})
+	}
+}
+
+func TestDelaySplitsBatch(t *testing.T) {
+	const (
+		delay = 300 * time.Millisecond
+		gap   = 250 * time.Millisecond
+	)
+	f := newFixture(t)
+	f.workload(t, 1) // positions 1, 2
+	// The second order is recorded gap later (a sleep that makes the gap,
+	// not one that waits for a condition): both are read in one batch.
+	time.Sleep(gap)
+	f.workload(t, 1) // positions 3, 4
+	cfg := DefaultConfig()
+	cfg.Faults = map[string]Faults{OrdersView: {Delay: delay}}
+	r := f.runner(t, cfg)
+	start(t, r)
+	waitFor(t, "projectors to catch up", f.caughtUp(t, Names...))
+	shutdown(t, r)
+	f.checkReadModels(t)
+
+	for _, b := range f.views.batches[OrdersView] {
+		if slices.Contains(b, 2) && slices.Contains(b, 3) {
+			t.Errorf("orders_view committed positions %v in one batch: the first order waited for the second to be due", b)
+		}
+	}
+	events, err := f.db.ReadAll(context.Background(), 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := map[string]time.Time{}
+	for _, e := range events {
+		recorded[e.ID] = e.RecordedAt
+	}
+	// Every event is shown about the delay after it was recorded: never
+	// earlier, and not as late as delay+gap, which holding the whole batch
+	// until its last event is due would give the first order.
+	for _, s := range projectSpans(f.rec, OrdersView) {
+		lag := s.EndTime().Sub(recorded[attrMap(s)["cqrs.event.id"].(string)])
+		if lag < delay || lag >= delay+gap*3/5 {
+			t.Errorf("orders_view shows an event %v after it was recorded, want in [%v, %v)", lag, delay, delay+gap*3/5)
+		}
 	}
 }
 
