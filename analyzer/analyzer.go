@@ -32,6 +32,7 @@ type Analyzer struct {
 	joiners   []*Joiner
 	shared    *joinShared
 	roles     [len(roleNames)]atomic.Uint64
+	rotate    atomic.Uint32 // where requests start taking resolver shards
 
 	// tickMu serialises ticks and Summary.
 	tickMu sync.Mutex
@@ -90,17 +91,46 @@ func (a *Analyzer) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 	n := len(a.resolvers)
 	sc.scan(td, a.names, n)
 	a.countRoles(&sc.roles)
-	for i := range n {
-		w := &sc.work[i]
-		if len(w.recs) == 0 {
+	// Each resolver shard once, in any order: first those free now, from
+	// a rotating start so that concurrent requests do not queue behind
+	// each other shard after shard, then the others.
+	busy := sc.busy[:0]
+	start := int(a.rotate.Add(1))
+	for k := range n {
+		i := (start + k) % n
+		if len(sc.work[i].recs) == 0 {
 			continue
 		}
 		rs := &a.resolvers[i]
-		rs.mu.Lock()
-		rs.r.resolve(sc, w, now)
-		a.reportEvictions(rs.r)
-		rs.mu.Unlock()
+		if !rs.mu.TryLock() {
+			busy = append(busy, i)
+			continue
+		}
+		a.resolve(rs, sc, i, now)
 	}
+	for len(busy) > 0 {
+		// Those still busy: any that has come free, else wait for the
+		// first.
+		left := busy[:0]
+		for _, i := range busy {
+			if rs := &a.resolvers[i]; rs.mu.TryLock() {
+				a.resolve(rs, sc, i, now)
+			} else {
+				left = append(left, i)
+			}
+		}
+		if len(left) > 0 && len(left) == len(busy) {
+			// None came free: wait for the first, spinning first (a
+			// shard's part of a request takes microseconds; waking a
+			// parked goroutine takes as long).
+			rs := &a.resolvers[left[0]]
+			lockSpin(&rs.mu)
+			a.resolve(rs, sc, left[0], now)
+			left = left[1:]
+		}
+		busy = left
+	}
+	sc.busy = busy[:0]
 	if len(sc.pre) > 0 {
 		if n > 1 {
 			sortByOrd(sc.pre, sc.preOrd)
@@ -112,6 +142,26 @@ func (a *Analyzer) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 	sc.reset()
 	a.pool.Put(sc)
 	return nil
+}
+
+// resolve runs shard i's part of a request and unlocks the shard, whose
+// lock the caller took.
+func (a *Analyzer) resolve(rs *resolverShard, sc *scratch, i int, now int64) {
+	rs.r.resolve(sc, &sc.work[i], now)
+	a.reportEvictions(rs.r)
+	rs.mu.Unlock()
+}
+
+// lockSpin locks mu, trying for a while before it blocks: the analysis holds
+// its locks for microseconds or less, less than it takes to park and wake a
+// goroutine.
+func lockSpin(mu *sync.Mutex) {
+	for range 2000 {
+		if mu.TryLock() {
+			return
+		}
+	}
+	mu.Lock()
 }
 
 // sortByOrd sorts facts stably by ord, keeping ord in step.
@@ -144,7 +194,7 @@ func (a *Analyzer) apply(facts []Fact, now int64) {
 			if held != nil {
 				held.mu.Unlock()
 			}
-			j.mu.Lock()
+			lockSpin(&j.mu)
 			held = j
 		}
 		if f.Kind == FactAppend {

@@ -65,7 +65,7 @@ func (c Config) shards() int {
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 		if n > 1 {
-			n *= 4
+			n *= 16
 		}
 	}
 	n = min(n, 64, c.MaxPendingEvents/minShardEntries, c.MaxPendingProjections/minShardEntries, c.MaxTraceSpans/minShardEntries)

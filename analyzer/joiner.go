@@ -364,7 +364,7 @@ func (j *Joiner) appendEvent(f *Fact, now int64) {
 	j.sum.appended(typ)
 	if e.aggHash != 0 && e.version > 0 {
 		a := j.sh.agg(e.aggHash)
-		a.mu.Lock()
+		lockSpin(&a.mu)
 		if v, ok := a.latest.get(aggKey(e.aggHash)); !ok || v.version < e.version {
 			a.latest.put(aggKey(e.aggHash), versionAt{version: e.version, appendEnd: f.End})
 		}
@@ -465,7 +465,7 @@ func (j *Joiner) project(e *eventEntry, p uint16, start, end, now int64) {
 func (sh *joinShared) outOfOrder(p uint16, agg uint64, version, start int64) bool {
 	a := sh.agg(agg)
 	k := orderKey{projection: p, agg: agg}
-	a.mu.Lock()
+	lockSpin(&a.mu)
 	defer a.mu.Unlock()
 	last, ok := a.order.get(k)
 	switch {
@@ -522,7 +522,7 @@ func (sh *joinShared) query(f *Fact) {
 	q := sh.qrys.id(f.Query)
 	h := aggHash(f.AggregateID)
 	a := sh.agg(h)
-	a.mu.Lock()
+	lockSpin(&a.mu)
 	defer a.mu.Unlock()
 	result := uint16(queryUnknown)
 	if h != 0 && f.Version > 0 {

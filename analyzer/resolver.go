@@ -122,6 +122,7 @@ type scratch struct {
 	preOrd  []int32
 	post    []Fact
 	matched []spanRec
+	busy    []int // resolver shards to come back to
 }
 
 func (s *scratch) reset() {
