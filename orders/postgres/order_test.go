@@ -300,21 +300,24 @@ func waitCheckpoints(t *testing.T, v orders.Views, head int64) {
 	}
 }
 
-// recordingViews records the positions that Apply applied, per projection.
+// recordingViews records the positions that ApplyBatch applied, per
+// projection.
 type recordingViews struct {
 	orders.Views
 	mu      sync.Mutex
 	applied map[string][]int64
 }
 
-func (v *recordingViews) Apply(ctx context.Context, projection string, position int64, fn func(orders.ViewTx) error) (bool, error) {
-	ok, err := v.Views.Apply(ctx, projection, position, fn)
-	if ok && err == nil {
+func (v *recordingViews) ApplyBatch(ctx context.Context, projection string, events []orders.Event, fn func(orders.ViewTx, orders.Event) error) (int, error) {
+	n, err := v.Views.ApplyBatch(ctx, projection, events, fn)
+	if n > 0 && err == nil {
 		v.mu.Lock()
-		v.applied[projection] = append(v.applied[projection], position)
+		for _, e := range events[len(events)-n:] {
+			v.applied[projection] = append(v.applied[projection], e.Position)
+		}
 		v.mu.Unlock()
 	}
-	return ok, err
+	return n, err
 }
 
 func TestConcurrentAppendersProjectedExactlyOnce(t *testing.T) {
@@ -385,42 +388,61 @@ func head(ps []int64) []int64 { return ps[:min(len(ps), 5)] }
 
 var errCrashed = errors.New("process crashed")
 
-// crashingViews kills the connections of its process in the middle of the
-// crashAt-th Apply (after the read-model writes, before the checkpoint
-// write), and fails every Apply after it, like a dead process.
+// crashingViews kills the connections of its process in the middle of a
+// batch: inside an ApplyBatch transaction, right after the crashAt-th event
+// that either projector applied (after its read-model writes, before the
+// rest of the batch and the checkpoint write). It fails every ApplyBatch
+// after it, like a dead process.
 type crashingViews struct {
 	recordingViews
 	crashAt int
 	kill    func()
-	calls   int
-	crashed chan int64 // receives the position of the interrupted Apply
+	events  int
+	crashed chan crash // receives the interrupted batch
 	dead    atomic.Bool
 }
 
-func (v *crashingViews) Apply(ctx context.Context, projection string, position int64, fn func(orders.ViewTx) error) (bool, error) {
+// crash describes the batch that crashingViews interrupted.
+type crash struct {
+	projection string
+	batch      []int64 // positions
+	at         int64   // position of the last event applied before the crash
+}
+
+func (v *crashingViews) ApplyBatch(ctx context.Context, projection string, events []orders.Event, fn func(orders.ViewTx, orders.Event) error) (int, error) {
 	if v.dead.Load() {
-		return false, errCrashed
+		return 0, errCrashed
 	}
-	v.mu.Lock()
-	v.calls++
-	crash := v.calls == v.crashAt
-	v.mu.Unlock()
-	if !crash {
-		return v.recordingViews.Apply(ctx, projection, position, fn)
-	}
-	v.dead.Store(true)
-	ok, err := v.recordingViews.Apply(ctx, projection, position, func(tx orders.ViewTx) error {
-		if err := fn(tx); err != nil {
-			return err
+	var crashed bool
+	c := crash{projection: projection}
+	n, err := v.recordingViews.ApplyBatch(ctx, projection, events, func(tx orders.ViewTx, e orders.Event) error {
+		if fn != nil {
+			if err := fn(tx, e); err != nil {
+				return err
+			}
 		}
-		v.kill()
+		v.mu.Lock()
+		v.events++
+		crashed = v.events == v.crashAt
+		v.mu.Unlock()
+		if crashed {
+			c.at = e.Position
+			v.dead.Store(true)
+			v.kill()
+		}
 		return nil
 	})
-	v.crashed <- position
-	if ok || err == nil {
-		return ok, fmt.Errorf("apply survived the crash (applied %v, err %v)", ok, err)
+	if !crashed {
+		return n, err
 	}
-	return false, errCrashed
+	for _, e := range events {
+		c.batch = append(c.batch, e.Position)
+	}
+	v.crashed <- c
+	if err == nil {
+		return n, fmt.Errorf("batch survived the crash (applied %d)", n)
+	}
+	return 0, errCrashed
 }
 
 func TestProjectorCrashMidBatch(t *testing.T) {
@@ -481,13 +503,13 @@ func TestProjectorCrashMidBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Process 1 runs both projectors and dies in its 137th Apply, in the
-	// middle of the third batch of 50.
+	// Process 1 runs both projectors and dies inside a batch transaction,
+	// after the 137th event they applied: in the middle of a batch of 50.
 	crashDB := open(t, base+"&application_name="+app)
 	cv := &crashingViews{
 		recordingViews: recordingViews{Views: crashDB, applied: map[string][]int64{}},
 		crashAt:        137,
-		crashed:        make(chan int64, 1),
+		crashed:        make(chan crash, 1),
 		kill: func() {
 			_, err := w.Pool().Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, app)
 			if err != nil {
@@ -505,9 +527,9 @@ func TestProjectorCrashMidBatch(t *testing.T) {
 	if err := r1.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var crashedAt int64
+	var crashed crash
 	select {
-	case crashedAt = <-cv.crashed:
+	case crashed = <-cv.crashed:
 	case <-time.After(time.Minute):
 		t.Fatal("no crash within 1m")
 	}
@@ -518,7 +540,11 @@ func TestProjectorCrashMidBatch(t *testing.T) {
 	for _, name := range projection.Names {
 		before[name], _ = w.Checkpoint(ctx, name)
 	}
-	t.Logf("crashed while applying position %d of %d; checkpoints after the crash %v", crashedAt, headPos, before)
+	t.Logf("%s crashed after applying position %d of its batch %d..%d (head %d); checkpoints after the crash %v",
+		crashed.projection, crashed.at, crashed.batch[0], crashed.batch[len(crashed.batch)-1], headPos, before)
+	if got, want := before[crashed.projection], crashed.batch[0]-1; got != want {
+		t.Errorf("%s checkpoint after the crash = %d, want %d: the interrupted batch rolls back whole", crashed.projection, got, want)
+	}
 
 	// Process 2 restarts from the checkpoints and catches up.
 	rv := &recordingViews{Views: w, applied: map[string][]int64{}}
