@@ -25,22 +25,27 @@ type Faults struct {
 	// model write, until Delay after it was recorded: the projection lags the
 	// store by Delay, as a slow consumer would, without its throughput
 	// falling (an event recorded longer ago than that is not held at all).
+	// A batch is held until its first event is due, takes the following
+	// events that are due too, and ends before the first that is not.
 	// Default 0.
 	Delay time.Duration
 	// DelayMax, when greater than Delay, makes the delay uniformly random in
 	// [Delay, DelayMax]. Default 0 (fixed Delay).
 	DelayMax time.Duration
-	// DropRate is the probability (0..1) that an event is skipped: the
-	// checkpoint moves past it without applying it and without a project span.
+	// DropRate is the probability (0..1) that an event is skipped: it stays in
+	// its batch, so the checkpoint moves past it, but is not applied and has
+	// no project span.
 	// Default 0.
 	DropRate float64
 	// DuplicateRate is the probability (0..1) that an event is processed
-	// twice, with two project spans; the second finds the checkpoint past the
-	// event and leaves the read model alone. Default 0.
+	// twice, with two project spans; the second, after the event's batch
+	// committed, finds the checkpoint past the event and leaves the read
+	// model alone. Default 0.
 	DuplicateRate float64
 	// StallAfter and StallFor stop the projection once: no event is handled
-	// between StallAfter and StallAfter+StallFor after Start. Default 0 (no
-	// stall).
+	// (no project span starts) between StallAfter and StallAfter+StallFor
+	// after Start; a batch being gathered when the stall begins is committed
+	// without the rest. Default 0 (no stall).
 	StallAfter time.Duration
 	StallFor   time.Duration
 }
@@ -68,7 +73,8 @@ type Config struct {
 	// wake-up (appends by another process), and how long it waits after an
 	// error. Default 100ms.
 	PollInterval time.Duration
-	// BatchSize is how many events one store read returns at most. Default 100.
+	// BatchSize is how many events one store read returns at most, and so
+	// how many one read-model transaction applies at most. Default 100.
 	BatchSize int
 	// Faults by projection name. Default none.
 	Faults map[string]Faults

@@ -6,8 +6,8 @@
 // PostgreSQL notifications, polling otherwise). It applies what it read to
 // its read model and moves its checkpoint in one orders.Views.ApplyBatch
 // transaction per batch; a batch is split only where the Delay knob holds an
-// event that is not due yet, or where a stall begins. Every event still gets
-// its own "project <name>" span, whose parent is the trace context stored in
+// event that is not due yet, or where a stall begins. Every event gets its
+// own "project <name>" span, whose parent is the trace context stored in
 // the event's metadata; it starts when the event joins the batch and ends
 // after the batch's transaction committed (the moment the read model shows
 // the event), or with status Error if the batch failed. A crash at any point

@@ -16,8 +16,10 @@
 //   - project span, one per projection per event, child of the context stored
 //     in the event's metadata, kind CONSUMER, named "project <projection>":
 //     cqrs.operation=project, cqrs.projection, cqrs.event.id, cqrs.event.type,
-//     cqrs.aggregate.id, cqrs.aggregate.version. It ends after the read model
-//     transaction commits.
+//     cqrs.aggregate.id, cqrs.aggregate.version. Projectors apply a batch of
+//     events in one read model transaction; every span of the batch ends after
+//     that transaction commits (when the read model shows the event), or with
+//     status Error if it failed.
 //   - query span, child of the HTTP server span: cqrs.operation=query,
 //     cqrs.query.name and, for GetOrder, cqrs.aggregate.id and the
 //     cqrs.aggregate.version that the read model returned.
