@@ -75,8 +75,8 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Analyzer,
 	for i := range a.resolvers {
 		a.resolvers[i].r = newResolver(cfg, n, a.names)
 	}
-	for range n {
-		a.joiners = append(a.joiners, a.shared.shard(cfg, n))
+	for i := range n {
+		a.joiners = append(a.joiners, a.shared.shard(cfg, i, n))
 	}
 	a.pool.New = func() any { return new(scratch) }
 	return a, nil

@@ -67,6 +67,8 @@ type Joiner struct {
 	mu sync.Mutex // held by Analyzer around every call
 
 	sh                             *joinShared
+	id                             int // shard number, for metric parts
+	stageObs                       [3]prometheus.Observer
 	deadline, retention, orphanTTL int64
 	maxEvents, maxOrphans          int
 
@@ -83,7 +85,7 @@ type Joiner struct {
 	progress [maxProjections]int64
 	declSeq  uint64
 
-	lagSeries  map[[3]uint16]*lagSeries // cache of sh.lagSeries
+	lagSeries  map[[3]uint16]lagPart
 	appended   counters2
 	projected  counters2
 	unproj     counters2
@@ -134,9 +136,16 @@ type aggShard struct {
 	_       [64]byte  // keep shards' mutexes on their own cache lines
 }
 
+// lagSeries is a lag series' exemplar clock, shared by the shards, which
+// observe their own parts of the series.
 type lagSeries struct {
-	obs    prometheus.Observer
 	lastEx atomic.Int64
+}
+
+// lagPart is a shard's handle on a lag series.
+type lagPart struct {
+	*lagSeries
+	obs prometheus.Histogram
 }
 
 type projSeries struct {
@@ -164,7 +173,7 @@ func (c *counters2) inc(x, y uint16) {
 
 // newJoiner returns a Joiner for cfg that reports to m, alone.
 func newJoiner(cfg Config, m *metrics) *Joiner {
-	return newJoinShared(cfg, m, 1).shard(cfg, 1)
+	return newJoinShared(cfg, m, 1).shard(cfg, 0, 1)
 }
 
 // newJoinShared returns the shared state of joiner shards, with n aggregate
@@ -223,11 +232,12 @@ func newJoinShared(cfg Config, m *metrics, n int) *joinShared {
 	return sh
 }
 
-// shard returns one of n Joiner shards on sh: each gets 1/n of cfg's bounds
+// shard returns Joiner shard id of n on sh: each gets 1/n of cfg's bounds
 // on events and early projections.
-func (sh *joinShared) shard(cfg Config, n int) *Joiner {
+func (sh *joinShared) shard(cfg Config, id, n int) *Joiner {
 	j := &Joiner{
 		sh:          sh,
+		id:          id,
 		deadline:    int64(cfg.Deadline),
 		retention:   int64(cfg.Retention),
 		orphanTTL:   int64(cfg.Deadline + cfg.CommandWait),
@@ -240,10 +250,13 @@ func (sh *joinShared) shard(cfg Config, n int) *Joiner {
 		projections: sh.projections,
 		qrys:        sh.qrys,
 		orphanIdx:   make(map[EventKey]uint64),
-		lagSeries:   make(map[[3]uint16]*lagSeries),
+		lagSeries:   make(map[[3]uint16]lagPart),
 		sum:         newSummaryState(cfg.KeepSamples),
 	}
 	m := sh.m
+	for i, s := range stageNames {
+		j.stageObs[i] = m.stage.part(id, s)
+	}
 	j.appended = counters2{vec: m.appended, a: j.types, b: j.aggTypes, m: map[[2]uint16]prometheus.Counter{}}
 	for _, c := range []*counters2{&j.projected, &j.unproj, &j.duplicated, &j.outOfOrder, &j.late} {
 		c.a, c.b, c.m = j.types, j.projections, map[[2]uint16]prometheus.Counter{}
@@ -352,7 +365,7 @@ func (j *Joiner) appendEvent(f *Fact, now int64) {
 	if f.CommandStart > 0 && f.Command != "none" {
 		e.lagFrom = f.CommandStart
 		if d := f.End - f.CommandStart; d >= 0 {
-			j.m.stageObs[stageCommand].Observe(seconds(d))
+			j.stageObs[stageCommand].Observe(seconds(d))
 		}
 	}
 	e.expected = j.sh.expectedBy(typ)
@@ -446,10 +459,10 @@ func (j *Joiner) project(e *eventEntry, p uint16, start, end, now int64) {
 		ps.observe(lag)
 	}
 	if d := start - e.appendEnd; d >= 0 {
-		j.m.stageObs[stageDelivery].Observe(seconds(d))
+		j.stageObs[stageDelivery].Observe(seconds(d))
 	}
 	if d := end - start; d >= 0 {
-		j.m.stageObs[stageProjection].Observe(seconds(d))
+		j.stageObs[stageProjection].Observe(seconds(d))
 	}
 	if e.appendEnd > j.progress[p] {
 		j.progress[p] = e.appendEnd
@@ -488,7 +501,10 @@ func (j *Joiner) observeLag(e *eventEntry, p uint16, lag, now int64) {
 	k := [3]uint16{e.command, e.typ, p}
 	s, ok := j.lagSeries[k]
 	if !ok {
-		s = j.sh.lagSeriesOf(k)
+		s = lagPart{
+			lagSeries: j.sh.lagSeriesOf(k),
+			obs:       j.m.lag.part(j.id, j.commands.value(e.command), j.types.value(e.typ), j.projections.value(p)),
+		}
 		j.lagSeries[k] = s
 	}
 	v := seconds(lag)
@@ -510,7 +526,7 @@ func (sh *joinShared) lagSeriesOf(k [3]uint16) *lagSeries {
 	defer sh.lagMu.Unlock()
 	s, ok := sh.lagSeries[k]
 	if !ok {
-		s = &lagSeries{obs: sh.m.lag.WithLabelValues(sh.commands.value(k[0]), sh.types.value(k[1]), sh.projections.value(k[2]))}
+		s = &lagSeries{}
 		sh.lagSeries[k] = s
 	}
 	return s

@@ -12,8 +12,8 @@ var LagBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10
 // metrics holds every metric the analyzer exports. The names are a public
 // contract: users' dashboards and alerts depend on them.
 type metrics struct {
-	lag        *prometheus.HistogramVec
-	stage      *prometheus.HistogramVec
+	lag        *shardedHistogram
+	stage      *shardedHistogram
 	appended   *prometheus.CounterVec
 	projected  *prometheus.CounterVec
 	unproj     *prometheus.CounterVec
@@ -29,7 +29,6 @@ type metrics struct {
 	entries    prometheus.Gauge
 	evictions  *prometheus.CounterVec
 	overflow   *prometheus.CounterVec
-	stageObs   [3]prometheus.Observer
 	roleCounts [len(roleNames)]prometheus.Counter
 }
 
@@ -39,14 +38,16 @@ const (
 	stageProjection
 )
 
+var stageNames = [...]string{"command", "delivery", "projection"}
+
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		lag: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		lag: newShardedHistogram(prometheus.HistogramOpts{
 			Name:    "cqrs_command_to_projection_lag_seconds",
 			Help:    "Time from the start of a command to the end of the projection span that made its event visible in a read model.",
 			Buckets: LagBuckets,
 		}, []string{"command", "event_type", "projection"}),
-		stage: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		stage: newShardedHistogram(prometheus.HistogramOpts{
 			Name:    "cqrs_stage_duration_seconds",
 			Help:    "Duration of each stage of an event's path: command (command start to append end), delivery (append end to projection start), projection (projection span).",
 			Buckets: LagBuckets,
@@ -115,9 +116,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
-	}
-	for i, s := range []string{"command", "delivery", "projection"} {
-		m.stageObs[i] = m.stage.WithLabelValues(s)
 	}
 	for i, r := range roleNames {
 		m.roleCounts[i] = m.spans.WithLabelValues(r)

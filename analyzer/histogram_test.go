@@ -1,0 +1,65 @@
+package analyzer
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/testing/protocmp"
+)
+
+// TestShardedHistogramMatchesVec: observations spread over the parts of a
+// shardedHistogram are exposed as a HistogramVec given the same
+// observations exposes them.
+func TestShardedHistogramMatchesVec(t *testing.T) {
+	opts := prometheus.HistogramOpts{Name: "h_seconds", Help: "A histogram.", Buckets: LagBuckets}
+	vec := prometheus.NewHistogramVec(opts, []string{"a", "b"})
+	sh := newShardedHistogram(opts, []string{"a", "b"})
+	rng := rand.New(rand.NewPCG(3, 4))
+	series := [][2]string{{"x", "y"}, {"x", "z"}, {"w", "y"}}
+	for i := range 3000 {
+		s := series[rng.IntN(len(series))]
+		v := rng.ExpFloat64() * 2
+		if i%3 == 0 {
+			v = float64(rng.IntN(400)) // some above the last bound
+		}
+		part := sh.part(rng.IntN(5), s[0], s[1])
+		child := vec.WithLabelValues(s[0], s[1])
+		if i%50 == 0 {
+			ex := prometheus.Labels{"trace_id": strings.Repeat("ab", 16)}
+			part.(prometheus.ExemplarObserver).ObserveWithExemplar(v, ex)
+			child.(prometheus.ExemplarObserver).ObserveWithExemplar(v, ex)
+			time.Sleep(time.Microsecond) // distinct exemplar timestamps
+			continue
+		}
+		part.Observe(v)
+		child.Observe(v)
+	}
+	got, want := gather(t, sh), gather(t, vec)
+	opt := cmp.Options{
+		protocmp.Transform(),
+		protocmp.IgnoreFields(&dto.Histogram{}, "created_timestamp"),
+		protocmp.IgnoreFields(&dto.Exemplar{}, "timestamp"),
+		cmp.Comparer(func(a, b float64) bool { return a == b || (a-b)/b < 1e-12 && (b-a)/b < 1e-12 }),
+	}
+	if diff := cmp.Diff(want, got, opt); diff != "" {
+		t.Errorf("sharded histogram differs from HistogramVec (-vec +sharded):\n%s", diff)
+	}
+}
+
+func gather(t *testing.T, c prometheus.Collector) []*dto.MetricFamily {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(c); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mfs
+}
