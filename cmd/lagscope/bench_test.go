@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -147,15 +148,10 @@ func encodeRequests(b *testing.B, n int) [][]byte {
 	return reqs
 }
 
-// blast sends reqs to addr from inflight goroutines and returns the time it
-// took. Every export must succeed.
-func blast(b *testing.B, addr string, reqs [][]byte, inflight int) time.Duration {
+// blast sends reqs through exp from inflight goroutines and returns the
+// time it took. Every export must succeed.
+func blast(b *testing.B, exp exporter, reqs [][]byte, inflight int) time.Duration {
 	b.Helper()
-	exp, err := newExporter("grpc", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer exp.Close()
 	var next atomic.Int64
 	var failed atomic.Int64
 	var firstErr atomic.Value
@@ -183,12 +179,49 @@ func blast(b *testing.B, addr string, reqs [][]byte, inflight int) time.Duration
 	return d
 }
 
+// cpuTime returns the CPU time (user + system) the process pid has used, from
+// /proc; ok is false where there is no /proc.
+func cpuTime(pid int) (d time.Duration, ok bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	// The fields after the command name, which is in parentheses.
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0, false
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	const clockTicks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / clockTicks, true
+}
+
+// benchRound is the number of requests sent to one server before the
+// benchmark switches to the other: the two servers take turns, so that
+// other work on the machine slows both alike and the ratio stays fair.
+const benchRound = 100
+
 // BenchmarkServeGRPC measures lagscope end to end: OTLP/gRPC on loopback
 // into `lagscope serve` running as a child process with GOMAXPROCS=procs,
-// from clients in the benchmark process that send pre-encoded requests of 50
-// synth traces (500 spans, half with a role). In the same run it measures
-// the same receiver with the analysis switched off (collector.Discard), and
+// from 8 concurrent clients in the benchmark process that send pre-encoded
+// requests of 50 synth traces (500 spans, half with a role). In the same run
+// it measures the same receiver with the analysis switched off
+// (collector.Discard), in alternating rounds of benchRound requests, and
 // reports both rates and their ratio. One op is one request.
+//
+// It also reports the CPU the analysing server used, in cores (server-cores)
+// and per million spans (server-cpu-s/Mspans), read from /proc: the client
+// runs on the same machine, so with procs=2 on a 2-core machine the server
+// cannot have both cores, and its spans per CPU second show how it would
+// scale where it had them.
 func BenchmarkServeGRPC(b *testing.B) {
 	for _, procs := range []int{1, 2} {
 		b.Run("procs="+strconv.Itoa(procs), func(b *testing.B) {
@@ -196,16 +229,39 @@ func BenchmarkServeGRPC(b *testing.B) {
 			spans := float64(b.N * synth.SpansPerTrace * 50)
 			on := startBenchServer(b, childServe, procs)
 			off := startBenchServer(b, childDiscard, procs)
+			expOn, err := newExporter("grpc", on.addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer expOn.Close()
+			expOff, err := newExporter("grpc", off.addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer expOff.Close()
+			var dOn, dOff time.Duration
 			b.ResetTimer()
-			dOn := blast(b, on.addr, reqs, 8)
-			dOff := blast(b, off.addr, reqs, 8)
+			// The server's CPU time over the whole run: it is idle while
+			// the other one is measured.
+			c0, ok0 := cpuTime(on.cmd.Process.Pid)
+			for i := 0; i < len(reqs); i += benchRound {
+				round := reqs[i:min(i+benchRound, len(reqs))]
+				dOn += blast(b, expOn, round, 8)
+				dOff += blast(b, expOff, round, 8)
+			}
+			c1, ok1 := cpuTime(on.cmd.Process.Pid)
 			b.StopTimer()
+			cpuOn, cpuOK := c1-c0, ok0 && ok1
 			on.stop()
 			off.stop()
 			rateOn, rateOff := spans/dOn.Seconds(), spans/dOff.Seconds()
 			b.ReportMetric(rateOn, "spans/s")
 			b.ReportMetric(rateOff, "spans/s-noanalysis")
 			b.ReportMetric(rateOn/rateOff, "ratio")
+			if cpuOK && cpuOn > 0 {
+				b.ReportMetric(cpuOn.Seconds()/dOn.Seconds(), "server-cores")
+				b.ReportMetric(cpuOn.Seconds()/spans*1e6, "server-cpu-s/Mspans")
+			}
 		})
 	}
 }
