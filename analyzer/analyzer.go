@@ -31,8 +31,12 @@ type Analyzer struct {
 	resolvers []resolverShard
 	joiners   []*Joiner
 	shared    *joinShared
-	roles     [len(roleNames)]atomic.Uint64
-	rotate    atomic.Uint32 // where requests start taking resolver shards
+	// Written by every request: on their own cache line, away from the
+	// fields above that every fact reads.
+	_      [64]byte
+	roles  [len(roleNames)]atomic.Uint64
+	rotate atomic.Uint32 // where requests start taking resolver shards
+	_      [64]byte
 
 	// tickMu serialises ticks and Summary.
 	tickMu sync.Mutex
