@@ -50,9 +50,10 @@ type Config struct {
 	// (MaxPendingEvents, MaxPendingProjections, MaxTraceSpans) are split
 	// evenly between the shards. 0 (the default) picks 4 per GOMAXPROCS
 	// (1 with GOMAXPROCS=1); at most 64. Either way the count is lowered
-	// so that every shard holds at least minShardEntries events,
-	// projections and parent links: small bounds get one shard, and the
-	// exact global eviction order.
+	// so that every shard holds at least 4096 events, early projections
+	// and parent links: small bounds get one shard, and the exact global
+	// eviction order. A request analysed alone gives the same result
+	// whatever the count.
 	Shards int
 }
 
