@@ -288,13 +288,19 @@ func (sh *joinShared) learn(typ uint16, bit uint64) {
 	}
 }
 
-// touchUnprojected creates the unprojected counters of an event type and the
-// projections now expected to show it, at 0: a counter that first appears at
-// 1 hides its first increase from PromQL's increase() and rate(), and so
-// from the unprojected-events alert.
+// touchUnprojected creates the consistency counters (unprojected,
+// duplicated, out of order, late) of an event type and the projections now
+// expected to show it, at 0: a counter that first appears at 1 hides its
+// first increase from PromQL's increase() and rate(), and so from the
+// alerts, and a dashboard shows 0 rather than "No data" for a healthy
+// projection.
 func (sh *joinShared) touchUnprojected(typ string, mask uint64) {
 	for b := mask; b != 0; b &= b - 1 {
-		sh.m.unproj.WithLabelValues(typ, sh.projections.value(uint16(bits.TrailingZeros64(b))))
+		p := sh.projections.value(uint16(bits.TrailingZeros64(b)))
+		sh.m.unproj.WithLabelValues(typ, p)
+		sh.m.duplicated.WithLabelValues(typ, p)
+		sh.m.outOfOrder.WithLabelValues(typ, p)
+		sh.m.late.WithLabelValues(typ, p)
 	}
 }
 
