@@ -20,6 +20,7 @@ Commands:
   serve       receive OTLP traces and export lag and consistency metrics
   demo        run lagscope with the reference order system and a load generator
   analyze     analyse OTLP JSON trace files offline
+  loadgen     send synthetic CQRS traces to a lagscope and check its metrics
   dashboards  write the Grafana dashboards
   alerts      write the Prometheus alerting and recording rules
   version     print the version
