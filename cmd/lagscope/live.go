@@ -190,8 +190,14 @@ func (v *liveView) render(w io.Writer, header string) {
 	cmdRate, appendRate, rows := v.rows()
 	cur := v.history[len(v.history)-1]
 	fmt.Fprintf(w, "%s  running %s\n", header, cur.at.Sub(v.start).Round(time.Second))
-	fmt.Fprintf(w, "commands/s %.1f   events appended %.0f (%.1f/s)   lag window %s, alert threshold %s\n\n",
-		cmdRate, cur.appended, appendRate, v.window, v.threshold)
+	rate := func(r float64) string {
+		if len(v.history) < 2 {
+			return "-" // a rate needs two snapshots
+		}
+		return fmt.Sprintf("%.1f", r)
+	}
+	fmt.Fprintf(w, "commands/s %s   events appended %.0f (%s/s)   lag window %s, alert threshold %s\n\n",
+		rate(cmdRate), cur.appended, rate(appendRate), v.window, v.threshold)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROJECTION\tPROJECTED\tPER_S\tPENDING\tUNPROJECTED\tDUPLICATED\tLATE\tLAG_P50\tLAG_P99\tOLDEST_PENDING\tBEHIND_HEAD\tLAG ALERT")
 	for _, r := range rows {
