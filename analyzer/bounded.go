@@ -3,6 +3,7 @@ package analyzer
 import (
 	"encoding/binary"
 	"math/bits"
+	"unsafe"
 )
 
 // genMap is a map bounded to about limit entries by generations: when the
@@ -51,34 +52,53 @@ func newGenMap[K hashKey, V any](limit int) *genMap[K, V] {
 }
 
 func (g *genMap[K, V]) get(k K) (V, bool) {
-	if v, ok := g.cur.get(k); ok {
+	h := k.hash()
+	if v, ok := g.cur.get(k, h); ok {
 		return v, true
 	}
-	return g.old.get(k)
+	return g.old.get(k, h)
 }
 
-func (g *genMap[K, V]) put(k K, v V) {
+func (g *genMap[K, V]) put(k K, v V) { g.putHash(k, k.hash(), v) }
+
+// putHash is put with h, which must be k.hash(): callers compute it
+// outside their lock.
+func (g *genMap[K, V]) putHash(k K, h uint64, v V) {
 	var zero K
 	if k == zero {
 		return
 	}
 	if g.cur.n >= g.half {
-		if _, ok := g.cur.get(k); !ok {
+		if _, ok := g.cur.get(k, h); !ok {
 			g.old, g.cur = g.cur, g.old
 			g.cur.reset()
 			g.rotations++
 		}
 	}
-	g.cur.put(k, v)
+	g.cur.put(k, h, v)
+}
+
+// touch reads the first byte of the slot where an insert of a key with
+// hash h starts probing, and returns it. Touching the slots of a batch of
+// keys before inserting them lets the CPU overlap their cache misses (the
+// loads do not depend on each other, where each insert's probe loop waits
+// for its own); the caller sums the results into a field so that the loads
+// are not optimised away.
+func (g *genMap[K, V]) touch(h uint64) uint8 {
+	t := &g.cur
+	if len(t.slots) == 0 {
+		return 0
+	}
+	return *(*uint8)(unsafe.Pointer(&t.slots[h&uint64(len(t.slots)-1)]))
 }
 
 func (g *genMap[K, V]) len() int { return g.cur.n + g.old.n }
 
-func (t *genTable[K, V]) get(k K) (V, bool) {
+func (t *genTable[K, V]) get(k K, h uint64) (V, bool) {
 	var zero K
 	if t.n > 0 {
 		mask := uint64(len(t.slots) - 1)
-		for i := k.hash() & mask; ; i = (i + 1) & mask {
+		for i := h & mask; ; i = (i + 1) & mask {
 			s := &t.slots[i]
 			if s.key == k {
 				return s.val, true
@@ -92,14 +112,15 @@ func (t *genTable[K, V]) get(k K) (V, bool) {
 	return v, false
 }
 
-// put inserts or replaces k, which is not the zero key.
-func (t *genTable[K, V]) put(k K, v V) {
+// put inserts or replaces k, whose hash is h and which is not the zero
+// key.
+func (t *genTable[K, V]) put(k K, h uint64, v V) {
 	if 2*(t.n+1) > len(t.slots) {
 		t.grow()
 	}
 	var zero K
 	mask := uint64(len(t.slots) - 1)
-	for i := k.hash() & mask; ; i = (i + 1) & mask {
+	for i := h & mask; ; i = (i + 1) & mask {
 		s := &t.slots[i]
 		if s.key == k {
 			s.val = v
@@ -120,7 +141,7 @@ func (t *genTable[K, V]) grow() {
 	var zero K
 	for i := range old {
 		if old[i].key != zero {
-			t.put(old[i].key, old[i].val)
+			t.put(old[i].key, old[i].key.hash(), old[i].val)
 		}
 	}
 }

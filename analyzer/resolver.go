@@ -52,6 +52,8 @@ type Resolver struct {
 	fifo    deque[waitRef]
 	nlive   int
 
+	// sink keeps the loads of edges.touch.
+	sink uint8
 	// roles counts the spans Resolve has seen, by role.
 	roles [len(roleNames)]uint64
 	// evicted counts appends joined early for room since Analyzer last
@@ -81,7 +83,8 @@ func newResolver(cfg Config, n int, names *labelSet) *Resolver {
 type spanRec struct {
 	key    spanKey
 	parent [8]byte
-	ord    int32 // position in the request, to order the facts it releases
+	hash   uint64 // key.hash(), computed before the lock is taken
+	ord    int32  // position in the request, to order the facts it releases
 }
 
 // cmdRec is a command span of the request.
@@ -175,7 +178,7 @@ func (sc *scratch) scan(td ptrace.Traces, names *labelSet, n int) {
 				sp := spans.At(k)
 				key := spanKey{trace: sp.TraceID(), span: sp.SpanID()}
 				w := &sc.work[traceShard(&key.trace, n)]
-				w.recs = append(w.recs, spanRec{key: key, parent: sp.ParentSpanID(), ord: ord})
+				w.recs = append(w.recs, spanRec{key: key, parent: sp.ParentSpanID(), hash: key.hash(), ord: ord})
 				ord++
 				var a spanAttrs
 				a.read(sp.Attributes())
@@ -248,9 +251,16 @@ func addRoles(a, b [len(roleNames)]uint64) [len(roleNames)]uint64 {
 // inside one request never matters.
 func (r *Resolver) resolve(sc *scratch, w *shardWork, now int64) {
 	matched := sc.matched[:0]
+	// The parent-edge table is far larger than the caches: touch every
+	// insert's slot first, so that their misses overlap.
+	sink := r.sink
+	for i := range w.recs {
+		sink += r.edges.touch(w.recs[i].hash)
+	}
+	r.sink = sink
 	for i := range w.recs {
 		rec := &w.recs[i]
-		r.edges.put(rec.key, rec.parent)
+		r.edges.putHash(rec.key, rec.hash, rec.parent)
 		if len(r.waiting) > 0 {
 			if _, ok := r.waiting[rec.key]; ok {
 				matched = append(matched, *rec)
