@@ -83,7 +83,13 @@ func TestKeyOf(t *testing.T) {
 	if KeyOf("evt-1") == KeyOf("evt-2") || KeyOf("evt-1") != KeyOf("evt-1") {
 		t.Error("hashed keys must be stable and distinct")
 	}
-	if KeyOf("123e4567-e89b-12d3-a456-42661417400g") == k {
-		t.Error("a non-hex UUID-shaped id must not parse as a UUID")
+	if KeyOf("123E4567-E89B-12D3-A456-426614174000") != k {
+		t.Error("an upper-case UUID must give the same key")
+	}
+	for _, bad := range []string{"123e4567-e89b-12d3-a456-42661417400g", "z23e4567-e89b-12d3-a456-426614174000", "123e4567-e89b-12d3-a4:6-426614174000"} {
+		var got EventKey
+		if parseUUID(bad, &got) || KeyOf(bad) == k {
+			t.Errorf("%q: a non-hex UUID-shaped id must not parse as a UUID", bad)
+		}
 	}
 }

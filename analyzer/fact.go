@@ -162,23 +162,28 @@ func parseUUID(s string, k *EventKey) bool {
 	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
 		return false
 	}
-	j := 0
-	for i := 0; i < 36; {
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			i++
-			continue
-		}
-		hi, ok1 := unhex(s[i])
-		lo, ok2 := unhex(s[i+1])
-		if !ok1 || !ok2 {
-			return false
-		}
+	var bad byte
+	for j, i := range uuidHexAt {
+		hi, lo := unhexTable[s[i]], unhexTable[s[i+1]]
+		bad |= hi | lo
 		k[j] = hi<<4 | lo
-		j++
-		i += 2
 	}
-	return true
+	return bad < 16
 }
+
+// uuidHexAt are the positions of the 16 hex pairs of a canonical UUID.
+var uuidHexAt = [16]uint8{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34}
+
+// unhexTable maps a hex digit to its value and any other byte to 0xff.
+var unhexTable = func() (t [256]byte) {
+	for c := range t {
+		t[c] = 0xff
+		if v, ok := unhex(byte(c)); ok {
+			t[c] = v
+		}
+	}
+	return t
+}()
 
 func unhex(c byte) (byte, bool) {
 	switch {
