@@ -90,6 +90,7 @@ type spanRec struct {
 // cmdRec is a command span of the request.
 type cmdRec struct {
 	key  spanKey
+	hash uint64 // key.hash()
 	info commandInfo
 }
 
@@ -178,7 +179,8 @@ func (sc *scratch) scan(td ptrace.Traces, names *labelSet, n int) {
 				sp := spans.At(k)
 				key := spanKey{trace: sp.TraceID(), span: sp.SpanID()}
 				w := &sc.work[traceShard(&key.trace, n)]
-				w.recs = append(w.recs, spanRec{key: key, parent: sp.ParentSpanID(), hash: key.hash(), ord: ord})
+				h := key.hash()
+				w.recs = append(w.recs, spanRec{key: key, parent: sp.ParentSpanID(), hash: h, ord: ord})
 				ord++
 				var a spanAttrs
 				a.read(sp.Attributes())
@@ -191,7 +193,7 @@ func (sc *scratch) scan(td ptrace.Traces, names *labelSet, n int) {
 					if name == "" {
 						name = sp.Name()
 					}
-					w.cmds = append(w.cmds, cmdRec{key: key, info: commandInfo{name: names.value(names.id(name)), start: int64(sp.StartTimestamp())}})
+					w.cmds = append(w.cmds, cmdRec{key: key, hash: h, info: commandInfo{name: names.value(names.id(name)), start: int64(sp.StartTimestamp())}})
 				case RoleAppend, RoleProject:
 					// A failed append or projection (status Error) wrote
 					// nothing: it keeps its role in the span counts but
@@ -251,11 +253,14 @@ func addRoles(a, b [len(roleNames)]uint64) [len(roleNames)]uint64 {
 // inside one request never matters.
 func (r *Resolver) resolve(sc *scratch, w *shardWork, now int64) {
 	matched := sc.matched[:0]
-	// The parent-edge table is far larger than the caches: touch every
-	// insert's slot first, so that their misses overlap.
+	// The parent-edge and command tables are far larger than the caches:
+	// touch every insert's slot first, so that their misses overlap.
 	sink := r.sink
 	for i := range w.recs {
 		sink += r.edges.touch(w.recs[i].hash)
+	}
+	for i := range w.cmds {
+		sink += r.commands.touch(w.cmds[i].hash)
 	}
 	r.sink = sink
 	for i := range w.recs {
@@ -268,7 +273,7 @@ func (r *Resolver) resolve(sc *scratch, w *shardWork, now int64) {
 		}
 	}
 	for i := range w.cmds {
-		r.commands.put(w.cmds[i].key, w.cmds[i].info)
+		r.commands.putHash(w.cmds[i].key, w.cmds[i].hash, w.cmds[i].info)
 	}
 	for _, rec := range matched {
 		n := len(sc.pre)
