@@ -1,0 +1,55 @@
+package analyzer
+
+import "testing"
+
+func TestGenMap(t *testing.T) {
+	key := func(i int) spanKey {
+		var k spanKey
+		putUint64(k.trace[:8], uint64(i)+1)
+		k.span[0] = byte(i)
+		return k
+	}
+	g := newGenMap[spanKey, int](8) // generations of 4
+	if got := g.touch(key(1).hash()); got != 0 {
+		t.Errorf("touch of an empty map = %d, want 0", got)
+	}
+	g.put(spanKey{}, 1)
+	if g.len() != 0 {
+		t.Fatalf("the zero key was stored: len = %d", g.len())
+	}
+	for i := range 6 {
+		k := key(i)
+		g.touch(k.hash())
+		if i%2 == 0 {
+			g.put(k, i)
+		} else {
+			g.putHash(k, k.hash(), i)
+		}
+	}
+	// Six inserts into generations of four: the first generation (keys
+	// 0-3) is the old one, keys 4 and 5 the current one.
+	for i := range 6 {
+		got, ok := g.get(key(i))
+		if !ok || got != i {
+			t.Errorf("get(key %d) = %d, %v; want %d, true", i, got, ok, i)
+		}
+	}
+	g.put(key(1), 10) // the current generation shadows the old one
+	if got, _ := g.get(key(1)); got != 10 {
+		t.Errorf("get(key 1) after replace = %d, want 10", got)
+	}
+	for i := 6; i < 8; i++ { // fills the current generation, then rotates
+		g.put(key(i), i)
+	}
+	if _, ok := g.get(key(0)); ok {
+		t.Error("key 0 survived two rotations")
+	}
+	if g.rotations != 2 {
+		t.Errorf("rotations = %d, want 2", g.rotations)
+	}
+	for _, i := range []int{1, 6, 7} {
+		if _, ok := g.get(key(i)); !ok {
+			t.Errorf("key %d lost", i)
+		}
+	}
+}
