@@ -5,9 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 
+	"github.com/lagscope/lagscope/analyzer"
 	"github.com/lagscope/lagscope/analyzer/synth"
 )
 
@@ -73,4 +75,67 @@ func BenchmarkExport(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(spans)/b.Elapsed().Seconds(), "spans/s")
+}
+
+// BenchmarkDecode compares pdata's decoding of the synth stream with the
+// lazy decoder's (Config.LazyDecode).
+func BenchmarkDecode(b *testing.B) {
+	reqs := synthRequests(b, 16)
+	for _, lazy := range []bool{false, true} {
+		b.Run(decoderName(lazy), func(b *testing.B) {
+			spans := 0
+			b.ReportAllocs()
+			b.SetBytes(int64(len(reqs[0])))
+			for i := 0; b.Loop(); i++ {
+				td, err := decodeTraces(reqs[i%len(reqs)], lazy)
+				if err != nil {
+					b.Fatal(err)
+				}
+				spans += td.SpanCount()
+			}
+			b.ReportMetric(float64(spans)/b.Elapsed().Seconds(), "spans/s")
+		})
+	}
+}
+
+// BenchmarkExportAnalyze measures the receiver core without a transport
+// handing the synth stream to the analyzer (decode, validate, analyse), with
+// pdata's and with the lazy decoder. The requests are replayed, so from the
+// second round the join sees duplicated appends and projections.
+func BenchmarkExportAnalyze(b *testing.B) {
+	reqs := synthRequests(b, 64)
+	for _, lazy := range []bool{false, true} {
+		b.Run(decoderName(lazy), func(b *testing.B) {
+			a, err := analyzer.New(analyzer.DefaultConfig(), nil, prometheus.NewRegistry())
+			if err != nil {
+				b.Fatal(err)
+			}
+			m, err := newMetrics(nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			core := &tracesCore{next: a, limiter: newByteLimiter(1 << 30), metrics: m, lazy: lazy}
+			ctx := context.Background()
+			spans := 0
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				td, err := decodeTraces(reqs[i%len(reqs)], lazy)
+				if err != nil {
+					b.Fatal(err)
+				}
+				spans += td.SpanCount()
+				if _, rerr := core.export(ctx, transportGRPC, td); rerr != nil {
+					b.Fatal(rerr)
+				}
+			}
+			b.ReportMetric(float64(spans)/b.Elapsed().Seconds(), "spans/s")
+		})
+	}
+}
+
+func decoderName(lazy bool) string {
+	if lazy {
+		return "lazy"
+	}
+	return "pdata"
 }

@@ -31,6 +31,14 @@ type Config struct {
 	// RetryAfter is the delay that overload and unavailability responses advise
 	// when the consumer's error does not name one. Default 1s.
 	RetryAfter time.Duration
+
+	// LazyDecode decodes OTLP protobuf requests (gRPC and HTTP) keeping only
+	// what the analysis reads: span ids, parent, name, kind, times, status
+	// code, attributes named cqrs.* and messaging.*, events named
+	// cqrs.event, link ids and the resource's service.name. Requests it
+	// cannot decode exactly like pdata go to pdata. Only for a Consumer that
+	// reads no more than that (the analyzer). Default false.
+	LazyDecode bool
 }
 
 // DefaultConfig returns the configuration documented on Config's fields.

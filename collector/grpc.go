@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
@@ -73,11 +72,11 @@ func (g *grpcTraces) export(ctx context.Context, raw *rawMessage) (*rawMessage, 
 	}
 	defer g.core.limiter.release(size)
 
-	req := ptraceotlp.NewExportRequest()
-	if err := req.UnmarshalProto(raw.b); err != nil {
+	td, err := decodeTraces(raw.b, g.core.lazy)
+	if err != nil {
 		return nil, g.fail(ctx, &requestError{reason: reasonDecodeError, err: fmt.Errorf("decode OTLP request: %w", err)})
 	}
-	resp, rerr := g.core.export(ctx, transportGRPC, req.Traces())
+	resp, rerr := g.core.export(ctx, transportGRPC, td)
 	if rerr != nil {
 		return nil, g.fail(ctx, rerr)
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -115,12 +116,20 @@ func (h *httpTraces) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	req := ptraceotlp.NewExportRequest()
-	if err := enc.unmarshal(req, buf.b); err != nil {
+	var td ptrace.Traces
+	var err error
+	if enc == protoEncoding {
+		td, err = decodeTraces(buf.b, h.core.lazy)
+	} else {
+		req := ptraceotlp.NewExportRequest()
+		err = enc.unmarshal(req, buf.b)
+		td = req.Traces()
+	}
+	if err != nil {
 		h.fail(w, r, enc, &requestError{reason: reasonDecodeError, err: fmt.Errorf("decode OTLP request: %w", err)})
 		return
 	}
-	resp, rerr := h.core.export(r.Context(), transportHTTP, req.Traces())
+	resp, rerr := h.core.export(r.Context(), transportHTTP, td)
 	if rerr != nil {
 		h.fail(w, r, enc, rerr)
 		return

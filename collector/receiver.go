@@ -68,6 +68,7 @@ func New(cfg Config, next Consumer, logger *slog.Logger, reg prometheus.Register
 			metrics:    m,
 			logger:     logger,
 			retryAfter: cfg.RetryAfter,
+			lazy:       cfg.LazyDecode,
 		},
 	}, nil
 }

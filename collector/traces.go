@@ -19,6 +19,7 @@ type tracesCore struct {
 	metrics    *metrics
 	logger     *slog.Logger
 	retryAfter time.Duration
+	lazy       bool // decode protobuf with decodeLazy first
 }
 
 // export validates the spans of a decoded request, hands the valid ones to the
