@@ -263,6 +263,72 @@ func kept(k []byte) bool {
 	return bytes.HasPrefix(k, []byte("cqrs.")) || bytes.HasPrefix(k, []byte("messaging."))
 }
 
+// internKey returns k as a string, without a copy for the names of the span
+// conventions.
+func internKey(k []byte) string {
+	switch string(k) {
+	case "cqrs.operation":
+		return "cqrs.operation"
+	case "cqrs.command.name":
+		return "cqrs.command.name"
+	case "cqrs.query.name":
+		return "cqrs.query.name"
+	case "cqrs.event.id":
+		return "cqrs.event.id"
+	case "cqrs.event.type":
+		return "cqrs.event.type"
+	case "cqrs.aggregate.type":
+		return "cqrs.aggregate.type"
+	case "cqrs.aggregate.id":
+		return "cqrs.aggregate.id"
+	case "cqrs.aggregate.version":
+		return "cqrs.aggregate.version"
+	case "cqrs.projection":
+		return "cqrs.projection"
+	case "messaging.message.id":
+		return "messaging.message.id"
+	case "messaging.operation.type":
+		return "messaging.operation.type"
+	case "messaging.operation":
+		return "messaging.operation"
+	case "messaging.system":
+		return "messaging.system"
+	case "messaging.destination.name":
+		return "messaging.destination.name"
+	case "messaging.consumer.group.name":
+		return "messaging.consumer.group.name"
+	case "service.name":
+		return "service.name"
+	}
+	return string(k)
+}
+
+// internValue returns v as a string, without a copy for the values of
+// cqrs.operation and messaging.operation.type.
+func internValue(v []byte) string {
+	switch string(v) {
+	case "command":
+		return "command"
+	case "append":
+		return "append"
+	case "project":
+		return "project"
+	case "query":
+		return "query"
+	case "publish":
+		return "publish"
+	case "send":
+		return "send"
+	case "create":
+		return "create"
+	case "process":
+		return "process"
+	case "receive":
+		return "receive"
+	}
+	return string(v)
+}
+
 func isServiceName(k []byte) bool { return string(k) == "service.name" }
 
 func decodeSpan(buf []byte, sp ptrace.Span) bool {
@@ -435,9 +501,12 @@ func decodeAttr(buf []byte, m pcommon.Map, keep func([]byte) bool) bool {
 	if !keep(key) {
 		return !hasVal || checkAnyValue(val, 0)
 	}
-	k := string(key)
+	k := internKey(key)
 	if _, dup := m.Get(k); dup {
 		return false // pdata keeps both; a Map cannot
+	}
+	if m.Len() == 0 {
+		m.EnsureCapacity(8) // grow once, not at each of the first kept attributes
 	}
 	v := m.PutEmpty(k)
 	return !hasVal || decodeAnyValue(val, v)
@@ -455,7 +524,7 @@ func decodeAnyValue(buf []byte, v pcommon.Value) bool {
 		switch d.num {
 		case 1:
 			if _, b, ok := d.field(d.wt, wireLen); ok {
-				v.SetStr(string(b))
+				v.SetStr(internValue(b))
 			}
 		case 7:
 			if _, b, ok := d.field(d.wt, wireLen); ok {
