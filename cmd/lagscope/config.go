@@ -40,6 +40,8 @@ type OTLPConfig struct {
 	MaxRequestBytes  int64         `yaml:"max_request_bytes"`
 	MaxInflightBytes int64         `yaml:"max_inflight_bytes"`
 	RetryAfter       time.Duration `yaml:"retry_after"`
+	// LazyDecode reads only what the analysis needs from protobuf requests.
+	LazyDecode bool `yaml:"lazy_decode"`
 }
 
 // WebConfig configures the metrics endpoint.
@@ -120,7 +122,7 @@ func (c Config) Collector() collector.Config {
 	return collector.Config{
 		GRPCEndpoint: c.OTLP.GRPCEndpoint, HTTPEndpoint: c.OTLP.HTTPEndpoint,
 		MaxRequestBytes: c.OTLP.MaxRequestBytes, MaxInflightBytes: c.OTLP.MaxInflightBytes,
-		RetryAfter: c.OTLP.RetryAfter,
+		RetryAfter: c.OTLP.RetryAfter, LazyDecode: c.OTLP.LazyDecode,
 	}
 }
 
@@ -201,6 +203,7 @@ func newServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.StringVar(&f.c.OTLP.GRPCEndpoint, "otlp.grpc-endpoint", f.c.OTLP.GRPCEndpoint, "`host:port` of the OTLP/gRPC receiver (empty disables it)")
 	fs.StringVar(&f.c.OTLP.HTTPEndpoint, "otlp.http-endpoint", f.c.OTLP.HTTPEndpoint, "`host:port` of the OTLP/HTTP receiver (empty disables it)")
 	fs.Int64Var(&f.c.OTLP.MaxRequestBytes, "otlp.max-request-bytes", f.c.OTLP.MaxRequestBytes, "largest OTLP request accepted, after decompression")
+	fs.BoolVar(&f.c.OTLP.LazyDecode, "otlp.lazy-decode", false, "decode only the span fields the analysis reads from protobuf requests (faster; falls back to full decoding for anything unusual)")
 	fs.StringVar(&f.c.Web.ListenAddress, "web.listen-address", f.c.Web.ListenAddress, "`host:port` serving Prometheus metrics")
 	fs.StringVar(&f.c.Web.TelemetryPath, "web.telemetry-path", f.c.Web.TelemetryPath, "`path` of the metrics endpoint")
 	fs.DurationVar(&f.c.Join.Deadline, "join.deadline", f.c.Join.Deadline, "how long a projection may take to show an event before it counts as unprojected")
@@ -234,6 +237,8 @@ func (f *serveFlags) resolve() (Config, error) {
 			c.OTLP.HTTPEndpoint = flagged.OTLP.HTTPEndpoint
 		case "otlp.max-request-bytes":
 			c.OTLP.MaxRequestBytes = flagged.OTLP.MaxRequestBytes
+		case "otlp.lazy-decode":
+			c.OTLP.LazyDecode = flagged.OTLP.LazyDecode
 		case "web.listen-address":
 			c.Web.ListenAddress = flagged.Web.ListenAddress
 		case "web.telemetry-path":

@@ -136,7 +136,17 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 // projector over HTTP, as two real services would), and checks the metrics
 // a Prometheus scrape sees: exact counts, lag within 1ms, and exemplars.
 func TestServeEndToEnd(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.Join.Deadline = time.Second; c.Join.Retention = time.Minute })
+	for _, lazy := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lazy_decode=%v", lazy), func(t *testing.T) { testServeEndToEnd(t, lazy) })
+	}
+}
+
+func testServeEndToEnd(t *testing.T, lazy bool) {
+	s := startServer(t, func(c *Config) {
+		c.Join.Deadline = time.Second
+		c.Join.Retention = time.Minute
+		c.OTLP.LazyDecode = lazy
+	})
 	ctx := context.Background()
 
 	grpcExp, err := otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(s.GRPCAddr().String()), otlptracegrpc.WithInsecure(),
