@@ -53,9 +53,7 @@ type DB struct {
 	channel string // NOTIFY channel of this schema
 	lockKey int32  // second key of the append lock: the events table's oid
 
-	mu     sync.Mutex
-	subs   map[int]chan struct{}
-	nextID int
+	wake orders.Wakeups
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -91,7 +89,7 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
-	d := &DB{pool: pool, logger: logger, subs: map[int]chan struct{}{}, serialize: true}
+	d := &DB{pool: pool, logger: logger, serialize: true}
 	if err := d.init(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -221,27 +219,6 @@ func (d *DB) listen(ctx context.Context, conn *pgx.Conn) {
 // Subscribe implements orders.Store: the channel receives after every Append
 // through d and, through LISTEN/NOTIFY, after appends by other DB values and
 // processes on the same schema.
-func (d *DB) Subscribe() (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
-	d.mu.Lock()
-	id := d.nextID
-	d.nextID++
-	d.subs[id] = ch
-	d.mu.Unlock()
-	return ch, func() {
-		d.mu.Lock()
-		delete(d.subs, id)
-		d.mu.Unlock()
-	}
-}
+func (d *DB) Subscribe() (<-chan struct{}, func()) { return d.wake.Subscribe() }
 
-func (d *DB) notify() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, ch := range d.subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
-}
+func (d *DB) notify() { d.wake.Notify() }

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"sync"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
@@ -36,9 +35,7 @@ const BusyTimeout = 10_000
 type DB struct {
 	db *sql.DB
 
-	mu     sync.Mutex
-	subs   map[int]chan struct{}
-	nextID int
+	wake orders.Wakeups
 }
 
 var (
@@ -83,7 +80,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	if _, err := sqldb.ExecContext(ctx, schema); err != nil {
 		return nil, errors.Join(fmt.Errorf("create sqlite schema in %q: %w", path, err), sqldb.Close())
 	}
-	return &DB{db: sqldb, subs: map[int]chan struct{}{}}, nil
+	return &DB{db: sqldb}, nil
 }
 
 // Close closes the database. It does not wait for subscribers.
@@ -135,27 +132,6 @@ CREATE TABLE IF NOT EXISTS sales_summary (
 
 // Subscribe implements orders.Store: the channel receives after every
 // successful Append through d.
-func (d *DB) Subscribe() (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
-	d.mu.Lock()
-	id := d.nextID
-	d.nextID++
-	d.subs[id] = ch
-	d.mu.Unlock()
-	return ch, func() {
-		d.mu.Lock()
-		delete(d.subs, id)
-		d.mu.Unlock()
-	}
-}
+func (d *DB) Subscribe() (<-chan struct{}, func()) { return d.wake.Subscribe() }
 
-func (d *DB) notify() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, ch := range d.subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
-}
+func (d *DB) notify() { d.wake.Notify() }
