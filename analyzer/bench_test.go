@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -255,4 +256,85 @@ func BenchmarkPendingEvents(b *testing.B) {
 		runtime.KeepAlive(j)
 	}
 	b.ReportMetric(perEvent, "B/event")
+}
+
+// BenchmarkConsumeScaling measures how analysis scales from one core to two
+// as a ratio in one run: each op is a round that has the same workers
+// analyse new requests with GOMAXPROCS=1, then with GOMAXPROCS=2, timing
+// each phase alone, so that other work on the machine slows both alike.
+// Requests are refilled between phases, untimed. It reports both rates and
+// their ratio (speedup); the target is 1.7 or more on two free cores.
+func BenchmarkConsumeScaling(b *testing.B) {
+	const (
+		workers    = 4  // concurrent requests, as from several receiver streams
+		perWorker  = 16 // requests each worker analyses in a phase
+		phaseProcs = 2
+	)
+	a, err := New(DefaultConfig(), nil, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	prev := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(prev)
+	type worker struct {
+		g    *synth.Generator
+		reqs []ptrace.Traces
+	}
+	ws := make([]worker, workers)
+	now := time.Now()
+	for i := range ws {
+		ws[i].g = synth.New(synth.Config{Stream: uint32(i + 1)})
+		ws[i].reqs = synthRequests(ws[i].g, perWorker, now)
+	}
+	refill := func() {
+		now := time.Now()
+		for i := range ws {
+			for _, td := range ws[i].reqs {
+				ws[i].g.Refill(td, now)
+			}
+		}
+	}
+	spansPerPhase := 0
+	for i := range ws {
+		for _, td := range ws[i].reqs {
+			spansPerPhase += td.SpanCount()
+		}
+	}
+	phase := func(procs int) time.Duration {
+		runtime.GOMAXPROCS(procs)
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		start := time.Now()
+		for i := range ws {
+			wg.Go(func() {
+				for _, td := range ws[i].reqs {
+					if err := a.ConsumeTraces(ctx, td); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return time.Since(start)
+	}
+	var d [phaseProcs + 1]time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for procs := 1; procs <= phaseProcs; procs++ {
+			b.StopTimer()
+			if i > 0 || procs > 1 {
+				refill()
+			}
+			b.StartTimer()
+			d[procs] += phase(procs)
+		}
+	}
+	b.StopTimer()
+	spans := float64(spansPerPhase * b.N)
+	r1, r2 := spans/d[1].Seconds(), spans/d[2].Seconds()
+	b.ReportMetric(r1, "spans/s-1cpu")
+	b.ReportMetric(r2, "spans/s-2cpu")
+	b.ReportMetric(r2/r1, "speedup")
 }

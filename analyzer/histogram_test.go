@@ -30,19 +30,20 @@ func TestShardedHistogramMatchesVec(t *testing.T) {
 		part := sh.part(rng.IntN(5), s[0], s[1])
 		child := vec.WithLabelValues(s[0], s[1])
 		if i%50 == 0 {
-			ex := prometheus.Labels{"trace_id": strings.Repeat("ab", 16)}
-			part.(prometheus.ExemplarObserver).ObserveWithExemplar(v, ex)
-			child.(prometheus.ExemplarObserver).ObserveWithExemplar(v, ex)
+			id := strings.Repeat("ab", 16)
+			part.observeWithExemplar(v, id)
+			child.(prometheus.ExemplarObserver).ObserveWithExemplar(v, prometheus.Labels{"trace_id": id})
 			time.Sleep(time.Microsecond) // distinct exemplar timestamps
 			continue
 		}
-		part.Observe(v)
+		part.observe(v)
 		child.Observe(v)
 	}
 	got, want := gather(t, sh), gather(t, vec)
 	opt := cmp.Options{
 		protocmp.Transform(),
 		protocmp.IgnoreFields(&dto.Histogram{}, "created_timestamp"),
+		protocmp.IgnoreFields(&dto.Counter{}, "created_timestamp"),
 		protocmp.IgnoreFields(&dto.Exemplar{}, "timestamp"),
 		cmp.Comparer(func(a, b float64) bool { return a == b || (a-b)/b < 1e-12 && (b-a)/b < 1e-12 }),
 	}
@@ -62,4 +63,32 @@ func gather(t *testing.T, c prometheus.Collector) []*dto.MetricFamily {
 		t.Fatal(err)
 	}
 	return mfs
+}
+
+// TestShardedCounterMatchesVec: increments spread over the parts of a
+// shardedCounter, and series touched at 0, are exposed as a CounterVec
+// given the same increments exposes them.
+func TestShardedCounterMatchesVec(t *testing.T) {
+	opts := prometheus.CounterOpts{Name: "c_total", Help: "A counter."}
+	vec := prometheus.NewCounterVec(opts, []string{"a", "b"})
+	sc := newShardedCounter(opts, []string{"a", "b"})
+	sc.touch("zero", "series")
+	vec.WithLabelValues("zero", "series")
+	rng := rand.New(rand.NewPCG(5, 6))
+	series := [][2]string{{"x", "y"}, {"x", "z"}, {"w", "y"}}
+	for range 5000 {
+		s := series[rng.IntN(len(series))]
+		sc.part(rng.IntN(7), s[0], s[1]).inc()
+		vec.WithLabelValues(s[0], s[1]).Inc()
+	}
+	got, want := gather(t, sc), gather(t, vec)
+	opt := cmp.Options{protocmp.Transform(), protocmp.IgnoreFields(&dto.Counter{}, "created_timestamp")}
+	if diff := cmp.Diff(want, got, opt); diff != "" {
+		t.Errorf("sharded counter differs from CounterVec (-vec +sharded):\n%s", diff)
+	}
+	for _, m := range got[0].Metric {
+		if m.Counter.CreatedTimestamp == nil {
+			t.Errorf("series %v has no created timestamp", m.Label)
+		}
+	}
 }

@@ -68,7 +68,7 @@ type Joiner struct {
 
 	sh                             *joinShared
 	id                             int // shard number, for metric parts
-	stageObs                       [3]prometheus.Observer
+	stageObs                       [3]*histPart
 	deadline, retention, orphanTTL int64
 	maxEvents, maxOrphans          int
 
@@ -129,9 +129,10 @@ type joinShared struct {
 // aggShard holds the per-aggregate state of the aggregates that hash to it.
 type aggShard struct {
 	mu      sync.Mutex
+	id      int // for metric parts
 	order   *genMap[orderKey, orderVal]
 	latest  *genMap[aggKey, versionAt]
-	queries map[[2]uint16]prometheus.Counter
+	queries map[[2]uint16]*counterPart
 	counts  [3]uint64 // queries by result, for Summary
 	_       [64]byte  // keep shards' mutexes on their own cache lines
 }
@@ -145,7 +146,7 @@ type lagSeries struct {
 // lagPart is a shard's handle on a lag series.
 type lagPart struct {
 	*lagSeries
-	obs prometheus.Histogram
+	obs *histPart
 }
 
 type projSeries struct {
@@ -153,22 +154,23 @@ type projSeries struct {
 	pending, oldest prometheus.Gauge
 }
 
-// counters2 caches the counters of a two-label vector by interned ids, so an
-// increment is one map lookup without allocations.
+// counters2 caches a shard's parts of a two-label counter vector by
+// interned ids, so an increment is one map lookup without allocations.
 type counters2 struct {
-	vec  *prometheus.CounterVec
-	a, b *labelSet
-	m    map[[2]uint16]prometheus.Counter
+	vec   *shardedCounter
+	shard int
+	a, b  *labelSet
+	m     map[[2]uint16]*counterPart
 }
 
 func (c *counters2) inc(x, y uint16) {
 	k := [2]uint16{x, y}
 	ctr, ok := c.m[k]
 	if !ok {
-		ctr = c.vec.WithLabelValues(c.a.value(x), c.b.value(y))
+		ctr = c.vec.part(c.shard, c.a.value(x), c.b.value(y))
 		c.m[k] = ctr
 	}
-	ctr.Inc()
+	ctr.inc()
 }
 
 // newJoiner returns a Joiner for cfg that reports to m, alone.
@@ -199,9 +201,10 @@ func newJoinShared(cfg Config, m *metrics, n int) *joinShared {
 		keep:        cfg.KeepSamples,
 	}
 	for i := range sh.aggs {
+		sh.aggs[i].id = i
 		sh.aggs[i].order = newGenMap[orderKey, orderVal](cfg.MaxPendingEvents / n)
 		sh.aggs[i].latest = newGenMap[aggKey, versionAt](cfg.MaxPendingEvents / n)
-		sh.aggs[i].queries = make(map[[2]uint16]prometheus.Counter)
+		sh.aggs[i].queries = make(map[[2]uint16]*counterPart)
 	}
 	sh.projections.onAdd = func(p uint16, name string) {
 		if int(p) >= maxProjections {
@@ -257,9 +260,9 @@ func (sh *joinShared) shard(cfg Config, id, n int) *Joiner {
 	for i, s := range stageNames {
 		j.stageObs[i] = m.stage.part(id, s)
 	}
-	j.appended = counters2{vec: m.appended, a: j.types, b: j.aggTypes, m: map[[2]uint16]prometheus.Counter{}}
+	j.appended = counters2{vec: m.appended, shard: id, a: j.types, b: j.aggTypes, m: map[[2]uint16]*counterPart{}}
 	for _, c := range []*counters2{&j.projected, &j.unproj, &j.duplicated, &j.outOfOrder, &j.late} {
-		c.a, c.b, c.m = j.types, j.projections, map[[2]uint16]prometheus.Counter{}
+		c.shard, c.a, c.b, c.m = id, j.types, j.projections, map[[2]uint16]*counterPart{}
 	}
 	j.projected.vec, j.unproj.vec, j.duplicated.vec = m.projected, m.unproj, m.duplicated
 	j.outOfOrder.vec, j.late.vec = m.outOfOrder, m.late
@@ -297,10 +300,10 @@ func (sh *joinShared) learn(typ uint16, bit uint64) {
 func (sh *joinShared) touchUnprojected(typ string, mask uint64) {
 	for b := mask; b != 0; b &= b - 1 {
 		p := sh.projections.value(uint16(bits.TrailingZeros64(b)))
-		sh.m.unproj.WithLabelValues(typ, p)
-		sh.m.duplicated.WithLabelValues(typ, p)
-		sh.m.outOfOrder.WithLabelValues(typ, p)
-		sh.m.late.WithLabelValues(typ, p)
+		sh.m.unproj.touch(typ, p)
+		sh.m.duplicated.touch(typ, p)
+		sh.m.outOfOrder.touch(typ, p)
+		sh.m.late.touch(typ, p)
 	}
 }
 
@@ -371,7 +374,7 @@ func (j *Joiner) appendEvent(f *Fact, now int64) {
 	if f.CommandStart > 0 && f.Command != "none" {
 		e.lagFrom = f.CommandStart
 		if d := f.End - f.CommandStart; d >= 0 {
-			j.stageObs[stageCommand].Observe(seconds(d))
+			j.stageObs[stageCommand].observe(seconds(d))
 		}
 	}
 	e.expected = j.sh.expectedBy(typ)
@@ -465,10 +468,10 @@ func (j *Joiner) project(e *eventEntry, p uint16, start, end, now int64) {
 		ps.observe(lag)
 	}
 	if d := start - e.appendEnd; d >= 0 {
-		j.stageObs[stageDelivery].Observe(seconds(d))
+		j.stageObs[stageDelivery].observe(seconds(d))
 	}
 	if d := end - start; d >= 0 {
-		j.stageObs[stageProjection].Observe(seconds(d))
+		j.stageObs[stageProjection].observe(seconds(d))
 	}
 	if e.appendEnd > j.progress[p] {
 		j.progress[p] = e.appendEnd
@@ -519,10 +522,10 @@ func (j *Joiner) observeLag(e *eventEntry, p uint16, lag, now int64) {
 	// The shards share the series, so the 100ms are per series.
 	if last := s.lastEx.Load(); (now-last >= j.sh.exemplarGap && s.lastEx.CompareAndSwap(last, now)) || lag >= int64(time.Second) {
 		s.lastEx.Store(now)
-		s.obs.(prometheus.ExemplarObserver).ObserveWithExemplar(v, prometheus.Labels{"trace_id": hex.EncodeToString(e.trace[:])})
+		s.obs.observeWithExemplar(v, hex.EncodeToString(e.trace[:]))
 		return
 	}
-	s.obs.Observe(v)
+	s.obs.observe(v)
 }
 
 // lagSeriesOf returns the lag series of (command, event type, projection)
@@ -558,10 +561,10 @@ func (sh *joinShared) query(f *Fact) {
 	k := [2]uint16{q, result}
 	c, ok := a.queries[k]
 	if !ok {
-		c = sh.m.queries.WithLabelValues(sh.qrys.value(q), queryResults[result])
+		c = sh.m.queries.part(a.id, sh.qrys.value(q), queryResults[result])
 		a.queries[k] = c
 	}
-	c.Inc()
+	c.inc()
 	a.counts[result]++
 }
 

@@ -14,14 +14,14 @@ var LagBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10
 type metrics struct {
 	lag        *shardedHistogram
 	stage      *shardedHistogram
-	appended   *prometheus.CounterVec
-	projected  *prometheus.CounterVec
-	unproj     *prometheus.CounterVec
-	duplicated *prometheus.CounterVec
-	outOfOrder *prometheus.CounterVec
-	late       *prometheus.CounterVec
+	appended   *shardedCounter
+	projected  *shardedCounter
+	unproj     *shardedCounter
+	duplicated *shardedCounter
+	outOfOrder *shardedCounter
+	late       *shardedCounter
 	skew       *prometheus.CounterVec
-	queries    *prometheus.CounterVec
+	queries    *shardedCounter
 	pending    *prometheus.GaugeVec
 	oldest     *prometheus.GaugeVec
 
@@ -52,27 +52,27 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Duration of each stage of an event's path: command (command start to append end), delivery (append end to projection start), projection (projection span).",
 			Buckets: LagBuckets,
 		}, []string{"stage"}),
-		appended: prometheus.NewCounterVec(prometheus.CounterOpts{
+		appended: newShardedCounter(prometheus.CounterOpts{
 			Name: "cqrs_events_appended_total",
 			Help: "Events appended to the event store, from append spans.",
 		}, []string{"event_type", "aggregate_type"}),
-		projected: prometheus.NewCounterVec(prometheus.CounterOpts{
+		projected: newShardedCounter(prometheus.CounterOpts{
 			Name: "cqrs_events_projected_total",
 			Help: "Events shown by a projection for the first time.",
 		}, []string{"event_type", "projection"}),
-		unproj: prometheus.NewCounterVec(prometheus.CounterOpts{
+		unproj: newShardedCounter(prometheus.CounterOpts{
 			Name: "cqrs_events_unprojected_total",
 			Help: "Events an expected projection did not show within the join deadline.",
 		}, []string{"event_type", "projection"}),
-		duplicated: prometheus.NewCounterVec(prometheus.CounterOpts{
+		duplicated: newShardedCounter(prometheus.CounterOpts{
 			Name: "cqrs_events_duplicated_total",
 			Help: "Projection spans for an event the projection had already shown.",
 		}, []string{"event_type", "projection"}),
-		outOfOrder: prometheus.NewCounterVec(prometheus.CounterOpts{
+		outOfOrder: newShardedCounter(prometheus.CounterOpts{
 			Name: "cqrs_events_out_of_order_total",
 			Help: "Events a projection applied after a later version of the same aggregate.",
 		}, []string{"event_type", "projection"}),
-		late: prometheus.NewCounterVec(prometheus.CounterOpts{
+		late: newShardedCounter(prometheus.CounterOpts{
 			Name: "cqrs_events_late_total",
 			Help: "Events a projection showed after they had been counted as unprojected.",
 		}, []string{"event_type", "projection"}),
@@ -80,7 +80,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "cqrs_clock_skew_total",
 			Help: "Projection spans that ended before their command started (clock skew between services); their lag is not observed.",
 		}, []string{"projection"}),
-		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
+		queries: newShardedCounter(prometheus.CounterOpts{
 			Name: "cqrs_queries_total",
 			Help: "Query spans by whether the version they returned was the latest appended before the query started (fresh), older (stale), or not known (unknown).",
 		}, []string{"query", "result"}),
