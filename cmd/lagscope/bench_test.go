@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,8 +29,11 @@ import (
 const (
 	benchChildEnv = "LAGSCOPE_BENCH_CHILD"
 	benchAddrEnv  = "LAGSCOPE_BENCH_GRPC"
-	childServe    = "serve"
-	childDiscard  = "discard"
+	// benchProfileEnv, set for the benchmark, names a file where the
+	// analysing server child writes a CPU profile of its run.
+	benchProfileEnv = "LAGSCOPE_BENCH_CPUPROFILE"
+	childServe      = "serve"
+	childDiscard    = "discard"
 )
 
 func TestMain(m *testing.M) {
@@ -49,6 +53,17 @@ func runBenchChild(mode, addr string) error {
 	defer stop()
 	switch mode {
 	case childServe:
+		if file := os.Getenv(benchProfileEnv); file != "" {
+			f, err := os.Create(file)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+			defer pprof.StopCPUProfile()
+		}
 		return run(ctx, []string{"serve", "--otlp.grpc-endpoint", addr, "--otlp.http-endpoint", "",
 			"--web.listen-address", "127.0.0.1:0", "--log.level", "error"}, os.Stdout, os.Stderr)
 	case childDiscard:
@@ -218,10 +233,11 @@ const benchRound = 100
 // reports both rates and their ratio. One op is one request.
 //
 // It also reports the CPU the analysing server used, in cores (server-cores)
-// and per million spans (server-cpu-s/Mspans), read from /proc: the client
-// runs on the same machine, so with procs=2 on a 2-core machine the server
-// cannot have both cores, and its spans per CPU second show how it would
-// scale where it had them.
+// and per million spans (server-cpu-s/Mspans), and the CPU per million
+// spans of the server without analysis, read from /proc: the client runs on
+// the same machine, so with procs=2 on a 2-core machine the server cannot
+// have both cores, and its spans per CPU second show how it would scale
+// where it had them.
 func BenchmarkServeGRPC(b *testing.B) {
 	for _, procs := range []int{1, 2} {
 		b.Run("procs="+strconv.Itoa(procs), func(b *testing.B) {
@@ -244,14 +260,17 @@ func BenchmarkServeGRPC(b *testing.B) {
 			// The server's CPU time over the whole run: it is idle while
 			// the other one is measured.
 			c0, ok0 := cpuTime(on.cmd.Process.Pid)
+			o0, okO0 := cpuTime(off.cmd.Process.Pid)
 			for i := 0; i < len(reqs); i += benchRound {
 				round := reqs[i:min(i+benchRound, len(reqs))]
 				dOn += blast(b, expOn, round, 8)
 				dOff += blast(b, expOff, round, 8)
 			}
 			c1, ok1 := cpuTime(on.cmd.Process.Pid)
+			o1, okO1 := cpuTime(off.cmd.Process.Pid)
 			b.StopTimer()
 			cpuOn, cpuOK := c1-c0, ok0 && ok1
+			cpuOff, cpuOffOK := o1-o0, okO0 && okO1
 			on.stop()
 			off.stop()
 			rateOn, rateOff := spans/dOn.Seconds(), spans/dOff.Seconds()
@@ -261,6 +280,9 @@ func BenchmarkServeGRPC(b *testing.B) {
 			if cpuOK && cpuOn > 0 {
 				b.ReportMetric(cpuOn.Seconds()/dOn.Seconds(), "server-cores")
 				b.ReportMetric(cpuOn.Seconds()/spans*1e6, "server-cpu-s/Mspans")
+			}
+			if cpuOffOK && cpuOff > 0 {
+				b.ReportMetric(cpuOff.Seconds()/spans*1e6, "server-cpu-s/Mspans-noanalysis")
 			}
 		})
 	}
