@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -163,40 +162,6 @@ func BenchmarkConsumeSynth(b *testing.B) {
 	})
 }
 
-// BenchmarkConsumeParallel measures analysis from concurrent requests, as
-// the receivers call it: run with -cpu 1,2 to see how it scales.
-func BenchmarkConsumeParallel(b *testing.B) {
-	a, err := New(DefaultConfig(), nil, prometheus.NewRegistry())
-	if err != nil {
-		b.Fatal(err)
-	}
-	var stream atomic.Uint32
-	var spans atomic.Int64
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		g := synth.New(synth.Config{Stream: stream.Add(1)})
-		// One request, refilled with new traces before each call: cheap
-		// next to the analysis (see BenchmarkSynthRefill), and outside
-		// the analyzer's locks, like a receiver's decoding.
-		td, _ := g.Next(time.Now())
-		n := 0
-		ctx := context.Background()
-		for pb.Next() {
-			if n > 0 {
-				g.Refill(td, time.Now())
-			}
-			if err := a.ConsumeTraces(ctx, td); err != nil {
-				b.Error(err)
-				return
-			}
-			spans.Add(int64(td.SpanCount()))
-			n++
-		}
-	})
-	b.ReportMetric(float64(spans.Load())/b.Elapsed().Seconds(), "spans/s")
-}
-
 // BenchmarkSynthRefill measures what BenchmarkConsumeParallel spends
 // outside the analyzer on each request.
 func BenchmarkSynthRefill(b *testing.B) {
@@ -258,83 +223,142 @@ func BenchmarkPendingEvents(b *testing.B) {
 	b.ReportMetric(perEvent, "B/event")
 }
 
-// BenchmarkConsumeScaling measures how analysis scales from one core to two
-// as a ratio in one run: each op is a round that has the same workers
-// analyse new requests with GOMAXPROCS=1, then with GOMAXPROCS=2, timing
-// each phase alone, so that other work on the machine slows both alike.
-// Requests are refilled between phases, untimed. It reports both rates and
-// their ratio (speedup); the target is 1.7 or more on two free cores.
-func BenchmarkConsumeScaling(b *testing.B) {
-	const (
-		workers    = 4  // concurrent requests, as from several receiver streams
-		perWorker  = 16 // requests each worker analyses in a phase
-		phaseProcs = 2
-	)
-	a, err := New(DefaultConfig(), nil, prometheus.NewRegistry())
-	if err != nil {
-		b.Fatal(err)
+// phaseWorkers is the number of concurrent requests in a phase of the
+// scaling benchmarks, as from several receiver streams, and phaseRequests
+// the requests each analyses in a phase.
+const (
+	phaseWorkers  = 4
+	phaseRequests = 16
+)
+
+// phase is one side of a benchmark that compares two ways of running the
+// analysis in alternating phases of one run.
+type phase struct {
+	procs int // GOMAXPROCS during the phase
+	a     *Analyzer
+	ws    []phaseWorker
+	d     time.Duration
+	spans int // per phase
+}
+
+type phaseWorker struct {
+	g    *synth.Generator
+	reqs []ptrace.Traces
+}
+
+// newPhase returns a phase that runs with procs on a, from its own synth
+// streams (base+1 onwards).
+func newPhase(procs int, a *Analyzer, base uint32) *phase {
+	ph := &phase{procs: procs, a: a, ws: make([]phaseWorker, phaseWorkers)}
+	now := time.Now()
+	for i := range ph.ws {
+		g := synth.New(synth.Config{Stream: base + uint32(i) + 1})
+		ph.ws[i] = phaseWorker{g: g, reqs: synthRequests(g, phaseRequests, now)}
+		for _, td := range ph.ws[i].reqs {
+			ph.spans += td.SpanCount()
+		}
 	}
+	return ph
+}
+
+// run analyses the phase's requests from its workers with GOMAXPROCS set,
+// and adds the time it took to ph.d.
+func (ph *phase) run(b *testing.B) {
+	runtime.GOMAXPROCS(ph.procs)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range ph.ws {
+		wg.Go(func() {
+			for _, td := range ph.ws[i].reqs {
+				if err := ph.a.ConsumeTraces(ctx, td); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	ph.d += time.Since(start)
+}
+
+// refill gives the phase's requests new traces.
+func (ph *phase) refill() {
+	now := time.Now()
+	for _, w := range ph.ws {
+		for _, td := range w.reqs {
+			w.g.Refill(td, now)
+		}
+	}
+}
+
+// rate returns the phase's spans per second over n rounds.
+func (ph *phase) rate(n int) float64 { return float64(ph.spans*n) / ph.d.Seconds() }
+
+// alternate runs b.N rounds of the phases, one after the other, refilling
+// a phase's requests before it runs (untimed) so that no trace is analysed
+// twice, and restores GOMAXPROCS.
+func alternate(b *testing.B, phases ...*phase) {
 	prev := runtime.GOMAXPROCS(0)
 	defer runtime.GOMAXPROCS(prev)
-	type worker struct {
-		g    *synth.Generator
-		reqs []ptrace.Traces
-	}
-	ws := make([]worker, workers)
-	now := time.Now()
-	for i := range ws {
-		ws[i].g = synth.New(synth.Config{Stream: uint32(i + 1)})
-		ws[i].reqs = synthRequests(ws[i].g, perWorker, now)
-	}
-	refill := func() {
-		now := time.Now()
-		for i := range ws {
-			for _, td := range ws[i].reqs {
-				ws[i].g.Refill(td, now)
-			}
-		}
-	}
-	spansPerPhase := 0
-	for i := range ws {
-		for _, td := range ws[i].reqs {
-			spansPerPhase += td.SpanCount()
-		}
-	}
-	phase := func(procs int) time.Duration {
-		runtime.GOMAXPROCS(procs)
-		ctx := context.Background()
-		var wg sync.WaitGroup
-		start := time.Now()
-		for i := range ws {
-			wg.Go(func() {
-				for _, td := range ws[i].reqs {
-					if err := a.ConsumeTraces(ctx, td); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		return time.Since(start)
-	}
-	var d [phaseProcs + 1]time.Duration
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		for procs := 1; procs <= phaseProcs; procs++ {
+		for _, ph := range phases {
 			b.StopTimer()
-			if i > 0 || procs > 1 {
-				refill()
-			}
+			ph.refill()
 			b.StartTimer()
-			d[procs] += phase(procs)
+			ph.run(b)
 		}
 	}
 	b.StopTimer()
-	spans := float64(spansPerPhase * b.N)
-	r1, r2 := spans/d[1].Seconds(), spans/d[2].Seconds()
-	b.ReportMetric(r1, "spans/s-1cpu")
-	b.ReportMetric(r2, "spans/s-2cpu")
-	b.ReportMetric(r2/r1, "speedup")
+}
+
+// BenchmarkConsumeScaling measures how analysis scales from one core to two,
+// as a ratio in one run: each op is a round in which the same workers
+// analyse new requests with GOMAXPROCS=1, then with GOMAXPROCS=2, into one
+// analyzer made with GOMAXPROCS=2 (so with that default number of shards);
+// each phase is timed alone, so that other work on the machine slows both
+// alike. It reports both rates and their ratio (speedup); the target is 1.7
+// or more on two free cores. With GOMAXPROCS=1 lagscope runs one shard, not
+// the 16 of this analyzer: BenchmarkConsumeShards measures what that
+// changes on one core.
+func BenchmarkConsumeScaling(b *testing.B) {
+	prev := runtime.GOMAXPROCS(2)
+	a, err := New(DefaultConfig(), nil, prometheus.NewRegistry())
+	runtime.GOMAXPROCS(prev)
+	if err != nil {
+		b.Fatal(err)
+	}
+	one, two := newPhase(1, a, 0), newPhase(2, a, 0)
+	two.ws = one.ws // the same workers and streams
+	alternate(b, one, two)
+	b.ReportMetric(one.rate(b.N), "spans/s-1cpu")
+	b.ReportMetric(two.rate(b.N), "spans/s-2cpu")
+	b.ReportMetric(two.rate(b.N)/one.rate(b.N), "speedup")
+}
+
+// BenchmarkConsumeShards measures, on one core and as a ratio in one run,
+// the analysis with the shards lagscope runs at GOMAXPROCS=2 (16) against
+// the one shard it runs at GOMAXPROCS=1: alternating phases, each into its
+// own analyzer.
+func BenchmarkConsumeShards(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.Shards = 1
+	a1, err := New(cfg, nil, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	prev := runtime.GOMAXPROCS(2)
+	a16, err := New(DefaultConfig(), nil, prometheus.NewRegistry())
+	runtime.GOMAXPROCS(prev)
+	if err != nil {
+		b.Fatal(err)
+	}
+	one, many := newPhase(1, a1, 0), newPhase(1, a16, phaseWorkers)
+	alternate(b, one, many)
+	b.ReportMetric(float64(len(a16.joiners)), "shards")
+	b.ReportMetric(one.rate(b.N), "spans/s-1shard")
+	b.ReportMetric(many.rate(b.N), "spans/s-shards")
+	b.ReportMetric(many.rate(b.N)/one.rate(b.N), "ratio")
 }
