@@ -162,8 +162,8 @@ func BenchmarkConsumeSynth(b *testing.B) {
 	})
 }
 
-// BenchmarkSynthRefill measures what BenchmarkConsumeParallel spends
-// outside the analyzer on each request.
+// BenchmarkSynthRefill measures what giving a request new traces costs: the
+// scaling benchmarks do it untimed, between phases.
 func BenchmarkSynthRefill(b *testing.B) {
 	g := synth.New(synth.Config{})
 	td, _ := g.Next(time.Now())
