@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -25,15 +26,21 @@ import (
 
 // Environment of a benchmark server child process: the test binary run
 // again, as `lagscope serve` (childServe) or as the same receiver with the
-// analysis switched off (childDiscard), on the gRPC address in benchAddrEnv.
+// analysis switched off (childDiscard), on the gRPC address in benchAddrEnv,
+// or as either with OTLP/HTTP on that address instead (childServeHTTP,
+// childDiscardHTTP).
 const (
 	benchChildEnv = "LAGSCOPE_BENCH_CHILD"
 	benchAddrEnv  = "LAGSCOPE_BENCH_GRPC"
-	// benchProfileEnv, set for the benchmark, names a file where the
-	// analysing server child writes a CPU profile of its run.
+	// benchProfileEnv, set for the benchmark, names the file where an
+	// analysing server child writes a CPU profile of its run, suffixed with
+	// its mode and GOMAXPROCS.
 	benchProfileEnv = "LAGSCOPE_BENCH_CPUPROFILE"
 	childServe      = "serve"
 	childDiscard    = "discard"
+	childServeHTTP  = "serve-http"
+	// childDiscardHTTP is childDiscard with OTLP/HTTP instead of gRPC.
+	childDiscardHTTP = "discard-http"
 )
 
 func TestMain(m *testing.M) {
@@ -52,9 +59,9 @@ func runBenchChild(mode, addr string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	switch mode {
-	case childServe:
+	case childServe, childServeHTTP:
 		if file := os.Getenv(benchProfileEnv); file != "" {
-			f, err := os.Create(file)
+			f, err := os.Create(file + "." + mode + ".procs" + strconv.Itoa(runtime.GOMAXPROCS(0)))
 			if err != nil {
 				return err
 			}
@@ -64,11 +71,18 @@ func runBenchChild(mode, addr string) error {
 			}
 			defer pprof.StopCPUProfile()
 		}
-		return run(ctx, []string{"serve", "--otlp.grpc-endpoint", addr, "--otlp.http-endpoint", "",
+		grpcAddr, httpAddr := addr, ""
+		if mode == childServeHTTP {
+			grpcAddr, httpAddr = "", addr
+		}
+		return run(ctx, []string{"serve", "--otlp.grpc-endpoint", grpcAddr, "--otlp.http-endpoint", httpAddr,
 			"--web.listen-address", "127.0.0.1:0", "--log.level", "error"}, os.Stdout, os.Stderr)
-	case childDiscard:
+	case childDiscard, childDiscardHTTP:
 		cfg := DefaultConfig().Collector()
 		cfg.GRPCEndpoint, cfg.HTTPEndpoint = addr, ""
+		if mode == childDiscardHTTP {
+			cfg.GRPCEndpoint, cfg.HTTPEndpoint = "", addr
+		}
 		r, err := collector.New(cfg, collector.Discard, nil, prometheus.NewRegistry())
 		if err != nil {
 			return err
@@ -106,7 +120,11 @@ func startBenchServer(b *testing.B, mode string, procs int) *benchServer {
 	}
 	s := &benchServer{cmd: cmd, addr: addr}
 	b.Cleanup(s.stop)
-	exp, err := newExporter("grpc", addr)
+	protocol := "grpc"
+	if mode == childServeHTTP || mode == childDiscardHTTP {
+		protocol = "http"
+	}
+	exp, err := newExporter(protocol, addr)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -230,7 +248,8 @@ const benchRound = 100
 // requests of 50 synth traces (500 spans, half with a role). In the same run
 // it measures the same receiver with the analysis switched off
 // (collector.Discard), in alternating rounds of benchRound requests, and
-// reports both rates and their ratio. One op is one request.
+// reports both rates and their ratio. Each server first gets warmRequests
+// requests, untimed. One op is one request.
 //
 // It also reports the CPU the analysing server used, in cores (server-cores)
 // and per million spans (server-cpu-s/Mspans), and the CPU per million
@@ -241,7 +260,8 @@ const benchRound = 100
 func BenchmarkServeGRPC(b *testing.B) {
 	for _, procs := range []int{1, 2} {
 		b.Run("procs="+strconv.Itoa(procs), func(b *testing.B) {
-			reqs := encodeRequests(b, b.N)
+			warm := warmRequests(b.N)
+			reqs := encodeRequests(b, warm+b.N)
 			spans := float64(b.N * synth.SpansPerTrace * 50)
 			on := startBenchServer(b, childServe, procs)
 			off := startBenchServer(b, childDiscard, procs)
@@ -255,6 +275,9 @@ func BenchmarkServeGRPC(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer expOff.Close()
+			blast(b, expOn, reqs[:warm], 8)
+			blast(b, expOff, reqs[:warm], 8)
+			reqs = reqs[warm:]
 			var dOn, dOff time.Duration
 			b.ResetTimer()
 			// The server's CPU time over the whole run: it is idle while
