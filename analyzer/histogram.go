@@ -2,8 +2,6 @@ package analyzer
 
 import (
 	"math"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,17 +22,8 @@ import (
 // disagree; the sum is added up per part, so its last digits may differ from
 // one running sum. Safe for concurrent use.
 type shardedHistogram struct {
-	opts   prometheus.HistogramOpts
-	desc   *prometheus.Desc
-	mu     sync.Mutex
-	series map[string]*histSeries
-	order  []*histSeries // in creation order, for a stable exposition
-}
-
-type histSeries struct {
-	labels  []*dto.LabelPair
-	created *timestamppb.Timestamp
-	parts   []*histPart // by shard; nil until observed there
+	partSet[histPart]
+	bounds []float64
 }
 
 // histPart is one shard's part of a series. Only its shard writes it; the
@@ -49,41 +38,17 @@ type histPart struct {
 }
 
 func newShardedHistogram(opts prometheus.HistogramOpts, labels []string) *shardedHistogram {
+	bounds := opts.Buckets
 	return &shardedHistogram{
-		opts:   opts,
-		desc:   prometheus.NewDesc(opts.Name, opts.Help, labels, nil),
-		series: make(map[string]*histSeries),
+		partSet: newPartSet(opts.Name, opts.Help, labels, func() *histPart {
+			n := len(bounds) + 1
+			// Rounded up to whole 64-byte lines: Go's size classes for
+			// multiples of 64 bytes start objects on a line.
+			words := make([]atomic.Uint64, (n+1+7)&^7)
+			return &histPart{bounds: bounds, counts: words[:n], sum: &words[n], ex: make([]atomic.Pointer[dto.Exemplar], n)}
+		}),
+		bounds: bounds,
 	}
-}
-
-// part returns the part of the series with labelValues that shard
-// observes. Callers cache it: it takes a lock.
-func (h *shardedHistogram) part(shard int, labelValues ...string) *histPart {
-	key := strings.Join(labelValues, "\xff")
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	s, ok := h.series[key]
-	if !ok {
-		s = &histSeries{labels: prometheus.MakeLabelPairs(h.desc, labelValues), created: timestamppb.Now()}
-		h.series[key] = s
-		h.order = append(h.order, s)
-	}
-	for len(s.parts) <= shard {
-		s.parts = append(s.parts, nil)
-	}
-	if s.parts[shard] == nil {
-		n := len(h.opts.Buckets) + 1
-		// Rounded up to whole 64-byte lines: Go's size classes for
-		// multiples of 64 bytes start objects on a line.
-		words := make([]atomic.Uint64, (n+1+7)&^7)
-		s.parts[shard] = &histPart{
-			bounds: h.opts.Buckets,
-			counts: words[:n],
-			sum:    &words[n],
-			ex:     make([]atomic.Pointer[dto.Exemplar], n),
-		}
-	}
-	return s.parts[shard]
 }
 
 // bucket returns the index of the bucket v falls in: the first bound at or
@@ -117,26 +82,17 @@ func (p *histPart) observeWithExemplar(v float64, traceID string) {
 	p.sum.Store(math.Float64bits(math.Float64frombits(p.sum.Load()) + v))
 }
 
-// Describe implements prometheus.Collector.
-func (h *shardedHistogram) Describe(ch chan<- *prometheus.Desc) { ch <- h.desc }
-
 // Collect implements prometheus.Collector.
 func (h *shardedHistogram) Collect(ch chan<- prometheus.Metric) {
-	h.mu.Lock()
-	series := append([]*histSeries(nil), h.order...)
-	parts := make([][]*histPart, len(series))
+	series, parts := h.snapshot()
 	for i, s := range series {
-		parts[i] = append([]*histPart(nil), s.parts...)
-	}
-	h.mu.Unlock()
-	for i, s := range series {
-		ch <- &mergedHistogram{desc: h.desc, labels: s.labels, h: h.merge(s.created, parts[i])}
+		ch <- &collectedMetric{desc: h.desc, labels: s.labels, h: h.merge(s.created, parts[i])}
 	}
 }
 
 // merge adds up the parts of one series.
 func (h *shardedHistogram) merge(created *timestamppb.Timestamp, parts []*histPart) *dto.Histogram {
-	n := len(h.opts.Buckets) + 1
+	n := len(h.bounds) + 1
 	counts := make([]uint64, n)
 	ex := make([]*dto.Exemplar, n)
 	var sum float64
@@ -154,7 +110,7 @@ func (h *shardedHistogram) merge(created *timestamppb.Timestamp, parts []*histPa
 	}
 	out := &dto.Histogram{SampleSum: new(sum), CreatedTimestamp: created, Bucket: make([]*dto.Bucket, 0, n)}
 	var cum uint64
-	for i, b := range h.opts.Buckets {
+	for i, b := range h.bounds {
 		cum += counts[i]
 		out.Bucket = append(out.Bucket, &dto.Bucket{UpperBound: new(b), CumulativeCount: new(cum), Exemplar: ex[i]})
 	}
@@ -176,19 +132,4 @@ func later(a, b *dto.Exemplar) bool {
 		return true
 	}
 	return a.GetTimestamp().AsTime().After(b.GetTimestamp().AsTime())
-}
-
-// mergedHistogram is one collected series of a shardedHistogram.
-type mergedHistogram struct {
-	desc   *prometheus.Desc
-	labels []*dto.LabelPair
-	h      *dto.Histogram
-}
-
-func (m *mergedHistogram) Desc() *prometheus.Desc { return m.desc }
-
-func (m *mergedHistogram) Write(out *dto.Metric) error {
-	out.Label = m.labels
-	out.Histogram = m.h
-	return nil
 }
