@@ -30,6 +30,7 @@ type Server struct {
 	web      *http.Server
 	webLn    net.Listener
 	webDone  chan error
+	scrapes  *scrapeClock
 }
 
 // NewServer builds a Server from a validated config; nothing listens until
@@ -60,19 +61,20 @@ func NewServer(cfg Config, logger *slog.Logger) (*Server, error) {
 		}
 	}
 	mux := http.NewServeMux()
-	mux.Handle(cfg.Web.TelemetryPath, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+	scrapes := &scrapeClock{}
+	mux.Handle(cfg.Web.TelemetryPath, scrapes.wrap(promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		// Exemplars (trace ids) are only in the OpenMetrics exposition.
 		EnableOpenMetrics: true,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelError),
 		Registry:          reg,
-	}))
+	})))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "lagscope is healthy.") })
 	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "lagscope is ready.") })
 	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintf(w, "<html><head><title>lagscope</title></head><body><h1>lagscope</h1><p><a href=%q>Metrics</a></p></body></html>\n", cfg.Web.TelemetryPath)
 	})
 	return &Server{
-		cfg: cfg, logger: logger, Registry: reg, Analyzer: a, receiver: r, source: source,
+		cfg: cfg, logger: logger, Registry: reg, Analyzer: a, receiver: r, source: source, scrapes: scrapes,
 		web: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
 	}, nil
 }
@@ -114,24 +116,36 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	return nil
 }
 
-// Shutdown stops receiving first, so that nothing accepted is lost, then the
-// analyzer, then the metrics endpoint. It waits for each, within ctx.
+// Shutdown stops receiving first, on both transports at once, so that
+// nothing accepted is lost: requests in flight finish within ctx and stalled
+// ones are cut when it ends. Then it stops the analyzer and runs its last tick,
+// so that every accepted span is in the counters; waits (within ctx) for the
+// final scrape when Prometheus has been scraping (see finalScrape); and stops
+// the metrics endpoint last. Cutting stalled clients is logged, not an error:
+// it is what the shutdown budget is for.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	if err := s.receiver.Shutdown(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("stop OTLP receivers: %w", err))
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			s.logger.Warn("cut OTLP requests still in flight at the end of the shutdown budget", "err", err)
+		} else {
+			errs = append(errs, fmt.Errorf("stop OTLP receivers: %w", err))
+		}
 	}
 	if err := s.Analyzer.Shutdown(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	s.Analyzer.Tick(time.Now())
 	if s.source != nil {
 		if err := s.source.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop SQL position source: %w", err))
 		}
 	}
 	if s.webLn != nil {
+		s.scrapes.awaitFinal(ctx, time.Now())
 		if err := s.web.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop metrics endpoint: %w", err))
+			_ = s.web.Close()
 		}
 		if err := <-s.webDone; err != nil {
 			errs = append(errs, fmt.Errorf("serve metrics: %w", err))
@@ -141,16 +155,25 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Run starts the server and serves until ctx is cancelled.
+// shutdownBudget is how long Run gives Shutdown after SIGTERM: in-flight
+// requests, the final scrape and the rest must fit in it.
+const shutdownBudget = 10 * time.Second
+
+// Run starts the server and serves until ctx is cancelled, then shuts down
+// within shutdownBudget.
 func (s *Server) Run(ctx context.Context) error {
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
 	<-ctx.Done()
-	s.logger.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	s.logger.Info("shutting down", "budget", shutdownBudget)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownBudget)
 	defer cancel()
-	return s.Shutdown(sctx)
+	err := s.Shutdown(sctx)
+	if err == nil {
+		s.logger.Info("shut down cleanly")
+	}
+	return err
 }
 
 // MetricsURL is the URL of the metrics endpoint after Start.
