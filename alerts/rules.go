@@ -202,6 +202,12 @@ func selfAlerts(cfg Config) []rulefmt.Rule {
 			`sum by (job, instance, reason) (rate(lagscope_join_evictions_total[5m])) > 0`,
 			"lagscope {{ $labels.instance }} evicts join entries ({{ $labels.reason }})",
 			"lagscope {{ $labels.instance }} (job {{ $labels.job }}) evicts join entries for reason {{ $labels.reason }} at {{ $value | humanize }}/s; the events or projection spans involved get no lag measurement."),
+		alert(cfg, "LagscopeRecoveredPanics", "warning", 0,
+			`sum by (job, instance) (increase(lagscope_panics_total[10m])) > 0
+or
+sum by (job, instance) (increase(lagscope_rejected_requests_total{reason="panic"}[10m])) > 0`,
+			"lagscope {{ $labels.instance }} recovered from a panic",
+			"lagscope {{ $labels.instance }} (job {{ $labels.job }}) recovered from panics ({{ $value | humanize }} in the last 10m, estimated by increase()): a bug met by some input. The request involved was refused (HTTP 500 / gRPC Internal) and nothing stayed locked, but its spans are not analysed."),
 		alert(cfg, "LagscopeDown", "critical", cfg.DownFor,
 			fmt.Sprintf(`up{job=%[1]q} == 0
 or

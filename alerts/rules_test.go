@@ -59,7 +59,7 @@ func TestRulesShape(t *testing.T) {
 	p := parser.NewParser(parser.Options{})
 	wantAlerts := []string{
 		"CQRSProjectionLagHigh", "CQRSProjectionStalled", "CQRSProjectionPositionStalled", "CQRSEventsUnprojected", "CQRSProjectionDrift",
-		"LagscopeRejectingSpans", "LagscopeJoinEvictions", "LagscopeDown",
+		"LagscopeRejectingSpans", "LagscopeJoinEvictions", "LagscopeRecoveredPanics", "LagscopeDown",
 	}
 	readme, err := os.ReadFile("README.md")
 	if err != nil {

@@ -82,6 +82,31 @@ func self() (dashboard.Dashboard, error) {
 		queries: []query{{expr: "sum by (label) (rate(lagscope_label_overflow_total" + selSelf + "[$__rate_interval]))", legend: "{{label}}"}},
 	}, nil))
 
+	b.WithRow(row("Hostile and malformed input"))
+	b.WithPanel(timeSeries(panel{
+		title: "Recovered panics", description: "Panics lagscope recovered from, per 10m: in the analyzer's tick, and while serving a request (the request was refused with 500 / Internal). Any is a bug: alert LagscopeRecoveredPanics.",
+		unit: unitShort, width: 6, height: 8,
+		queries: []query{
+			{expr: "sum by (component) (increase(lagscope_panics_total" + selSelf + "[10m]))", legend: "{{component}}"},
+			{expr: "sum by (transport) (increase(lagscope_rejected_requests_total{job=~\"$job\", instance=~\"$instance\", reason=\"panic\"}[10m]))", legend: "request {{transport}}"},
+		},
+	}, nil))
+	b.WithPanel(timeSeries(panel{
+		title: "Label values sanitized", description: "Label values per second that were not valid UTF-8 (invalid sequences replaced) or longer than metrics.max_label_length (truncated), by label and reason.",
+		unit: "suffix: /s", width: 6, height: 8,
+		queries: []query{{expr: "sum by (label, reason) (rate(lagscope_label_values_sanitized_total" + selSelf + "[$__rate_interval]))", legend: "{{label}} {{reason}}"}},
+	}, nil))
+	b.WithPanel(timeSeries(panel{
+		title: "Series budget overflow", description: "New label combinations per second folded into the all-\"other\" series because their metric family reached its series budget (metrics.max_series), by family.",
+		unit: "suffix: /s", width: 6, height: 8,
+		queries: []query{{expr: "sum by (metric) (rate(lagscope_series_overflow_total" + selSelf + "[$__rate_interval]))", legend: "{{metric}}"}},
+	}, nil))
+	b.WithPanel(timeSeries(panel{
+		title: "Invalid timestamps", description: "Spans per second whose times could not give a lag (end before start, or further apart than join.max_lag), by reason. Their lag is not observed.",
+		unit: "suffix: /s", width: 6, height: 8,
+		queries: []query{{expr: "sum by (reason) (rate(lagscope_invalid_timestamps_total" + selSelf + "[$__rate_interval]))", legend: "{{reason}}"}},
+	}, nil))
+
 	b.WithRow(row("Process"))
 	b.WithPanel(timeSeries(panel{
 		title: "CPU", description: "CPU time used per second, per instance (100% is one core).",
