@@ -1,27 +1,82 @@
-package main
+package demo
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"log/slog"
+	"net"
+	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/goleak"
 
+	"github.com/lagscope/lagscope/analyzer"
+	"github.com/lagscope/lagscope/collector"
 	"github.com/lagscope/lagscope/orders/app"
 	"github.com/lagscope/lagscope/orders/load"
 	"github.com/lagscope/lagscope/orders/projection"
 )
 
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testLagscope is a Lagscope built from its components as `lagscope serve`
+// wires them (cmd/lagscope's Server is in package main): the OTLP receivers
+// on loopback feeding an analyzer, whose metrics an httptest server exposes.
+type testLagscope struct {
+	*prometheus.Registry
+	analyzer *analyzer.Analyzer
+	receiver *collector.Receiver
+	web      *httptest.Server
+}
+
+func newTestLagscope(t *testing.T, deadline time.Duration) *testLagscope {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	ac := analyzer.DefaultConfig()
+	ac.Deadline = deadline
+	ac.Expected = map[string][]string{"*": {projection.OrdersView, projection.SalesSummary}}
+	a, err := analyzer.New(ac, nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := collector.DefaultConfig()
+	cc.GRPCEndpoint, cc.HTTPEndpoint = "127.0.0.1:0", "127.0.0.1:0"
+	r, err := collector.New(cc, a, nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := httptest.NewUnstartedServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return &testLagscope{Registry: reg, analyzer: a, receiver: r, web: web}
+}
+
+func (l *testLagscope) Start(ctx context.Context) error {
+	if err := l.analyzer.Start(ctx); err != nil {
+		return err
+	}
+	l.web.Start()
+	return l.receiver.Start(ctx)
+}
+
+func (l *testLagscope) Shutdown(ctx context.Context) error {
+	err := errors.Join(l.receiver.Shutdown(ctx), l.analyzer.Shutdown(ctx))
+	l.web.Close()
+	return err
+}
+
+func (l *testLagscope) GRPCAddr() net.Addr { return l.receiver.GRPCAddr() }
+func (l *testLagscope) HTTPAddr() net.Addr { return l.receiver.HTTPAddr() }
+func (l *testLagscope) MetricsURL() string { return l.web.URL + "/metrics" }
+func (l *testLagscope) Flush()             { l.analyzer.Flush() }
+
 // startDemo runs the demo in-process on ephemeral ports, with count commands
 // and the given projector faults.
-func startDemo(t *testing.T, count int64, deadline time.Duration, faults map[string]projection.Faults) *Demo {
+func startDemo(t *testing.T, count int64, deadline time.Duration, faults map[string]projection.Faults) (*Demo, *testLagscope) {
 	t.Helper()
-	lc := DefaultConfig()
-	lc.OTLP.GRPCEndpoint, lc.OTLP.HTTPEndpoint, lc.Web.ListenAddress = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	lc.Join.Deadline = deadline
-	lc.Join.Expected = map[string][]string{"*": {projection.OrdersView, projection.SalesSummary}}
+	ls := newTestLagscope(t, deadline)
 	oc := app.DefaultConfig()
 	oc.Store = "sqlite::memory:"
 	oc.Listen = "127.0.0.1:0"
@@ -30,7 +85,7 @@ func startDemo(t *testing.T, count int64, deadline time.Duration, faults map[str
 	oc.Projection.Seed = 7
 	ld := load.DefaultConfig()
 	ld.Rate, ld.Count, ld.Seed = 100, count, 7
-	d, err := NewDemo(DemoConfig{Lagscope: lc, Orders: oc, Load: ld}, slog.New(slog.DiscardHandler))
+	d, err := New(Config{Orders: oc, Load: ld}, ls, nil, ls.Registry)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +111,68 @@ func startDemo(t *testing.T, count int64, deadline time.Duration, faults map[str
 	if sum.Commands != count || sum.Failed != 0 {
 		t.Fatalf("load sent %d commands (%d failed), want %d", sum.Commands, sum.Failed, count)
 	}
-	return d
+	return d, ls
+}
+
+// gather returns lagscope's metric families by name.
+func gather(t *testing.T, g prometheus.Gatherer) map[string]*dto.MetricFamily {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := make(map[string]*dto.MetricFamily, len(mfs))
+	for _, mf := range mfs {
+		byName[mf.GetName()] = mf
+	}
+	return byName
+}
+
+// value sums the samples of a counter or gauge family whose labels include
+// match.
+func value(mfs map[string]*dto.MetricFamily, name string, match map[string]string) float64 {
+	var sum float64
+	for _, m := range mfs[name].GetMetric() {
+		if !labelsMatch(m, match) {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			sum += m.Counter.GetValue()
+		case m.Gauge != nil:
+			sum += m.Gauge.GetValue()
+		}
+	}
+	return sum
+}
+
+func labelsMatch(m *dto.Metric, match map[string]string) bool {
+	n := 0
+	for _, l := range m.GetLabel() {
+		if v, ok := match[l.GetName()]; ok {
+			if v != l.GetValue() {
+				return false
+			}
+			n++
+		}
+	}
+	return n == len(match)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, state)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func bucketCount(mfs map[string]*dto.MetricFamily, projection string, le float64) (below, total uint64) {
@@ -80,20 +196,19 @@ func bucketCount(mfs map[string]*dto.MetricFamily, projection string, le float64
 // median is at least the delay).
 func TestDemoDelay(t *testing.T) {
 	const delay = 500 * time.Millisecond // a bucket boundary, so the check is exact
-	d := startDemo(t, 40, 5*time.Second, map[string]projection.Faults{
+	d, ls := startDemo(t, 40, 5*time.Second, map[string]projection.Faults{
 		projection.OrdersView:   {Delay: delay},
 		projection.SalesSummary: {Delay: delay},
 	})
-	url := d.Server.MetricsURL()
 	var appended float64
 	waitFor(t, 20*time.Second, "every appended event to be projected by both projections", func() (bool, string) {
-		mfs := scrape(t, url)
+		mfs := gather(t, ls)
 		appended = value(mfs, "cqrs_events_appended_total", nil)
 		v := value(mfs, "cqrs_events_projected_total", map[string]string{"projection": projection.OrdersView})
 		s := value(mfs, "cqrs_events_projected_total", map[string]string{"projection": projection.SalesSummary})
 		return appended >= 40 && v == appended && s == appended, fmt.Sprintf("appended=%v orders_view=%v sales_summary=%v", appended, v, s)
 	})
-	mfs := scrape(t, url)
+	mfs := gather(t, ls)
 	for _, p := range []string{projection.OrdersView, projection.SalesSummary} {
 		below, total := bucketCount(mfs, p, delay.Seconds())
 		if total != uint64(appended) {
@@ -117,10 +232,9 @@ func TestDemoDelay(t *testing.T) {
 // TestDemoDropRate: every event a projector drops is counted unprojected for
 // that projection, no more, no less.
 func TestDemoDropRate(t *testing.T) {
-	d := startDemo(t, 60, time.Second, map[string]projection.Faults{
+	d, ls := startDemo(t, 60, time.Second, map[string]projection.Faults{
 		projection.SalesSummary: {DropRate: 0.25},
 	})
-	url := d.Server.MetricsURL()
 	var dropped int64
 	waitFor(t, 20*time.Second, "unprojected events to equal the dropped ones", func() (bool, string) {
 		for _, st := range d.Orders.Projections() {
@@ -128,7 +242,7 @@ func TestDemoDropRate(t *testing.T) {
 				dropped = st.Dropped
 			}
 		}
-		mfs := scrape(t, url)
+		mfs := gather(t, ls)
 		appended := value(mfs, "cqrs_events_appended_total", nil)
 		u := value(mfs, "cqrs_events_unprojected_total", map[string]string{"projection": projection.SalesSummary})
 		p := value(mfs, "cqrs_events_projected_total", map[string]string{"projection": projection.SalesSummary})
@@ -136,7 +250,7 @@ func TestDemoDropRate(t *testing.T) {
 		return dropped > 0 && u == float64(dropped) && p+u == appended && pending == 0,
 			fmt.Sprintf("dropped=%d unprojected=%v projected=%v appended=%v pending=%v", dropped, u, p, appended, pending)
 	})
-	mfs := scrape(t, url)
+	mfs := gather(t, ls)
 	if u := value(mfs, "cqrs_events_unprojected_total", map[string]string{"projection": projection.OrdersView}); u != 0 {
 		t.Errorf("orders_view: %v unprojected, want 0 (it dropped nothing)", u)
 	}
