@@ -1,14 +1,19 @@
 package demo
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
@@ -253,5 +258,53 @@ func TestDemoDropRate(t *testing.T) {
 	mfs := gather(t, ls)
 	if u := value(mfs, "cqrs_events_unprojected_total", map[string]string{"projection": projection.OrdersView}); u != 0 {
 		t.Errorf("orders_view: %v unprojected, want 0 (it dropped nothing)", u)
+	}
+}
+
+// TestRun runs the demo to the end of a counted load and checks its final
+// report: without faults, lagscope has seen every event each projector
+// projected, and has counted every appended event once per projection,
+// shown or (stopped before the projector got to it) unprojected.
+func TestRun(t *testing.T) {
+	ls := newTestLagscope(t, 5*time.Second)
+	oc := app.DefaultConfig()
+	oc.Store = "sqlite::memory:"
+	oc.Listen = "127.0.0.1:0"
+	oc.OTLP.BatchTimeout = 100 * time.Millisecond
+	oc.Projection.Seed = 7
+	ld := load.DefaultConfig()
+	ld.Rate, ld.Count, ld.Seed = 100, 30, 7
+	d, err := New(Config{Orders: oc, Load: ld, Interval: 100 * time.Millisecond}, ls, nil, ls.Registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	if err := d.Run(ctx, &out); err != nil {
+		t.Fatalf("Run: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"Running until Ctrl-C or 30 commands.", "PROJECTION", "== Final report ==", "Injected faults vs lagscope's findings"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	report := regexp.MustCompile(`(\w+) +projected by the projector (\d+), seen by lagscope (\d+); dropped 0, unprojected (\d+);`)
+	var got []string
+	counted := map[int]bool{} // projected + unprojected, per projection
+	for _, m := range report.FindAllStringSubmatch(out.String(), -1) {
+		projected, _ := strconv.Atoi(m[2])
+		unprojected, _ := strconv.Atoi(m[4])
+		if projected == 0 || m[2] != m[3] {
+			t.Errorf("%s: projected %s, seen by lagscope %s; want as many seen as projected, not 0", m[1], m[2], m[3])
+		}
+		counted[projected+unprojected] = true
+		got = append(got, m[1])
+	}
+	if diff := cmp.Diff(got, []string{projection.OrdersView, projection.SalesSummary}); diff != "" {
+		t.Errorf("projections in the final report (-got +want):\n%s\n%s", diff, out.String())
+	}
+	if len(counted) != 1 {
+		t.Errorf("projected + unprojected differ between projections (%v), want every appended event counted once for each:\n%s", counted, out.String())
 	}
 }
