@@ -89,6 +89,9 @@ type Demo struct {
 // Start. The SQL position source (cfg.Positions) registers its metrics with
 // reg, which should be the registry ls gathers, for the summary to show them.
 func New(cfg Config, ls Lagscope, logger *slog.Logger, reg prometheus.Registerer) (*Demo, error) {
+	if ls == nil {
+		return nil, errors.New("demo: nil Lagscope")
+	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = 2 * time.Second
 	}
