@@ -159,7 +159,7 @@ unless on (job, projection)
 `+RecordProjected+` > 0`,
 			"Projection {{ $labels.projection }} has stopped projecting events",
 			"Events of the types projection {{ $labels.projection }} (job {{ $labels.job }}) handles are appended at {{ $value | humanize }}/s, and it has projected none in the last 5m."),
-		// From the SQL position source (collector/sqlsource): the
+		// From the SQL position source (sqlsource): the
 		// checkpoint did not move in 5m (its lag grew by as much as the
 		// head) while events were appended. A projection steadily a few
 		// events behind a moving head is keeping up, not stalled.

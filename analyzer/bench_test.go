@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
-	"github.com/lagscope/lagscope/analyzer/synth"
+	"github.com/lagscope/lagscope/synth"
 )
 
 // cqrsRequests builds n export requests of tracesPer traces each, shaped like

@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/lagscope/lagscope/analyzer/synth"
+	"github.com/lagscope/lagscope/synth"
 )
 
 // TestShardsAgree: the analysis of every fixture, one request after

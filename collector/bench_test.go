@@ -10,7 +10,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 
 	"github.com/lagscope/lagscope/analyzer"
-	"github.com/lagscope/lagscope/analyzer/synth"
+	"github.com/lagscope/lagscope/synth"
 )
 
 // synthRequests returns n encoded export requests of the synth stream

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/lagscope/lagscope/analyzer/synth"
+	"github.com/lagscope/lagscope/synth"
 )
 
 // relevantAttr is an attribute as the analysis reads it.

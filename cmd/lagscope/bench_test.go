@@ -19,9 +19,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.uber.org/goleak"
 
-	"github.com/lagscope/lagscope/analyzer/synth"
 	"github.com/lagscope/lagscope/collector"
+	"github.com/lagscope/lagscope/loadgen"
+	"github.com/lagscope/lagscope/synth"
 )
 
 // Environment of a benchmark server child process: the test binary run
@@ -51,7 +53,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // runBenchChild serves until SIGINT or SIGTERM.
@@ -124,7 +126,7 @@ func startBenchServer(b *testing.B, mode string, procs int) *benchServer {
 	if mode == childServeHTTP || mode == childDiscardHTTP {
 		protocol = "http"
 	}
-	exp, err := newExporter(protocol, addr)
+	exp, err := loadgen.NewExporter(protocol, addr)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -183,7 +185,7 @@ func encodeRequests(b *testing.B, n int) [][]byte {
 
 // blast sends reqs through exp from inflight goroutines and returns the
 // time it took. Every export must succeed.
-func blast(b *testing.B, exp exporter, reqs [][]byte, inflight int) time.Duration {
+func blast(b *testing.B, exp loadgen.Exporter, reqs [][]byte, inflight int) time.Duration {
 	b.Helper()
 	var next atomic.Int64
 	var failed atomic.Int64
@@ -265,12 +267,12 @@ func BenchmarkServeGRPC(b *testing.B) {
 			spans := float64(b.N * synth.SpansPerTrace * 50)
 			on := startBenchServer(b, childServe, procs)
 			off := startBenchServer(b, childDiscard, procs)
-			expOn, err := newExporter("grpc", on.addr)
+			expOn, err := loadgen.NewExporter("grpc", on.addr)
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer expOn.Close()
-			expOff, err := newExporter("grpc", off.addr)
+			expOff, err := loadgen.NewExporter("grpc", off.addr)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/lagscope/lagscope/analyzer"
 	"github.com/lagscope/lagscope/collector"
-	"github.com/lagscope/lagscope/collector/sqlsource"
+	"github.com/lagscope/lagscope/sqlsource"
 )
 
 // Config is every setting of `lagscope serve`, as read from lagscope.yaml.

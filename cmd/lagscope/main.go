@@ -12,6 +12,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver of the SQL position source
+	_ "modernc.org/sqlite"             // its "sqlite" driver
 )
 
 const usage = `Usage: lagscope COMMAND [flags]

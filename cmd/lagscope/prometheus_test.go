@@ -28,8 +28,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/lagscope/lagscope/alerts"
-	"github.com/lagscope/lagscope/collector/sqlsource"
 	"github.com/lagscope/lagscope/dashboards"
+	"github.com/lagscope/lagscope/demo"
 	"github.com/lagscope/lagscope/orders/app"
 	"github.com/lagscope/lagscope/orders/load"
 	"github.com/lagscope/lagscope/orders/projection"
@@ -139,10 +139,16 @@ func TestPrometheus(t *testing.T) {
 	wg.Wait()
 }
 
+// liveDemo is a demo and the lagscope Server it runs.
+type liveDemo struct {
+	*demo.Demo
+	Server *Server
+}
+
 // startLiveDemo runs the demo in-process on ephemeral ports with a
 // continuous load of 30 commands/s until the test ends, its store in a
 // temporary SQLite file watched by the SQL position source.
-func startLiveDemo(t *testing.T, deadline time.Duration, faults map[string]projection.Faults) *Demo {
+func startLiveDemo(t *testing.T, deadline time.Duration, faults map[string]projection.Faults) *liveDemo {
 	t.Helper()
 	lc := DefaultConfig()
 	lc.OTLP.GRPCEndpoint, lc.OTLP.HTTPEndpoint, lc.Web.ListenAddress = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
@@ -162,13 +168,12 @@ func startLiveDemo(t *testing.T, deadline time.Duration, faults map[string]proje
 	oc.Projection.Seed = 7
 	ld := load.DefaultConfig()
 	ld.Rate, ld.Duration, ld.Seed = 30, 10*time.Minute, 7
-	pc := sqlsource.DefaultConfig()
-	pc.Interval, pc.Timeout = time.Second, time.Second
-	pc.Driver, pc.DSN = positionSource(oc.Store)
-	d, err := NewDemo(DemoConfig{Lagscope: lc, Orders: oc, Load: ld, Positions: pc}, slog.New(slog.DiscardHandler))
+	dc := demo.Config{Orders: oc, Load: ld, Positions: demo.StorePositions(oc.Store)}
+	dd, s, err := newDemo(dc, lc, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
+	d := &liveDemo{Demo: dd, Server: s}
 	if err := d.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +194,7 @@ func startLiveDemo(t *testing.T, deadline time.Duration, faults map[string]proje
 
 // demoState describes the demo for failure messages: what its projectors
 // did, and what lagscope made of it.
-func demoState(t *testing.T, d *Demo) string {
+func demoState(t *testing.T, d *liveDemo) string {
 	var b strings.Builder
 	for _, st := range d.Orders.Projections() {
 		fmt.Fprintf(&b, "projector %s: checkpoint %d, projected %d, spans %d, dropped %d, duplicated %d, stalled %v, errors %d\n",
@@ -227,7 +232,7 @@ type promServer struct {
 	scraped time.Time // lagscope scraped for the first time
 	stderr  *syncBuffer
 	client  *http.Client
-	demo    *Demo
+	demo    *liveDemo
 	exited  chan struct{} // closed when the process has ended
 	exitErr error         // how, once exited is closed
 }
@@ -267,7 +272,7 @@ func (b *syncBuffer) tail(n int) string {
 // startPrometheus starts a Prometheus that scrapes d every second as job
 // "lagscope" and evaluates rules every second, and waits until it is ready
 // and has scraped d once. It is killed when the test ends.
-func startPrometheus(t *testing.T, bin string, d *Demo, rules []byte) *promServer {
+func startPrometheus(t *testing.T, bin string, d *liveDemo, rules []byte) *promServer {
 	t.Helper()
 	target, err := url.Parse(d.Server.MetricsURL())
 	if err != nil {
@@ -888,7 +893,7 @@ func checkExemplars(t *testing.T, p *promServer) {
 
 // checkMetricsLint runs `promtool check metrics` on lagscope's plain-text
 // exposition.
-func checkMetricsLint(t *testing.T, d *Demo) {
+func checkMetricsLint(t *testing.T, d *liveDemo) {
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
 		t.Fatalf("prometheus is on PATH but promtool is not (both come with the prometheus package): %v", err)

@@ -13,7 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lagscope/lagscope/analyzer/synth"
+	"github.com/lagscope/lagscope/collector"
+	"github.com/lagscope/lagscope/synth"
 )
 
 // rawPoster sends pre-encoded OTLP/HTTP requests on persistent connections,
@@ -33,7 +34,7 @@ type rawConn struct {
 
 // frame returns an OTLP/HTTP protobuf request for body, headers included.
 func frame(body []byte) []byte {
-	head := "POST /v1/traces HTTP/1.1\r\nHost: lagscope\r\nContent-Type: application/x-protobuf\r\nContent-Length: " +
+	head := "POST " + collector.TracesHTTPPath + " HTTP/1.1\r\nHost: lagscope\r\nContent-Type: application/x-protobuf\r\nContent-Length: " +
 		strconv.Itoa(len(body)) + "\r\n\r\n"
 	return append([]byte(head), body...)
 }

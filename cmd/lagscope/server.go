@@ -15,7 +15,7 @@ import (
 
 	"github.com/lagscope/lagscope/analyzer"
 	"github.com/lagscope/lagscope/collector"
-	"github.com/lagscope/lagscope/collector/sqlsource"
+	"github.com/lagscope/lagscope/sqlsource"
 )
 
 // Server is `lagscope serve`: the OTLP receivers feeding the analyzer, and the

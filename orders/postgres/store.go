@@ -144,7 +144,7 @@ func (d *DB) ReadAll(ctx context.Context, after int64, limit int) ([]orders.Even
 }
 
 // HeadQuery is the query Head runs: the highest stored position, 0 for an
-// empty store. collector/sqlsource runs the same query by default.
+// empty store. sqlsource runs the same query by default.
 const HeadQuery = `SELECT COALESCE(MAX(position), 0) FROM events`
 
 // Head implements orders.Store.

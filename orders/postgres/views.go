@@ -13,7 +13,7 @@ import (
 )
 
 // CheckpointsQuery returns every projection's checkpoint as (projection,
-// position) rows. collector/sqlsource runs the same query by default.
+// position) rows. sqlsource runs the same query by default.
 const CheckpointsQuery = `SELECT projection, position FROM checkpoints ORDER BY projection`
 
 // Checkpoint implements orders.Views.

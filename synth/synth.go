@@ -114,7 +114,7 @@ func (g *Generator) AppendTo(td ptrace.Traces, now time.Time) Batch {
 	ra.PutStr("service.version", "1.4.2")
 	ra.PutStr("telemetry.sdk.language", "go")
 	ss := rs.ScopeSpans().AppendEmpty()
-	ss.Scope().SetName("github.com/lagscope/lagscope/analyzer/synth")
+	ss.Scope().SetName("github.com/lagscope/lagscope/synth")
 	spans := ss.Spans()
 	spans.EnsureCapacity(g.cfg.TracesPerRequest * SpansPerTrace)
 	var b Batch

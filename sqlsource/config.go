@@ -6,7 +6,8 @@ import (
 	"time"
 )
 
-// Drivers that Config.Driver accepts.
+// Drivers that Config.Driver accepts. The program registers the one it uses
+// by importing its package (see the package comment).
 const (
 	// DriverPostgres is pgx's database/sql driver (github.com/jackc/pgx/v5/stdlib).
 	DriverPostgres = "pgx"

@@ -20,6 +20,11 @@
 // how old they are (alert on time() minus it). Deleting the series instead
 // would make the lag alerts resolve while the database is unreachable.
 // Projections missing from a successful poll's rows lose their series.
+//
+// The package registers no database driver: the program that uses it imports
+// the one its Config.Driver names (github.com/jackc/pgx/v5/stdlib for "pgx",
+// modernc.org/sqlite for "sqlite"), as cmd/lagscope does, so that a library
+// user links only the driver it needs.
 package sqlsource
 
 import (
@@ -31,9 +36,7 @@ import (
 	"sync"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	"github.com/prometheus/client_golang/prometheus"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
 // Source polls an event store's positions. Start it once, then Shutdown it;

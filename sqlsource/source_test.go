@@ -9,17 +9,19 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver, as main registers it
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/goleak"
+	_ "modernc.org/sqlite" // the "sqlite" driver, as main registers it
 
-	"github.com/lagscope/lagscope/collector/sqlsource"
 	"github.com/lagscope/lagscope/orders"
 	"github.com/lagscope/lagscope/orders/postgres"
 	"github.com/lagscope/lagscope/orders/postgres/pgtest"
 	"github.com/lagscope/lagscope/orders/projection"
 	"github.com/lagscope/lagscope/orders/sqlite"
+	"github.com/lagscope/lagscope/sqlsource"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
