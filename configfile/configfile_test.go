@@ -1,4 +1,4 @@
-package main
+package configfile
 
 import (
 	"testing"
@@ -25,7 +25,7 @@ type yamlTestConfig struct {
 	Untagged string
 }
 
-func TestDecodeYAML(t *testing.T) {
+func TestDecode(t *testing.T) {
 	base := yamlTestConfig{Join: yamlTestInner{Deadline: 30 * time.Second, Max: 7}, Inlined: yamlTestFlat{Level: "info"}}
 	tests := []struct {
 		name    string
@@ -67,7 +67,7 @@ func TestDecodeYAML(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := base
-			err := decodeYAML([]byte(tt.doc), &got)
+			err := Decode([]byte(tt.doc), &got)
 			gotErr := ""
 			if err != nil {
 				gotErr = err.Error()

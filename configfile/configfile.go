@@ -1,4 +1,8 @@
-package main
+// Package configfile decodes YAML configuration files into Go structs with
+// errors that speak of the file, not of Go: each names the dotted key and its
+// line, an unknown key comes with the nearest known one, and every error in a
+// file is reported at once.
+package configfile
 
 import (
 	"bytes"
@@ -12,14 +16,14 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// decodeYAML decodes a YAML document over v, a pointer to a struct whose
+// Decode decodes a YAML document over v, a pointer to a struct whose
 // fields carry yaml tags, keeping what the document does not set. Unlike
 // yaml's own strict decoding, its errors speak of the file, not of Go: they
 // name the dotted key and its line ("join.deadline (line 7): "30 seconds" is
 // not a duration (e.g. 30s)"), an unknown key comes with the nearest known one,
 // and every error in the document is reported, joined. An empty document is
 // an empty config.
-func decodeYAML(b []byte, v any) error {
+func Decode(b []byte, v any) error {
 	var doc yaml.Node
 	if err := yaml.NewDecoder(bytes.NewReader(b)).Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
@@ -30,8 +34,12 @@ func decodeYAML(b []byte, v any) error {
 	if len(doc.Content) == 0 {
 		return nil
 	}
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Pointer || rv.Elem().Kind() != reflect.Struct {
+		return fmt.Errorf("configfile: Decode needs a pointer to a struct, got %T", v)
+	}
 	var errs []error
-	decodeNode(doc.Content[0], reflect.ValueOf(v).Elem(), "", &errs)
+	decodeNode(doc.Content[0], rv.Elem(), "", &errs)
 	return errors.Join(errs...)
 }
 
