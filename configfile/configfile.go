@@ -209,16 +209,21 @@ func findField(fields []yamlField, name string) (yamlField, bool) {
 // nearest returns the known key closest to name, if it is close enough to be
 // a typo of it.
 func nearest(name string, fields []yamlField) string {
-	best, bestD := "", 3
-	for _, f := range fields {
-		if d := editDistance(strings.ToLower(name), f.name); d < bestD {
-			best, bestD = f.name, d
-		}
+	known := make([]string, len(fields))
+	for i, f := range fields {
+		known[i] = f.name
 	}
-	if best == "" {
-		// A flag's spelling (max-label-values) for a key's (max_label_values).
-		if _, ok := findField(fields, strings.ReplaceAll(name, "-", "_")); ok {
-			best = strings.ReplaceAll(name, "-", "_")
+	return Suggest(strings.ReplaceAll(name, "-", "_"), known)
+}
+
+// Suggest returns the string of known closest to name (ignoring case), if it
+// is within two edits of it: close enough to be a typo. Otherwise "".
+func Suggest(name string, known []string) string {
+	name = strings.ToLower(name)
+	best, bestD := "", 3
+	for _, k := range known {
+		if d := editDistance(name, strings.ToLower(k)); d < bestD {
+			best, bestD = k, d
 		}
 	}
 	return best

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -34,27 +33,27 @@ type analyzeReport struct {
 }
 
 func runAnalyze(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("analyze", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("analyze", "analyze [--format text|json] FILE...", stdout)
 	format := fs.String("format", "text", "output format: text or json")
 	var expected expectedFlag
 	fs.Var(&expected, "expect", "`type=projection[,projection]` an event type must be shown by (repeatable; type * for all)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: lagscope analyze [--format text|json] FILE...")
-		fmt.Fprintln(stderr, "Analyses OTLP JSON traces offline: one ExportTraceServiceRequest or TracesData per line")
-		fmt.Fprintln(stderr, "(as the OpenTelemetry Collector's file exporter writes), or whole JSON documents; .gz files")
-		fmt.Fprintln(stderr, "are decompressed and - reads standard input. Every pending event is evaluated at the end.")
+		fmt.Fprintln(stdout, "Usage: lagscope analyze [--format text|json] FILE...")
+		fmt.Fprintln(stdout, "Analyses OTLP JSON traces offline: one ExportTraceServiceRequest or TracesData per line")
+		fmt.Fprintln(stdout, "(as the OpenTelemetry Collector's file exporter writes), or whole JSON documents; .gz files")
+		fmt.Fprintln(stdout, "are decompressed and - reads standard input. Every pending event is evaluated at the end.")
+		fs.SetOutput(stdout)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *format != "text" && *format != "json" {
-		return fmt.Errorf("--format must be text or json, got %q", *format)
+		return &usageError{cmd: "analyze", err: fmt.Errorf("--format must be text or json, got %q", *format)}
 	}
 	if fs.NArg() == 0 {
-		fs.Usage()
-		return errors.New("analyze needs at least one file")
+		return &usageError{cmd: "analyze", err: errors.New("analyze needs at least one file")}
 	}
 	cfg := analyzer.DefaultConfig()
 	cfg.KeepSamples = true

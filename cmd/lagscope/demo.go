@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -95,8 +94,7 @@ func contains(xs []string, x string) bool {
 
 // runDemo is `lagscope demo`: see package demo.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("demo", "demo [flags]", stdout)
 	sf := newServeFlags(fs)
 	oc := app.DefaultConfig()
 	oc.Store = ""
@@ -105,7 +103,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	lc := load.DefaultConfig()
 	lc.Rate = 20
 	fs.Float64Var(&lc.Rate, "rate", lc.Rate, "commands per second the load generator sends")
-	fs.DurationVar(&lc.Duration, "duration", 0, "stop after this long (0: until Ctrl-C)")
+	durationVar(fs, &lc.Duration, "duration", "stop after this long (0: until Ctrl-C)")
 	fs.Int64Var(&lc.Count, "count", 0, "stop after this many commands (0: no limit)")
 	fs.IntVar(&lc.Concurrency, "concurrency", lc.Concurrency, "requests in flight at most")
 	delay := &perProjection{name: "projector-delay"}
@@ -117,14 +115,15 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Var(dup, "duplicate-rate", "`[PROJECTION=]P` probability that a projector processes an event twice")
 	fs.Var(stall, "stall", "`[PROJECTION=][AFTER+]FOR` a projector stops for FOR, AFTER (default 10s) after start, e.g. sales_summary=20s+30s")
 	var dc demo.Config
-	fs.DurationVar(&dc.Interval, "interval", 2*time.Second, "time between live summaries")
-	fs.DurationVar(&dc.Threshold, "lag-threshold", 5*time.Second, "lag alert threshold the summary evaluates")
-	fs.DurationVar(&dc.Window, "window", 30*time.Second, "window of the summary's lag quantiles")
-	if err := fs.Parse(args); err != nil {
+	dc.Interval, dc.Threshold, dc.Window = 2*time.Second, 5*time.Second, 30*time.Second
+	durationVar(fs, &dc.Interval, "interval", "time between live summaries")
+	durationVar(fs, &dc.Threshold, "lag-threshold", "lag alert threshold the summary evaluates")
+	durationVar(fs, &dc.Window, "window", "window of the summary's lag quantiles")
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("demo takes no arguments, got %q", fs.Args())
+		return &usageError{cmd: "demo", err: fmt.Errorf("demo takes no arguments, got %q", fs.Args())}
 	}
 	cfg, err := sf.resolve()
 	if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -12,14 +11,13 @@ import (
 )
 
 func runDashboards(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("dashboards", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("dashboards", "dashboards [--out DIR]", stdout)
 	out := fs.String("out", ".", "`directory` to write the Grafana dashboard JSON files into (created if missing)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("dashboards takes no arguments, got %q", fs.Args())
+		return &usageError{cmd: "dashboards", err: fmt.Errorf("dashboards takes no arguments, got %q", fs.Args())}
 	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return fmt.Errorf("create dashboards directory: %w", err)
@@ -39,25 +37,24 @@ func runDashboards(args []string, stdout, stderr io.Writer) error {
 
 func runAlerts(args []string, stdout, stderr io.Writer) error {
 	cfg := alerts.DefaultConfig()
-	fs := flag.NewFlagSet("alerts", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("alerts", "alerts [flags]", stdout)
 	out := fs.String("out", "-", "`file` to write the Prometheus rule file to (- for standard output)")
-	fs.DurationVar(&cfg.LagThreshold, "lag-threshold", cfg.LagThreshold, "lag above which CQRSProjectionLagHigh fires")
-	fs.DurationVar(&cfg.For, "for", cfg.For, "how long the lag must stay above the threshold")
-	fs.DurationVar(&cfg.StallFor, "stall-for", cfg.StallFor, "how long a projection may project nothing while events are appended")
-	fs.DurationVar(&cfg.UnprojectedFor, "unprojected-for", cfg.UnprojectedFor, "how long unprojected events must keep being counted")
+	durationVar(fs, &cfg.LagThreshold, "lag-threshold", "lag above which CQRSProjectionLagHigh fires")
+	durationVar(fs, &cfg.For, "for", "how long the lag must stay above the threshold")
+	durationVar(fs, &cfg.StallFor, "stall-for", "how long a projection may project nothing while events are appended")
+	durationVar(fs, &cfg.UnprojectedFor, "unprojected-for", "how long unprojected events must keep being counted")
 	fs.Float64Var(&cfg.DriftTolerance, "drift-tolerance", cfg.DriftTolerance, "allowed distance of projected/appended from 1")
-	fs.DurationVar(&cfg.DriftFor, "drift-for", cfg.DriftFor, "how long the drift must last")
+	durationVar(fs, &cfg.DriftFor, "drift-for", "how long the drift must last")
 	fs.Float64Var(&cfg.RejectRatio, "reject-ratio", cfg.RejectRatio, "fraction of received spans lagscope may reject")
-	fs.DurationVar(&cfg.SelfFor, "self-for", cfg.SelfFor, "how long lagscope's own problems must last")
-	fs.DurationVar(&cfg.DownFor, "down-for", cfg.DownFor, "how long lagscope may be unreachable")
+	durationVar(fs, &cfg.SelfFor, "self-for", "how long lagscope's own problems must last")
+	durationVar(fs, &cfg.DownFor, "down-for", "how long lagscope may be unreachable")
 	fs.StringVar(&cfg.Job, "job", cfg.Job, "Prometheus scrape job of lagscope")
 	fs.StringVar(&cfg.RunbookURL, "runbook-url", cfg.RunbookURL, "address of the runbook")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("alerts takes no arguments, got %q", fs.Args())
+		return &usageError{cmd: "alerts", err: fmt.Errorf("alerts takes no arguments, got %q", fs.Args())}
 	}
 	b, err := alerts.Generate(cfg)
 	if err != nil {

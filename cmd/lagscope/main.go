@@ -6,12 +6,13 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/lagscope/lagscope/configfile"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver of the SQL position source
 	_ "modernc.org/sqlite"             // its "sqlite" driver
@@ -28,30 +29,42 @@ Commands:
   alerts      write the Prometheus alerting and recording rules
   version     print the version
 
-Run 'lagscope COMMAND -h' for a command's flags.
+Run 'lagscope COMMAND --help' for a command's flags.
 `
+
+// commands are the subcommands, for suggestions.
+var commands = []string{"serve", "demo", "analyze", "loadgen", "dashboards", "alerts", "version", "help"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "lagscope:", err)
-		}
-		os.Exit(1)
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// exitCode prints err (once) and returns the process's exit status: 0 for
+// success and --help, 2 for a command line that cannot be parsed, 1 for
+// anything else.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, errHelp) {
+		return 0
 	}
+	fmt.Fprintln(stderr, "lagscope:", err)
+	if _, ok := errors.AsType[*usageError](err); ok {
+		return 2
+	}
+	return 1
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return errors.New("no command given")
+		return &usageError{err: errors.New("no command given")}
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "serve":
-		return runServe(ctx, rest, stderr)
+		return runServe(ctx, rest, stdout)
 	case "demo":
 		return runDemo(ctx, rest, stdout, stderr)
 	case "loadgen":
@@ -69,19 +82,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q", cmd)
+	e := &usageError{cmd: "", err: fmt.Errorf("unknown command %q", cmd)}
+	if near := configfile.Suggest(cmd, commands); near != "" {
+		e.hint = "Did you mean 'lagscope " + near + "'?"
+	}
+	return e
 }
 
-func runServe(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func runServe(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("serve", "serve [flags]", stdout)
 	sf := newServeFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+		return &usageError{cmd: "serve", err: fmt.Errorf("serve takes no arguments, got %q", fs.Args())}
 	}
 	cfg, err := sf.resolve()
 	if err != nil {
