@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"time"
+	"unicode/utf8"
 )
 
 // Config holds the analyzer's settings. The zero value is not valid; start
@@ -24,19 +25,52 @@ type Config struct {
 	Retention time.Duration
 	// MaxPendingEvents bounds the events held by the join. When full, the
 	// oldest are evicted (never the newest dropped). With several shards
-	// each holds MaxPendingEvents/shards and evicts its own oldest.
-	// Default 1,048,576.
+	// each holds MaxPendingEvents/shards and evicts its own oldest. An
+	// event is a fixed 112 bytes (plus index and per-aggregate state, about
+	// 200 bytes in all), whatever its strings: 1,048,576 events hold about
+	// 200 MiB. Default 1,048,576.
 	MaxPendingEvents int
 	// MaxPendingProjections bounds projection spans held while their
-	// append span has not arrived. Default 262,144.
+	// append span has not arrived (a fixed 72 bytes each), and also append
+	// facts waiting for their command span: those keep their strings, cut at
+	// the boundary (event id 64 bytes, label values MaxLabelLength+1,
+	// aggregate ids over 64 bytes replaced by a 33-byte digest), at most
+	// 264+3*(MaxLabelLength+1)+64+64 bytes with bookkeeping, 779 at the
+	// default MaxLabelLength: 262,144 of them hold at most about 195 MiB.
+	// Default 262,144.
 	MaxPendingProjections int
 	// MaxTraceSpans bounds the parent links and command spans remembered to
-	// resolve the command of an append span. Default 1,048,576.
+	// resolve the command of an append span: fixed-size entries (32 bytes a
+	// link, 48 a command; command names are interned label values), in
+	// tables at most twice that, about 70 MiB at the default. Default
+	// 1,048,576.
 	MaxTraceSpans int
 	// MaxLabelValues bounds the distinct values of each metric label
 	// (command, event_type, aggregate_type, projection, query); later values
 	// become "other". Projections are also capped at 64. Default 200.
 	MaxLabelValues int
+	// MaxLabelLength bounds the bytes of every label value (YAML
+	// metrics.max_label_length). Longer values are cut at a rune boundary
+	// and end in "…" within the bound; invalid UTF-8 is replaced by U+FFFD.
+	// Both are counted in lagscope_label_values_sanitized_total. At least 16.
+	// Default 128.
+	MaxLabelLength int
+	// MaxSeries bounds the series of each counter family with labels from
+	// spans (YAML metrics.max_series), on top of MaxLabelValues: past it a
+	// new label combination is counted in the one series whose labels are
+	// all "other", and in lagscope_series_overflow_total. Default 10,000.
+	MaxSeries int
+	// MaxHistogramSeries is MaxSeries for the lag histogram (YAML
+	// metrics.max_histogram_series), lower because each of its series is 18
+	// samples: at 10,000 series a text scrape measured 41 MiB and 0.7 s
+	// (OpenMetrics 64 MiB); at 1,000 (with 128-byte label values, the worst
+	// case) 8 MiB and 0.09 s (TestScrapeAtSeriesBudget). Default 1,000.
+	MaxHistogramSeries int
+	// MaxLag is the longest command-to-projection lag believed (YAML
+	// join.max_lag): a lag or stage duration above it, or a span that ends
+	// before it starts, is not observed but counted in
+	// lagscope_invalid_timestamps_total. Default 1h.
+	MaxLag time.Duration
 	// Expected names projections that must show events of a type even
 	// before they have been seen doing so: event type -> projections. The
 	// event type "*" applies to every type.
@@ -86,8 +120,16 @@ func DefaultConfig() Config {
 		MaxPendingProjections: 1 << 18,
 		MaxTraceSpans:         1 << 20,
 		MaxLabelValues:        200,
+		MaxLabelLength:        128,
+		MaxSeries:             10_000,
+		MaxHistogramSeries:    1_000,
+		MaxLag:                time.Hour,
 	}
 }
+
+// minLabelLength is the least MaxLabelLength: room for the truncation
+// marker and for lagscope's own values ("unknown", "other", "none").
+const minLabelLength = 16
 
 // maxProjections is the number of distinct projections tracked per event:
 // one bit each in a uint64.
@@ -120,13 +162,34 @@ func (c Config) Validate() error {
 	if c.MaxLabelValues < 1 {
 		errs = append(errs, fmt.Errorf("metrics.max_label_values must be at least 1, got %d", c.MaxLabelValues))
 	}
+	if c.MaxLabelLength < minLabelLength {
+		errs = append(errs, fmt.Errorf("metrics.max_label_length must be at least %d, got %d", minLabelLength, c.MaxLabelLength))
+	}
+	if c.MaxSeries < 1 {
+		errs = append(errs, fmt.Errorf("metrics.max_series must be at least 1, got %d", c.MaxSeries))
+	}
+	if c.MaxHistogramSeries < 1 {
+		errs = append(errs, fmt.Errorf("metrics.max_histogram_series must be at least 1, got %d", c.MaxHistogramSeries))
+	}
+	if c.MaxLag <= 0 {
+		errs = append(errs, fmt.Errorf("join.max_lag must be positive, got %s", c.MaxLag))
+	}
+	// Configured names become label values as they are: sanitizing them
+	// would make them differ from the names the spans carry.
+	validName := func(s string) bool { return utf8.ValidString(s) && len(s) <= max(c.MaxLabelLength, minLabelLength) }
 	for typ, ps := range c.Expected {
-		if typ == "" {
+		switch {
+		case typ == "":
 			errs = append(errs, errors.New("join.expected: empty event type"))
+		case !validName(typ):
+			errs = append(errs, fmt.Errorf("join.expected: event type %q is not valid UTF-8 of at most metrics.max_label_length bytes", typ))
 		}
 		for _, p := range ps {
-			if p == "" {
+			switch {
+			case p == "":
 				errs = append(errs, fmt.Errorf("join.expected[%q]: empty projection name", typ))
+			case !validName(p):
+				errs = append(errs, fmt.Errorf("join.expected[%q]: projection %q is not valid UTF-8 of at most metrics.max_label_length bytes", typ, p))
 			}
 		}
 	}
