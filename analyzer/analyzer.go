@@ -259,6 +259,9 @@ func (a *Analyzer) Flush() { a.tick(a.now().UnixNano(), true) }
 func (a *Analyzer) tick(now int64, flush bool) {
 	a.tickMu.Lock()
 	defer a.tickMu.Unlock()
+	if a.hook != nil {
+		a.hook("tick")
+	}
 	var facts []Fact
 	waiting := 0
 	for i := range a.resolvers {
@@ -293,9 +296,6 @@ func (a *Analyzer) safeTick(now time.Time) {
 			a.logger.Error("analyzer tick panicked", "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
-	if a.hook != nil {
-		a.hook("tick")
-	}
 	a.Tick(now)
 }
 
