@@ -32,11 +32,12 @@ type Config struct {
 	MaxPendingEvents int
 	// MaxPendingProjections bounds projection spans held while their
 	// append span has not arrived (a fixed 72 bytes each), and also append
-	// facts waiting for their command span: those keep their strings, cut at
-	// the boundary (event id 64 bytes, label values MaxLabelLength+1,
-	// aggregate ids over 64 bytes replaced by a 33-byte digest), at most
-	// 264+3*(MaxLabelLength+1)+64+64 bytes with bookkeeping, 779 at the
-	// default MaxLabelLength: 262,144 of them hold at most about 195 MiB.
+	// facts waiting for their command span. Those keep strings, bounded at
+	// the boundary: the event id cut to 64 bytes, an aggregate id over 64
+	// bytes replaced by a 33-byte digest, event and aggregate type cut to
+	// MaxLabelLength+1 bytes; with their bookkeeping (about 320 bytes) at
+	// most about 750 bytes each at the default MaxLabelLength, so 262,144
+	// of them hold at most about 190 MiB (TestJoinHeldBytesBounded).
 	// Default 262,144.
 	MaxPendingProjections int
 	// MaxTraceSpans bounds the parent links and command spans remembered to
@@ -52,7 +53,7 @@ type Config struct {
 	// MaxLabelLength bounds the bytes of every label value (YAML
 	// metrics.max_label_length). Longer values are cut at a rune boundary
 	// and end in "…" within the bound; invalid UTF-8 is replaced by U+FFFD.
-	// Both are counted in lagscope_label_values_sanitized_total. At least 16.
+	// Both are counted in lagscope_label_values_sanitized_total. At least 40.
 	// Default 128.
 	MaxLabelLength int
 	// MaxSeries bounds the series of each counter family with labels from
@@ -132,9 +133,14 @@ func DefaultConfig() Config {
 	}
 }
 
-// minLabelLength is the least MaxLabelLength: room for the truncation
-// marker and for lagscope's own values ("unknown", "other", "none").
-const minLabelLength = 16
+// minLabelLength is the least MaxLabelLength: room for lagscope's own label
+// values, so that every label value is within it; the longest is a metric
+// name, "cqrs_command_to_projection_lag_seconds" (38 bytes).
+const minLabelLength = 40
+
+// maxLabelValues is the most MaxLabelValues can be: label values are
+// uint16 ids, and a set holds "other", "none" and "unknown" besides.
+const maxLabelValues = 1<<16 - 4
 
 // maxProjections is the number of distinct projections tracked per event:
 // one bit each in a uint64.
@@ -164,8 +170,8 @@ func (c Config) Validate() error {
 	if c.Shards < 0 {
 		errs = append(errs, fmt.Errorf("shards must not be negative, got %d", c.Shards))
 	}
-	if c.MaxLabelValues < 1 {
-		errs = append(errs, fmt.Errorf("metrics.max_label_values must be at least 1, got %d", c.MaxLabelValues))
+	if c.MaxLabelValues < 1 || c.MaxLabelValues > maxLabelValues {
+		errs = append(errs, fmt.Errorf("metrics.max_label_values must be 1 to %d, got %d", maxLabelValues, c.MaxLabelValues))
 	}
 	if c.MaxLabelLength < minLabelLength {
 		errs = append(errs, fmt.Errorf("metrics.max_label_length must be at least %d, got %d", minLabelLength, c.MaxLabelLength))

@@ -98,7 +98,7 @@ func TestHostileLabelValues(t *testing.T) {
 
 // TestSanitizeLabel pins what a label value becomes.
 func TestSanitizeLabel(t *testing.T) {
-	const maxLen = 16
+	const maxLen = 16 // below minLabelLength, for short cases
 	tests := []struct {
 		in                 string
 		want               string
@@ -474,7 +474,7 @@ func TestValidateNewFields(t *testing.T) {
 		mutate func(*Config)
 		key    string
 	}{
-		{func(c *Config) { c.MaxLabelLength = 15 }, "metrics.max_label_length"},
+		{func(c *Config) { c.MaxLabelLength = 39 }, "metrics.max_label_length"},
 		{func(c *Config) { c.MaxSeries = 0 }, "metrics.max_series"},
 		{func(c *Config) { c.MaxHistogramSeries = 0 }, "metrics.max_histogram_series"},
 		{func(c *Config) { c.MaxLag = 0 }, "join.max_lag"},

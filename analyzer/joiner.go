@@ -422,7 +422,7 @@ func (j *Joiner) appendEvent(f *Fact, now int64) {
 	seq := j.events.push(e)
 	j.index.insert(f.Event, seq)
 	if j.sum.keep {
-		j.sum.ids[f.Event] = f.DisplayID()
+		j.sum.ids[f.Event] = clone(f.DisplayID()) // not a view into the request
 	}
 	if o, ok := j.orphanIdx[f.Event]; ok {
 		delete(j.orphanIdx, f.Event)

@@ -306,6 +306,9 @@ func (r *Resolver) resolve(sc *scratch, w *shardWork, now int64) {
 			}
 		case walkWait:
 			for i := range facts {
+				// An append fact has no projection or query: what its
+				// event carried there is not kept.
+				facts[i].Projection, facts[i].Query = "", ""
 				r.park(facts[i].Clone(), waitKey, now)
 				facts[i] = Fact{}
 			}
