@@ -108,8 +108,8 @@ func TestSanitizeLabel(t *testing.T) {
 		{strings.Repeat("a", 16), strings.Repeat("a", 16), false, false},
 		{strings.Repeat("a", 17), strings.Repeat("a", 13) + "…", false, true},
 		{"bad\xffvalue", "bad\uFFFDvalue", true, false},
-		{"ééééééééé", "éééééé…", false, true}, // 18 bytes: cut after 6 runes (12 bytes), not inside one
-		{strings.Repeat("\xff", 16), "\uFFFD", true, false},  // one run of bad bytes: one replacement
+		{"ééééééééé", "éééééé…", false, true},               // 18 bytes: cut after 6 runes (12 bytes), not inside one
+		{strings.Repeat("\xff", 16), "\uFFFD", true, false}, // one run of bad bytes: one replacement
 		{"\xffa\xffa\xffa\xffa\xffa\xff", "\uFFFDa\uFFFDa\uFFFDa…", true, true},
 		{strings.Repeat("x", 10<<20) + "\xff", strings.Repeat("x", 13) + "…", false, true}, // only what is kept is read
 	}
