@@ -26,25 +26,27 @@ type Config struct {
 	// MaxPendingEvents bounds the events held by the join. When full, the
 	// oldest are evicted (never the newest dropped). With several shards
 	// each holds MaxPendingEvents/shards and evicts its own oldest. An
-	// event is a fixed 112 bytes (plus index and per-aggregate state, about
-	// 200 bytes in all), whatever its strings: 1,048,576 events hold about
-	// 200 MiB. Default 1,048,576.
+	// event is a fixed 112 bytes whatever its strings, 176 with its index
+	// and per-aggregate state (BenchmarkPendingEvents): 1,048,576 events
+	// hold about 180 MiB. Default 1,048,576.
 	MaxPendingEvents int
 	// MaxPendingProjections bounds projection spans held while their
 	// append span has not arrived (a fixed 72 bytes each), and also append
 	// facts waiting for their command span. Those keep strings, bounded at
 	// the boundary: the event id cut to 64 bytes, an aggregate id over 64
 	// bytes replaced by a 33-byte digest, event and aggregate type cut to
-	// MaxLabelLength+1 bytes; with their bookkeeping (about 320 bytes) at
-	// most about 750 bytes each at the default MaxLabelLength, so 262,144
-	// of them hold at most about 190 MiB (TestJoinHeldBytesBounded).
+	// MaxLabelLength+1 bytes. With their bookkeeping that is at most about
+	// 900 bytes each at the default MaxLabelLength (measured with 20,000 of
+	// them, every string over the bounds), so 262,144 hold at most about
+	// 230 MiB (TestJoinHeldBytesBounded keeps 1 MiB strings out).
 	// Default 262,144.
 	MaxPendingProjections int
 	// MaxTraceSpans bounds the parent links and command spans remembered to
-	// resolve the command of an append span: fixed-size entries (32 bytes a
-	// link, 48 a command; command names are interned label values), in
-	// tables at most twice that, about 70 MiB at the default. Default
-	// 1,048,576.
+	// resolve the command of an append span (commands: an eighth of it):
+	// fixed-size slots (32 bytes a link, 48 a command, whose name is an
+	// interned label value), two generations of tables at most half full,
+	// so about 64 bytes per link and 96 per command: about 76 MiB at the
+	// default. Default 1,048,576.
 	MaxTraceSpans int
 	// MaxLabelValues bounds the distinct values of each metric label
 	// (command, event_type, aggregate_type, projection, query); later values
