@@ -122,14 +122,15 @@ func sanitizeLabel(v string, maxLen int) (out string, invalid, truncated bool) {
 	return v, invalid, truncated
 }
 
-// runeCut returns the largest n <= max at which v can be cut without
-// splitting a rune: n itself when v[n] starts a rune, else up to
-// utf8.UTFMax-1 bytes less (for invalid UTF-8, n-3 or less).
-func runeCut(v string, max int) int {
-	if max >= len(v) {
+// runeCut returns where to cut v to at most limit bytes without splitting a
+// rune: limit when v[limit] starts a rune, else up to utf8.UTFMax-1 bytes
+// less (in invalid UTF-8 it may still split a bad sequence, which stays
+// invalid). It reads v[limit-2:limit+1] at most.
+func runeCut(v string, limit int) int {
+	if limit >= len(v) {
 		return len(v)
 	}
-	n := max
+	n := limit
 	for k := 0; k < utf8.UTFMax-1 && n > 0 && !utf8.RuneStart(v[n]); k++ {
 		n--
 	}
