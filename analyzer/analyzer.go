@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,10 @@ type Analyzer struct {
 
 	pool sync.Pool
 
+	// hook, when set (tests only), is called with each lock a request
+	// takes, while it is held: a panic there proves that none stays held.
+	hook func(lock string)
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -62,7 +67,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Analyzer,
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	m, err := newMetrics(reg)
+	m, err := newMetrics(reg, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("register analyzer metrics: %w", err)
 	}
@@ -72,7 +77,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Analyzer,
 		logger:    logger,
 		m:         m,
 		now:       time.Now,
-		names:     newLabelSet("command", cfg.MaxLabelValues, nil),
+		names:     newLabelSet("command", cfg.MaxLabelValues, cfg.MaxLabelLength, m.labels["command"]),
 		resolvers: make([]resolverShard, n),
 		shared:    newJoinShared(cfg, m, n),
 	}
@@ -88,12 +93,14 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Analyzer,
 
 // ConsumeTraces analyses the spans of one export request. It does not retain
 // td. It never fails for the content of td: spans it cannot use are counted
-// as ignored.
+// as ignored, label values are sanitized. Should it panic all the same, it
+// holds no lock afterwards: the panic is the caller's to recover, and later
+// requests and ticks go on.
 func (a *Analyzer) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 	sc := a.pool.Get().(*scratch)
 	now := a.now().UnixNano()
 	n := len(a.resolvers)
-	sc.scan(td, a.names, n)
+	sc.scan(td, a.names, n, a.cfg.MaxLabelLength)
 	a.countRoles(&sc.roles)
 	// Each resolver shard once, in any order: first those free now, from
 	// a rotating start so that concurrent requests do not queue behind
@@ -149,11 +156,14 @@ func (a *Analyzer) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 }
 
 // resolve runs shard i's part of a request and unlocks the shard, whose
-// lock the caller took.
+// lock the caller took, even if the resolution panics.
 func (a *Analyzer) resolve(rs *resolverShard, sc *scratch, i int, now int64) {
+	defer rs.mu.Unlock()
+	if a.hook != nil {
+		a.hook("resolver")
+	}
 	rs.r.resolve(sc, &sc.work[i], now)
 	a.reportEvictions(rs.r)
-	rs.mu.Unlock()
 }
 
 // lockSpin locks mu, trying for a while before it blocks: the analysis holds
@@ -179,9 +189,14 @@ func sortByOrd(facts []Fact, ord []int32) {
 }
 
 // apply joins facts in order, each in its event's joiner shard: a run of
-// facts of the same shard under one lock.
+// facts of the same shard under one lock, which a panic releases too.
 func (a *Analyzer) apply(facts []Fact, now int64) {
 	var held *Joiner
+	defer func() {
+		if held != nil {
+			held.mu.Unlock()
+		}
+	}()
 	n := len(a.joiners)
 	for i := range facts {
 		f := &facts[i]
@@ -198,17 +213,18 @@ func (a *Analyzer) apply(facts []Fact, now int64) {
 			if held != nil {
 				held.mu.Unlock()
 			}
+			held = nil
 			lockSpin(&j.mu)
 			held = j
+			if a.hook != nil {
+				a.hook("joiner")
+			}
 		}
 		if f.Kind == FactAppend {
 			j.appendEvent(f, now)
 		} else {
 			j.projectFact(f, now)
 		}
-	}
-	if held != nil {
-		held.mu.Unlock()
 	}
 }
 
@@ -243,26 +259,44 @@ func (a *Analyzer) Flush() { a.tick(a.now().UnixNano(), true) }
 func (a *Analyzer) tick(now int64, flush bool) {
 	a.tickMu.Lock()
 	defer a.tickMu.Unlock()
+	if a.hook != nil {
+		a.hook("tick")
+	}
 	var facts []Fact
 	waiting := 0
 	for i := range a.resolvers {
 		rs := &a.resolvers[i]
-		rs.mu.Lock()
-		facts = rs.r.Expire(facts, now, flush)
-		a.reportEvictions(rs.r)
-		waiting += rs.r.Waiting()
-		rs.mu.Unlock()
+		func() {
+			rs.mu.Lock()
+			defer rs.mu.Unlock()
+			facts = rs.r.Expire(facts, now, flush)
+			a.reportEvictions(rs.r)
+			waiting += rs.r.Waiting()
+		}()
 	}
 	a.apply(facts, now)
 	entries := waiting
 	for _, j := range a.joiners {
-		j.mu.Lock()
-		j.expire(now, flush)
-		entries += j.Entries()
-		j.mu.Unlock()
+		j.locked(func() {
+			j.expire(now, flush)
+			entries += j.Entries()
+		})
 	}
 	a.shared.refreshGauges(a.joiners, now)
 	a.m.entries.Set(float64(entries))
+}
+
+// safeTick is Tick for the periodic loop: a panic is logged, counted and
+// recovered, so that the gauges and deadlines keep going (Tick holds no lock
+// after a panic).
+func (a *Analyzer) safeTick(now time.Time) {
+	defer func() {
+		if r := recover(); r != nil {
+			a.m.panics.Inc()
+			a.logger.Error("analyzer tick panicked", "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	a.Tick(now)
 }
 
 // tickInterval is how often Start ticks: often enough that gauges are fresh
@@ -287,7 +321,7 @@ func (a *Analyzer) Start(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				a.Tick(a.now())
+				a.safeTick(a.now())
 			}
 		}
 	}()
@@ -312,12 +346,16 @@ func (a *Analyzer) Shutdown(ctx context.Context) error {
 
 // Summary returns what the analyzer has seen so far.
 func (a *Analyzer) Summary() Summary {
-	a.tickMu.Lock()
-	s := a.shared.summary(a.joiners)
-	a.tickMu.Unlock()
+	s := a.summary()
 	s.Spans = SpanCounts{
 		Ignored: a.roles[RoleNone].Load(), Command: a.roles[RoleCommand].Load(), Append: a.roles[RoleAppend].Load(),
 		Project: a.roles[RoleProject].Load(), Query: a.roles[RoleQuery].Load(),
 	}
 	return s
+}
+
+func (a *Analyzer) summary() Summary {
+	a.tickMu.Lock()
+	defer a.tickMu.Unlock()
+	return a.shared.summary(a.joiners)
 }

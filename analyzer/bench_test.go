@@ -186,7 +186,7 @@ func BenchmarkPendingEvents(b *testing.B) {
 	var perEvent float64
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		m, err := newMetrics(prometheus.NewRegistry())
+		m, err := newMetrics(prometheus.NewRegistry(), cfg)
 		if err != nil {
 			b.Fatal(err)
 		}

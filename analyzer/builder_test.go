@@ -2,6 +2,8 @@ package analyzer
 
 import (
 	"encoding/binary"
+	"maps"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -50,9 +52,7 @@ func traces(service string, specs ...spanSpec) ptrace.Traces {
 		sp.SetKind(s.kind)
 		sp.SetStartTimestamp(pcommon.NewTimestampFromTime(base.Add(s.start)))
 		sp.SetEndTimestamp(pcommon.NewTimestampFromTime(base.Add(s.end)))
-		if err := sp.Attributes().FromRaw(s.attrs); err != nil {
-			panic(err)
-		}
+		putAttrs(sp.Attributes(), s.attrs)
 		for _, l := range s.links {
 			ln := sp.Links().AppendEmpty()
 			ln.SetTraceID(traceID(l[0]))
@@ -61,12 +61,20 @@ func traces(service string, specs ...spanSpec) ptrace.Traces {
 		for _, e := range s.events {
 			ev := sp.Events().AppendEmpty()
 			ev.SetName("cqrs.event")
-			if err := ev.Attributes().FromRaw(e); err != nil {
-				panic(err)
-			}
+			putAttrs(ev.Attributes(), e)
 		}
 	}
 	return td
+}
+
+// putAttrs puts attrs in m in the order of their keys, so that a request
+// built twice encodes the same (the seed corpus is compared byte for byte).
+func putAttrs(m pcommon.Map, attrs map[string]any) {
+	for _, k := range slices.Sorted(maps.Keys(attrs)) {
+		if err := m.PutEmpty(k).FromRaw(attrs[k]); err != nil {
+			panic(err)
+		}
+	}
 }
 
 func command(trace, span int, name string, start, end time.Duration) spanSpec {

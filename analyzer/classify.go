@@ -1,6 +1,8 @@
 package analyzer
 
 import (
+	"math"
+
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
@@ -115,34 +117,56 @@ func (a *spanAttrs) read(m pcommon.Map) {
 }
 
 // intValue reads an integer attribute that instrumentations sometimes send as
-// a string or a double.
+// a string or a double. A value int64 cannot hold (or not a number) is 0,
+// "no version": never a wrapped number, which would compare as older or
+// newer than it is.
 func intValue(v pcommon.Value) int64 {
 	switch v.Type() {
 	case pcommon.ValueTypeInt:
 		return v.Int()
 	case pcommon.ValueTypeDouble:
-		return int64(v.Double())
+		// -2^63 <= d < 2^63, false for NaN: int64(d) is defined.
+		if d := v.Double(); d >= -(1<<63) && d < 1<<63 {
+			return int64(d)
+		}
+		return 0
 	case pcommon.ValueTypeStr:
-		var n int64
-		s := v.Str()
-		neg := false
-		for i := 0; i < len(s); i++ {
-			c := s[i]
-			if i == 0 && c == '-' {
-				neg = true
-				continue
-			}
-			if c < '0' || c > '9' {
-				return 0
-			}
-			n = n*10 + int64(c-'0')
-		}
-		if neg {
-			n = -n
-		}
-		return n
+		return parseInt(v.Str())
 	}
 	return 0
+}
+
+// parseInt parses an optionally negative decimal integer; 0 when s is not
+// one or does not fit an int64.
+func parseInt(s string) int64 {
+	neg := len(s) > 0 && s[0] == '-'
+	if neg {
+		s = s[1:]
+	}
+	if s == "" {
+		return 0
+	}
+	var n uint64 // magnitude, up to 2^63 for -2^63
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0
+		}
+		if n > (1<<63)/10 {
+			return 0
+		}
+		n = n*10 + uint64(c-'0')
+		if n > 1<<63 {
+			return 0
+		}
+	}
+	switch {
+	case neg:
+		return int64(-n) // -2^63 too: its magnitude wraps to itself
+	case n > math.MaxInt64:
+		return 0
+	}
+	return int64(n)
 }
 
 // classify returns the role of a span under the span conventions (first match

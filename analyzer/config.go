@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"time"
+	"unicode/utf8"
 )
 
 // Config holds the analyzer's settings. The zero value is not valid; start
@@ -24,19 +25,60 @@ type Config struct {
 	Retention time.Duration
 	// MaxPendingEvents bounds the events held by the join. When full, the
 	// oldest are evicted (never the newest dropped). With several shards
-	// each holds MaxPendingEvents/shards and evicts its own oldest.
-	// Default 1,048,576.
+	// each holds MaxPendingEvents/shards and evicts its own oldest. An
+	// event is a fixed 112 bytes whatever its strings, 176 with its index
+	// and per-aggregate state (BenchmarkPendingEvents): 1,048,576 events
+	// hold about 180 MiB. Default 1,048,576.
 	MaxPendingEvents int
 	// MaxPendingProjections bounds projection spans held while their
-	// append span has not arrived. Default 262,144.
+	// append span has not arrived (a fixed 72 bytes each), and also append
+	// facts waiting for their command span. Those keep strings, bounded at
+	// the boundary: the event id cut to 64 bytes, an aggregate id over 64
+	// bytes replaced by a 33-byte digest, event and aggregate type cut to
+	// MaxLabelLength+1 bytes. With their bookkeeping that is at most about
+	// 900 bytes each at the default MaxLabelLength (measured with 20,000 of
+	// them, every string over the bounds), so 262,144 hold at most about
+	// 230 MiB (TestJoinHeldBytesBounded keeps 1 MiB strings out).
+	// Default 262,144.
 	MaxPendingProjections int
 	// MaxTraceSpans bounds the parent links and command spans remembered to
-	// resolve the command of an append span. Default 1,048,576.
+	// resolve the command of an append span (commands: an eighth of it):
+	// fixed-size slots (32 bytes a link, 48 a command, whose name is an
+	// interned label value), two generations of tables at most half full,
+	// so about 64 bytes per link and 96 per command: about 76 MiB at the
+	// default. Default 1,048,576.
 	MaxTraceSpans int
 	// MaxLabelValues bounds the distinct values of each metric label
 	// (command, event_type, aggregate_type, projection, query); later values
 	// become "other". Projections are also capped at 64. Default 200.
 	MaxLabelValues int
+	// MaxLabelLength bounds the bytes of every label value (YAML
+	// metrics.max_label_length). Longer values are cut at a rune boundary
+	// and end in "…" within the bound; invalid UTF-8 is replaced by U+FFFD.
+	// Both are counted in lagscope_label_values_sanitized_total. At least 40.
+	// Default 128.
+	MaxLabelLength int
+	// MaxSeries bounds the series of each counter family with labels from
+	// spans (YAML metrics.max_series), on top of MaxLabelValues: past it a
+	// new label combination is counted in the one series whose labels are
+	// all "other", and in lagscope_series_overflow_total. All seven such
+	// families at 10,000 series scraped as 5.9 MiB of text in 0.27 s with
+	// 16-byte label values, 21 MiB in 0.46 s with 128-byte ones. Default
+	// 10,000.
+	MaxSeries int
+	// MaxHistogramSeries is MaxSeries for the lag histogram (YAML
+	// metrics.max_histogram_series). It is lower because a series of it is
+	// 18 samples with exemplars: 10,000 series scraped as 25-37 MiB in
+	// 0.4-0.7 s with 16-byte label values and 83-94 MiB in 1.2-1.7 s
+	// with 128-byte ones (text-OpenMetrics); 500 as 1.2-1.8 MiB in 30 ms
+	// and, at worst, 4.1-4.7 MiB in 50 ms (TestScrapeAtSeriesBudget).
+	// Default 500.
+	MaxHistogramSeries int
+	// MaxLag is the longest command-to-projection lag believed (YAML
+	// join.max_lag): a lag or stage duration above it, or a span that ends
+	// before it starts, is not observed but counted in
+	// lagscope_invalid_timestamps_total. Default 1h.
+	MaxLag time.Duration
 	// Expected names projections that must show events of a type even
 	// before they have been seen doing so: event type -> projections. The
 	// event type "*" applies to every type.
@@ -86,8 +128,21 @@ func DefaultConfig() Config {
 		MaxPendingProjections: 1 << 18,
 		MaxTraceSpans:         1 << 20,
 		MaxLabelValues:        200,
+		MaxLabelLength:        128,
+		MaxSeries:             10_000,
+		MaxHistogramSeries:    500,
+		MaxLag:                time.Hour,
 	}
 }
+
+// minLabelLength is the least MaxLabelLength: room for lagscope's own label
+// values, so that every label value is within it; the longest is a metric
+// name, "cqrs_command_to_projection_lag_seconds" (38 bytes).
+const minLabelLength = 40
+
+// maxLabelValues is the most MaxLabelValues can be: label values are
+// uint16 ids, and a set holds "other", "none" and "unknown" besides.
+const maxLabelValues = 1<<16 - 4
 
 // maxProjections is the number of distinct projections tracked per event:
 // one bit each in a uint64.
@@ -117,16 +172,37 @@ func (c Config) Validate() error {
 	if c.Shards < 0 {
 		errs = append(errs, fmt.Errorf("shards must not be negative, got %d", c.Shards))
 	}
-	if c.MaxLabelValues < 1 {
-		errs = append(errs, fmt.Errorf("metrics.max_label_values must be at least 1, got %d", c.MaxLabelValues))
+	if c.MaxLabelValues < 1 || c.MaxLabelValues > maxLabelValues {
+		errs = append(errs, fmt.Errorf("metrics.max_label_values must be 1 to %d, got %d", maxLabelValues, c.MaxLabelValues))
 	}
+	if c.MaxLabelLength < minLabelLength {
+		errs = append(errs, fmt.Errorf("metrics.max_label_length must be at least %d, got %d", minLabelLength, c.MaxLabelLength))
+	}
+	if c.MaxSeries < 1 {
+		errs = append(errs, fmt.Errorf("metrics.max_series must be at least 1, got %d", c.MaxSeries))
+	}
+	if c.MaxHistogramSeries < 1 {
+		errs = append(errs, fmt.Errorf("metrics.max_histogram_series must be at least 1, got %d", c.MaxHistogramSeries))
+	}
+	if c.MaxLag <= 0 {
+		errs = append(errs, fmt.Errorf("join.max_lag must be positive, got %s", c.MaxLag))
+	}
+	// Configured names become label values as they are: sanitizing them
+	// would make them differ from the names the spans carry.
+	validName := func(s string) bool { return utf8.ValidString(s) && len(s) <= max(c.MaxLabelLength, minLabelLength) }
 	for typ, ps := range c.Expected {
-		if typ == "" {
+		switch {
+		case typ == "":
 			errs = append(errs, errors.New("join.expected: empty event type"))
+		case !validName(typ):
+			errs = append(errs, fmt.Errorf("join.expected: event type %q is not valid UTF-8 of at most metrics.max_label_length bytes", typ))
 		}
 		for _, p := range ps {
-			if p == "" {
+			switch {
+			case p == "":
 				errs = append(errs, fmt.Errorf("join.expected[%q]: empty projection name", typ))
+			case !validName(p):
+				errs = append(errs, fmt.Errorf("join.expected[%q]: projection %q is not valid UTF-8 of at most metrics.max_label_length bytes", typ, p))
 			}
 		}
 	}

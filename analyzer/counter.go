@@ -26,8 +26,10 @@ type counterPart struct {
 // inc adds one.
 func (p *counterPart) inc() { p.v.Add(1) }
 
-func newShardedCounter(opts prometheus.CounterOpts, labels []string) *shardedCounter {
-	return &shardedCounter{newPartSet(opts.Name, opts.Help, labels, func() *counterPart { return new(counterPart) })}
+// newShardedCounter returns a counter vector of at most limit series (0: no
+// limit) and the "other" one; see partSet.
+func newShardedCounter(opts prometheus.CounterOpts, labels []string, limit int) *shardedCounter {
+	return &shardedCounter{newPartSet(opts.Name, opts.Help, labels, limit, func() *counterPart { return new(counterPart) })}
 }
 
 // Collect implements prometheus.Collector.

@@ -44,12 +44,15 @@ type Fact struct {
 	Kind FactKind
 	// Event is the join key of the event (append and project facts).
 	Event EventKey
-	// EventID is the event id as the span carried it; empty when the key
-	// was derived from a messaging span's ids.
+	// EventID is the event id as the span carried it, cut to 64 bytes
+	// (ending in "…") when longer; empty when the key was derived from a
+	// messaging span's ids.
 	EventID       string
 	EventType     string
 	AggregateType string
-	AggregateID   string
+	// AggregateID is the aggregate id as the span carried it; one longer
+	// than 64 bytes is replaced by "#" and 32 hex digits of its hash.
+	AggregateID string
 	// Version is the aggregate version the event produced (append), the
 	// projection applied (project) or the read model returned (query); 0
 	// when unknown.

@@ -37,10 +37,12 @@ type histPart struct {
 	ex     []atomic.Pointer[dto.Exemplar]
 }
 
-func newShardedHistogram(opts prometheus.HistogramOpts, labels []string) *shardedHistogram {
+// newShardedHistogram returns a histogram vector of at most limit series (0:
+// no limit) and the "other" one; see partSet.
+func newShardedHistogram(opts prometheus.HistogramOpts, labels []string, limit int) *shardedHistogram {
 	bounds := opts.Buckets
 	return &shardedHistogram{
-		partSet: newPartSet(opts.Name, opts.Help, labels, func() *histPart {
+		partSet: newPartSet(opts.Name, opts.Help, labels, limit, func() *histPart {
 			n := len(bounds) + 1
 			// Rounded up to whole 64-byte lines: Go's size classes for
 			// multiples of 64 bytes start objects on a line.

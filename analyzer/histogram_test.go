@@ -18,7 +18,7 @@ import (
 func TestShardedHistogramMatchesVec(t *testing.T) {
 	opts := prometheus.HistogramOpts{Name: "h_seconds", Help: "A histogram.", Buckets: LagBuckets}
 	vec := prometheus.NewHistogramVec(opts, []string{"a", "b"})
-	sh := newShardedHistogram(opts, []string{"a", "b"})
+	sh := newShardedHistogram(opts, []string{"a", "b"}, 0)
 	rng := rand.New(rand.NewPCG(3, 4))
 	series := [][2]string{{"x", "y"}, {"x", "z"}, {"w", "y"}}
 	for i := range 3000 {
@@ -27,7 +27,7 @@ func TestShardedHistogramMatchesVec(t *testing.T) {
 		if i%3 == 0 {
 			v = float64(rng.IntN(400)) // some above the last bound
 		}
-		part := sh.part(rng.IntN(5), s[0], s[1])
+		part, _ := sh.part(rng.IntN(5), s[0], s[1])
 		child := vec.WithLabelValues(s[0], s[1])
 		if i%50 == 0 {
 			id := strings.Repeat("ab", 16)
@@ -71,14 +71,15 @@ func gather(t *testing.T, c prometheus.Collector) []*dto.MetricFamily {
 func TestShardedCounterMatchesVec(t *testing.T) {
 	opts := prometheus.CounterOpts{Name: "c_total", Help: "A counter."}
 	vec := prometheus.NewCounterVec(opts, []string{"a", "b"})
-	sc := newShardedCounter(opts, []string{"a", "b"})
+	sc := newShardedCounter(opts, []string{"a", "b"}, 0)
 	sc.touch("zero", "series")
 	vec.WithLabelValues("zero", "series")
 	rng := rand.New(rand.NewPCG(5, 6))
 	series := [][2]string{{"x", "y"}, {"x", "z"}, {"w", "y"}}
 	for range 5000 {
 		s := series[rng.IntN(len(series))]
-		sc.part(rng.IntN(7), s[0], s[1]).inc()
+		p, _ := sc.part(rng.IntN(7), s[0], s[1])
+		p.inc()
 		vec.WithLabelValues(s[0], s[1]).Inc()
 	}
 	got, want := gather(t, sc), gather(t, vec)

@@ -27,6 +27,9 @@ type eventEntry struct {
 	expected, pending, seen, unproj uint64
 	typ, aggType, command           uint16
 	declared                        bool // the deadline has been evaluated
+	// badTime: the append's timestamps were not credible (counted then),
+	// so no lag or stage duration is observed for the event.
+	badTime bool
 }
 
 // orphanEntry is a projection fact whose event has not been appended (yet).
@@ -70,6 +73,7 @@ type Joiner struct {
 	id                             int // shard number, for metric parts
 	stageObs                       [3]*histPart
 	deadline, retention, orphanTTL int64
+	maxLag                         int64
 	maxEvents, maxOrphans          int
 
 	m                                            *metrics
@@ -114,6 +118,8 @@ type joinShared struct {
 
 	lagMu     sync.Mutex
 	lagSeries map[[3]uint16]*lagSeries
+	// otherLag is the exemplar clock of the lag series past the budget.
+	otherLag lagSeries
 
 	aggs []aggShard
 
@@ -132,7 +138,7 @@ type aggShard struct {
 	id      int // for metric parts
 	order   *genMap[orderKey, orderVal]
 	latest  *genMap[aggKey, versionAt]
-	queries map[[2]uint16]*counterPart
+	queries map[[2]uint16]cachedCounter
 	counts  [3]uint64 // queries by result, for Summary
 	_       [64]byte  // keep shards' mutexes on their own cache lines
 }
@@ -143,10 +149,12 @@ type lagSeries struct {
 	lastEx atomic.Int64
 }
 
-// lagPart is a shard's handle on a lag series.
+// lagPart is a shard's handle on a lag series; over: the series is the
+// "other" one past the series budget.
 type lagPart struct {
 	*lagSeries
-	obs *histPart
+	obs  *histPart
+	over bool
 }
 
 type projSeries struct {
@@ -160,17 +168,28 @@ type counters2 struct {
 	vec   *shardedCounter
 	shard int
 	a, b  *labelSet
-	m     map[[2]uint16]*counterPart
+	m     map[[2]uint16]cachedCounter
+}
+
+// cachedCounter is a cached part of a counter series; over: the series is
+// the "other" one past the series budget.
+type cachedCounter struct {
+	p    *counterPart
+	over bool
 }
 
 func (c *counters2) inc(x, y uint16) {
 	k := [2]uint16{x, y}
 	ctr, ok := c.m[k]
 	if !ok {
-		ctr = c.vec.part(c.shard, c.a.value(x), c.b.value(y))
-		c.m[k] = ctr
+		ctr.p, ctr.over = c.vec.part(c.shard, c.a.value(x), c.b.value(y))
+		if c.vec.cacheable(ctr.over, len(c.m)) {
+			c.m[k] = ctr
+		}
+	} else if ctr.over {
+		c.vec.countOver()
 	}
-	ctr.inc()
+	ctr.p.inc()
 }
 
 // newJoiner returns a Joiner for cfg that reports to m, alone.
@@ -181,18 +200,21 @@ func newJoiner(cfg Config, m *metrics) *Joiner {
 // newJoinShared returns the shared state of joiner shards, with n aggregate
 // shards that split cfg's bound on aggregates.
 func newJoinShared(cfg Config, m *metrics, n int) *joinShared {
-	overflow := func(label string) { m.overflow.WithLabelValues(label).Inc() }
 	projLimit := cfg.MaxLabelValues
 	if projLimit > maxProjections-1 {
 		projLimit = maxProjections - 1 // one bit is kept for "other"
 	}
+	ml := cfg.MaxLabelLength
 	sh := &joinShared{
-		m:           m,
-		types:       newLabelSet("event_type", cfg.MaxLabelValues, overflow),
-		aggTypes:    newLabelSet("aggregate_type", cfg.MaxLabelValues, overflow),
-		commands:    newLabelSet("command", cfg.MaxLabelValues, overflow),
-		projections: newLabelSet("projection", projLimit, overflow),
-		qrys:        newLabelSet("query", cfg.MaxLabelValues, overflow),
+		m:        m,
+		types:    newLabelSet("event_type", cfg.MaxLabelValues, ml, m.labels["event_type"]),
+		aggTypes: newLabelSet("aggregate_type", cfg.MaxLabelValues, ml, m.labels["aggregate_type"]),
+		// Command names come interned, sanitized and counted by the
+		// resolvers' set of MaxLabelValues (and "other"): room for them,
+		// "none" and "other", so that an overflow is counted once.
+		commands:    newLabelSet("command", cfg.MaxLabelValues+2, ml, m.labels["command"]),
+		projections: newLabelSet("projection", projLimit, ml, m.labels["projection"]),
+		qrys:        newLabelSet("query", cfg.MaxLabelValues, ml, m.labels["query"]),
 		expected:    make([]atomic.Uint64, min(cfg.MaxLabelValues, 1<<16-1)+1),
 		cfgByType:   make(map[string]uint64),
 		lagSeries:   make(map[[3]uint16]*lagSeries),
@@ -204,7 +226,7 @@ func newJoinShared(cfg Config, m *metrics, n int) *joinShared {
 		sh.aggs[i].id = i
 		sh.aggs[i].order = newGenMap[orderKey, orderVal](cfg.MaxPendingEvents / n)
 		sh.aggs[i].latest = newGenMap[aggKey, versionAt](cfg.MaxPendingEvents / n)
-		sh.aggs[i].queries = make(map[[2]uint16]*counterPart)
+		sh.aggs[i].queries = make(map[[2]uint16]cachedCounter)
 	}
 	sh.projections.onAdd = func(p uint16, name string) {
 		if int(p) >= maxProjections {
@@ -244,6 +266,7 @@ func (sh *joinShared) shard(cfg Config, id, n int) *Joiner {
 		deadline:    int64(cfg.Deadline),
 		retention:   int64(cfg.Retention),
 		orphanTTL:   int64(cfg.Deadline + cfg.CommandWait),
+		maxLag:      int64(cfg.MaxLag),
 		maxEvents:   max(1, cfg.MaxPendingEvents/n),
 		maxOrphans:  max(1, cfg.MaxPendingProjections/n),
 		m:           sh.m,
@@ -258,11 +281,11 @@ func (sh *joinShared) shard(cfg Config, id, n int) *Joiner {
 	}
 	m := sh.m
 	for i, s := range stageNames {
-		j.stageObs[i] = m.stage.part(id, s)
+		j.stageObs[i], _ = m.stage.part(id, s) // no budget: three series
 	}
-	j.appended = counters2{vec: m.appended, shard: id, a: j.types, b: j.aggTypes, m: map[[2]uint16]*counterPart{}}
+	j.appended = counters2{vec: m.appended, shard: id, a: j.types, b: j.aggTypes, m: map[[2]uint16]cachedCounter{}}
 	for _, c := range []*counters2{&j.projected, &j.unproj, &j.duplicated, &j.outOfOrder, &j.late} {
-		c.shard, c.a, c.b, c.m = id, j.types, j.projections, map[[2]uint16]*counterPart{}
+		c.shard, c.a, c.b, c.m = id, j.types, j.projections, map[[2]uint16]cachedCounter{}
 	}
 	j.projected.vec, j.unproj.vec, j.duplicated.vec = m.projected, m.unproj, m.duplicated
 	j.outOfOrder.vec, j.late.vec = m.outOfOrder, m.late
@@ -371,10 +394,19 @@ func (j *Joiner) appendEvent(f *Fact, now int64) {
 		aggType:   j.aggTypes.id(f.AggregateType),
 		command:   j.commands.id(f.Command),
 	}
+	if f.End < f.Start {
+		j.m.invalidTime[timeEndBeforeStart].Inc()
+		e.badTime = true
+	}
 	if f.CommandStart > 0 && f.Command != "none" {
 		e.lagFrom = f.CommandStart
-		if d := f.End - f.CommandStart; d >= 0 {
-			j.stageObs[stageCommand].observe(seconds(d))
+		if d := f.End - f.CommandStart; d >= 0 && !e.badTime {
+			if d > j.maxLag {
+				j.m.invalidTime[timeBeyondMaxLag].Inc()
+				e.badTime = true
+			} else {
+				j.stageObs[stageCommand].observe(seconds(d))
+			}
 		}
 	}
 	e.expected = j.sh.expectedBy(typ)
@@ -385,21 +417,27 @@ func (j *Joiner) appendEvent(f *Fact, now int64) {
 	j.appended.inc(typ, e.aggType)
 	j.sum.appended(typ)
 	if e.aggHash != 0 && e.version > 0 {
-		a := j.sh.agg(e.aggHash)
-		lockSpin(&a.mu)
-		if v, ok := a.latest.get(aggKey(e.aggHash)); !ok || v.version < e.version {
-			a.latest.put(aggKey(e.aggHash), versionAt{version: e.version, appendEnd: f.End})
-		}
-		a.mu.Unlock()
+		j.sh.noteVersion(e.aggHash, e.version, f.End)
 	}
 	seq := j.events.push(e)
 	j.index.insert(f.Event, seq)
 	if j.sum.keep {
-		j.sum.ids[f.Event] = f.DisplayID()
+		j.sum.ids[f.Event] = clone(f.DisplayID()) // not a view into the request
 	}
 	if o, ok := j.orphanIdx[f.Event]; ok {
 		delete(j.orphanIdx, f.Event)
 		j.applyOrphans(j.events.at(seq), o, now)
+	}
+}
+
+// noteVersion records that version of an aggregate was appended at appendEnd,
+// if it is the latest.
+func (sh *joinShared) noteVersion(agg uint64, version, appendEnd int64) {
+	a := sh.agg(agg)
+	lockSpin(&a.mu)
+	defer a.mu.Unlock()
+	if v, ok := a.latest.get(aggKey(agg)); !ok || v.version < version {
+		a.latest.put(aggKey(agg), versionAt{version: version, appendEnd: appendEnd})
 	}
 }
 
@@ -460,18 +498,28 @@ func (j *Joiner) project(e *eventEntry, p uint16, start, end, now int64) {
 		j.late.inc(e.typ, p)
 		ps.late++
 	}
-	if lag := end - e.lagFrom; lag < 0 {
+	// Timestamps that are not credible give no lag or stage duration:
+	// one absurd span would add centuries to the sums.
+	credible := !e.badTime // else counted when appended
+	if credible && end < start {
+		j.m.invalidTime[timeEndBeforeStart].Inc()
+		credible = false
+	}
+	switch lag := end - e.lagFrom; {
+	case lag < 0:
 		j.sh.projSeries[p].skew.Inc()
 		ps.skew++
-	} else {
+	case !credible:
+	case lag > j.maxLag:
+		j.m.invalidTime[timeBeyondMaxLag].Inc()
+		credible = false
+	default:
 		j.observeLag(e, p, lag, now)
 		ps.observe(lag)
 	}
-	if d := start - e.appendEnd; d >= 0 {
-		j.stageObs[stageDelivery].observe(seconds(d))
-	}
-	if d := end - start; d >= 0 {
-		j.stageObs[stageProjection].observe(seconds(d))
+	if credible {
+		j.observeStage(stageDelivery, start-e.appendEnd)
+		j.observeStage(stageProjection, end-start)
 	}
 	if e.appendEnd > j.progress[p] {
 		j.progress[p] = e.appendEnd
@@ -479,6 +527,18 @@ func (j *Joiner) project(e *eventEntry, p uint16, start, end, now int64) {
 	if e.aggHash != 0 && e.version > 0 && j.sh.outOfOrder(p, e.aggHash, e.version, start) {
 		j.outOfOrder.inc(e.typ, p)
 		ps.outOfOrder++
+	}
+}
+
+// observeStage observes a stage duration d of 0 to maxLag; past maxLag it
+// counts it as not credible.
+func (j *Joiner) observeStage(stage int, d int64) {
+	switch {
+	case d < 0:
+	case d > j.maxLag:
+		j.m.invalidTime[timeBeyondMaxLag].Inc()
+	default:
+		j.stageObs[stage].observe(seconds(d))
 	}
 }
 
@@ -510,11 +570,17 @@ func (j *Joiner) observeLag(e *eventEntry, p uint16, lag, now int64) {
 	k := [3]uint16{e.command, e.typ, p}
 	s, ok := j.lagSeries[k]
 	if !ok {
-		s = lagPart{
-			lagSeries: j.sh.lagSeriesOf(k),
-			obs:       j.m.lag.part(j.id, j.commands.value(e.command), j.types.value(e.typ), j.projections.value(p)),
+		s.obs, s.over = j.m.lag.part(j.id, j.commands.value(e.command), j.types.value(e.typ), j.projections.value(p))
+		if s.over {
+			s.lagSeries = &j.sh.otherLag
+		} else {
+			s.lagSeries = j.sh.lagSeriesOf(k)
 		}
-		j.lagSeries[k] = s
+		if j.m.lag.cacheable(s.over, len(j.lagSeries)) {
+			j.lagSeries[k] = s
+		}
+	} else if s.over {
+		j.m.lag.countOver()
 	}
 	v := seconds(lag)
 	// An exemplar costs an allocation; one per series every 100ms is
@@ -561,10 +627,14 @@ func (sh *joinShared) query(f *Fact) {
 	k := [2]uint16{q, result}
 	c, ok := a.queries[k]
 	if !ok {
-		c = sh.m.queries.part(a.id, sh.qrys.value(q), queryResults[result])
-		a.queries[k] = c
+		c.p, c.over = sh.m.queries.part(a.id, sh.qrys.value(q), queryResults[result])
+		if sh.m.queries.cacheable(c.over, len(a.queries)) {
+			a.queries[k] = c
+		}
+	} else if c.over {
+		sh.m.queries.countOver()
 	}
-	c.inc()
+	c.p.inc()
 	a.counts[result]++
 }
 
@@ -676,24 +746,24 @@ func (sh *joinShared) refreshGauges(shards []*Joiner, now int64) {
 	np := min(sh.projections.len(), maxProjections)
 	var pending, progress [maxProjections]int64
 	for _, j := range shards {
-		j.mu.Lock()
-		for p := range np {
-			pending[p] += j.pending[p]
-			progress[p] = max(progress[p], j.progress[p])
-		}
-		j.mu.Unlock()
+		j.locked(func() {
+			for p := range np {
+				pending[p] += j.pending[p]
+				progress[p] = max(progress[p], j.progress[p])
+			}
+		})
 	}
 	var arrived, appendEnd [maxProjections]int64
 	var found [maxProjections]bool
 	for _, j := range shards {
-		j.mu.Lock()
-		for p := range np {
-			e := j.oldestPending(uint16(p), progress[p])
-			if e != nil && (!found[p] || e.arrived < arrived[p] || (e.arrived == arrived[p] && e.appendEnd < appendEnd[p])) {
-				found[p], arrived[p], appendEnd[p] = true, e.arrived, e.appendEnd
+		j.locked(func() {
+			for p := range np {
+				e := j.oldestPending(uint16(p), progress[p])
+				if e != nil && (!found[p] || e.arrived < arrived[p] || (e.arrived == arrived[p] && e.appendEnd < appendEnd[p])) {
+					found[p], arrived[p], appendEnd[p] = true, e.arrived, e.appendEnd
+				}
 			}
-		}
-		j.mu.Unlock()
+		})
 	}
 	for p := range np {
 		ps := &sh.projSeries[p]
@@ -727,6 +797,13 @@ func (j *Joiner) oldestPending(p uint16, progress int64) *eventEntry {
 		return nil
 	}
 	return j.events.at(c)
+}
+
+// locked runs f with j.mu held, and releases it even if f panics.
+func (j *Joiner) locked(f func()) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	f()
 }
 
 // Entries returns the number of events and waiting projections held.

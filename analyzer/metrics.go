@@ -1,6 +1,8 @@
 package analyzer
 
 import (
+	"errors"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -30,7 +32,32 @@ type metrics struct {
 	evictions  *prometheus.CounterVec
 	overflow   *prometheus.CounterVec
 	roleCounts [len(roleNames)]prometheus.Counter
+
+	sanitized      *prometheus.CounterVec
+	seriesOverflow *prometheus.CounterVec
+	panics         prometheus.Counter
+	invalidTime    [len(invalidTimeReasons)]prometheus.Counter
+	// labels are the counters of each labelSet, by label name.
+	labels map[string]*labelCounters
 }
+
+// Reasons of lagscope_label_values_sanitized_total.
+const (
+	reasonInvalidUTF8 = "invalid_utf8"
+	reasonTruncated   = "truncated"
+)
+
+// spanLabels are the labels whose values come from spans: those a labelSet
+// interns and sanitizes.
+var spanLabels = [...]string{"command", "event_type", "aggregate_type", "projection", "query"}
+
+// Reasons of lagscope_invalid_timestamps_total.
+const (
+	timeEndBeforeStart = iota
+	timeBeyondMaxLag
+)
+
+var invalidTimeReasons = [...]string{"end_before_start", "beyond_max_lag"}
 
 const (
 	stageCommand = iota
@@ -40,42 +67,45 @@ const (
 
 var stageNames = [...]string{"command", "delivery", "projection"}
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics builds the analyzer's metrics, with the series budgets of cfg,
+// and registers them with reg.
+func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
+	maxSeries := cfg.MaxSeries
 	m := &metrics{
 		lag: newShardedHistogram(prometheus.HistogramOpts{
 			Name:    "cqrs_command_to_projection_lag_seconds",
 			Help:    "Time from the start of a command to the end of the projection span that made its event visible in a read model.",
 			Buckets: LagBuckets,
-		}, []string{"command", "event_type", "projection"}),
+		}, []string{"command", "event_type", "projection"}, cfg.MaxHistogramSeries),
 		stage: newShardedHistogram(prometheus.HistogramOpts{
 			Name:    "cqrs_stage_duration_seconds",
 			Help:    "Duration of each stage of an event's path: command (command start to append end), delivery (append end to projection start), projection (projection span).",
 			Buckets: LagBuckets,
-		}, []string{"stage"}),
+		}, []string{"stage"}, 0), // three series, fixed
 		appended: newShardedCounter(prometheus.CounterOpts{
 			Name: "cqrs_events_appended_total",
 			Help: "Events appended to the event store, from append spans.",
-		}, []string{"event_type", "aggregate_type"}),
+		}, []string{"event_type", "aggregate_type"}, maxSeries),
 		projected: newShardedCounter(prometheus.CounterOpts{
 			Name: "cqrs_events_projected_total",
 			Help: "Events shown by a projection for the first time.",
-		}, []string{"event_type", "projection"}),
+		}, []string{"event_type", "projection"}, maxSeries),
 		unproj: newShardedCounter(prometheus.CounterOpts{
 			Name: "cqrs_events_unprojected_total",
 			Help: "Events an expected projection did not show within the join deadline.",
-		}, []string{"event_type", "projection"}),
+		}, []string{"event_type", "projection"}, maxSeries),
 		duplicated: newShardedCounter(prometheus.CounterOpts{
 			Name: "cqrs_events_duplicated_total",
 			Help: "Projection spans for an event the projection had already shown.",
-		}, []string{"event_type", "projection"}),
+		}, []string{"event_type", "projection"}, maxSeries),
 		outOfOrder: newShardedCounter(prometheus.CounterOpts{
 			Name: "cqrs_events_out_of_order_total",
 			Help: "Events a projection applied after a later version of the same aggregate.",
-		}, []string{"event_type", "projection"}),
+		}, []string{"event_type", "projection"}, maxSeries),
 		late: newShardedCounter(prometheus.CounterOpts{
 			Name: "cqrs_events_late_total",
 			Help: "Events a projection showed after they had been counted as unprojected.",
-		}, []string{"event_type", "projection"}),
+		}, []string{"event_type", "projection"}, maxSeries),
 		skew: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cqrs_clock_skew_total",
 			Help: "Projection spans that ended before their command started (clock skew between services); their lag is not observed.",
@@ -83,7 +113,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		queries: newShardedCounter(prometheus.CounterOpts{
 			Name: "cqrs_queries_total",
 			Help: "Query spans by whether the version they returned was the latest appended before the query started (fresh), older (stale), or not known (unknown).",
-		}, []string{"query", "result"}),
+		}, []string{"query", "result"}, maxSeries),
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cqrs_projection_pending_events",
 			Help: "Events a projection is expected to show and has not shown yet, within the join deadline.",
@@ -108,13 +138,49 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "lagscope_label_overflow_total",
 			Help: "Label values replaced by \"other\" because the label had reached its limit of distinct values.",
 		}, []string{"label"}),
+		sanitized: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lagscope_label_values_sanitized_total",
+			Help: "Label values from spans changed before use: invalid UTF-8 replaced (invalid_utf8) or cut to metrics.max_label_length (truncated).",
+		}, []string{"label", "reason"}),
+		seriesOverflow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lagscope_series_overflow_total",
+			Help: "Observations given to the series whose labels are all \"other\" because the metric had reached its series budget (metrics.max_series).",
+		}, []string{"metric"}),
 	}
+	invalidTime := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "lagscope_invalid_timestamps_total",
+		Help: "Lags and stage durations not observed because their spans' timestamps are not credible: a span that ended before it started, or more than join.max_lag apart.",
+	}, []string{"reason"})
 	for _, c := range []prometheus.Collector{
 		m.lag, m.stage, m.appended, m.projected, m.unproj, m.duplicated, m.outOfOrder, m.late,
 		m.skew, m.queries, m.pending, m.oldest, m.spans, m.entries, m.evictions, m.overflow,
+		m.sanitized, m.seriesOverflow, invalidTime,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
+		}
+	}
+	panics, err := registerPanics(reg)
+	if err != nil {
+		return nil, err
+	}
+	m.panics = panics.WithLabelValues("analyzer")
+	for i, r := range invalidTimeReasons {
+		m.invalidTime[i] = invalidTime.WithLabelValues(r)
+	}
+	for _, ps := range []*partSet[counterPart]{
+		&m.appended.partSet, &m.projected.partSet, &m.unproj.partSet, &m.duplicated.partSet,
+		&m.outOfOrder.partSet, &m.late.partSet, &m.queries.partSet,
+	} {
+		ps.overflow = m.seriesOverflow.WithLabelValues(ps.name)
+	}
+	m.lag.overflow = m.seriesOverflow.WithLabelValues(m.lag.name)
+	m.labels = make(map[string]*labelCounters, len(spanLabels))
+	for _, l := range spanLabels {
+		m.labels[l] = &labelCounters{
+			overflow:  m.overflow.WithLabelValues(l),
+			invalid:   m.sanitized.WithLabelValues(l, reasonInvalidUTF8),
+			truncated: m.sanitized.WithLabelValues(l, reasonTruncated),
 		}
 	}
 	for i, r := range roleNames {
@@ -139,3 +205,25 @@ const (
 	// span was joined with command="none" early, for room.
 	reasonCommandWaitCapacity = "command_wait_capacity"
 )
+
+// panicsOpts is lagscope_panics_total, which every component that recovers
+// a panic counts under its own component label.
+var panicsOpts = prometheus.CounterOpts{
+	Name: "lagscope_panics_total",
+	Help: "Panics recovered, by component; each is logged at error level.",
+}
+
+// registerPanics registers lagscope_panics_total with reg, or returns the
+// one another component registered there with the same help.
+func registerPanics(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
+	v := prometheus.NewCounterVec(panicsOpts, []string{"component"})
+	if err := reg.Register(v); err != nil {
+		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
+			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+				return existing, nil
+			}
+		}
+		return nil, err
+	}
+	return v, nil
+}

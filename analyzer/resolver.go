@@ -2,7 +2,10 @@ package analyzer
 
 import (
 	"encoding/binary"
+	"encoding/hex"
+	"math"
 
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
@@ -45,6 +48,7 @@ type Resolver struct {
 	edges    *genMap[spanKey, [8]byte]
 	commands *genMap[spanKey, commandInfo]
 	names    *labelSet
+	maxLabel int // MaxLabelLength
 
 	waiting map[spanKey][]int32
 	slab    []waitEntry
@@ -63,7 +67,7 @@ type Resolver struct {
 
 // NewResolver returns a Resolver with the bounds and command wait of cfg.
 func NewResolver(cfg Config) *Resolver {
-	return newResolver(cfg, 1, newLabelSet("command", cfg.MaxLabelValues, nil))
+	return newResolver(cfg, 1, newLabelSet("command", cfg.MaxLabelValues, cfg.MaxLabelLength, nil))
 }
 
 // newResolver returns one of n resolver shards: each gets 1/n of cfg's
@@ -75,6 +79,7 @@ func newResolver(cfg Config, n int, names *labelSet) *Resolver {
 		edges:    newGenMap[spanKey, [8]byte](cfg.MaxTraceSpans / n),
 		commands: newGenMap[spanKey, commandInfo](cfg.MaxTraceSpans / 8 / n),
 		names:    names,
+		maxLabel: cfg.MaxLabelLength,
 		waiting:  make(map[spanKey][]int32),
 	}
 }
@@ -159,8 +164,9 @@ func traceShard(trace *[16]byte, n int) int {
 // a lock: it reads the attributes of every span of td once, classifies it,
 // builds the facts of append, project and query spans (append facts without
 // their command), and sorts the spans by resolver shard (n of them). Command
-// names are interned in names.
-func (sc *scratch) scan(td ptrace.Traces, names *labelSet, n int) {
+// names are interned in names. The facts' strings are bounded (boundFacts)
+// for label values of at most maxLabel bytes.
+func (sc *scratch) scan(td ptrace.Traces, names *labelSet, n, maxLabel int) {
 	if len(sc.work) < n {
 		sc.work = append(sc.work, make([]shardWork, n-len(sc.work))...)
 	}
@@ -193,7 +199,7 @@ func (sc *scratch) scan(td ptrace.Traces, names *labelSet, n int) {
 					if name == "" {
 						name = sp.Name()
 					}
-					w.cmds = append(w.cmds, cmdRec{key: key, hash: h, info: commandInfo{name: names.value(names.id(name)), start: int64(sp.StartTimestamp())}})
+					w.cmds = append(w.cmds, cmdRec{key: key, hash: h, info: commandInfo{name: names.value(names.id(name)), start: unixNano(sp.StartTimestamp())}})
 				case RoleAppend, RoleProject:
 					// A failed append or projection (status Error) wrote
 					// nothing: it keeps its role in the span counts but
@@ -202,17 +208,20 @@ func (sc *scratch) scan(td ptrace.Traces, names *labelSet, n int) {
 					if sp.Status().Code() == ptrace.StatusCodeError {
 						continue
 					}
+					lo := len(sc.facts)
 					if role == RoleProject {
 						sc.facts = projectFacts(sc.facts, sp, &a, service)
+						boundFacts(sc.facts[lo:], maxLabel)
 						continue
 					}
-					lo := len(sc.facts)
 					sc.facts = eventFacts(sc.facts, appendBase(sp), sp, &a)
+					boundFacts(sc.facts[lo:], maxLabel)
 					if len(sc.facts) > lo {
 						w.appends = append(w.appends, appendRec{trace: key.trace, parent: sp.ParentSpanID(), lo: int32(lo), hi: int32(len(sc.facts))})
 					}
 				case RoleQuery:
 					sc.facts = append(sc.facts, queryFact(sp, &a))
+					boundFacts(sc.facts[len(sc.facts)-1:], maxLabel)
 				}
 			}
 		}
@@ -223,7 +232,7 @@ func (sc *scratch) scan(td ptrace.Traces, names *labelSet, n int) {
 // spans that the spans in td resolve. now is the arrival time (Unix ns).
 // The facts' strings point into td or into the resolver's interned names.
 func (r *Resolver) Resolve(dst []Fact, td ptrace.Traces, now int64, sc *scratch) []Fact {
-	sc.scan(td, r.names, 1)
+	sc.scan(td, r.names, 1, r.maxLabel)
 	r.roles = addRoles(r.roles, sc.roles)
 	r.resolve(sc, &sc.work[0], now)
 	dst = append(dst, sc.pre...)
@@ -297,6 +306,9 @@ func (r *Resolver) resolve(sc *scratch, w *shardWork, now int64) {
 			}
 		case walkWait:
 			for i := range facts {
+				// An append fact has no projection or query: what its
+				// event carried there is not kept.
+				facts[i].Projection, facts[i].Query = "", ""
 				r.park(facts[i].Clone(), waitKey, now)
 				facts[i] = Fact{}
 			}
@@ -341,8 +353,8 @@ func appendBase(sp ptrace.Span) Fact {
 		Kind:    FactAppend,
 		TraceID: sp.TraceID(),
 		SpanID:  sp.SpanID(),
-		Start:   int64(sp.StartTimestamp()),
-		End:     int64(sp.EndTimestamp()),
+		Start:   unixNano(sp.StartTimestamp()),
+		End:     unixNano(sp.EndTimestamp()),
 	}
 }
 
@@ -399,8 +411,8 @@ func projectFacts(dst []Fact, sp ptrace.Span, a *spanAttrs, service string) []Fa
 		Kind:       FactProject,
 		TraceID:    sp.TraceID(),
 		SpanID:     sp.SpanID(),
-		Start:      int64(sp.StartTimestamp()),
-		End:        int64(sp.EndTimestamp()),
+		Start:      unixNano(sp.StartTimestamp()),
+		End:        unixNano(sp.EndTimestamp()),
 		Projection: first(a.projection, a.msgGroup, a.msgSubscription, service),
 	}
 	n := len(dst)
@@ -442,9 +454,50 @@ func queryFact(sp ptrace.Span, a *spanAttrs) Fact {
 		Version:     a.version,
 		TraceID:     sp.TraceID(),
 		SpanID:      sp.SpanID(),
-		Start:       int64(sp.StartTimestamp()),
-		End:         int64(sp.EndTimestamp()),
+		Start:       unixNano(sp.StartTimestamp()),
+		End:         unixNano(sp.EndTimestamp()),
 	}
+}
+
+// unixNano returns a span timestamp as Unix ns, those past 2262 (which
+// int64 cannot hold) as the latest it can: differences of timestamps then
+// never wrap.
+func unixNano(t pcommon.Timestamp) int64 {
+	return int64(min(uint64(t), math.MaxInt64))
+}
+
+// maxIDLength bounds the event and aggregate ids a fact keeps: longer ids
+// are replaced at the boundary (boundFacts), so that what the join holds per
+// fact has a fixed worst case.
+const maxIDLength = 64
+
+// boundFacts bounds the strings of facts just built from a request: label
+// values to the maxLabel+1 bytes a labelSet reads of them (cutLabel: the
+// label is the same), event ids (shown to people only; the join key is of
+// the whole id) cut to maxIDLength bytes ending in truncMarker, and longer
+// aggregate ids replaced by a digest of them, the same for every span, so
+// that they still identify their aggregate. Only replaced ids allocate.
+func boundFacts(facts []Fact, maxLabel int) {
+	for i := range facts {
+		f := &facts[i]
+		f.EventType = cutLabel(f.EventType, maxLabel)
+		f.AggregateType = cutLabel(f.AggregateType, maxLabel)
+		f.Projection = cutLabel(f.Projection, maxLabel)
+		f.Query = cutLabel(f.Query, maxLabel)
+		if len(f.EventID) > maxIDLength {
+			f.EventID = f.EventID[:runeCut(f.EventID, maxIDLength-len(truncMarker))] + truncMarker
+		}
+		if len(f.AggregateID) > maxIDLength {
+			f.AggregateID = aggregateDigest(f.AggregateID)
+		}
+	}
+}
+
+// aggregateDigest stands for an aggregate id longer than maxIDLength: "#"
+// and the 128-bit hash of the id in hex (33 bytes).
+func aggregateDigest(id string) string {
+	k := KeyOf(id) // hashed: longer than a UUID
+	return "#" + hex.EncodeToString(k[:])
 }
 
 func first(vs ...string) string {

@@ -143,35 +143,35 @@ func (sh *joinShared) summary(shards []*Joiner) Summary {
 	var unprojIDs [maxProjections][]string
 	var types []uint64
 	for _, j := range shards {
-		j.mu.Lock()
-		for p := range np {
-			ps, m := j.sum.proj[p], &merged[p]
-			m.expected += ps.expected
-			m.projected += ps.projected
-			m.duplicated += ps.duplicated
-			m.outOfOrder += ps.outOfOrder
-			m.late += ps.late
-			m.skew += ps.skew
-			m.unproj += ps.unproj
-			m.orphans += ps.orphans
-			m.count += ps.count
-			m.sum += ps.sum
-			m.max = max(m.max, ps.max)
-			for i, n := range ps.buckets {
-				m.buckets[i] += n
+		j.locked(func() {
+			for p := range np {
+				ps, m := j.sum.proj[p], &merged[p]
+				m.expected += ps.expected
+				m.projected += ps.projected
+				m.duplicated += ps.duplicated
+				m.outOfOrder += ps.outOfOrder
+				m.late += ps.late
+				m.skew += ps.skew
+				m.unproj += ps.unproj
+				m.orphans += ps.orphans
+				m.count += ps.count
+				m.sum += ps.sum
+				m.max = max(m.max, ps.max)
+				for i, n := range ps.buckets {
+					m.buckets[i] += n
+				}
+				m.samples = append(m.samples, ps.samples...)
+				for _, k := range ps.unprojIDs {
+					unprojIDs[p] = append(unprojIDs[p], j.sum.ids[k])
+				}
 			}
-			m.samples = append(m.samples, ps.samples...)
-			for _, k := range ps.unprojIDs {
-				unprojIDs[p] = append(unprojIDs[p], j.sum.ids[k])
+			for t, n := range j.sum.types {
+				for t >= len(types) {
+					types = append(types, 0)
+				}
+				types[t] += n
 			}
-		}
-		for t, n := range j.sum.types {
-			for t >= len(types) {
-				types = append(types, 0)
-			}
-			types[t] += n
-		}
-		j.mu.Unlock()
+		})
 	}
 	var out Summary
 	for p := range np {
@@ -223,6 +223,7 @@ func (sh *joinShared) summary(shards []*Joiner) Summary {
 		return 0
 	})
 	for i := range sh.aggs {
+		// Panic-free between Lock and Unlock: three additions.
 		a := &sh.aggs[i]
 		a.mu.Lock()
 		out.Queries.Fresh += a.counts[queryFresh]
