@@ -28,7 +28,9 @@ type Config struct {
 	// an estimate from above of what decoding them allocates, reserved before
 	// decoding. A request that does not fit is refused at once as overload (HTTP
 	// 429, gRPC ResourceExhausted); one whose estimate alone exceeds it, as too
-	// large. Must be at least MaxRequestBytes. Default 256 MiB.
+	// large. Must be at least MaxRequestBytes, and twice that to admit every request of MaxRequestBytes. Default 192 MiB:
+	// the heap of a Go process grows to about twice what it holds before the
+	// collector runs, so that this keeps the process under 512 MiB RSS.
 	MaxInflightBytes int64
 
 	// MaxSpansPerRequest, MaxLinksPerRequest, MaxEventsPerRequest and
@@ -96,7 +98,7 @@ func DefaultConfig() Config {
 		GRPCEndpoint:     "localhost:4317",
 		HTTPEndpoint:     "localhost:4318",
 		MaxRequestBytes:  16 << 20,
-		MaxInflightBytes: 256 << 20,
+		MaxInflightBytes: 192 << 20,
 		RetryAfter:       time.Second,
 
 		MaxSpansPerRequest:      100_000,
