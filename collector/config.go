@@ -26,11 +26,14 @@ type Config struct {
 	// MaxInflightBytes bounds the memory of requests being read, decoded and
 	// consumed at once over both transports: their bodies as they arrive, plus
 	// an estimate from above of what decoding them allocates, reserved before
-	// decoding. A request that does not fit is refused at once as overload (HTTP
-	// 429, gRPC ResourceExhausted); one whose estimate alone exceeds it, as too
-	// large. Must be at least MaxRequestBytes, and twice that to admit every request of MaxRequestBytes. Default 192 MiB:
-	// the heap of a Go process grows to about twice what it holds before the
-	// collector runs, so that this keeps the process under 512 MiB RSS.
+	// decoding, plus 16 KiB per open gRPC export stream. A request that does
+	// not fit is refused at once as overload (HTTP 429, gRPC
+	// ResourceExhausted); one whose estimate alone exceeds it, as too large.
+	// Must be at least MaxRequestBytes; a request of realistic spans decodes
+	// into about eight times its size, so 16 MiB of them need about 140 MiB.
+	// Default 192 MiB: a Go heap grows to about twice what is live before the
+	// collector runs, and 24 concurrent 13 MB requests peaked at 312-364 MiB
+	// of heap, so this keeps the process under 512 MiB RSS.
 	MaxInflightBytes int64
 
 	// MaxSpansPerRequest, MaxLinksPerRequest, MaxEventsPerRequest and
@@ -44,9 +47,9 @@ type Config struct {
 	// 100,000 spans, links and events and 1,000,000 attributes: the OTel
 	// SDKs export at most 512 spans per request by default and cap a span at
 	// 128 attributes, events and links, and a Collector's batch processor
-	// sends batches of 8192 spans, so real exporters stay far below; and
-	// a request at these limits decodes into about 400 MiB at most
-	// (see decodedSize), which the in-flight budget then refuses or admits.
+	// sends batches of 8192 spans, so real exporters stay far below. What
+	// the limits admit is bounded further by MaxInflightBytes: a request whose
+	// estimated decoded size exceeds it is refused as too large.
 	MaxSpansPerRequest      int
 	MaxLinksPerRequest      int
 	MaxEventsPerRequest     int
