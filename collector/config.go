@@ -153,8 +153,6 @@ func (c Config) Validate() error {
 		{"otlp.max_events_per_request", int64(c.MaxEventsPerRequest)},
 		{"otlp.max_attributes_per_request", int64(c.MaxAttributesPerRequest)},
 		{"otlp.max_json_depth", int64(c.MaxJSONDepth)},
-		{"otlp.read_timeout", int64(c.ReadTimeout)},
-		{"otlp.idle_timeout", int64(c.IdleTimeout)},
 		{"otlp.max_connections", int64(c.MaxConnections)},
 		{"otlp.max_concurrent_streams", int64(c.MaxConcurrentStreams)},
 	}
@@ -163,7 +161,13 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %d", p.key, p.v))
 		}
 	}
-	if c.MaxJSONDepth < minJSONDepth {
+	if c.ReadTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("otlp.read_timeout must be positive, got %v", c.ReadTimeout))
+	}
+	if c.IdleTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("otlp.idle_timeout must be positive, got %v", c.IdleTimeout))
+	}
+	if c.MaxJSONDepth > 0 && c.MaxJSONDepth < minJSONDepth {
 		errs = append(errs, fmt.Errorf("otlp.max_json_depth must be at least %d (the depth of a span's attribute value), got %d", minJSONDepth, c.MaxJSONDepth))
 	}
 	if int64(c.MaxConcurrentStreams) > math.MaxUint32 {

