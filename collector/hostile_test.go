@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -48,7 +49,15 @@ func TestPanicInConsumerIsRecovered(t *testing.T) {
 		}
 		return nil
 	})
-	r, _ := startReceiver(t, testConfig(), c)
+	var logs syncBuffer
+	r, err := New(testConfig(), c, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Shutdown(context.Background())
 	body := mustMarshal(t, newTraces(1, 2))
 
 	// gRPC: before the fix the panic killed the process.
@@ -73,6 +82,29 @@ func TestPanicInConsumerIsRecovered(t *testing.T) {
 	if used := r.core.limiter.inUse(); used != 0 {
 		t.Errorf("in-flight bytes after the panics = %d, want 0 (the budget of a panicked request is released)", used)
 	}
+	for _, tr := range []string{"grpc", "http"} {
+		if !strings.Contains(logs.String(), "level=ERROR msg=\"panic handling an OTLP request\" transport="+tr) {
+			t.Errorf("no panic logged at Error for transport %s; log:\n%s", tr, logs.String())
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use, for logs.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // rawHTTP opens a connection to r's HTTP server and writes head (a request

@@ -5,6 +5,14 @@
 // trace or span ids) and reports them as partial success, bounds the bytes of
 // requests in flight, and maps consumer errors to the retryable statuses OTLP
 // exporters retry. The package does not interpret spans beyond that.
+//
+// The edge is hostile: a request is scanned before it is decoded and refused
+// past the per-request limits of Config; the in-flight budget holds what has
+// arrived of each body plus an estimate of what decoding it allocates; bodies
+// and gRPC messages that stall are cut after Config.ReadTimeout, idle
+// connections after Config.IdleTimeout; connections and gRPC streams are
+// capped; and a panic while handling a request is recovered, logged at Error
+// and answered as an internal error.
 package collector
 
 import (
@@ -44,7 +52,7 @@ type Receiver struct {
 
 // New returns a Receiver that hands accepted traces to next. It validates cfg,
 // registers the receiver's metrics with reg (skipped if reg is nil) and logs per
-// request problems at Debug to logger (discarded if nil). It listens on nothing
+// request problems at Debug, and panics at Error, to logger (discarded if nil). It listens on nothing
 // until Start.
 func New(cfg Config, next Consumer, logger *slog.Logger, reg prometheus.Registerer) (*Receiver, error) {
 	if err := cfg.Validate(); err != nil {
@@ -133,11 +141,12 @@ func (r *Receiver) Start(ctx context.Context) (err error) {
 	return nil
 }
 
-// Shutdown stops accepting requests and waits for those in flight to finish and
-// for both servers' loops to end. When ctx is done first, it closes the remaining
-// connections (cancelling the contexts of requests still in the consumer), waits
-// for the loops, and returns ctx's error. Shutdown without Start, or twice, does
-// nothing.
+// Shutdown stops accepting connections on both transports at once, and waits
+// for the requests in flight to finish and for both servers' loops to end.
+// When ctx is done first, it closes the remaining connections (cutting
+// stalled bodies and streams, and cancelling the contexts of requests still
+// in the consumer), waits for the loops, and returns ctx's error. Shutdown
+// without Start, or twice, does nothing.
 func (r *Receiver) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()

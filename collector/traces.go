@@ -43,7 +43,7 @@ func (c *tracesCore) decode(buf []byte, json bool) (td ptrace.Traces, reserved i
 	est := counts.decodedSize(len(buf))
 	if est > c.limiter.max {
 		return td, 0, newRequestError(reasonTooLarge, "request would decode into about "+strconv.FormatInt(est, 10)+
-			" bytes, more than the receiver's in-flight budget of "+strconv.FormatInt(c.limiter.max, 10))
+			" bytes, more than the receiver's in-flight budget of "+strconv.FormatInt(c.limiter.max, 10)+" (otlp.max_inflight_bytes)")
 	}
 	if !c.limiter.tryAcquire(est) {
 		return td, 0, overloaded(c.retryAfter)
