@@ -66,10 +66,14 @@ func (h *httpTraces) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() { h.core.metrics.requestDuration[transportHTTP].Observe(time.Since(start).Seconds()) }()
 	req := &httpRequest{w: w, r: r, rc: http.NewResponseController(w)}
 	// Registered first so that it runs last: the releases deferred below
-	// have run by then.
+	// have run by then, so that neither a panic nor a drain holds budget.
 	defer func() {
 		if v := recover(); v != nil {
 			h.fail(req, h.core.recovered(r.Context(), transportHTTP, v))
+		}
+		if req.drain {
+			_ = req.rc.SetReadDeadline(time.Now().Add(drainTimeout))
+			_, _ = io.CopyN(io.Discard, r.Body, min(2*h.maxBytes, maxDrainBytes))
 		}
 	}()
 
@@ -152,6 +156,7 @@ type httpRequest struct {
 	rc       *http.ResponseController
 	enc      *httpEncoding // nil if the Content-Type names none we know
 	bodyRead bool          // to its end
+	drain    bool          // answered before its body was read: read the rest before closing
 }
 
 // withReadDeadline bounds the time a client has to send a request's body
@@ -248,8 +253,8 @@ func (h *httpTraces) fail(req *httpRequest, e *requestError) {
 	// A body not read to its end is answered first, so that an overloaded or
 	// refused client learns it before sending the rest, and the connection is
 	// closed after. A client still sending gets a reset instead of the answer
-	// if the server closes on it, so the rest is read (without keeping it) for
-	// a bounded time and size after answering.
+	// if the server closes on it, so ServeHTTP reads the rest (without keeping
+	// it) for a bounded time and size after answering, its budget released.
 	drain := !req.bodyRead && r.ContentLength != 0
 	if drain {
 		w.Header().Set("Connection", "close")
@@ -273,8 +278,7 @@ func (h *httpTraces) fail(req *httpRequest, e *requestError) {
 	writeBody(w, httpCode, contentType, b)
 	if drain {
 		_ = req.rc.Flush()
-		_ = req.rc.SetReadDeadline(time.Now().Add(drainTimeout))
-		_, _ = io.CopyN(io.Discard, r.Body, min(2*h.maxBytes, maxDrainBytes))
+		req.drain = true
 	}
 }
 
