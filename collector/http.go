@@ -72,6 +72,9 @@ func (h *httpTraces) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.fail(req, h.core.recovered(r.Context(), transportHTTP, v))
 		}
 		if req.drain {
+			// The answer goes out now, after the releases, then the rest of
+			// the body is read.
+			_ = req.rc.Flush()
 			_ = req.rc.SetReadDeadline(time.Now().Add(drainTimeout))
 			_, _ = io.CopyN(io.Discard, r.Body, min(2*h.maxBytes, maxDrainBytes))
 		}
@@ -276,10 +279,7 @@ func (h *httpTraces) fail(req *httpRequest, e *requestError) {
 		b = []byte(e.Error())
 	}
 	writeBody(w, httpCode, contentType, b)
-	if drain {
-		_ = req.rc.Flush()
-		req.drain = true
-	}
+	req.drain = drain
 }
 
 func writeBody(w http.ResponseWriter, code int, contentType string, b []byte) {
