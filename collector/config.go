@@ -32,8 +32,9 @@ type Config struct {
 	// Must be at least MaxRequestBytes; a request of realistic spans decodes
 	// into about eight times its size, so 16 MiB of them need about 140 MiB.
 	// Default 192 MiB: a Go heap grows to about twice what is live before the
-	// collector runs, and 24 concurrent 13 MB requests peaked at 312-364 MiB
-	// of heap, so this keeps the process under 512 MiB RSS.
+	// collector runs, and 24 concurrent 14.5 MB requests peaked at 224-364
+	// MiB of heap (TestConcurrentLargeRequestsKeepHeapBounded), so this keeps
+	// the process under 512 MiB RSS.
 	MaxInflightBytes int64
 
 	// MaxSpansPerRequest, MaxLinksPerRequest, MaxEventsPerRequest and
@@ -65,7 +66,9 @@ type Config struct {
 	// ReadTimeout (otlp.read_timeout) bounds how long a client may take to
 	// send an HTTP request body, or a gRPC request message once its stream
 	// has opened. A request still arriving then is cut and its budget
-	// released. Default 30s.
+	// released. gRPC holds a message being received outside the in-flight
+	// budget until it is complete (up to MaxRequestBytes per stream), so this
+	// is also how long a stalled one can hold that memory. Default 30s.
 	ReadTimeout time.Duration
 
 	// IdleTimeout (otlp.idle_timeout) closes HTTP keep-alive connections and
