@@ -133,6 +133,103 @@ func BenchmarkExportAnalyze(b *testing.B) {
 	}
 }
 
+// BenchmarkDecodeScan measures the pre-scans (scanProto, scanJSON) against
+// pdata's decoding of the same synth requests, in one run: the ratio of
+// their ns/op is what the limits cost on the decode path.
+func BenchmarkDecodeScan(b *testing.B) {
+	reqs := synthRequests(b, 16)
+	jsonReqs := make([][]byte, len(reqs))
+	for i, r := range reqs {
+		req := ptraceotlp.NewExportRequest()
+		if err := req.UnmarshalProto(r); err != nil {
+			b.Fatal(err)
+		}
+		var err error
+		if jsonReqs[i], err = req.MarshalJSON(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	limits := DefaultConfig().decodeLimits()
+	for _, enc := range []struct {
+		name   string
+		reqs   [][]byte
+		decode func([]byte) error
+		scan   func([]byte) error
+	}{
+		{"proto", reqs,
+			func(buf []byte) error { return ptraceotlp.NewExportRequest().UnmarshalProto(buf) },
+			func(buf []byte) error { _, err := scanProto(buf, limits); return errOrNil(err) }},
+		{"json", jsonReqs,
+			func(buf []byte) error { return ptraceotlp.NewExportRequest().UnmarshalJSON(buf) },
+			func(buf []byte) error { _, err := scanJSON(buf, limits); return errOrNil(err) }},
+	} {
+		for _, step := range []struct {
+			name string
+			f    func([]byte) error
+		}{{"pdata", enc.decode}, {"scan", enc.scan}} {
+			b.Run(enc.name+"/"+step.name, func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(enc.reqs[0])))
+				for i := 0; b.Loop(); i++ {
+					if err := step.f(enc.reqs[i%len(enc.reqs)]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// errOrNil keeps a nil *requestError from becoming a non-nil error.
+func errOrNil(e *requestError) error {
+	if e == nil {
+		return nil
+	}
+	return e
+}
+
+// BenchmarkHostileDecode measures what decoding the hostile
+// requests allocates: with pdata alone, as the receiver did before its
+// limits, and with the receiver's decode, which refuses them after the
+// pre-scan. B/op is the figure.
+func BenchmarkHostileDecode(b *testing.B) {
+	m, err := newMetrics(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	core := &tracesCore{next: Discard, limiter: newByteLimiter(DefaultConfig().MaxInflightBytes), metrics: m, limits: DefaultConfig().decodeLimits()}
+	for _, req := range []struct {
+		name string
+		body []byte
+		json bool
+	}{
+		{"1M empty links", linkFlood(1_000_000), false},
+		{"JSON nested 100k deep", deepJSON(100_000), true},
+	} {
+		b.Run(req.name+"/pdata", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				r := ptraceotlp.NewExportRequest()
+				if req.json {
+					_ = r.UnmarshalJSON(req.body) // fails past jsoniter's depth of 10000, after allocating
+				} else if err := r.UnmarshalProto(req.body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(req.name+"/receiver", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_, reserved, rerr := core.decode(req.body, req.json)
+				core.limiter.release(reserved)
+				if rerr == nil || rerr.reason != reasonTooLarge {
+					b.Fatalf("decode = %v, want too large", rerr)
+				}
+			}
+		})
+	}
+}
+
 func decoderName(lazy bool) string {
 	if lazy {
 		return "lazy"

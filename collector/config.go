@@ -3,6 +3,7 @@ package collector
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"time"
 )
@@ -22,11 +23,67 @@ type Config struct {
 	// compressed HTTP body read. Default 16 MiB.
 	MaxRequestBytes int64
 
-	// MaxInflightBytes bounds the sum of request bodies being read, decoded and
-	// consumed at once over both transports. A request that does not fit is refused
-	// at once as overload (HTTP 429, gRPC ResourceExhausted). Must be at least
-	// MaxRequestBytes. Default 256 MiB.
+	// MaxInflightBytes bounds the memory of requests being read, decoded and
+	// consumed at once over both transports: their bodies as they arrive, plus
+	// an estimate from above of what decoding them allocates, reserved before
+	// decoding, plus 16 KiB per open gRPC export stream. A request that does
+	// not fit is refused at once as overload (HTTP 429, gRPC
+	// ResourceExhausted); one whose estimate alone exceeds it, as too large.
+	// Must be at least MaxRequestBytes; a request of realistic spans decodes
+	// into about eight times its size, so 16 MiB of them need about 140 MiB.
+	// Default 192 MiB: a Go heap grows to about twice what is live before the
+	// collector runs, and 24 concurrent 14.5 MB requests peaked at 224-364
+	// MiB of heap (TestConcurrentLargeRequestsKeepHeapBounded), so this keeps
+	// the process under 512 MiB RSS.
 	MaxInflightBytes int64
+
+	// MaxSpansPerRequest, MaxLinksPerRequest, MaxEventsPerRequest and
+	// MaxAttributesPerRequest (YAML otlp.max_spans_per_request,
+	// otlp.max_links_per_request, otlp.max_events_per_request,
+	// otlp.max_attributes_per_request) bound what one request may hold,
+	// counted before decoding; past one the request is refused as too large
+	// (HTTP 413, gRPC ResourceExhausted without retry advice). Attributes are
+	// those of resources, scopes, spans, events and links together, with the
+	// elements of array and map values and entity references' keys. Defaults
+	// 100,000 spans, links and events and 1,000,000 attributes: the OTel
+	// SDKs export at most 512 spans per request by default and cap a span at
+	// 128 attributes, events and links, and a Collector's batch processor
+	// sends batches of 8192 spans, so real exporters stay far below. What
+	// the limits admit is bounded further by MaxInflightBytes: a request whose
+	// estimated decoded size exceeds it is refused as too large.
+	MaxSpansPerRequest      int
+	MaxLinksPerRequest      int
+	MaxEventsPerRequest     int
+	MaxAttributesPerRequest int
+
+	// MaxJSONDepth (otlp.max_json_depth) bounds the nesting of objects and
+	// arrays in an OTLP/JSON request, and of messages in a protobuf one.
+	// A span's attribute value sits at depth 10 in OTLP/JSON and each nested
+	// map value adds 4, so the default of 64 allows 13 levels of nested maps,
+	// more than any instrumentation writes. Default 64.
+	MaxJSONDepth int
+
+	// ReadTimeout (otlp.read_timeout) bounds how long a client may take to
+	// send an HTTP request body, or a gRPC request message once its stream
+	// has opened. A request still arriving then is cut and its budget
+	// released. gRPC holds a message being received outside the in-flight
+	// budget until it is complete (up to MaxRequestBytes per stream), so this
+	// is also how long a stalled one can hold that memory. Default 30s.
+	ReadTimeout time.Duration
+
+	// IdleTimeout (otlp.idle_timeout) closes HTTP keep-alive connections and
+	// gRPC connections (MaxConnectionIdle) that carry no request for that
+	// long. Default 2m.
+	IdleTimeout time.Duration
+
+	// MaxConnections (otlp.max_connections) bounds the open connections of
+	// each listener (so twice that over both). Past it, new connections wait
+	// in the kernel's accept queue until one closes. Default 1024.
+	MaxConnections int
+
+	// MaxConcurrentStreams (otlp.max_concurrent_streams) bounds the gRPC
+	// streams open at once on one connection. Default 64.
+	MaxConcurrentStreams int
 
 	// RetryAfter is the delay that overload and unavailability responses advise
 	// when the consumer's error does not name one. Default 1s.
@@ -47,8 +104,18 @@ func DefaultConfig() Config {
 		GRPCEndpoint:     "localhost:4317",
 		HTTPEndpoint:     "localhost:4318",
 		MaxRequestBytes:  16 << 20,
-		MaxInflightBytes: 256 << 20,
+		MaxInflightBytes: 192 << 20,
 		RetryAfter:       time.Second,
+
+		MaxSpansPerRequest:      100_000,
+		MaxLinksPerRequest:      100_000,
+		MaxEventsPerRequest:     100_000,
+		MaxAttributesPerRequest: 1_000_000,
+		MaxJSONDepth:            64,
+		ReadTimeout:             30 * time.Second,
+		IdleTimeout:             2 * time.Minute,
+		MaxConnections:          1024,
+		MaxConcurrentStreams:    64,
 	}
 }
 
@@ -80,8 +147,42 @@ func (c Config) Validate() error {
 	if c.RetryAfter <= 0 {
 		errs = append(errs, fmt.Errorf("RetryAfter must be positive, got %v", c.RetryAfter))
 	}
+	positive := []struct {
+		key string
+		v   int64
+	}{
+		{"otlp.max_spans_per_request", int64(c.MaxSpansPerRequest)},
+		{"otlp.max_links_per_request", int64(c.MaxLinksPerRequest)},
+		{"otlp.max_events_per_request", int64(c.MaxEventsPerRequest)},
+		{"otlp.max_attributes_per_request", int64(c.MaxAttributesPerRequest)},
+		{"otlp.max_json_depth", int64(c.MaxJSONDepth)},
+		{"otlp.max_connections", int64(c.MaxConnections)},
+		{"otlp.max_concurrent_streams", int64(c.MaxConcurrentStreams)},
+	}
+	for _, p := range positive {
+		if p.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %d", p.key, p.v))
+		}
+	}
+	if c.ReadTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("otlp.read_timeout must be positive, got %v", c.ReadTimeout))
+	}
+	if c.IdleTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("otlp.idle_timeout must be positive, got %v", c.IdleTimeout))
+	}
+	if c.MaxJSONDepth > 0 && c.MaxJSONDepth < minJSONDepth {
+		errs = append(errs, fmt.Errorf("otlp.max_json_depth must be at least %d (the depth of a span's attribute value), got %d", minJSONDepth, c.MaxJSONDepth))
+	}
+	if int64(c.MaxConcurrentStreams) > math.MaxUint32 {
+		errs = append(errs, fmt.Errorf("otlp.max_concurrent_streams must be at most %d, got %d", uint32(math.MaxUint32), c.MaxConcurrentStreams))
+	}
 	return errors.Join(errs...)
 }
+
+// minJSONDepth is the depth of a span's attribute value in OTLP/JSON:
+// request, resourceSpans, resource span, scopeSpans, scope span, spans,
+// span, attributes, key-value, value.
+const minJSONDepth = 10
 
 // maxRequestBytesLimit keeps MaxRequestBytes within what gRPC's int32 message
 // length prefix can carry.

@@ -36,6 +36,10 @@ func overloaded(retryAfter time.Duration) *requestError {
 	return &requestError{reason: reasonOverloaded, retryAfter: retryAfter, err: errors.New("receiver is overloaded, retry later")}
 }
 
+// errPanicked is the error for a request whose handling panicked. The
+// client is told no more: the panic's value and stack go to the log.
+var errPanicked = errors.New("internal error handling the request")
+
 // retryAfterer is what a consumer error implements to ask for a back-off.
 type retryAfterer interface {
 	RetryAfter() time.Duration
@@ -74,6 +78,10 @@ func statusCodes(r reason) (int, codes.Code) {
 		return http.StatusMethodNotAllowed, codes.Unimplemented
 	case reasonOverloaded:
 		return http.StatusTooManyRequests, codes.ResourceExhausted
+	case reasonPanic:
+		// Not retryable on purpose: a request that crashed its handler would
+		// crash it again.
+		return http.StatusInternalServerError, codes.Internal
 	default: // reasonConsumerError and anything unforeseen: retryable.
 		return http.StatusServiceUnavailable, codes.Unavailable
 	}

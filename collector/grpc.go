@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 // The OTLP/gRPC transport registers its own descriptor of
@@ -56,14 +58,24 @@ func traceExportHandler(srv any, ctx context.Context, dec func(any) error, _ grp
 		return nil, err // grpcStats counts it
 	}
 	if st, ok := ctx.Value(rpcStateKey{}).(*rpcState); ok {
-		st.received = true
+		if !st.received() {
+			// The receive deadline cut the stream as the message completed.
+			return nil, status.Error(codes.DeadlineExceeded, "request message not received within the read timeout")
+		}
 	}
 	return srv.(traceService).export(ctx, req)
 }
 
-func (g *grpcTraces) export(ctx context.Context, raw *rawMessage) (*rawMessage, error) {
+func (g *grpcTraces) export(ctx context.Context, raw *rawMessage) (_ *rawMessage, err error) {
 	start := time.Now()
 	defer func() { g.core.metrics.requestDuration[transportGRPC].Observe(time.Since(start).Seconds()) }()
+	// Registered before the releases below so that it runs after them: a
+	// panic frees the request's budget too.
+	defer func() {
+		if v := recover(); v != nil {
+			err = g.fail(ctx, g.core.recovered(ctx, transportGRPC, v))
+		}
+	}()
 
 	// grpc has already bounded the message by MaxRecvMsgSize, after decompression.
 	size := int64(len(raw.b))
@@ -72,9 +84,10 @@ func (g *grpcTraces) export(ctx context.Context, raw *rawMessage) (*rawMessage, 
 	}
 	defer g.core.limiter.release(size)
 
-	td, err := decodeTraces(raw.b, g.core.lazy)
-	if err != nil {
-		return nil, g.fail(ctx, &requestError{reason: reasonDecodeError, err: fmt.Errorf("decode OTLP request: %w", err)})
+	td, decoded, rerr := g.core.decode(raw.b, false)
+	defer g.core.limiter.release(decoded)
+	if rerr != nil {
+		return nil, g.fail(ctx, rerr)
 	}
 	resp, rerr := g.core.export(ctx, transportGRPC, td)
 	if rerr != nil {
@@ -101,19 +114,82 @@ type grpcStats struct {
 	core *tracesCore
 }
 
-// rpcState rides in an export's context from TagRPC to its End event.
+// rpcState rides in an export's context from grpcAdmission.tap, when its
+// stream opens, to its End event.
 type rpcState struct {
-	received bool // the handler got the message; it counts its own refusals
+	// deadline cuts the stream if its message has not arrived within
+	// Config.ReadTimeout; stopping it in time marks the message received.
+	deadline *time.Timer
+	mu       sync.Mutex
+	got      bool // the handler got the message; it counts its own refusals
+	timedOut bool // deadline fired before
 }
 
 type rpcStateKey struct{}
 
-func (h grpcStats) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
-	if info.FullMethodName != traceExportPath {
-		return ctx
+// received stops the receive deadline and reports whether it had not fired.
+func (st *rpcState) received() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.timedOut {
+		st.deadline.Stop()
+		st.got = true
 	}
-	return context.WithValue(ctx, rpcStateKey{}, &rpcState{})
+	return st.got
 }
+
+func (st *rpcState) state() (got, timedOut bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.got, st.timedOut
+}
+
+// grpcAdmission admits the streams of the trace service before gRPC reads
+// their message. It is a tap.ServerInHandle, the one hook that runs before
+// the stream's reader takes its context: a deadline set in it, unlike one
+// set by a stats.Handler or the handler, cuts a stream stalled mid-message.
+type grpcAdmission struct {
+	core        *tracesCore
+	readTimeout time.Duration
+}
+
+// streamCost is what each open export stream reserves from the in-flight
+// budget until it ends, for its goroutine and transport state: 50,000
+// header-only streams took 608 MiB, about 12 KiB each.
+const streamCost = 16 << 10
+
+func (a grpcAdmission) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if info.FullMethodName != traceExportPath {
+		return ctx, nil
+	}
+	if !a.core.limiter.tryAcquire(streamCost) {
+		a.core.metrics.rejectedRequests[transportGRPC][reasonOverloaded].Inc()
+		return nil, overloaded(a.core.retryAfter).grpcStatus()
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	st := &rpcState{}
+	st.deadline = time.AfterFunc(a.readTimeout, func() {
+		st.mu.Lock()
+		if !st.got {
+			st.timedOut = true
+		}
+		st.mu.Unlock()
+		if st.timedOut {
+			cancel(errReceiveTimeout)
+		}
+	})
+	// gRPC cancels the stream's context when the stream ends, however it
+	// ends; the deadline's cancel ends it too.
+	context.AfterFunc(ctx, func() {
+		st.deadline.Stop()
+		a.core.limiter.release(streamCost)
+	})
+	return context.WithValue(ctx, rpcStateKey{}, st), nil
+}
+
+var errReceiveTimeout = errors.New("request message not received within the read timeout")
+
+func (h grpcStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
 
 func (h grpcStats) HandleRPC(ctx context.Context, s stats.RPCStats) {
 	end, ok := s.(*stats.End)
@@ -121,16 +197,22 @@ func (h grpcStats) HandleRPC(ctx context.Context, s stats.RPCStats) {
 		return
 	}
 	st, ok := ctx.Value(rpcStateKey{}).(*rpcState)
-	if !ok || st.received {
+	if !ok {
+		return
+	}
+	got, timedOut := st.state()
+	if got {
 		return
 	}
 	var r reason
-	switch status.Code(end.Error) {
-	case codes.ResourceExhausted:
+	switch code := status.Code(end.Error); {
+	case timedOut:
+		r = reasonDecodeError // as an HTTP body that times out
+	case code == codes.ResourceExhausted:
 		r = reasonTooLarge
-	case codes.Internal, codes.InvalidArgument:
+	case code == codes.Internal, code == codes.InvalidArgument:
 		r = reasonDecodeError
-	case codes.Unimplemented:
+	case code == codes.Unimplemented:
 		r = reasonUnsupportedMediaType // a grpc-encoding we have no decompressor for
 	default:
 		return // the client went away or gave up: not a refusal

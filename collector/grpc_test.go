@@ -164,7 +164,7 @@ func retryInfo(st *status.Status) time.Duration {
 func TestGRPCInflightLimiterSharedWithHTTP(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxRequestBytes = 1 << 20
-	cfg.MaxInflightBytes = 1 << 20
+	cfg.MaxInflightBytes = 2 << 20 // a body and what it decodes into: about 1.2 MiB
 	c := newBlockingConsumer()
 	r, _ := startReceiver(t, cfg, c)
 

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -31,7 +30,6 @@ type httpTraces struct {
 // httpEncoding is one of the two OTLP/HTTP payload encodings.
 type httpEncoding struct {
 	contentType     string
-	unmarshal       func(ptraceotlp.ExportRequest, []byte) error
 	marshalResponse func(ptraceotlp.ExportResponse) ([]byte, error)
 	marshalStatus   func(proto.Message) ([]byte, error)
 }
@@ -39,13 +37,11 @@ type httpEncoding struct {
 var (
 	protoEncoding = &httpEncoding{
 		contentType:     "application/x-protobuf",
-		unmarshal:       ptraceotlp.ExportRequest.UnmarshalProto,
 		marshalResponse: ptraceotlp.ExportResponse.MarshalProto,
 		marshalStatus:   proto.Marshal,
 	}
 	jsonEncoding = &httpEncoding{
 		contentType:     "application/json",
-		unmarshal:       ptraceotlp.ExportRequest.UnmarshalJSON,
 		marshalResponse: ptraceotlp.ExportResponse.MarshalJSON,
 		marshalStatus:   protojson.Marshal,
 	}
@@ -68,20 +64,35 @@ func encodingFor(contentType string) *httpEncoding {
 func (h *httpTraces) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	defer func() { h.core.metrics.requestDuration[transportHTTP].Observe(time.Since(start).Seconds()) }()
+	req := &httpRequest{w: w, r: r, rc: http.NewResponseController(w)}
+	// Registered first so that it runs last: the releases deferred below
+	// have run by then, so that neither a panic nor a drain holds budget.
+	defer func() {
+		if v := recover(); v != nil {
+			h.fail(req, h.core.recovered(r.Context(), transportHTTP, v))
+		}
+		if req.drain {
+			// The answer goes out now, after the releases, then the rest of
+			// the body is read.
+			_ = req.rc.Flush()
+			_ = req.rc.SetReadDeadline(time.Now().Add(drainTimeout))
+			_, _ = io.CopyN(io.Discard, r.Body, min(2*h.maxBytes, maxDrainBytes))
+		}
+	}()
 
-	enc := encodingFor(r.Header.Get("Content-Type"))
+	req.enc = encodingFor(r.Header.Get("Content-Type"))
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		h.fail(w, r, enc, newRequestError(reasonMethodNotAllowed, "method "+r.Method+" is not allowed, use POST"))
+		h.fail(req, newRequestError(reasonMethodNotAllowed, "method "+r.Method+" is not allowed, use POST"))
 		return
 	}
-	if enc == nil {
-		h.fail(w, r, nil, newRequestError(reasonUnsupportedMediaType,
+	if req.enc == nil {
+		h.fail(req, newRequestError(reasonUnsupportedMediaType,
 			fmt.Sprintf("unsupported Content-Type %q, use application/x-protobuf or application/json", r.Header.Get("Content-Type"))))
 		return
 	}
 	if r.ContentLength > h.maxBytes {
-		h.fail(w, r, enc, tooLarge(h.maxBytes))
+		h.fail(req, tooLarge(h.maxBytes))
 		return
 	}
 
@@ -94,7 +105,7 @@ func (h *httpTraces) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		zr := gzipReaderPool.Get().(*gzip.Reader)
 		defer gzipReaderPool.Put(zr)
 		if err := zr.Reset(body); err != nil {
-			h.fail(w, r, enc, readError(err, h.maxBytes))
+			h.fail(req, readError(err, h.maxBytes))
 			return
 		}
 		body, sizeHint = zr, -1
@@ -102,7 +113,7 @@ func (h *httpTraces) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// RFC 9110 section 15.5.16: 415 is the answer to a content coding the
 		// server does not support, with Accept-Encoding saying which it does.
 		w.Header().Set("Accept-Encoding", "gzip, identity")
-		h.fail(w, r, enc, newRequestError(reasonUnsupportedMediaType,
+		h.fail(req, newRequestError(reasonUnsupportedMediaType,
 			fmt.Sprintf("unsupported Content-Encoding %q, use gzip or identity", ce)))
 		return
 	}
@@ -112,62 +123,90 @@ func (h *httpTraces) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reserved, rerr := h.readBody(body, sizeHint, buf)
 	defer h.core.limiter.release(reserved)
 	if rerr != nil {
-		h.fail(w, r, enc, rerr)
+		h.fail(req, rerr)
 		return
 	}
+	req.bodyRead = true
+	// The body is in: the read deadline set by withReadDeadline is not the
+	// consumer's (net/http cancels the request's context when a read
+	// waiting for the next request times out).
+	_ = req.rc.SetReadDeadline(time.Time{})
 
-	var td ptrace.Traces
-	var err error
-	if enc == protoEncoding {
-		td, err = decodeTraces(buf.b, h.core.lazy)
-	} else {
-		req := ptraceotlp.NewExportRequest()
-		err = enc.unmarshal(req, buf.b)
-		td = req.Traces()
-	}
-	if err != nil {
-		h.fail(w, r, enc, &requestError{reason: reasonDecodeError, err: fmt.Errorf("decode OTLP request: %w", err)})
+	td, decoded, rerr := h.core.decode(buf.b, req.enc == jsonEncoding)
+	defer h.core.limiter.release(decoded)
+	if rerr != nil {
+		h.fail(req, rerr)
 		return
 	}
 	resp, rerr := h.core.export(r.Context(), transportHTTP, td)
 	if rerr != nil {
-		h.fail(w, r, enc, rerr)
+		h.fail(req, rerr)
 		return
 	}
-	b, err := enc.marshalResponse(resp)
+	b, err := req.enc.marshalResponse(resp)
 	if err != nil {
 		h.core.logger.ErrorContext(r.Context(), "cannot encode OTLP response", "err", err)
 		http.Error(w, "cannot encode OTLP response", http.StatusInternalServerError)
 		return
 	}
-	writeBody(w, http.StatusOK, enc.contentType, b)
+	writeBody(w, http.StatusOK, req.enc.contentType, b)
+}
+
+// httpRequest is what fail needs to know of a request being served.
+type httpRequest struct {
+	w        http.ResponseWriter
+	r        *http.Request
+	rc       *http.ResponseController
+	enc      *httpEncoding // nil if the Content-Type names none we know
+	bodyRead bool          // to its end
+	drain    bool          // answered before its body was read: read the rest before closing
+}
+
+// withReadDeadline bounds the time a client has to send a request's body
+// (its headers are bounded by http.Server.ReadHeaderTimeout), on every path:
+// one that stalls holds a connection, and for /v1/traces some of the
+// in-flight budget, for at most timeout.
+func withReadDeadline(next http.Handler, timeout time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
+		next.ServeHTTP(w, r)
+	})
 }
 
 // maxDrainBytes bounds what fail reads of a refused body.
 const maxDrainBytes = 64 << 20
 
-// minReadStep is the first reservation when the body's size is unknown; later
-// ones double what is reserved.
+// drainTimeout bounds how long fail reads a refused body after answering.
+const drainTimeout = time.Second
+
+// minReadStep is the first reservation of a body; later ones double what is
+// reserved, so that what is reserved and allocated follows what arrives.
 const minReadStep = 64 << 10
 
 // readBody reads r into buf, reserving bytes from the in-flight limiter before it
 // reads them, and stops one byte past MaxRequestBytes so that a compression bomb
-// is never expanded further. sizeHint is the body's length if known, else -1. The
+// is never expanded further. Reservations and the buffer grow in doubling steps
+// as data arrives, never to a declared length that has not arrived: a client
+// announcing 16 MiB and sending nothing holds minReadStep. sizeHint is the body's
+// length if known, else -1; it only keeps the last step from overshooting. The
 // caller releases the returned reservation, also on error.
 func (h *httpTraces) readBody(r io.Reader, sizeHint int64, buf *rawMessage) (reserved int64, _ *requestError) {
 	limit := h.maxBytes + 1 // one byte more tells "too large" from "exactly the maximum"
+	if sizeHint >= 0 {
+		limit = min(limit, sizeHint+1) // +1 to read the EOF without another reservation
+	}
 	b := buf.b[:0]
 	for {
 		if int64(len(b)) == reserved {
 			if reserved == limit {
 				buf.b = b
-				return reserved, tooLarge(h.maxBytes)
+				if limit > h.maxBytes {
+					return reserved, tooLarge(h.maxBytes)
+				}
+				// More than the Content-Length: net/http does not let that happen.
+				return reserved, &requestError{reason: reasonDecodeError, err: errors.New("read request body: longer than its Content-Length")}
 			}
-			step := max(reserved, minReadStep)
-			if reserved == 0 && sizeHint >= 0 {
-				step = sizeHint + 1 // +1 to read the EOF without another reservation
-			}
-			step = min(step, limit-reserved)
+			step := min(max(reserved, minReadStep), limit-reserved)
 			if !h.core.limiter.tryAcquire(step) {
 				buf.b = b
 				return reserved, overloaded(h.core.retryAfter)
@@ -209,29 +248,38 @@ var gzipReaderPool = sync.Pool{New: func() any { return new(gzip.Reader) }}
 
 // fail counts, logs and answers a refused request. The body is a google.rpc.Status
 // in the request's encoding, as OTLP says, or plain text if it has none we know.
-func (h *httpTraces) fail(w http.ResponseWriter, r *http.Request, enc *httpEncoding, e *requestError) {
-	// A client still sending a body we refused gets a reset instead of the
-	// answer if the server closes on it: read (without keeping) a bounded
-	// rest of the body first, so that exporters see the 413/429 and its
-	// retry advice rather than a broken pipe.
-	_, _ = io.CopyN(io.Discard, r.Body, min(2*h.maxBytes, maxDrainBytes))
+func (h *httpTraces) fail(req *httpRequest, e *requestError) {
+	w, r := req.w, req.r
 	h.core.metrics.rejectedRequests[transportHTTP][e.reason].Inc()
 	h.core.logger.DebugContext(r.Context(), "refused OTLP/HTTP request", "reason", e.reason.String(), "err", e)
 
+	// A body not read to its end is answered first, so that an overloaded or
+	// refused client learns it before sending the rest, and the connection is
+	// closed after. A client still sending gets a reset instead of the answer
+	// if the server closes on it, so ServeHTTP reads the rest (without keeping
+	// it) for a bounded time and size after answering, its budget released.
+	drain := !req.bodyRead && r.ContentLength != 0
+	if drain {
+		w.Header().Set("Connection", "close")
+		_ = req.rc.EnableFullDuplex()
+	}
 	httpCode, grpcCode := statusCodes(e.reason)
 	if e.reason == reasonOverloaded || e.reason == reasonConsumerError {
 		w.Header().Set("Retry-After", retryAfterSeconds(e.retryAfter))
 	}
-	if enc == nil {
-		writeBody(w, httpCode, "text/plain; charset=utf-8", []byte(e.Error()))
-		return
+	var b []byte
+	contentType := "text/plain; charset=utf-8"
+	if req.enc != nil {
+		var err error
+		if b, err = req.enc.marshalStatus(status.New(grpcCode, e.Error()).Proto()); err == nil {
+			contentType = req.enc.contentType
+		}
 	}
-	b, err := enc.marshalStatus(status.New(grpcCode, e.Error()).Proto())
-	if err != nil {
-		writeBody(w, httpCode, "text/plain; charset=utf-8", []byte(e.Error()))
-		return
+	if b == nil || contentType == "text/plain; charset=utf-8" {
+		b = []byte(e.Error())
 	}
-	writeBody(w, httpCode, enc.contentType, b)
+	writeBody(w, httpCode, contentType, b)
+	req.drain = drain
 }
 
 func writeBody(w http.ResponseWriter, code int, contentType string, b []byte) {

@@ -398,12 +398,13 @@ func fmtWrap(err error) error { return errors.Join(errors.New("export"), err) }
 func TestHTTPInflightLimiter(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxRequestBytes = 1 << 20
-	cfg.MaxInflightBytes = 1 << 20
+	cfg.MaxInflightBytes = 2 << 20 // a body and what it decodes into: about 1.2 MiB
 	cfg.RetryAfter = 5 * time.Second
 	c := newBlockingConsumer()
 	r, _ := startReceiver(t, cfg, c)
 
-	// Each body is over half the budget, so two cannot be in flight at once.
+	// Each body with its decoded estimate is over half the budget, so two
+	// cannot be in flight at once.
 	body := padProto(t, mustMarshal(t, newTraces(1, 1)), 600<<10)
 	first := make(chan httpResult, 1)
 	go func() {
@@ -470,6 +471,8 @@ lagscope_rejected_requests_total{reason="method_not_allowed",transport="grpc"} 0
 lagscope_rejected_requests_total{reason="method_not_allowed",transport="http"} 0
 lagscope_rejected_requests_total{reason="overloaded",transport="grpc"} 0
 lagscope_rejected_requests_total{reason="overloaded",transport="http"} 0
+lagscope_rejected_requests_total{reason="panic",transport="grpc"} 0
+lagscope_rejected_requests_total{reason="panic",transport="http"} 0
 lagscope_rejected_requests_total{reason="too_large",transport="grpc"} 0
 lagscope_rejected_requests_total{reason="too_large",transport="http"} 0
 lagscope_rejected_requests_total{reason="unsupported_media_type",transport="grpc"} 0

@@ -191,11 +191,20 @@ func TestDecodeLazy(t *testing.T) {
 	checkLazy(t, append(bytes.Clone(seeds[1]), seeds[1]...))
 }
 
-func FuzzDecodeLazy(f *testing.F) {
+// FuzzDecodeProto checks the protobuf path: the lazy decoder against pdata
+// (checkLazy), and the receiver's decoding, pre-scan and limits included,
+// with and without the lazy decoder (checkDecode).
+func FuzzDecodeProto(f *testing.F) {
 	for _, b := range lazySeeds(f) {
 		f.Add(b)
 	}
-	f.Fuzz(func(t *testing.T, buf []byte) { checkLazy(t, buf) })
+	f.Add(linkFlood(fuzzLimits.links))
+	f.Add(linkFlood(fuzzLimits.links + 1))
+	f.Fuzz(func(t *testing.T, buf []byte) {
+		checkLazy(t, buf)
+		checkDecode(t, buf, false, false)
+		checkDecode(t, buf, false, true)
+	})
 }
 
 // TestLazyDecodeReceiver sends the same requests over gRPC and OTLP/HTTP

@@ -31,6 +31,7 @@ const (
 	reasonMethodNotAllowed
 	reasonOverloaded
 	reasonConsumerError
+	reasonPanic
 	numReasons
 )
 
@@ -44,6 +45,7 @@ func (r reason) String() string {
 		"method_not_allowed",
 		"overloaded",
 		"consumer_error",
+		"panic",
 	}[r]
 }
 
@@ -51,7 +53,7 @@ func (r reason) String() string {
 // start so that rates over them exist before the first rejection.
 var (
 	spanReasons    = []reason{reasonInvalidTraceID, reasonInvalidSpanID, reasonOverloaded, reasonConsumerError}
-	requestReasons = []reason{reasonDecodeError, reasonTooLarge, reasonUnsupportedMediaType, reasonMethodNotAllowed, reasonOverloaded, reasonConsumerError}
+	requestReasons = []reason{reasonDecodeError, reasonTooLarge, reasonUnsupportedMediaType, reasonMethodNotAllowed, reasonOverloaded, reasonConsumerError, reasonPanic}
 )
 
 // metrics holds the receiver's metrics. Label children are resolved once here so

@@ -5,6 +5,14 @@
 // trace or span ids) and reports them as partial success, bounds the bytes of
 // requests in flight, and maps consumer errors to the retryable statuses OTLP
 // exporters retry. The package does not interpret spans beyond that.
+//
+// The edge is hostile: a request is scanned before it is decoded and refused
+// past the per-request limits of Config; the in-flight budget holds what has
+// arrived of each body plus an estimate of what decoding it allocates; bodies
+// and gRPC messages that stall are cut after Config.ReadTimeout, idle
+// connections after Config.IdleTimeout; connections and gRPC streams are
+// capped; and a panic while handling a request is recovered, logged at Error
+// and answered as an internal error.
 package collector
 
 import (
@@ -19,6 +27,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 )
 
 // readHeaderTimeout bounds how long an HTTP client may take to send its request
@@ -43,7 +52,7 @@ type Receiver struct {
 
 // New returns a Receiver that hands accepted traces to next. It validates cfg,
 // registers the receiver's metrics with reg (skipped if reg is nil) and logs per
-// request problems at Debug to logger (discarded if nil). It listens on nothing
+// request problems at Debug, and panics at Error, to logger (discarded if nil). It listens on nothing
 // until Start.
 func New(cfg Config, next Consumer, logger *slog.Logger, reg prometheus.Registerer) (*Receiver, error) {
 	if err := cfg.Validate(); err != nil {
@@ -69,6 +78,7 @@ func New(cfg Config, next Consumer, logger *slog.Logger, reg prometheus.Register
 			logger:     logger,
 			retryAfter: cfg.RetryAfter,
 			lazy:       cfg.LazyDecode,
+			limits:     cfg.decodeLimits(),
 		},
 	}, nil
 }
@@ -95,13 +105,10 @@ func (r *Receiver) Start(ctx context.Context) (err error) {
 		if err != nil {
 			return fmt.Errorf("listen for OTLP/gRPC on %s: %w", r.cfg.GRPCEndpoint, err)
 		}
-		srv := grpc.NewServer(
-			grpc.MaxRecvMsgSize(int(r.cfg.MaxRequestBytes)),
-			grpc.ForceServerCodecV2(newRawCodec()),
-			grpc.StatsHandler(grpcStats{core: r.core}),
-		)
+		srv := grpc.NewServer(r.grpcOptions()...)
 		srv.RegisterService(&traceServiceDesc, &grpcTraces{core: r.core})
 		r.grpcServer, r.grpcAddr = srv, ln.Addr()
+		ln = newLimitListener(ln, r.cfg.MaxConnections)
 		r.serving.Go(func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 				r.logger.Error("OTLP/gRPC server stopped", "err", err)
@@ -117,11 +124,13 @@ func (r *Receiver) Start(ctx context.Context) (err error) {
 		mux := http.NewServeMux()
 		mux.Handle(tracesPath, &httpTraces{core: r.core, maxBytes: r.cfg.MaxRequestBytes})
 		srv := &http.Server{
-			Handler:           mux,
-			ReadHeaderTimeout: readHeaderTimeout,
+			Handler:           withReadDeadline(mux, r.cfg.ReadTimeout),
+			ReadHeaderTimeout: min(readHeaderTimeout, r.cfg.ReadTimeout),
+			IdleTimeout:       r.cfg.IdleTimeout,
 			ErrorLog:          slog.NewLogLogger(r.logger.Handler(), slog.LevelDebug),
 		}
 		r.httpServer, r.httpAddr = srv, ln.Addr()
+		ln = newLimitListener(ln, r.cfg.MaxConnections)
 		r.serving.Go(func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				r.logger.Error("OTLP/HTTP server stopped", "err", err)
@@ -132,11 +141,12 @@ func (r *Receiver) Start(ctx context.Context) (err error) {
 	return nil
 }
 
-// Shutdown stops accepting requests and waits for those in flight to finish and
-// for both servers' loops to end. When ctx is done first, it closes the remaining
-// connections (cancelling the contexts of requests still in the consumer), waits
-// for the loops, and returns ctx's error. Shutdown without Start, or twice, does
-// nothing.
+// Shutdown stops accepting connections on both transports at once, and waits
+// for the requests in flight to finish and for both servers' loops to end.
+// When ctx is done first, it closes the remaining connections (cutting
+// stalled bodies and streams, and cancelling the contexts of requests still
+// in the consumer), waits for the loops, and returns ctx's error. Shutdown
+// without Start, or twice, does nothing.
 func (r *Receiver) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -144,32 +154,81 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 }
 
 func (r *Receiver) shutdownLocked(ctx context.Context) error {
-	var errs []error
-	if r.httpServer != nil {
-		if err := r.httpServer.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("shut down OTLP/HTTP server: %w", err))
-			_ = r.httpServer.Close() // cancels the contexts of the requests left
-		}
+	// Both servers stop at once: each closes its listener first, so that
+	// neither accepts a connection once Shutdown has begun.
+	var stopping sync.WaitGroup
+	var httpErr, grpcErr error
+	if srv := r.httpServer; srv != nil {
+		stopping.Go(func() {
+			if err := srv.Shutdown(ctx); err != nil {
+				httpErr = fmt.Errorf("shut down OTLP/HTTP server: %w", err)
+				_ = srv.Close() // cancels the contexts of the requests left and cuts stalled bodies
+			}
+		})
 		r.httpServer = nil
 	}
-	if r.grpcServer != nil {
-		stopped := make(chan struct{})
-		go func() {
-			r.grpcServer.GracefulStop()
-			close(stopped)
-		}()
-		select {
-		case <-stopped:
-		case <-ctx.Done():
-			r.grpcServer.Stop() // also ends GracefulStop
-			<-stopped
-			errs = append(errs, fmt.Errorf("shut down OTLP/gRPC server: %w", ctx.Err()))
-		}
+	if srv := r.grpcServer; srv != nil {
+		stopping.Go(func() {
+			stopped := make(chan struct{})
+			go func() {
+				srv.GracefulStop()
+				close(stopped)
+			}()
+			select {
+			case <-stopped:
+			case <-ctx.Done():
+				srv.Stop() // also ends GracefulStop, and cuts stalled streams
+				<-stopped
+				grpcErr = fmt.Errorf("shut down OTLP/gRPC server: %w", ctx.Err())
+			}
+		})
 		r.grpcServer = nil
 	}
+	stopping.Wait()
 	r.serving.Wait()
-	return errors.Join(errs...)
+	return errors.Join(httpErr, grpcErr)
 }
+
+// grpcOptions returns the gRPC server's options: the limits of Config, and
+// the hooks through which the receiver decodes and counts requests itself.
+func (r *Receiver) grpcOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(int(r.cfg.MaxRequestBytes)),
+		grpc.ForceServerCodecV2(newRawCodec()),
+		grpc.StatsHandler(grpcStats{core: r.core}),
+		grpc.InTapHandle(grpcAdmission{core: r.core, readTimeout: r.cfg.ReadTimeout}.tap),
+		grpc.MaxConcurrentStreams(uint32(r.cfg.MaxConcurrentStreams)),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: r.cfg.IdleTimeout,
+			// Ping a connection silent for that long, and close it if the
+			// peer does not answer: a vanished client's connection goes.
+			Time:    r.cfg.IdleTimeout,
+			Timeout: keepaliveTimeout,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			// Exporters that keep their connection alive with pings are
+			// common (the Collector's configgrpc offers it); more often than
+			// this is abuse, answered with GOAWAY.
+			MinTime:             keepaliveMinTime,
+			PermitWithoutStream: true,
+		}),
+		// Static windows turn off the BDP estimator, which grows a
+		// connection's window up to 16 MiB of data buffered before any
+		// handler reads it. gRPC still enlarges a stream's window to the
+		// length of the message being read, so a message in progress is
+		// bounded by MaxRequestBytes and ReadTimeout, not by these.
+		grpc.InitialWindowSize(grpcStreamWindow),
+		grpc.InitialConnWindowSize(grpcConnWindow),
+	}
+}
+
+// gRPC transport settings that are not worth a Config field.
+const (
+	keepaliveTimeout = 20 * time.Second
+	keepaliveMinTime = 10 * time.Second
+	grpcStreamWindow = 256 << 10
+	grpcConnWindow   = 1 << 20
+)
 
 // GRPCAddr returns the address the OTLP/gRPC server is bound to, or nil before
 // Start or if gRPC is disabled.

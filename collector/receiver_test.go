@@ -236,6 +236,17 @@ func TestConfigValidate(t *testing.T) {
 		{"max request over 2 GiB", func(c *Config) { c.MaxRequestBytes, c.MaxInflightBytes = 1<<31, 1<<32 }, true},
 		{"inflight below request", func(c *Config) { c.MaxInflightBytes = c.MaxRequestBytes - 1 }, true},
 		{"zero retry after", func(c *Config) { c.RetryAfter = 0 }, true},
+		{"zero max spans", func(c *Config) { c.MaxSpansPerRequest = 0 }, true},
+		{"negative max links", func(c *Config) { c.MaxLinksPerRequest = -1 }, true},
+		{"zero max events", func(c *Config) { c.MaxEventsPerRequest = 0 }, true},
+		{"zero max attributes", func(c *Config) { c.MaxAttributesPerRequest = 0 }, true},
+		{"JSON depth below a span attribute's", func(c *Config) { c.MaxJSONDepth = minJSONDepth - 1 }, true},
+		{"JSON depth of a span attribute", func(c *Config) { c.MaxJSONDepth = minJSONDepth }, false},
+		{"zero read timeout", func(c *Config) { c.ReadTimeout = 0 }, true},
+		{"zero idle timeout", func(c *Config) { c.IdleTimeout = 0 }, true},
+		{"zero max connections", func(c *Config) { c.MaxConnections = 0 }, true},
+		{"zero max streams", func(c *Config) { c.MaxConcurrentStreams = 0 }, true},
+		{"max streams over uint32", func(c *Config) { c.MaxConcurrentStreams = 1 << 32 }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
+	"strconv"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -20,6 +22,51 @@ type tracesCore struct {
 	logger     *slog.Logger
 	retryAfter time.Duration
 	lazy       bool // decode protobuf with decodeLazy first
+	limits     decodeLimits
+}
+
+// decode scans an encoded request (OTLP/JSON if json, else protobuf) against
+// the per-request limits, reserves from the limiter an estimate from above of
+// what decoding it allocates, and decodes it. The caller releases the
+// returned reservation once it is done with td, also on error.
+func (c *tracesCore) decode(buf []byte, json bool) (td ptrace.Traces, reserved int64, _ *requestError) {
+	var counts requestCounts
+	var rerr *requestError
+	if json {
+		counts, rerr = scanJSON(buf, c.limits)
+	} else {
+		counts, rerr = scanProto(buf, c.limits)
+	}
+	if rerr != nil {
+		return td, 0, rerr
+	}
+	est := counts.decodedSize(len(buf))
+	if est > c.limiter.max {
+		return td, 0, newRequestError(reasonTooLarge, "request would decode into about "+strconv.FormatInt(est, 10)+
+			" bytes, more than the receiver's in-flight budget of "+strconv.FormatInt(c.limiter.max, 10)+" (otlp.max_inflight_bytes)")
+	}
+	if !c.limiter.tryAcquire(est) {
+		return td, 0, overloaded(c.retryAfter)
+	}
+	var err error
+	if json {
+		req := ptraceotlp.NewExportRequest()
+		err = req.UnmarshalJSON(buf)
+		td = req.Traces()
+	} else {
+		td, err = decodeTraces(buf, c.lazy)
+	}
+	if err != nil {
+		return td, est, &requestError{reason: reasonDecodeError, err: fmt.Errorf("decode OTLP request: %w", err)}
+	}
+	return td, est, nil
+}
+
+// recovered logs a panic, of value v, met handling a request that arrived on
+// t, and returns the error to answer it with.
+func (c *tracesCore) recovered(ctx context.Context, t transport, v any) *requestError {
+	c.logger.ErrorContext(ctx, "panic handling an OTLP request", "transport", t.String(), "panic", v, "stack", string(debug.Stack()))
+	return &requestError{reason: reasonPanic, err: errPanicked}
 }
 
 // export validates the spans of a decoded request, hands the valid ones to the
