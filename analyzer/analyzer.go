@@ -77,7 +77,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Analyzer,
 		logger:    logger,
 		m:         m,
 		now:       time.Now,
-		names:     newLabelSet("command", cfg.MaxLabelValues, cfg.MaxLabelLength, m.labels["command"]),
+		names:     newLabelSet("command", cfg.Metrics.MaxLabelValues, cfg.Metrics.MaxLabelLength, m.labels["command"]),
 		resolvers: make([]resolverShard, n),
 		shared:    newJoinShared(cfg, m, n),
 	}
@@ -100,7 +100,7 @@ func (a *Analyzer) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 	sc := a.pool.Get().(*scratch)
 	now := a.now().UnixNano()
 	n := len(a.resolvers)
-	sc.scan(td, a.names, n, a.cfg.MaxLabelLength)
+	sc.scan(td, a.names, n, a.cfg.Metrics.MaxLabelLength)
 	a.countRoles(&sc.roles)
 	// Each resolver shard once, in any order: first those free now, from
 	// a rotating start so that concurrent requests do not queue behind
@@ -302,7 +302,7 @@ func (a *Analyzer) safeTick(now time.Time) {
 // tickInterval is how often Start ticks: often enough that gauges are fresh
 // for a 1s scrape and deadlines are met within a tenth.
 func (a *Analyzer) tickInterval() time.Duration {
-	return min(time.Second, max(a.cfg.Deadline/10, 10*time.Millisecond))
+	return min(time.Second, max(a.cfg.Join.Deadline/10, 10*time.Millisecond))
 }
 
 // Start begins the periodic tick. It returns at once; Shutdown stops it.

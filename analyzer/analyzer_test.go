@@ -22,9 +22,9 @@ func (c *clock) at(d time.Duration) time.Time { return base.Add(d) }
 func newTestAnalyzer(t *testing.T, mutate func(*Config)) (*Analyzer, *prometheus.Registry, *clock) {
 	t.Helper()
 	cfg := DefaultConfig()
-	cfg.Deadline = 10 * time.Second
-	cfg.CommandWait = 2 * time.Second
-	cfg.Retention = time.Minute
+	cfg.Join.Deadline = 10 * time.Second
+	cfg.Join.CommandWait = 2 * time.Second
+	cfg.Join.Retention = time.Minute
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -161,7 +161,7 @@ func TestOldestPendingKeepsRisingWhileStalled(t *testing.T) {
 // TestEvictionKeepsNewest: a full join evicts the oldest event, counts it,
 // and still joins the newest.
 func TestEvictionKeepsNewest(t *testing.T) {
-	a, reg, _ := newTestAnalyzer(t, func(c *Config) { c.MaxPendingEvents = 2; c.Expected = map[string][]string{"T": {"p"}} })
+	a, reg, _ := newTestAnalyzer(t, func(c *Config) { c.Join.MaxPendingEvents = 2; c.Join.Expected = map[string][]string{"T": {"p"}} })
 	consume(t, a,
 		traces("cmd", appendSpan(1, 1, -1, "e1", "T", 0, 0), appendSpan(2, 1, -1, "e2", "T", 0, 0), appendSpan(3, 1, -1, "e3", "T", 0, 0)),
 		traces("proj", project(3, 2, 1, "e3", "T", "p", 0, time.Second)),
@@ -181,7 +181,7 @@ func TestEvictionKeepsNewest(t *testing.T) {
 // TestLabelOverflow: past the limit, new label values become "other" and the
 // overflow is counted.
 func TestLabelOverflow(t *testing.T) {
-	a, reg, _ := newTestAnalyzer(t, func(c *Config) { c.MaxLabelValues = 2 })
+	a, reg, _ := newTestAnalyzer(t, func(c *Config) { c.Metrics.MaxLabelValues = 2 })
 	consume(t, a, traces("cmd",
 		appendSpan(1, 1, -1, "e1", "A", 0, 0), appendSpan(2, 1, -1, "e2", "B", 0, 0),
 		appendSpan(3, 1, -1, "e3", "C", 0, 0), appendSpan(4, 1, -1, "e4", "D", 0, 0)))
@@ -339,7 +339,7 @@ func TestMetricsContract(t *testing.T) {
 // TestFailedSpansGiveNoFacts: a projection span with status Error did not
 // update the read model, so the event stays unprojected for it.
 func TestFailedSpansGiveNoFacts(t *testing.T) {
-	a, reg, _ := newTestAnalyzer(t, func(c *Config) { c.Expected = map[string][]string{"T": {"p"}} })
+	a, reg, _ := newTestAnalyzer(t, func(c *Config) { c.Join.Expected = map[string][]string{"T": {"p"}} })
 	failed := traces("proj", project(1, 2, 1, "e", "T", "p", 0, time.Second))
 	failed.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).Status().SetCode(ptrace.StatusCodeError)
 	consume(t, a, traces("cmd", appendSpan(1, 1, -1, "e", "T", 0, 0)), failed)
@@ -359,7 +359,7 @@ func TestFailedSpansGiveNoFacts(t *testing.T) {
 // projection) pair exists at 0 as soon as the pair is expected, so that
 // increase() sees its first event.
 func TestUnprojectedSeriesStartAtZero(t *testing.T) {
-	a, reg, _ := newTestAnalyzer(t, func(c *Config) { c.Expected = map[string][]string{"A": {"cfg"}} })
+	a, reg, _ := newTestAnalyzer(t, func(c *Config) { c.Join.Expected = map[string][]string{"A": {"cfg"}} })
 	consume(t, a,
 		traces("cmd", appendSpan(1, 1, -1, "e1", "A", 0, 0), appendSpan(2, 1, -1, "e2", "B", 0, 0)),
 		traces("proj", project(2, 2, 1, "e2", "B", "learned", 0, time.Second)))

@@ -181,7 +181,7 @@ func BenchmarkSynthRefill(b *testing.B) {
 func BenchmarkPendingEvents(b *testing.B) {
 	const n = 1 << 20
 	cfg := DefaultConfig()
-	cfg.Expected = map[string][]string{"OrderPlaced": {"orders_view", "sales_summary"}}
+	cfg.Join.Expected = map[string][]string{"OrderPlaced": {"orders_view", "sales_summary"}}
 	facts := make([]Fact, 1024)
 	var perEvent float64
 	b.ReportAllocs()
@@ -344,7 +344,7 @@ func BenchmarkConsumeScaling(b *testing.B) {
 // own analyzer.
 func BenchmarkConsumeShards(b *testing.B) {
 	cfg := DefaultConfig()
-	cfg.Shards = 1
+	cfg.Join.Shards = 1
 	a1, err := New(cfg, nil, prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)

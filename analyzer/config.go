@@ -8,28 +8,44 @@ import (
 	"unicode/utf8"
 )
 
-// Config holds the analyzer's settings. The zero value is not valid; start
-// from DefaultConfig.
+// Config holds the analyzer's settings, in the two sections of lagscope's
+// config file they are read from (join: and metrics:). The zero value is not
+// valid; start from DefaultConfig.
 type Config struct {
+	Join    JoinConfig    `yaml:"join"`
+	Metrics MetricsConfig `yaml:"metrics"`
+	// KeepSamples keeps every lag value and unprojected event id for
+	// Summary (offline analysis). Default false.
+	KeepSamples bool `yaml:"-"`
+}
+
+// JoinConfig holds the settings of the join (YAML join.*): its deadlines and
+// the bounds of the state it holds.
+type JoinConfig struct {
 	// Deadline is how long after an event is seen an expected projection may
 	// take to show it before the event counts as unprojected for that
 	// projection. Default 30s.
-	Deadline time.Duration
+	Deadline time.Duration `yaml:"deadline"`
 	// CommandWait is how long an append span whose ancestors have not all
 	// arrived waits for its command span before it is joined with
 	// command="none". Default 10s.
-	CommandWait time.Duration
+	CommandWait time.Duration `yaml:"command_wait"`
 	// Retention is how long a joined event is kept after it was seen, so
 	// that late and duplicated projections are still recognised. It is
 	// at least Deadline. Default 5m.
-	Retention time.Duration
+	Retention time.Duration `yaml:"retention"`
+	// MaxLag is the longest command-to-projection lag believed (YAML
+	// join.max_lag): a lag or stage duration above it, or a span that ends
+	// before it starts, is not observed but counted in
+	// lagscope_invalid_timestamps_total. Default 1h.
+	MaxLag time.Duration `yaml:"max_lag"`
 	// MaxPendingEvents bounds the events held by the join. When full, the
 	// oldest are evicted (never the newest dropped). With several shards
 	// each holds MaxPendingEvents/shards and evicts its own oldest. An
 	// event is a fixed 112 bytes whatever its strings, 176 with its index
 	// and per-aggregate state (BenchmarkPendingEvents): 1,048,576 events
 	// hold about 180 MiB. Default 1,048,576.
-	MaxPendingEvents int
+	MaxPendingEvents int `yaml:"max_pending_events"`
 	// MaxPendingProjections bounds projection spans held while their
 	// append span has not arrived (a fixed 72 bytes each), and also append
 	// facts waiting for their command span. Those keep strings, bounded at
@@ -40,52 +56,18 @@ type Config struct {
 	// them, every string over the bounds), so 262,144 hold at most about
 	// 230 MiB (TestJoinHeldBytesBounded keeps 1 MiB strings out).
 	// Default 262,144.
-	MaxPendingProjections int
+	MaxPendingProjections int `yaml:"max_pending_projections"`
 	// MaxTraceSpans bounds the parent links and command spans remembered to
 	// resolve the command of an append span (commands: an eighth of it):
 	// fixed-size slots (32 bytes a link, 48 a command, whose name is an
 	// interned label value), two generations of tables at most half full,
 	// so about 64 bytes per link and 96 per command: about 76 MiB at the
 	// default. Default 1,048,576.
-	MaxTraceSpans int
-	// MaxLabelValues bounds the distinct values of each metric label
-	// (command, event_type, aggregate_type, projection, query); later values
-	// become "other". Projections are also capped at 64. Default 200.
-	MaxLabelValues int
-	// MaxLabelLength bounds the bytes of every label value (YAML
-	// metrics.max_label_length). Longer values are cut at a rune boundary
-	// and end in "…" within the bound; invalid UTF-8 is replaced by U+FFFD.
-	// Both are counted in lagscope_label_values_sanitized_total. At least 40.
-	// Default 128.
-	MaxLabelLength int
-	// MaxSeries bounds the series of each counter family with labels from
-	// spans (YAML metrics.max_series), on top of MaxLabelValues: past it a
-	// new label combination is counted in the one series whose labels are
-	// all "other", and in lagscope_series_overflow_total. All seven such
-	// families at 10,000 series scraped as 5.9 MiB of text in 0.27 s with
-	// 16-byte label values, 21 MiB in 0.46 s with 128-byte ones. Default
-	// 10,000.
-	MaxSeries int
-	// MaxHistogramSeries is MaxSeries for the lag histogram (YAML
-	// metrics.max_histogram_series). It is lower because a series of it is
-	// 18 samples with exemplars: 10,000 series scraped as 25-37 MiB in
-	// 0.4-0.7 s with 16-byte label values and 83-94 MiB in 1.2-1.7 s
-	// with 128-byte ones (text-OpenMetrics); 500 as 1.2-1.8 MiB in 30 ms
-	// and, at worst, 4.1-4.7 MiB in 50 ms (TestScrapeAtSeriesBudget).
-	// Default 500.
-	MaxHistogramSeries int
-	// MaxLag is the longest command-to-projection lag believed (YAML
-	// join.max_lag): a lag or stage duration above it, or a span that ends
-	// before it starts, is not observed but counted in
-	// lagscope_invalid_timestamps_total. Default 1h.
-	MaxLag time.Duration
+	MaxTraceSpans int `yaml:"max_trace_spans"`
 	// Expected names projections that must show events of a type even
 	// before they have been seen doing so: event type -> projections. The
 	// event type "*" applies to every type.
-	Expected map[string][]string
-	// KeepSamples keeps every lag value and unprojected event id for
-	// Summary (offline analysis). Default false.
-	KeepSamples bool
+	Expected map[string][]string `yaml:"expected"`
 	// Shards is the number of shards of the analysis state, each behind its
 	// own lock, so that concurrent requests are analysed in parallel: trace
 	// state is sharded by trace id, join state by event. The bounds above
@@ -99,7 +81,37 @@ type Config struct {
 	// and parent links: small bounds get one shard, and the exact global
 	// eviction order. A request analysed alone gives the same result
 	// whatever the count.
-	Shards int
+	Shards int `yaml:"shards"`
+}
+
+// MetricsConfig bounds the metrics the analysis exports (YAML metrics.*).
+type MetricsConfig struct {
+	// MaxLabelValues bounds the distinct values of each metric label
+	// (command, event_type, aggregate_type, projection, query); later values
+	// become "other". Projections are also capped at 64. Default 200.
+	MaxLabelValues int `yaml:"max_label_values"`
+	// MaxLabelLength bounds the bytes of every label value (YAML
+	// metrics.max_label_length). Longer values are cut at a rune boundary
+	// and end in "…" within the bound; invalid UTF-8 is replaced by U+FFFD.
+	// Both are counted in lagscope_label_values_sanitized_total. At least 40.
+	// Default 128.
+	MaxLabelLength int `yaml:"max_label_length"`
+	// MaxSeries bounds the series of each counter family with labels from
+	// spans (YAML metrics.max_series), on top of MaxLabelValues: past it a
+	// new label combination is counted in the one series whose labels are
+	// all "other", and in lagscope_series_overflow_total. All seven such
+	// families at 10,000 series scraped as 5.9 MiB of text in 0.27 s with
+	// 16-byte label values, 21 MiB in 0.46 s with 128-byte ones. Default
+	// 10,000.
+	MaxSeries int `yaml:"max_series"`
+	// MaxHistogramSeries is MaxSeries for the lag histogram (YAML
+	// metrics.max_histogram_series). It is lower because a series of it is
+	// 18 samples with exemplars: 10,000 series scraped as 25-37 MiB in
+	// 0.4-0.7 s with 16-byte label values and 83-94 MiB in 1.2-1.7 s
+	// with 128-byte ones (text-OpenMetrics); 500 as 1.2-1.8 MiB in 30 ms
+	// and, at worst, 4.1-4.7 MiB in 50 ms (TestScrapeAtSeriesBudget).
+	// Default 500.
+	MaxHistogramSeries int `yaml:"max_histogram_series"`
 }
 
 // minShardEntries is the least a shard holds of each bounded kind of entry.
@@ -107,31 +119,35 @@ const minShardEntries = 4096
 
 // shards returns the number of shards the analysis runs with.
 func (c Config) shards() int {
-	n := c.Shards
+	n := c.Join.Shards
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 		if n > 1 {
 			n *= 8
 		}
 	}
-	n = min(n, 64, c.MaxPendingEvents/minShardEntries, c.MaxPendingProjections/minShardEntries, c.MaxTraceSpans/minShardEntries)
+	n = min(n, 64, c.Join.MaxPendingEvents/minShardEntries, c.Join.MaxPendingProjections/minShardEntries, c.Join.MaxTraceSpans/minShardEntries)
 	return max(n, 1)
 }
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Deadline:              30 * time.Second,
-		CommandWait:           10 * time.Second,
-		Retention:             5 * time.Minute,
-		MaxPendingEvents:      1 << 20,
-		MaxPendingProjections: 1 << 18,
-		MaxTraceSpans:         1 << 20,
-		MaxLabelValues:        200,
-		MaxLabelLength:        128,
-		MaxSeries:             10_000,
-		MaxHistogramSeries:    500,
-		MaxLag:                time.Hour,
+		Join: JoinConfig{
+			Deadline:              30 * time.Second,
+			CommandWait:           10 * time.Second,
+			Retention:             5 * time.Minute,
+			MaxLag:                time.Hour,
+			MaxPendingEvents:      1 << 20,
+			MaxPendingProjections: 1 << 18,
+			MaxTraceSpans:         1 << 20,
+		},
+		Metrics: MetricsConfig{
+			MaxLabelValues:     200,
+			MaxLabelLength:     128,
+			MaxSeries:          10_000,
+			MaxHistogramSeries: 500,
+		},
 	}
 }
 
@@ -151,46 +167,48 @@ const maxProjections = 64
 // Validate reports the first setting that is out of range, naming it.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Deadline <= 0 {
-		errs = append(errs, fmt.Errorf("join.deadline must be positive, got %s", c.Deadline))
+	if c.Join.Deadline <= 0 {
+		errs = append(errs, fmt.Errorf("join.deadline must be positive, got %s", c.Join.Deadline))
 	}
-	if c.CommandWait < 0 {
-		errs = append(errs, fmt.Errorf("join.command_wait must not be negative, got %s", c.CommandWait))
+	if c.Join.CommandWait < 0 {
+		errs = append(errs, fmt.Errorf("join.command_wait must not be negative, got %s", c.Join.CommandWait))
 	}
-	if c.Retention < c.Deadline {
-		errs = append(errs, fmt.Errorf("join.retention (%s) must be at least join.deadline (%s)", c.Retention, c.Deadline))
+	if c.Join.Retention < c.Join.Deadline {
+		errs = append(errs, fmt.Errorf("join.retention (%s) must be at least join.deadline (%s)", c.Join.Retention, c.Join.Deadline))
 	}
-	if c.MaxPendingEvents < 1 {
-		errs = append(errs, fmt.Errorf("join.max_pending_events must be at least 1, got %d", c.MaxPendingEvents))
+	if c.Join.MaxPendingEvents < 1 {
+		errs = append(errs, fmt.Errorf("join.max_pending_events must be at least 1, got %d", c.Join.MaxPendingEvents))
 	}
-	if c.MaxPendingProjections < 1 {
-		errs = append(errs, fmt.Errorf("join.max_pending_projections must be at least 1, got %d", c.MaxPendingProjections))
+	if c.Join.MaxPendingProjections < 1 {
+		errs = append(errs, fmt.Errorf("join.max_pending_projections must be at least 1, got %d", c.Join.MaxPendingProjections))
 	}
-	if c.MaxTraceSpans < 2 {
-		errs = append(errs, fmt.Errorf("join.max_trace_spans must be at least 2, got %d", c.MaxTraceSpans))
+	if c.Join.MaxTraceSpans < 2 {
+		errs = append(errs, fmt.Errorf("join.max_trace_spans must be at least 2, got %d", c.Join.MaxTraceSpans))
 	}
-	if c.Shards < 0 {
-		errs = append(errs, fmt.Errorf("shards must not be negative, got %d", c.Shards))
+	if c.Join.Shards < 0 {
+		errs = append(errs, fmt.Errorf("shards must not be negative, got %d", c.Join.Shards))
 	}
-	if c.MaxLabelValues < 1 || c.MaxLabelValues > maxLabelValues {
-		errs = append(errs, fmt.Errorf("metrics.max_label_values must be 1 to %d, got %d", maxLabelValues, c.MaxLabelValues))
+	if c.Metrics.MaxLabelValues < 1 || c.Metrics.MaxLabelValues > maxLabelValues {
+		errs = append(errs, fmt.Errorf("metrics.max_label_values must be 1 to %d, got %d", maxLabelValues, c.Metrics.MaxLabelValues))
 	}
-	if c.MaxLabelLength < minLabelLength {
-		errs = append(errs, fmt.Errorf("metrics.max_label_length must be at least %d, got %d", minLabelLength, c.MaxLabelLength))
+	if c.Metrics.MaxLabelLength < minLabelLength {
+		errs = append(errs, fmt.Errorf("metrics.max_label_length must be at least %d, got %d", minLabelLength, c.Metrics.MaxLabelLength))
 	}
-	if c.MaxSeries < 1 {
-		errs = append(errs, fmt.Errorf("metrics.max_series must be at least 1, got %d", c.MaxSeries))
+	if c.Metrics.MaxSeries < 1 {
+		errs = append(errs, fmt.Errorf("metrics.max_series must be at least 1, got %d", c.Metrics.MaxSeries))
 	}
-	if c.MaxHistogramSeries < 1 {
-		errs = append(errs, fmt.Errorf("metrics.max_histogram_series must be at least 1, got %d", c.MaxHistogramSeries))
+	if c.Metrics.MaxHistogramSeries < 1 {
+		errs = append(errs, fmt.Errorf("metrics.max_histogram_series must be at least 1, got %d", c.Metrics.MaxHistogramSeries))
 	}
-	if c.MaxLag <= 0 {
-		errs = append(errs, fmt.Errorf("join.max_lag must be positive, got %s", c.MaxLag))
+	if c.Join.MaxLag <= 0 {
+		errs = append(errs, fmt.Errorf("join.max_lag must be positive, got %s", c.Join.MaxLag))
 	}
 	// Configured names become label values as they are: sanitizing them
 	// would make them differ from the names the spans carry.
-	validName := func(s string) bool { return utf8.ValidString(s) && len(s) <= max(c.MaxLabelLength, minLabelLength) }
-	for typ, ps := range c.Expected {
+	validName := func(s string) bool {
+		return utf8.ValidString(s) && len(s) <= max(c.Metrics.MaxLabelLength, minLabelLength)
+	}
+	for typ, ps := range c.Join.Expected {
 		switch {
 		case typ == "":
 			errs = append(errs, errors.New("join.expected: empty event type"))

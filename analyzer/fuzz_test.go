@@ -25,18 +25,18 @@ var update = flag.Bool("update", false, "rewrite the seed corpus under testdata/
 // fuzzConfig has small bounds, so that a fuzzed request reaches all of them.
 func fuzzConfig() Config {
 	cfg := DefaultConfig()
-	cfg.Deadline = time.Second
-	cfg.CommandWait = 100 * time.Millisecond
-	cfg.Retention = 2 * time.Second
-	cfg.MaxPendingEvents = 64
-	cfg.MaxPendingProjections = 16
-	cfg.MaxTraceSpans = 64
-	cfg.MaxLabelValues = 4
-	cfg.MaxLabelLength = minLabelLength
-	cfg.MaxSeries = 8
-	cfg.MaxHistogramSeries = 4
+	cfg.Join.Deadline = time.Second
+	cfg.Join.CommandWait = 100 * time.Millisecond
+	cfg.Join.Retention = 2 * time.Second
+	cfg.Join.MaxPendingEvents = 64
+	cfg.Join.MaxPendingProjections = 16
+	cfg.Join.MaxTraceSpans = 64
+	cfg.Metrics.MaxLabelValues = 4
+	cfg.Metrics.MaxLabelLength = minLabelLength
+	cfg.Metrics.MaxSeries = 8
+	cfg.Metrics.MaxHistogramSeries = 4
 	cfg.KeepSamples = true
-	cfg.Expected = map[string][]string{"*": {"p"}}
+	cfg.Join.Expected = map[string][]string{"*": {"p"}}
 	return cfg
 }
 
@@ -64,7 +64,7 @@ func FuzzConsumeTraces(f *testing.F) {
 		}
 		a.Tick(base.Add(1500 * time.Millisecond))
 		a.Flush()
-		checkExpositionWith(t, reg, cfg.MaxLabelLength, true)
+		checkExpositionWith(t, reg, cfg.Metrics.MaxLabelLength, true)
 		_ = a.Summary()
 	})
 }

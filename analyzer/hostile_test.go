@@ -82,7 +82,7 @@ func TestHostileLabelValues(t *testing.T) {
 			a, reg, clk := newTestAnalyzer(t, nil)
 			consume(t, a, tt.requests...)
 			a.Tick(clk.t.Add(time.Second))
-			checkExposition(t, reg, a.cfg.MaxLabelLength)
+			checkExposition(t, reg, a.cfg.Metrics.MaxLabelLength)
 			if got := counter(t, reg, "lagscope_label_values_sanitized_total", "label", tt.label, "reason", tt.reason); got < 1 {
 				t.Errorf("sanitized{label=%s,reason=%s} = %v, want at least 1", tt.label, tt.reason, got)
 			}
@@ -91,7 +91,7 @@ func TestHostileLabelValues(t *testing.T) {
 			if got := counter(t, reg, "cqrs_command_to_projection_lag_seconds", "projection", "ok_view", "command", "Ok"); got != 1 {
 				t.Errorf("lag observations of a normal request afterwards = %v, want 1", got)
 			}
-			checkExposition(t, reg, a.cfg.MaxLabelLength)
+			checkExposition(t, reg, a.cfg.Metrics.MaxLabelLength)
 		})
 	}
 }
@@ -145,20 +145,20 @@ func TestLabelLookupDoesNotAllocate(t *testing.T) {
 // TestCommandOverflowCounted: every command span whose name is past the
 // label limit counts an overflow, not only the first.
 func TestCommandOverflowCounted(t *testing.T) {
-	a, reg, _ := newTestAnalyzer(t, func(c *Config) { c.MaxLabelValues = 2 })
+	a, reg, _ := newTestAnalyzer(t, func(c *Config) { c.Metrics.MaxLabelValues = 2 })
 	for i := range 10 {
 		consume(t, a, traces("cmd", command(i, 1, fmt.Sprintf("C%d", i), 0, time.Millisecond), appendSpan(i, 2, 1, fmt.Sprintf("e%d", i), "T", 0, time.Millisecond)))
 	}
 	if got := counter(t, reg, "lagscope_label_overflow_total", "label", "command"); got != 8 {
 		t.Errorf("overflow{label=command} = %v, want 8", got)
 	}
-	checkExposition(t, reg, a.cfg.MaxLabelLength)
+	checkExposition(t, reg, a.cfg.Metrics.MaxLabelLength)
 }
 
 // TestSeriesBudget: past a family's budget new label combinations go to the
 // series whose labels are all "other", each counted; nothing is lost.
 func TestSeriesBudget(t *testing.T) {
-	a, reg, clk := newTestAnalyzer(t, func(c *Config) { c.MaxSeries = 5; c.MaxHistogramSeries = 3 })
+	a, reg, clk := newTestAnalyzer(t, func(c *Config) { c.Metrics.MaxSeries = 5; c.Metrics.MaxHistogramSeries = 3 })
 	const n = 20
 	for i := range n {
 		typ := fmt.Sprintf("T%d", i)
@@ -174,7 +174,7 @@ func TestSeriesBudget(t *testing.T) {
 			traces("proj", project(n+i, 3, 2, fmt.Sprintf("f%d", i), typ, "p", 0, time.Second)))
 	}
 	a.Tick(clk.t.Add(time.Second))
-	checkExposition(t, reg, a.cfg.MaxLabelLength)
+	checkExposition(t, reg, a.cfg.Metrics.MaxLabelLength)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -213,9 +213,9 @@ func TestScrapeAtSeriesBudget(t *testing.T) {
 	}
 	long := func(prefix string, i int) string {
 		v := fmt.Sprintf("%s%d", prefix, i)
-		return v + strings.Repeat("x", cfg.MaxLabelLength-len(v))
+		return v + strings.Repeat("x", cfg.Metrics.MaxLabelLength-len(v))
 	}
-	for i := range cfg.MaxHistogramSeries + 100 {
+	for i := range cfg.Metrics.MaxHistogramSeries + 100 {
 		p, _ := m.lag.part(i%16, long("cmd", i%200), long("type", i/200), long("proj", i%63))
 		for _, v := range append(LagBuckets, 1000) {
 			p.observeWithExemplar(v, strings.Repeat("ab", 16))
@@ -223,7 +223,7 @@ func TestScrapeAtSeriesBudget(t *testing.T) {
 	}
 	for _, accept := range []string{acceptText, acceptOpenMetrics} {
 		r := scrape(t, reg, accept)
-		t.Logf("%s: %d lag series, %.1f MiB in %s", accept, cfg.MaxHistogramSeries+1, float64(len(r.body))/(1<<20), r.took)
+		t.Logf("%s: %d lag series, %.1f MiB in %s", accept, cfg.Metrics.MaxHistogramSeries+1, float64(len(r.body))/(1<<20), r.took)
 		if len(r.body) > 6<<20 || (!raceEnabled && r.took > time.Second) {
 			t.Errorf("%s: %.1f MiB in %s, want under 6 MiB and 1 s", accept, float64(len(r.body))/(1<<20), r.took)
 		}
@@ -236,7 +236,7 @@ func TestScrapeAtSeriesBudget(t *testing.T) {
 func TestPanicLeavesNoLockHeld(t *testing.T) {
 	for _, lock := range []string{"resolver", "joiner"} {
 		t.Run(lock, func(t *testing.T) {
-			a, reg, clk := newTestAnalyzer(t, func(c *Config) { c.Shards = 1 })
+			a, reg, clk := newTestAnalyzer(t, func(c *Config) { c.Join.Shards = 1 })
 			var armed atomic.Bool
 			armed.Store(true)
 			a.hook = func(l string) {
@@ -276,8 +276,8 @@ func TestPanicLeavesNoLockHeld(t *testing.T) {
 // panic, and keeps ticking.
 func TestTickRecoversPanics(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.Deadline = 100 * time.Millisecond // ticks every 10ms
-	cfg.Retention = time.Second
+	cfg.Join.Deadline = 100 * time.Millisecond // ticks every 10ms
+	cfg.Join.Retention = time.Second
 	reg := prometheus.NewRegistry()
 	a, err := New(cfg, nil, reg)
 	if err != nil {
@@ -342,7 +342,7 @@ func TestJoinHeldBytesBounded(t *testing.T) {
 		if got := counter(t, reg, "cqrs_events_appended_total"); got != n {
 			t.Errorf("appended after the command wait = %v, want %d", got, n)
 		}
-		checkExposition(t, reg, a.cfg.MaxLabelLength)
+		checkExposition(t, reg, a.cfg.Metrics.MaxLabelLength)
 		gc(&after)
 		joined = int64(after.HeapAlloc) - int64(before.HeapAlloc)
 		runtime.KeepAlive(a)
@@ -488,12 +488,12 @@ func TestValidateNewFields(t *testing.T) {
 		mutate func(*Config)
 		key    string
 	}{
-		{func(c *Config) { c.MaxLabelLength = 39 }, "metrics.max_label_length"},
-		{func(c *Config) { c.MaxSeries = 0 }, "metrics.max_series"},
-		{func(c *Config) { c.MaxHistogramSeries = 0 }, "metrics.max_histogram_series"},
-		{func(c *Config) { c.MaxLag = 0 }, "join.max_lag"},
-		{func(c *Config) { c.Expected = map[string][]string{"T": {badUTF8}} }, "join.expected"},
-		{func(c *Config) { c.Expected = map[string][]string{strings.Repeat("t", 129): {"p"}} }, "metrics.max_label_length"},
+		{func(c *Config) { c.Metrics.MaxLabelLength = 39 }, "metrics.max_label_length"},
+		{func(c *Config) { c.Metrics.MaxSeries = 0 }, "metrics.max_series"},
+		{func(c *Config) { c.Metrics.MaxHistogramSeries = 0 }, "metrics.max_histogram_series"},
+		{func(c *Config) { c.Join.MaxLag = 0 }, "join.max_lag"},
+		{func(c *Config) { c.Join.Expected = map[string][]string{"T": {badUTF8}} }, "join.expected"},
+		{func(c *Config) { c.Join.Expected = map[string][]string{strings.Repeat("t", 129): {"p"}} }, "metrics.max_label_length"},
 	}
 	for _, tt := range tests {
 		cfg := DefaultConfig()

@@ -200,22 +200,22 @@ func newJoiner(cfg Config, m *metrics) *Joiner {
 // newJoinShared returns the shared state of joiner shards, with n aggregate
 // shards that split cfg's bound on aggregates.
 func newJoinShared(cfg Config, m *metrics, n int) *joinShared {
-	projLimit := cfg.MaxLabelValues
+	projLimit := cfg.Metrics.MaxLabelValues
 	if projLimit > maxProjections-1 {
 		projLimit = maxProjections - 1 // one bit is kept for "other"
 	}
-	ml := cfg.MaxLabelLength
+	ml := cfg.Metrics.MaxLabelLength
 	sh := &joinShared{
 		m:        m,
-		types:    newLabelSet("event_type", cfg.MaxLabelValues, ml, m.labels["event_type"]),
-		aggTypes: newLabelSet("aggregate_type", cfg.MaxLabelValues, ml, m.labels["aggregate_type"]),
+		types:    newLabelSet("event_type", cfg.Metrics.MaxLabelValues, ml, m.labels["event_type"]),
+		aggTypes: newLabelSet("aggregate_type", cfg.Metrics.MaxLabelValues, ml, m.labels["aggregate_type"]),
 		// Command names come interned, sanitized and counted by the
 		// resolvers' set of MaxLabelValues (and "other"): room for them,
 		// "none" and "other", so that an overflow is counted once.
-		commands:    newLabelSet("command", cfg.MaxLabelValues+2, ml, m.labels["command"]),
+		commands:    newLabelSet("command", cfg.Metrics.MaxLabelValues+2, ml, m.labels["command"]),
 		projections: newLabelSet("projection", projLimit, ml, m.labels["projection"]),
-		qrys:        newLabelSet("query", cfg.MaxLabelValues, ml, m.labels["query"]),
-		expected:    make([]atomic.Uint64, min(cfg.MaxLabelValues, 1<<16-1)+1),
+		qrys:        newLabelSet("query", cfg.Metrics.MaxLabelValues, ml, m.labels["query"]),
+		expected:    make([]atomic.Uint64, min(cfg.Metrics.MaxLabelValues, 1<<16-1)+1),
 		cfgByType:   make(map[string]uint64),
 		lagSeries:   make(map[[3]uint16]*lagSeries),
 		aggs:        make([]aggShard, n),
@@ -224,8 +224,8 @@ func newJoinShared(cfg Config, m *metrics, n int) *joinShared {
 	}
 	for i := range sh.aggs {
 		sh.aggs[i].id = i
-		sh.aggs[i].order = newGenMap[orderKey, orderVal](cfg.MaxPendingEvents / n)
-		sh.aggs[i].latest = newGenMap[aggKey, versionAt](cfg.MaxPendingEvents / n)
+		sh.aggs[i].order = newGenMap[orderKey, orderVal](cfg.Join.MaxPendingEvents / n)
+		sh.aggs[i].latest = newGenMap[aggKey, versionAt](cfg.Join.MaxPendingEvents / n)
 		sh.aggs[i].queries = make(map[[2]uint16]cachedCounter)
 	}
 	sh.projections.onAdd = func(p uint16, name string) {
@@ -243,7 +243,7 @@ func newJoinShared(cfg Config, m *metrics, n int) *joinShared {
 		sh.expected[t].Store(mask)
 		sh.touchUnprojected(name, mask)
 	}
-	for typ, ps := range cfg.Expected {
+	for typ, ps := range cfg.Join.Expected {
 		var mask uint64
 		for _, p := range ps {
 			mask |= projectionBit(sh.projections.id(p))
@@ -263,12 +263,12 @@ func (sh *joinShared) shard(cfg Config, id, n int) *Joiner {
 	j := &Joiner{
 		sh:          sh,
 		id:          id,
-		deadline:    int64(cfg.Deadline),
-		retention:   int64(cfg.Retention),
-		orphanTTL:   int64(cfg.Deadline + cfg.CommandWait),
-		maxLag:      int64(cfg.MaxLag),
-		maxEvents:   max(1, cfg.MaxPendingEvents/n),
-		maxOrphans:  max(1, cfg.MaxPendingProjections/n),
+		deadline:    int64(cfg.Join.Deadline),
+		retention:   int64(cfg.Join.Retention),
+		orphanTTL:   int64(cfg.Join.Deadline + cfg.Join.CommandWait),
+		maxLag:      int64(cfg.Join.MaxLag),
+		maxEvents:   max(1, cfg.Join.MaxPendingEvents/n),
+		maxOrphans:  max(1, cfg.Join.MaxPendingProjections/n),
 		m:           sh.m,
 		types:       sh.types,
 		aggTypes:    sh.aggTypes,

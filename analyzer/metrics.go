@@ -70,13 +70,13 @@ var stageNames = [...]string{"command", "delivery", "projection"}
 // newMetrics builds the analyzer's metrics, with the series budgets of cfg,
 // and registers them with reg.
 func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
-	maxSeries := cfg.MaxSeries
+	maxSeries := cfg.Metrics.MaxSeries
 	m := &metrics{
 		lag: newShardedHistogram(prometheus.HistogramOpts{
 			Name:    "cqrs_command_to_projection_lag_seconds",
 			Help:    "Time from the start of a command to the end of the projection span that made its event visible in a read model.",
 			Buckets: LagBuckets,
-		}, []string{"command", "event_type", "projection"}, cfg.MaxHistogramSeries),
+		}, []string{"command", "event_type", "projection"}, cfg.Metrics.MaxHistogramSeries),
 		stage: newShardedHistogram(prometheus.HistogramOpts{
 			Name:    "cqrs_stage_duration_seconds",
 			Help:    "Duration of each stage of an event's path: command (command start to append end), delivery (append end to projection start), projection (projection span).",

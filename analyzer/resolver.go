@@ -67,19 +67,19 @@ type Resolver struct {
 
 // NewResolver returns a Resolver with the bounds and command wait of cfg.
 func NewResolver(cfg Config) *Resolver {
-	return newResolver(cfg, 1, newLabelSet("command", cfg.MaxLabelValues, cfg.MaxLabelLength, nil))
+	return newResolver(cfg, 1, newLabelSet("command", cfg.Metrics.MaxLabelValues, cfg.Metrics.MaxLabelLength, nil))
 }
 
 // newResolver returns one of n resolver shards: each gets 1/n of cfg's
 // bounds. names interns command names for all of them.
 func newResolver(cfg Config, n int, names *labelSet) *Resolver {
 	return &Resolver{
-		wait:     int64(cfg.CommandWait),
-		maxWait:  max(1, cfg.MaxPendingProjections/n),
-		edges:    newGenMap[spanKey, [8]byte](cfg.MaxTraceSpans / n),
-		commands: newGenMap[spanKey, commandInfo](cfg.MaxTraceSpans / 8 / n),
+		wait:     int64(cfg.Join.CommandWait),
+		maxWait:  max(1, cfg.Join.MaxPendingProjections/n),
+		edges:    newGenMap[spanKey, [8]byte](cfg.Join.MaxTraceSpans / n),
+		commands: newGenMap[spanKey, commandInfo](cfg.Join.MaxTraceSpans / 8 / n),
 		names:    names,
-		maxLabel: cfg.MaxLabelLength,
+		maxLabel: cfg.Metrics.MaxLabelLength,
 		waiting:  make(map[spanKey][]int32),
 	}
 }

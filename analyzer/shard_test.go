@@ -27,7 +27,7 @@ func TestShardsAgree(t *testing.T) {
 			for i, shards := range []int{1, 2, 7, 64} {
 				cfg := DefaultConfig()
 				cfg.KeepSamples = true
-				cfg.Shards = shards
+				cfg.Join.Shards = shards
 				if got := cfg.shards(); got != shards {
 					t.Fatalf("cfg.shards() = %d, want %d", got, shards)
 				}
@@ -53,12 +53,12 @@ func TestShardCount(t *testing.T) {
 		mutate func(*Config)
 		want   int
 	}{
-		{"explicit", func(c *Config) { c.Shards = 8 }, 8},
-		{"at most 64", func(c *Config) { c.Shards = 1000 }, 64},
-		{"tiny event bound", func(c *Config) { c.Shards = 8; c.MaxPendingEvents = 2 }, 1},
-		{"event bound splits in 3", func(c *Config) { c.Shards = 8; c.MaxPendingEvents = 3 * minShardEntries }, 3},
-		{"tiny projection bound", func(c *Config) { c.Shards = 8; c.MaxPendingProjections = 100 }, 1},
-		{"tiny trace bound", func(c *Config) { c.Shards = 8; c.MaxTraceSpans = 1000 }, 1},
+		{"explicit", func(c *Config) { c.Join.Shards = 8 }, 8},
+		{"at most 64", func(c *Config) { c.Join.Shards = 1000 }, 64},
+		{"tiny event bound", func(c *Config) { c.Join.Shards = 8; c.Join.MaxPendingEvents = 2 }, 1},
+		{"event bound splits in 3", func(c *Config) { c.Join.Shards = 8; c.Join.MaxPendingEvents = 3 * minShardEntries }, 3},
+		{"tiny projection bound", func(c *Config) { c.Join.Shards = 8; c.Join.MaxPendingProjections = 100 }, 1},
+		{"tiny trace bound", func(c *Config) { c.Join.Shards = 8; c.Join.MaxTraceSpans = 1000 }, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -70,7 +70,7 @@ func TestShardCount(t *testing.T) {
 		})
 	}
 	cfg := DefaultConfig()
-	cfg.Shards = -1
+	cfg.Join.Shards = -1
 	if cfg.Validate() == nil {
 		t.Error("Validate accepts Shards = -1")
 	}
@@ -80,7 +80,7 @@ func TestShardCount(t *testing.T) {
 // once and checks every count and lag sum against what was sent.
 func TestConcurrentConsume(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.Shards = 8
+	cfg.Join.Shards = 8
 	a, err := New(cfg, nil, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)

@@ -12,16 +12,16 @@ import (
 type Config struct {
 	// GRPCEndpoint is the host:port the OTLP/gRPC server listens on.
 	// Default "localhost:4317"; "" disables gRPC; a port of 0 picks a free one.
-	GRPCEndpoint string
+	GRPCEndpoint string `yaml:"grpc_endpoint"`
 
 	// HTTPEndpoint is the host:port the OTLP/HTTP server listens on.
 	// Default "localhost:4318"; "" disables HTTP; a port of 0 picks a free one.
-	HTTPEndpoint string
+	HTTPEndpoint string `yaml:"http_endpoint"`
 
 	// MaxRequestBytes is the largest request accepted, measured after decompression.
 	// It is also the gRPC server's maximum received message size, and the largest
 	// compressed HTTP body read. Default 16 MiB.
-	MaxRequestBytes int64
+	MaxRequestBytes int64 `yaml:"max_request_bytes"`
 
 	// MaxInflightBytes bounds the memory of requests being read, decoded and
 	// consumed at once over both transports: their bodies as they arrive, plus
@@ -35,7 +35,7 @@ type Config struct {
 	// collector runs, and 24 concurrent 14.5 MB requests peaked at 224-364
 	// MiB of heap (TestConcurrentLargeRequestsKeepHeapBounded), so this keeps
 	// the process under 512 MiB RSS.
-	MaxInflightBytes int64
+	MaxInflightBytes int64 `yaml:"max_inflight_bytes"`
 
 	// MaxSpansPerRequest, MaxLinksPerRequest, MaxEventsPerRequest and
 	// MaxAttributesPerRequest (YAML otlp.max_spans_per_request,
@@ -51,17 +51,17 @@ type Config struct {
 	// sends batches of 8192 spans, so real exporters stay far below. What
 	// the limits admit is bounded further by MaxInflightBytes: a request whose
 	// estimated decoded size exceeds it is refused as too large.
-	MaxSpansPerRequest      int
-	MaxLinksPerRequest      int
-	MaxEventsPerRequest     int
-	MaxAttributesPerRequest int
+	MaxSpansPerRequest      int `yaml:"max_spans_per_request"`
+	MaxLinksPerRequest      int `yaml:"max_links_per_request"`
+	MaxEventsPerRequest     int `yaml:"max_events_per_request"`
+	MaxAttributesPerRequest int `yaml:"max_attributes_per_request"`
 
 	// MaxJSONDepth (otlp.max_json_depth) bounds the nesting of objects and
 	// arrays in an OTLP/JSON request, and of messages in a protobuf one.
 	// A span's attribute value sits at depth 10 in OTLP/JSON and each nested
 	// map value adds 4, so the default of 64 allows 13 levels of nested maps,
 	// more than any instrumentation writes. Default 64.
-	MaxJSONDepth int
+	MaxJSONDepth int `yaml:"max_json_depth"`
 
 	// ReadTimeout (otlp.read_timeout) bounds how long a client may take to
 	// send an HTTP request body, or a gRPC request message once its stream
@@ -69,25 +69,25 @@ type Config struct {
 	// released. gRPC holds a message being received outside the in-flight
 	// budget until it is complete (up to MaxRequestBytes per stream), so this
 	// is also how long a stalled one can hold that memory. Default 30s.
-	ReadTimeout time.Duration
+	ReadTimeout time.Duration `yaml:"read_timeout"`
 
 	// IdleTimeout (otlp.idle_timeout) closes HTTP keep-alive connections and
 	// gRPC connections (MaxConnectionIdle) that carry no request for that
 	// long. Default 2m.
-	IdleTimeout time.Duration
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 
 	// MaxConnections (otlp.max_connections) bounds the open connections of
 	// each listener (so twice that over both). Past it, new connections wait
 	// in the kernel's accept queue until one closes. Default 1024.
-	MaxConnections int
+	MaxConnections int `yaml:"max_connections"`
 
 	// MaxConcurrentStreams (otlp.max_concurrent_streams) bounds the gRPC
 	// streams open at once on one connection. Default 64.
-	MaxConcurrentStreams int
+	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
 
 	// RetryAfter is the delay that overload and unavailability responses advise
 	// when the consumer's error does not name one. Default 1s.
-	RetryAfter time.Duration
+	RetryAfter time.Duration `yaml:"retry_after"`
 
 	// LazyDecode decodes OTLP protobuf requests (gRPC and HTTP) keeping only
 	// what the analysis reads: span ids, parent, name, kind, times, status
@@ -95,7 +95,7 @@ type Config struct {
 	// cqrs.event, link ids and the resource's service.name. Requests it
 	// cannot decode exactly like pdata go to pdata. Only for a Consumer that
 	// reads no more than that (the analyzer). Default false.
-	LazyDecode bool
+	LazyDecode bool `yaml:"lazy_decode"`
 }
 
 // DefaultConfig returns the configuration documented on Config's fields.
@@ -123,29 +123,29 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	var errs []error
 	if c.GRPCEndpoint == "" && c.HTTPEndpoint == "" {
-		errs = append(errs, errors.New("GRPCEndpoint and HTTPEndpoint are both empty: nothing to serve"))
+		errs = append(errs, errors.New("otlp.grpc_endpoint and otlp.http_endpoint are both empty: nothing to serve"))
 	}
 	if c.GRPCEndpoint != "" {
 		if _, _, err := net.SplitHostPort(c.GRPCEndpoint); err != nil {
-			errs = append(errs, fmt.Errorf("GRPCEndpoint: %w", err))
+			errs = append(errs, fmt.Errorf("otlp.grpc_endpoint: %w", err))
 		}
 	}
 	if c.HTTPEndpoint != "" {
 		if _, _, err := net.SplitHostPort(c.HTTPEndpoint); err != nil {
-			errs = append(errs, fmt.Errorf("HTTPEndpoint: %w", err))
+			errs = append(errs, fmt.Errorf("otlp.http_endpoint: %w", err))
 		}
 	}
 	if c.MaxRequestBytes <= 0 {
-		errs = append(errs, fmt.Errorf("MaxRequestBytes must be positive, got %d", c.MaxRequestBytes))
+		errs = append(errs, fmt.Errorf("otlp.max_request_bytes must be positive, got %d", c.MaxRequestBytes))
 	}
 	if c.MaxRequestBytes > maxRequestBytesLimit {
-		errs = append(errs, fmt.Errorf("MaxRequestBytes must be at most %d, got %d", int64(maxRequestBytesLimit), c.MaxRequestBytes))
+		errs = append(errs, fmt.Errorf("otlp.max_request_bytes must be at most %d, got %d", int64(maxRequestBytesLimit), c.MaxRequestBytes))
 	}
 	if c.MaxInflightBytes < c.MaxRequestBytes {
-		errs = append(errs, fmt.Errorf("MaxInflightBytes (%d) must be at least MaxRequestBytes (%d)", c.MaxInflightBytes, c.MaxRequestBytes))
+		errs = append(errs, fmt.Errorf("otlp.max_inflight_bytes (%d) must be at least otlp.max_request_bytes (%d)", c.MaxInflightBytes, c.MaxRequestBytes))
 	}
 	if c.RetryAfter <= 0 {
-		errs = append(errs, fmt.Errorf("RetryAfter must be positive, got %v", c.RetryAfter))
+		errs = append(errs, fmt.Errorf("otlp.retry_after must be positive, got %v", c.RetryAfter))
 	}
 	positive := []struct {
 		key string

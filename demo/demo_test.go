@@ -42,8 +42,8 @@ func newTestLagscope(t *testing.T, deadline time.Duration) *testLagscope {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	ac := analyzer.DefaultConfig()
-	ac.Deadline = deadline
-	ac.Expected = map[string][]string{"*": {projection.OrdersView, projection.SalesSummary}}
+	ac.Join.Deadline = deadline
+	ac.Join.Expected = map[string][]string{"*": {projection.OrdersView, projection.SalesSummary}}
 	a, err := analyzer.New(ac, nil, reg)
 	if err != nil {
 		t.Fatal(err)

@@ -36,29 +36,29 @@ const (
 type Config struct {
 	// Driver is the database/sql driver: DriverPostgres ("pgx") or
 	// DriverSQLite ("sqlite"). Default "pgx".
-	Driver string
+	Driver string `yaml:"driver"`
 	// DSN is the data source name. For pgx, a PostgreSQL URL or key=value
 	// string (postgres://lagscope@db:5432/orders?sslmode=disable; add
 	// search_path=SCHEMA to pick a schema). For sqlite, a file path or
 	// file: URI of the event store's database; it is read, never written.
 	// Required; it may hold a password, which errors and logs never show.
-	DSN string
+	DSN string `yaml:"dsn"`
 	// Interval is the time between two polls. Default 5s.
-	Interval time.Duration
+	Interval time.Duration `yaml:"interval"`
 	// Timeout bounds one poll (both queries). At most Interval. Default 2s.
-	Timeout time.Duration
+	Timeout time.Duration `yaml:"timeout"`
 	// HeadQuery returns one row with one integer column: the position of
 	// the newest event in the store. Default DefaultHeadQuery.
-	HeadQuery string
+	HeadQuery string `yaml:"head_query"`
 	// CheckpointsQuery returns rows of (projection text, position integer):
 	// the position up to which each projection has handled events. Default
 	// DefaultCheckpointsQuery.
-	CheckpointsQuery string
+	CheckpointsQuery string `yaml:"checkpoints_query"`
 	// MaxProjections bounds the projection label values exported. Rows of
 	// further projections are skipped and counted
 	// (lagscope_sqlsource_skipped_rows_total{reason="too_many_projections"});
 	// a projection keeps its slot while it is returned. Default 200.
-	MaxProjections int
+	MaxProjections int `yaml:"max_projections"`
 }
 
 // DefaultConfig returns the defaults documented on Config; DSN is empty.

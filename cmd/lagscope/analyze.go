@@ -57,8 +57,8 @@ func runAnalyze(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	cfg := analyzer.DefaultConfig()
 	cfg.KeepSamples = true
-	cfg.Expected = expected.m
-	cfg.MaxPendingEvents = 1 << 24 // offline: nothing is evicted for room short of this
+	cfg.Join.Expected = expected.m
+	cfg.Join.MaxPendingEvents = 1 << 24 // offline: nothing is evicted for room short of this
 	a, err := analyzer.New(cfg, nil, prometheus.NewRegistry())
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -72,7 +73,11 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"unknown key", "join:\n  dedline: 3s\n", nil, "dedline"},
+		{"unknown key", "join:\n  dedline: 3s\n", nil, "join.dedline (line 2): unknown key; did you mean join.deadline?"},
+		{"duration in words", "log:\n  level: info\njoin:\n  deadline: 30 seconds\n", nil, `join.deadline (line 4): "30 seconds" is not a duration (e.g. 30s`},
+		{"new robustness key", "metrics:\n  max_label_length: 10\n", nil, "metrics.max_label_length"},
+		{"new otlp key", "otlp:\n  max_connections: 0\n", nil, "otlp.max_connections"},
+		{"otlp key named in errors", "otlp:\n  max_request_bytes: -1\n", nil, "otlp.max_request_bytes must be positive"},
 		{"unknown section", "otel:\n  x: 1\n", nil, "otel"},
 		{"bad duration", "join:\n  deadline: soon\n", nil, "soon"},
 		{"negative deadline", "join:\n  deadline: -1s\n", nil, "join.deadline"},
@@ -93,5 +98,57 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 				t.Fatalf("got error %v, want one naming %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestEveryKeyHasAFlag keeps the flags in step with the config file: every
+// scalar YAML key has the flag of the same name, with dashes, and every flag
+// but --config names a key (or is the hidden --analysis.disabled).
+func TestEveryKeyHasAFlag(t *testing.T) {
+	keys := map[string]bool{}
+	var walk func(reflect.Type, string)
+	walk = func(typ reflect.Type, prefix string) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			tag, ok := f.Tag.Lookup("yaml")
+			if !ok || tag == "-" {
+				continue
+			}
+			name, opts, _ := strings.Cut(tag, ",")
+			if opts == "inline" {
+				walk(f.Type, prefix)
+				continue
+			}
+			key := prefix + name
+			switch f.Type.Kind() {
+			case reflect.Struct:
+				walk(f.Type, key+".")
+			case reflect.Map, reflect.Slice:
+				// join.expected: a file-only setting.
+			default:
+				keys[key] = true
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config](), "")
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	newServeFlags(fs)
+	flags := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { flags[f.Name] = true })
+	for key := range keys {
+		if name := strings.ReplaceAll(key, "_", "-"); !flags[name] {
+			t.Errorf("YAML key %s has no flag --%s", key, name)
+		}
+	}
+	for name := range flags {
+		if name == "config" || name == "analysis.disabled" {
+			continue
+		}
+		if key := strings.ReplaceAll(name, "-", "_"); !keys[key] {
+			t.Errorf("flag --%s names no YAML key (%s)", name, key)
+		}
+	}
+	if len(keys) < 30 {
+		t.Errorf("found only %d keys: the walk is broken", len(keys))
 	}
 }
