@@ -46,6 +46,13 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	if args := os.Getenv(mainChildEnv); args != "" {
+		// The test binary as the lagscope command, for tests that signal it.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := exitCode(run(ctx, strings.Split(args, "\x1f"), os.Stdout, os.Stderr), os.Stderr)
+		stop()
+		os.Exit(code)
+	}
 	if mode := os.Getenv(benchChildEnv); mode != "" {
 		if err := runBenchChild(mode, os.Getenv(benchAddrEnv)); err != nil {
 			fmt.Fprintln(os.Stderr, "bench child:", err)
