@@ -1,6 +1,7 @@
 package configfile
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -80,4 +81,20 @@ func TestDecode(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzDecode decodes arbitrary documents into a struct of every kind of
+// field: never a panic, and an error always names a key or the document.
+func FuzzDecode(f *testing.F) {
+	f.Add("join:\n  deadline: 45s\n  expected:\n    a: [b]\nlevel: x\nenabled: true\n")
+	f.Add("join: [\n")
+	f.Add("a: &a [*a, *a]\n")
+	f.Add("join:\n  max_pending_events: 1e99\n")
+	f.Fuzz(func(t *testing.T, doc string) {
+		var c yamlTestConfig
+		err := Decode([]byte(doc), &c)
+		if err != nil && !strings.Contains(err.Error(), "(line ") && !strings.HasPrefix(err.Error(), "not YAML") {
+			t.Errorf("error without a key and line: %v", err)
+		}
+	})
 }
