@@ -62,8 +62,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, flag.ErrHelp):
-		fs.Usage()
-		return errHelp
+		return errHelp // Parse printed the usage
 	}
 	return &usageError{cmd: fs.Name(), err: err}
 }
@@ -125,7 +124,11 @@ func (d *durationValue) Set(s string) error {
 	return nil
 }
 
-// durationVar defines a duration flag bound to p, defaulting to *p.
+// durationVar defines a duration flag bound to p, defaulting to *p. Its
+// help names the value a `duration` (flag's own would say "value").
 func durationVar(fs *flag.FlagSet, p *time.Duration, name, usage string) {
+	if !strings.Contains(usage, "`") {
+		usage += " (a `duration`, e.g. 30s)"
+	}
 	fs.Var((*durationValue)(p), name, usage)
 }

@@ -57,6 +57,9 @@ func TestCommandLine(t *testing.T) {
 					t.Errorf("stderr lacks %q:\n%s", w, stderr.String())
 				}
 			}
+			if n := strings.Count(stdout.String(), "Usage:"); n > 1 {
+				t.Errorf("the usage is printed %d times:\n%s", n, stdout.String())
+			}
 			if tt.wantCode == 0 && stderr.Len() > 0 {
 				t.Errorf("stderr not empty on success:\n%s", stderr.String())
 			}
