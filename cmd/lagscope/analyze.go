@@ -1,22 +1,19 @@
 package main
 
 import (
-	"bufio"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/lagscope/lagscope/analyzer"
+	"github.com/lagscope/lagscope/tracefile"
 )
 
 // analyzeInput counts what was read.
@@ -28,24 +25,28 @@ type analyzeInput struct {
 
 // analyzeReport is the output of `lagscope analyze --format json`.
 type analyzeReport struct {
+	// File is the file analysed, with --per-file.
+	File  string       `json:"file,omitempty"`
 	Input analyzeInput `json:"input"`
 	analyzer.Summary
 }
 
+const analyzeSynopsis = `analyze [--format text|json] [--per-file] [--expect TYPE=PROJECTION,...] FILE...
+
+Analyses OTLP trace files offline, as the OpenTelemetry Collector's file
+exporter writes them: OTLP JSON (one request per line, or whole documents) or
+length-delimited protobuf (format: proto), plain, gzip or zstd (as a whole or
+per message); the format is recognised from the content. - reads standard
+input. Every pending event is evaluated at the end. A last line cut short (a
+file still being written) is reported and skipped.
+`
+
 func runAnalyze(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("analyze", "analyze [--format text|json] FILE...", stdout)
+	fs := newFlagSet("analyze", analyzeSynopsis, stdout)
 	format := fs.String("format", "text", "output format: text or json")
+	perFile := fs.Bool("per-file", false, "analyse each file on its own, one report each")
 	var expected expectedFlag
 	fs.Var(&expected, "expect", "`type=projection[,projection]` an event type must be shown by (repeatable; type * for all)")
-	fs.Usage = func() {
-		fmt.Fprintln(stdout, "Usage: lagscope analyze [--format text|json] FILE...")
-		fmt.Fprintln(stdout, "Analyses OTLP JSON traces offline: one ExportTraceServiceRequest or TracesData per line")
-		fmt.Fprintln(stdout, "(as the OpenTelemetry Collector's file exporter writes), or whole JSON documents; .gz files")
-		fmt.Fprintln(stdout, "are decompressed and - reads standard input. Every pending event is evaluated at the end.")
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -55,73 +56,91 @@ func runAnalyze(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if fs.NArg() == 0 {
 		return &usageError{cmd: "analyze", err: errors.New("analyze needs at least one file")}
 	}
+	groups := [][]string{fs.Args()}
+	if *perFile {
+		groups = nil
+		for _, f := range fs.Args() {
+			groups = append(groups, []string{f})
+		}
+	}
+	var reps []analyzeReport
+	for _, files := range groups {
+		rep, err := analyzeFiles(ctx, files, expected.m, stderr)
+		if err != nil {
+			return err
+		}
+		if *perFile {
+			rep.File = files[0]
+		}
+		reps = append(reps, rep)
+	}
+	if *format == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if *perFile {
+			return enc.Encode(reps)
+		}
+		return enc.Encode(reps[0])
+	}
+	for i, rep := range reps {
+		if i > 0 {
+			fmt.Fprintln(stdout)
+		}
+		if rep.File != "" {
+			fmt.Fprintf(stdout, "== %s ==\n", rep.File)
+		}
+		if err := writeAnalyzeText(stdout, rep); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// analyzeFiles analyses files together, in one analyzer.
+func analyzeFiles(ctx context.Context, files []string, expected map[string][]string, stderr io.Writer) (analyzeReport, error) {
 	cfg := analyzer.DefaultConfig()
 	cfg.KeepSamples = true
-	cfg.Join.Expected = expected.m
+	cfg.Join.Expected = expected
 	cfg.Join.MaxPendingEvents = 1 << 24 // offline: nothing is evicted for room short of this
 	a, err := analyzer.New(cfg, nil, prometheus.NewRegistry())
 	if err != nil {
-		return err
+		return analyzeReport{}, err
 	}
 	var in analyzeInput
-	for _, name := range fs.Args() {
-		if err := analyzeFile(ctx, a, name, &in); err != nil {
-			return err
+	for _, name := range files {
+		if err := analyzeFile(ctx, a, name, &in, stderr); err != nil {
+			return analyzeReport{}, err
 		}
 		in.Files++
 	}
 	a.Flush()
-	rep := analyzeReport{Input: in, Summary: a.Summary()}
-	if *format == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
-	}
-	return writeAnalyzeText(stdout, rep)
+	return analyzeReport{Input: in, Summary: a.Summary()}, nil
 }
 
-// analyzeFile feeds every JSON document of a file to the analyzer.
-func analyzeFile(ctx context.Context, a *analyzer.Analyzer, name string, in *analyzeInput) error {
-	var r io.Reader
-	if name == "-" {
-		r = os.Stdin
-	} else {
-		f, err := os.Open(name)
-		if err != nil {
-			return fmt.Errorf("open trace file: %w", err)
-		}
-		defer f.Close()
-		r = f
+// analyzeFile feeds every request of a trace file to the analyzer. A
+// truncated last document is reported on stderr and skipped; any other
+// problem is an error that names the file and the place.
+func analyzeFile(ctx context.Context, a *analyzer.Analyzer, name string, in *analyzeInput, stderr io.Writer) error {
+	r, err := tracefile.Open(name)
+	if err != nil {
+		return err
 	}
-	br := bufio.NewReaderSize(r, 1<<20)
-	if strings.HasSuffix(name, ".gz") {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return fmt.Errorf("read %s: %w", name, err)
-		}
-		defer zr.Close()
-		br = bufio.NewReaderSize(zr, 1<<20)
-	}
-	// A JSON decoder reads both forms: one document per line, and whole
-	// (indented) documents one after another.
-	dec := json.NewDecoder(br)
-	var u ptrace.JSONUnmarshaler
-	for n := 1; ; n++ {
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return fmt.Errorf("read %s: document %d: %w", name, n, err)
-		}
-		td, err := u.UnmarshalTraces(raw)
-		if err != nil {
-			return fmt.Errorf("decode %s: document %d: %w", name, n, err)
+	defer r.Close()
+	for {
+		td, err := r.Next()
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case errors.Is(err, tracefile.ErrTruncated):
+			fmt.Fprintf(stderr, "lagscope analyze: %s: %v\n", name, err)
+			continue
+		case err != nil:
+			return fmt.Errorf("%s: %w", name, err)
 		}
 		in.Requests++
 		in.Spans += td.SpanCount()
 		if err := a.ConsumeTraces(ctx, td); err != nil {
-			return fmt.Errorf("analyse %s: document %d: %w", name, n, err)
+			return fmt.Errorf("analyse %s: %w", name, err)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -56,8 +57,8 @@ func TestAnalyzeErrors(t *testing.T) {
 	if err := os.WriteFile(bad, []byte(`{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}`+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	truncated := filepath.Join(dir, "truncated.jsonl")
-	if err := os.WriteFile(truncated, []byte(`{"resourceSpans":[`), 0o644); err != nil {
+	notOTLP := filepath.Join(dir, "foo.json")
+	if err := os.WriteFile(notOTLP, []byte(`{"foo":1}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -67,8 +68,8 @@ func TestAnalyzeErrors(t *testing.T) {
 	}{
 		{"no files", []string{"analyze"}, "at least one file"},
 		{"missing file", []string{"analyze", filepath.Join(dir, "nope.jsonl")}, "open trace file"},
-		{"bad trace id", []string{"analyze", bad}, "document 1"},
-		{"truncated", []string{"analyze", truncated}, "document 1"},
+		{"bad trace id", []string{"analyze", bad}, "bad.jsonl: line 1: not OTLP JSON: a trace or span id is not hexadecimal"},
+		{"not OTLP", []string{"analyze", notOTLP}, "foo.json: line 1: not OTLP JSON: no resourceSpans"},
 		{"bad format", []string{"analyze", "--format", "xml", bad}, "--format"},
 		{"bad expect", []string{"analyze", "--expect", "nothing", bad}, "type=projection"},
 	}
@@ -93,5 +94,53 @@ func TestAnalyzeExpect(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "Unprojected by audit_log (1):") {
 		t.Errorf("want audit_log to have one unprojected event, got:\n%s", out.String())
+	}
+}
+
+// TestAnalyzeTruncatedAndPerFile reads a file whose last line is cut short
+// (reported, skipped, the rest analysed) and analyses two files apart.
+func TestAnalyzeTruncatedAndPerFile(t *testing.T) {
+	happy, err := os.ReadFile("../../testdata/happy_path.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	truncated := filepath.Join(dir, "writing.jsonl")
+	if err := os.WriteFile(truncated, append(append([]byte{}, happy...), `{"resourceSpans":[{"scopeSp`...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"analyze", truncated}, &out, &errOut); err != nil {
+		t.Fatalf("a truncated last line is fatal: %v", err)
+	}
+	if !strings.Contains(errOut.String(), "writing.jsonl: line 6: the file ends in the middle of a document") {
+		t.Errorf("stderr does not report the truncated line 6:\n%s", errOut.String())
+	}
+	var whole bytes.Buffer
+	if err := run(context.Background(), []string{"analyze", "../../testdata/happy_path.jsonl"}, &whole, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != whole.String() {
+		t.Errorf("the truncated file's report differs from the whole file's:\n%s\nwant\n%s", out.String(), whole.String())
+	}
+
+	out.Reset()
+	if err := run(context.Background(), []string{"analyze", "--per-file", "--format", "json",
+		"../../testdata/happy_path.jsonl", "../../testdata/missing_projection.jsonl"}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	var reps []analyzeReport
+	if err := json.Unmarshal(out.Bytes(), &reps); err != nil {
+		t.Fatalf("--per-file --format json is not a list of reports: %v\n%s", err, out.String())
+	}
+	if len(reps) != 2 || reps[0].File != "../../testdata/happy_path.jsonl" || reps[1].Input.Files != 1 {
+		t.Errorf("reports %+v, want one per file", reps)
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"analyze", "--per-file", "../../testdata/happy_path.jsonl", "../../testdata/missing_projection.jsonl"}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(out.String(), "\n== "); got != 1 || !strings.HasPrefix(out.String(), "== ../../testdata/happy_path.jsonl ==") {
+		t.Errorf("text --per-file does not head each report with its file:\n%s", out.String())
 	}
 }

@@ -11,7 +11,7 @@ import (
 // the validation behind it: whatever the file, no panic, and every error
 // names a key or the document, never a Go type.
 func FuzzConfigFile(f *testing.F) {
-		// Seeds: testdata/fuzz/FuzzConfigFile.
+	// Seeds: testdata/fuzz/FuzzConfigFile.
 	f.Fuzz(func(t *testing.T, doc string) {
 		c := DefaultConfig()
 		err := configfile.Decode([]byte(doc), &c)
