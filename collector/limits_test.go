@@ -19,7 +19,7 @@ func fuzzCore(t testing.TB, lazy bool) *tracesCore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &tracesCore{next: Discard, limiter: newByteLimiter(1 << 40), metrics: m, lazy: lazy, limits: fuzzLimits}
+	return &tracesCore{next: Discard, limiter: newByteLimiter(1 << 40), metrics: m, selective: testDecoder(lazy), limits: fuzzLimits}
 }
 
 // itemCounts counts what td holds as the scans count it, and the deepest
@@ -109,7 +109,7 @@ func checkDecode(t *testing.T, buf []byte, json, lazy bool) {
 	case rerr == nil:
 		checkWithinLimits(t, td)
 		if lazy {
-			if diff := cmp.Diff(relevant(td), relevant(req.Traces())); diff != "" {
+			if diff := cmp.Diff(relevant(td, &analysisSel), relevant(req.Traces(), &analysisSel)); diff != "" {
 				t.Fatalf("lazy decoding differs from pdata (-got +pdata):\n%s", diff)
 			}
 		} else if !bytes.Equal(protoOf(t, td), protoOf(t, req.Traces())) {
