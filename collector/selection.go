@@ -27,30 +27,53 @@ type Selection struct {
 // stringSet is a set of strings looked up by a []byte without allocating.
 // The sets are small (tens of keys) and their strings mostly of distinct
 // lengths, so a lookup indexed by length and then comparing the few
-// strings of that length beats hashing the key.
+// strings of that length beats hashing the key. It is safe for concurrent
+// lookups.
 type stringSet struct {
-	byLen [][]string // by length: the strings of that length
+	byLen [][]string // by length up to maxIndexedLen: the strings of that length
+	long  []string   // the longer ones, which no convention has
 }
+
+// maxIndexedLen bounds byLen, so that a long key (rules will come from the
+// config file) costs no more than its own bytes.
+const maxIndexedLen = 256
 
 func newStringSet(ss []string) stringSet {
 	var s stringSet
 	for _, x := range ss {
+		if _, dup := s.get([]byte(x)); dup {
+			continue
+		}
+		if len(x) > maxIndexedLen {
+			s.long = append(s.long, x)
+			continue
+		}
 		if len(x) >= len(s.byLen) {
 			s.byLen = append(s.byLen, make([][]string, len(x)+1-len(s.byLen))...)
 		}
-		if _, ok := s.get([]byte(x)); !ok {
-			s.byLen[len(x)] = append(s.byLen[len(x)], x)
-		}
+		s.byLen[len(x)] = append(s.byLen[len(x)], x)
 	}
 	return s
 }
 
 // get returns the string of s equal to b, and whether there is one.
 func (s *stringSet) get(b []byte) (string, bool) {
-	if len(b) >= len(s.byLen) {
+	if len(b) < len(s.byLen) {
+		for _, x := range s.byLen[len(b)] {
+			if x == string(b) {
+				return x, true
+			}
+		}
 		return "", false
 	}
-	for _, x := range s.byLen[len(b)] {
+	if len(b) > maxIndexedLen {
+		return s.getLong(b)
+	}
+	return "", false
+}
+
+func (s *stringSet) getLong(b []byte) (string, bool) {
+	for _, x := range s.long {
 		if x == string(b) {
 			return x, true
 		}
