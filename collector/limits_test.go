@@ -3,6 +3,7 @@ package collector
 import (
 	"bytes"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -14,8 +15,12 @@ import (
 // fuzzLimits are small enough for fuzzed inputs to cross every one.
 var fuzzLimits = decodeLimits{spans: 40, links: 20, events: 20, attrs: 60, depth: 20}
 
+// fuzzMetrics are shared by the cores of fuzzCore: building them took
+// most of the time of a fuzzed input.
+var fuzzMetrics = sync.OnceValues(func() (*metrics, error) { return newMetrics(nil) })
+
 func fuzzCore(t testing.TB, lazy bool) *tracesCore {
-	m, err := newMetrics(nil)
+	m, err := fuzzMetrics()
 	if err != nil {
 		t.Fatal(err)
 	}
