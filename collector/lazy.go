@@ -33,8 +33,8 @@ type fallbackReason uint8
 
 const (
 	fallbackNone fallbackReason = iota
-	// A field the schema (schema.go) does not name: pdata keeps it as
-	// unknown, which the selective decoder does not.
+	// A field schema.go does not name, such as one of a newer schema:
+	// pdata skips or decodes it, the selective decoder cannot check it.
 	fallbackUnknownField
 	// A field of the deprecated group wire types.
 	fallbackGroup
@@ -48,8 +48,8 @@ const (
 	fallbackKeptComplexValue
 	// Attribute values nested deeper than maxLazyDepth.
 	fallbackTooDeep
-	// Anything pdata refuses too: a truncated field, a bad tag, a wrong
-	// wire type or an id of the wrong length.
+	// Input that pdata refuses too (checkLazy checks this): a truncated
+	// field, a bad tag, a wrong wire type or an id of the wrong length.
 	fallbackMalformed
 	numFallbackReasons
 )

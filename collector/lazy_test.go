@@ -187,10 +187,11 @@ func lazySeeds(t testing.TB) [][]byte {
 	return append(out, []byte{0x0a, 0x02, 0x0a}, []byte{0xff}, []byte{0x0a, 0x00})
 }
 
-// checkLazy fails when the selective decoder accepts what pdata rejects or
-// decodes differently from pdata what the analysis reads (and nothing
-// more), or when decodeTraces, falling back or not, differs from pdata. It
-// returns why the selective decoder declined buf.
+// checkLazy fails when the selective decoder accepts what pdata rejects,
+// calls malformed what pdata accepts, or decodes differently from pdata
+// what the analysis reads (and nothing more), or when decodeTraces, falling
+// back or not, differs from pdata. It returns why the selective decoder
+// declined buf.
 func checkLazy(t *testing.T, buf []byte) fallbackReason {
 	t.Helper()
 	req := ptraceotlp.NewExportRequest()
@@ -198,6 +199,9 @@ func checkLazy(t *testing.T, buf []byte) fallbackReason {
 	got, fb := analysisDecoder.decode(buf)
 	if fb == fallbackNone && perr != nil {
 		t.Fatalf("selective decoder accepted a request pdata rejects (%v)", perr)
+	}
+	if fb == fallbackMalformed && perr == nil {
+		t.Fatal("selective decoder declined as malformed a request pdata decodes")
 	}
 	want := relevant(req.Traces(), &analysisSel)
 	if fb == fallbackNone {
@@ -319,7 +323,7 @@ func TestDecodeFallbacks(t *testing.T) {
 				t.Fatalf("decode error = %v, pdata's = %v", rerr, perr)
 			}
 			var want strings.Builder
-			want.WriteString("# HELP lagscope_decode_fallbacks_total OTLP protobuf requests that the selective decoder (otlp.lazy_decode) declined and pdata decoded instead, by reason.\n")
+			want.WriteString("# HELP lagscope_decode_fallbacks_total OTLP protobuf requests that the selective decoder (otlp.lazy_decode) declined and left to pdata, by reason; pdata refuses the malformed ones too.\n")
 			want.WriteString("# TYPE lagscope_decode_fallbacks_total counter\n")
 			for r := fallbackNone + 1; r < numFallbackReasons; r++ {
 				n := "0"

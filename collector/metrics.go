@@ -87,7 +87,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"transport"})
 	fallbacks := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lagscope_decode_fallbacks_total",
-		Help: "OTLP protobuf requests that the selective decoder (otlp.lazy_decode) declined and pdata decoded instead, by reason.",
+		Help: "OTLP protobuf requests that the selective decoder (otlp.lazy_decode) declined and left to pdata, by reason; pdata refuses the malformed ones too.",
 	}, []string{"reason"})
 
 	if reg != nil {
