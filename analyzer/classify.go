@@ -50,6 +50,23 @@ const (
 	attrServiceName     = "service.name"
 )
 
+// Attribute values the classifier compares with: of cqrs.operation, and of
+// messaging.operation.type (or messaging.operation).
+const (
+	opCommand = "command"
+	opAppend  = "append"
+	opProject = "project"
+	opQuery   = "query"
+
+	msgOpCreate  = "create"
+	msgOpSend    = "send"
+	msgOpPublish = "publish"
+	msgOpProcess = "process"
+	msgOpDeliver = "deliver"
+	msgOpReceive = "receive"
+	msgOpSettle  = "settle"
+)
+
 // spanAttrs holds the attributes the classifier reads, collected in one pass
 // over the span's attributes. Strings point into the request.
 type spanAttrs struct {
@@ -62,6 +79,9 @@ type spanAttrs struct {
 	msgGroup, msgSubscription            string
 }
 
+// read reads the attributes of m that the conventions name. Every key it
+// reads is listed in spanAttributeKeys (conventions.go), which tells the
+// collector what to keep: TestReadsListsEveryKey checks the two agree.
 func (a *spanAttrs) read(m pcommon.Map) {
 	for k, v := range m.All() {
 		if len(k) < 6 {
@@ -174,13 +194,13 @@ func parseInt(s string) int64 {
 // messaging semantic conventions.
 func classify(kind ptrace.SpanKind, a *spanAttrs) Role {
 	switch a.op {
-	case "command":
+	case opCommand:
 		return RoleCommand
-	case "append":
+	case opAppend:
 		return RoleAppend
-	case "project":
+	case opProject:
 		return RoleProject
-	case "query":
+	case opQuery:
 		return RoleQuery
 	}
 	if a.command != "" {
@@ -193,11 +213,11 @@ func classify(kind ptrace.SpanKind, a *spanAttrs) Role {
 		return RoleNone
 	}
 	switch a.msgOpType {
-	case "create", "send", "publish":
+	case msgOpCreate, msgOpSend, msgOpPublish:
 		return RoleAppend
-	case "process", "deliver":
+	case msgOpProcess, msgOpDeliver:
 		return RoleProject
-	case "receive", "settle":
+	case msgOpReceive, msgOpSettle:
 		// A receive span is not the processing: the read model is not
 		// updated yet. Let the process span carry the projection.
 		return RoleNone

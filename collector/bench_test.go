@@ -83,13 +83,14 @@ func BenchmarkDecode(b *testing.B) {
 	reqs := synthRequests(b, 16)
 	for _, lazy := range []bool{false, true} {
 		b.Run(decoderName(lazy), func(b *testing.B) {
+			sel := testDecoder(lazy)
 			spans := 0
 			b.ReportAllocs()
 			b.SetBytes(int64(len(reqs[0])))
 			for i := 0; b.Loop(); i++ {
-				td, err := decodeTraces(reqs[i%len(reqs)], lazy)
-				if err != nil {
-					b.Fatal(err)
+				td, fb, err := decodeTraces(reqs[i%len(reqs)], sel)
+				if err != nil || fb != fallbackNone {
+					b.Fatal(err, fb)
 				}
 				spans += td.SpanCount()
 			}
@@ -114,12 +115,12 @@ func BenchmarkExportAnalyze(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			core := &tracesCore{next: a, limiter: newByteLimiter(1 << 30), metrics: m, lazy: lazy}
+			core := &tracesCore{next: a, limiter: newByteLimiter(1 << 30), metrics: m, selective: testDecoder(lazy)}
 			ctx := context.Background()
 			spans := 0
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
-				td, err := decodeTraces(reqs[i%len(reqs)], lazy)
+				td, _, err := decodeTraces(reqs[i%len(reqs)], core.selective)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -89,13 +89,27 @@ type Config struct {
 	// when the consumer's error does not name one. Default 1s.
 	RetryAfter time.Duration `yaml:"retry_after"`
 
-	// LazyDecode decodes OTLP protobuf requests (gRPC and HTTP) keeping only
-	// what the analysis reads: span ids, parent, name, kind, times, status
-	// code, attributes named cqrs.* and messaging.*, events named
-	// cqrs.event, link ids and the resource's service.name. Requests it
-	// cannot decode exactly like pdata go to pdata. Only for a Consumer that
+	// LazyDecode decodes OTLP protobuf requests (gRPC and HTTP) with the
+	// selective decoder, which keeps only span ids, parent, name, kind,
+	// times, status code, link ids and what Keep names. Requests it cannot
+	// decode exactly like pdata go to pdata, counted in
+	// lagscope_decode_fallbacks_total by reason. Only for a Consumer that
 	// reads no more than that (the analyzer). Default false.
 	LazyDecode bool `yaml:"lazy_decode"`
+
+	// Keep is what the selective decoder keeps (LazyDecode) besides those
+	// fields: attribute keys and span event names. It is the consumer's to
+	// say, not a setting of the file: lagscope serve sets it from
+	// analyzer.Config.Reads. Default empty: no attribute and no event.
+	Keep Selection `yaml:"-"`
+}
+
+// selectiveDecoder returns the decoder of c.Keep, or nil without LazyDecode.
+func (c Config) selectiveDecoder() *selectiveDecoder {
+	if !c.LazyDecode {
+		return nil
+	}
+	return newSelectiveDecoder(c.Keep)
 }
 
 // DefaultConfig returns the configuration documented on Config's fields.

@@ -87,42 +87,6 @@ func tooDeep(limit int) *requestError {
 	return newRequestError(reasonTooLarge, "request nests deeper than "+strconv.Itoa(limit)+" levels (otlp.max_json_depth)")
 }
 
-// Field numbers of opentelemetry-proto's collector/trace/v1/trace_service.proto,
-// trace/v1/trace.proto, resource/v1/resource.proto and common/v1/common.proto
-// that hold what the scan counts or descends into.
-const (
-	exportTraceServiceRequestResourceSpans = 1 // repeated ResourceSpans resource_spans = 1
-
-	resourceSpansResource   = 1 // Resource resource = 1
-	resourceSpansScopeSpans = 2 // repeated ScopeSpans scope_spans = 2
-
-	resourceAttributes = 1 // repeated KeyValue attributes = 1
-	resourceEntityRefs = 3 // repeated EntityRef entity_refs = 3
-
-	entityRefIDKeys          = 3 // repeated string id_keys = 3
-	entityRefDescriptionKeys = 4 // repeated string description_keys = 4
-
-	scopeSpansScope = 1 // InstrumentationScope scope = 1
-	scopeSpansSpans = 2 // repeated Span spans = 2
-
-	instrumentationScopeAttributes = 3 // repeated KeyValue attributes = 3
-
-	spanAttributes = 9  // repeated KeyValue attributes = 9
-	spanEvents     = 11 // repeated Event events = 11
-	spanLinks      = 13 // repeated Link links = 13
-
-	eventAttributes = 3 // Span.Event: repeated KeyValue attributes = 3
-	linkAttributes  = 4 // Span.Link: repeated KeyValue attributes = 4
-
-	keyValueValue = 2 // AnyValue value = 2
-
-	anyValueArrayValue  = 5 // ArrayValue array_value = 5
-	anyValueKvlistValue = 6 // KeyValueList kvlist_value = 6
-
-	arrayValueValues   = 1 // ArrayValue: repeated AnyValue values = 1
-	keyValueListValues = 1 // KeyValueList: repeated KeyValue values = 1
-)
-
 // protoMsg names the messages protoScanner descends into.
 type protoMsg uint8
 

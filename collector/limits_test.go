@@ -3,6 +3,7 @@ package collector
 import (
 	"bytes"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -14,12 +15,16 @@ import (
 // fuzzLimits are small enough for fuzzed inputs to cross every one.
 var fuzzLimits = decodeLimits{spans: 40, links: 20, events: 20, attrs: 60, depth: 20}
 
+// fuzzMetrics are shared by the cores of fuzzCore: building them took
+// most of the time of a fuzzed input.
+var fuzzMetrics = sync.OnceValues(func() (*metrics, error) { return newMetrics(nil) })
+
 func fuzzCore(t testing.TB, lazy bool) *tracesCore {
-	m, err := newMetrics(nil)
+	m, err := fuzzMetrics()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &tracesCore{next: Discard, limiter: newByteLimiter(1 << 40), metrics: m, lazy: lazy, limits: fuzzLimits}
+	return &tracesCore{next: Discard, limiter: newByteLimiter(1 << 40), metrics: m, selective: testDecoder(lazy), limits: fuzzLimits}
 }
 
 // itemCounts counts what td holds as the scans count it, and the deepest
@@ -109,7 +114,7 @@ func checkDecode(t *testing.T, buf []byte, json, lazy bool) {
 	case rerr == nil:
 		checkWithinLimits(t, td)
 		if lazy {
-			if diff := cmp.Diff(relevant(td), relevant(req.Traces())); diff != "" {
+			if diff := cmp.Diff(relevant(td, &analysisSel), relevant(req.Traces(), &analysisSel)); diff != "" {
 				t.Fatalf("lazy decoding differs from pdata (-got +pdata):\n%s", diff)
 			}
 		} else if !bytes.Equal(protoOf(t, td), protoOf(t, req.Traces())) {

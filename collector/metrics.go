@@ -63,6 +63,7 @@ type metrics struct {
 	rejectedSpans    [numReasons]prometheus.Counter
 	rejectedRequests [numTransports][numReasons]prometheus.Counter
 	requestDuration  [numTransports]prometheus.Observer
+	decodeFallbacks  [numFallbackReasons]prometheus.Counter
 }
 
 // newMetrics builds the receiver's metrics and registers them with reg, unless reg is nil.
@@ -84,9 +85,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help:    "Time taken to read, decode and consume an OTLP export request.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8), // 0.5ms to ~8s
 	}, []string{"transport"})
+	fallbacks := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "lagscope_decode_fallbacks_total",
+		Help: "OTLP protobuf requests that the selective decoder (otlp.lazy_decode) declined and left to pdata, by reason; pdata refuses the malformed ones too.",
+	}, []string{"reason"})
 
 	if reg != nil {
-		cs := []prometheus.Collector{received, rejectedSpans, rejectedRequests, duration}
+		cs := []prometheus.Collector{received, rejectedSpans, rejectedRequests, duration, fallbacks}
 		for i, c := range cs {
 			if err := reg.Register(c); err != nil {
 				// Undo the partial registration so that New can be retried on reg.
@@ -108,6 +113,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, r := range spanReasons {
 		m.rejectedSpans[r] = rejectedSpans.WithLabelValues(r.String())
+	}
+	for r := fallbackNone + 1; r < numFallbackReasons; r++ {
+		m.decodeFallbacks[r] = fallbacks.WithLabelValues(r.String())
 	}
 	return m, nil
 }

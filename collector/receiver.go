@@ -77,7 +77,7 @@ func New(cfg Config, next Consumer, logger *slog.Logger, reg prometheus.Register
 			metrics:    m,
 			logger:     logger,
 			retryAfter: cfg.RetryAfter,
-			lazy:       cfg.LazyDecode,
+			selective:  cfg.selectiveDecoder(),
 			limits:     cfg.decodeLimits(),
 		},
 	}, nil

@@ -21,7 +21,7 @@ type tracesCore struct {
 	metrics    *metrics
 	logger     *slog.Logger
 	retryAfter time.Duration
-	lazy       bool // decode protobuf with decodeLazy first
+	selective  *selectiveDecoder // decodes protobuf first when not nil (Config.LazyDecode)
 	limits     decodeLimits
 }
 
@@ -54,7 +54,10 @@ func (c *tracesCore) decode(buf []byte, json bool) (td ptrace.Traces, reserved i
 		err = req.UnmarshalJSON(buf)
 		td = req.Traces()
 	} else {
-		td, err = decodeTraces(buf, c.lazy)
+		var fb fallbackReason
+		if td, fb, err = decodeTraces(buf, c.selective); fb != fallbackNone {
+			c.metrics.decodeFallbacks[fb].Inc()
+		}
 	}
 	if err != nil {
 		return td, est, &requestError{reason: reasonDecodeError, err: fmt.Errorf("decode OTLP request: %w", err)}

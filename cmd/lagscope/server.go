@@ -50,6 +50,7 @@ func NewServer(cfg Config, logger *slog.Logger) (*Server, error) {
 	if cfg.AnalysisDisabled {
 		next = collector.Discard
 	}
+	cfg.OTLP.Keep = collector.Selection(cfg.Analyzer().Reads()) // the selective decoder keeps what the analysis reads
 	r, err := collector.New(cfg.Collector(), next, logger.With("component", "collector"), reg)
 	if err != nil {
 		return nil, err
