@@ -182,19 +182,21 @@ func BenchmarkPendingEvents(b *testing.B) {
 	const n = 1 << 20
 	cfg := DefaultConfig()
 	cfg.Join.Expected = map[string][]string{"OrderPlaced": {"orders_view", "sales_summary"}}
+	cfg.Join.Shards = 1
 	facts := make([]Fact, 1024)
 	var perEvent float64
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		m, err := newMetrics(prometheus.NewRegistry(), cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
 		runtime.GC()
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
-		j := newJoiner(cfg, m)
-		now := time.Now().UnixNano()
+		jn, err := NewJoiner(cfg, nil, prometheus.NewRegistry())
+		if err != nil {
+			b.Fatal(err)
+		}
+		j := jn.shards[0]
+		at := time.Now()
+		now := at.UnixNano()
 		for k := 0; k < n; k += len(facts) {
 			for x := range facts {
 				id := uint64(k + x)
@@ -206,7 +208,7 @@ func BenchmarkPendingEvents(b *testing.B) {
 				putUint64(f.Event[8:], id)
 				f.TraceID = f.Event
 			}
-			j.Apply(facts, now)
+			jn.Apply(facts, at)
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
@@ -357,7 +359,7 @@ func BenchmarkConsumeShards(b *testing.B) {
 	}
 	one, many := newPhase(1, a1, 0), newPhase(1, a16, phaseWorkers)
 	alternate(b, one, many)
-	b.ReportMetric(float64(len(a16.joiners)), "shards")
+	b.ReportMetric(float64(len(a16.joiner.shards)), "shards")
 	b.ReportMetric(one.rate(b.N), "spans/s-1shard")
 	b.ReportMetric(many.rate(b.N), "spans/s-shards")
 	b.ReportMetric(many.rate(b.N)/one.rate(b.N), "ratio")
