@@ -236,7 +236,8 @@ const (
 // phase is one side of a benchmark that compares two ways of running the
 // analysis in alternating phases of one run.
 type phase struct {
-	procs int // GOMAXPROCS during the phase
+	procs int  // GOMAXPROCS during the phase
+	spin  bool // spinLocks during the phase
 	a     *Analyzer
 	ws    []phaseWorker
 	d     time.Duration
@@ -267,6 +268,8 @@ func newPhase(procs int, a *Analyzer, base uint32) *phase {
 // and adds the time it took to ph.d.
 func (ph *phase) run(b *testing.B) {
 	runtime.GOMAXPROCS(ph.procs)
+	spinLocks = ph.spin
+	defer func() { spinLocks = false }()
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -363,4 +366,36 @@ func BenchmarkConsumeShards(b *testing.B) {
 	b.ReportMetric(one.rate(b.N), "spans/s-1shard")
 	b.ReportMetric(many.rate(b.N), "spans/s-shards")
 	b.ReportMetric(many.rate(b.N)/one.rate(b.N), "ratio")
+}
+
+// BenchmarkLocking measures, as ratios in one run, what spinning locks
+// (spinLocks) would earn against the plain locking the analysis uses: the
+// Resolver taking the shards a request needs in the order they come free
+// (TryLock) and every lock spinning a while before it blocks, against plain
+// Lock calls in shard order. Alternating phases at GOMAXPROCS=1 and 2, each variant into
+// its own analyzer made with GOMAXPROCS=2 (16 shards), from the same
+// workers and streams. It reports the rates and the ratios spin/plain.
+func BenchmarkLocking(b *testing.B) {
+	var as [4]*Analyzer
+	prev := runtime.GOMAXPROCS(2)
+	for i := range as {
+		a, err := New(DefaultConfig(), nil, prometheus.NewRegistry())
+		if err != nil {
+			runtime.GOMAXPROCS(prev)
+			b.Fatal(err)
+		}
+		as[i] = a
+	}
+	runtime.GOMAXPROCS(prev)
+	spin1, plain1 := newPhase(1, as[0], 0), newPhase(1, as[1], 0)
+	spin2, plain2 := newPhase(2, as[2], 0), newPhase(2, as[3], 0)
+	spin1.spin, spin2.spin = true, true
+	plain1.ws, spin2.ws, plain2.ws = spin1.ws, spin1.ws, spin1.ws // the same workers and streams
+	alternate(b, spin1, plain1, spin2, plain2)
+	b.ReportMetric(spin1.rate(b.N), "spans/s-spin-1cpu")
+	b.ReportMetric(plain1.rate(b.N), "spans/s-plain-1cpu")
+	b.ReportMetric(spin2.rate(b.N), "spans/s-spin-2cpu")
+	b.ReportMetric(plain2.rate(b.N), "spans/s-plain-2cpu")
+	b.ReportMetric(spin1.rate(b.N)/plain1.rate(b.N), "spin/plain-1cpu")
+	b.ReportMetric(spin2.rate(b.N)/plain2.rate(b.N), "spin/plain-2cpu")
 }

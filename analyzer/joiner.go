@@ -67,6 +67,7 @@ type versionAt struct {
 // use.
 type Joiner struct {
 	m      *metrics
+	logger *slog.Logger // for the Joiner's own log lines; none yet
 	sh     *joinShared
 	shards []*joinShard
 
@@ -90,13 +91,15 @@ func NewJoiner(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Joi
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid analyzer config: %w", err)
 	}
-	_ = logger // nothing to log yet: kept so that the constructor has its final shape
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	m, err := newMetrics(reg, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("register join metrics: %w", err)
 	}
 	n := cfg.shards()
-	j := &Joiner{m: m, sh: newJoinShared(cfg, m, n), now: time.Now}
+	j := &Joiner{m: m, logger: logger, sh: newJoinShared(cfg, m, n), now: time.Now}
 	for i := range n {
 		j.shards = append(j.shards, j.sh.shard(cfg, i, n))
 	}
@@ -149,8 +152,10 @@ func (j *Joiner) apply(facts []Fact, now int64) {
 }
 
 // Tick declares unprojected the events whose deadline passed at now,
-// retires entries past retention, and refreshes the gauges. Call it
-// periodically (Analyzer.Start does, for its Joiner).
+// retires entries past retention, and refreshes the gauges, among them
+// lagscope_join_entries: the Joiner's entries (in an Analyzer, with the
+// appends its Resolver holds). Call it periodically (Analyzer.Start does,
+// for its Joiner).
 func (j *Joiner) Tick(now time.Time) { j.tick(now.UnixNano(), false, 0) }
 
 // Flush treats every pending event as past its deadline: the end of an
@@ -321,9 +326,11 @@ func newJoinShared(cfg Config, m *metrics, n int) *joinShared {
 		m:        m,
 		types:    newLabelSet("event_type", cfg.Metrics.MaxLabelValues, ml, m.labels["event_type"]),
 		aggTypes: newLabelSet("aggregate_type", cfg.Metrics.MaxLabelValues, ml, m.labels["aggregate_type"]),
-		// Command names come interned, sanitized and counted by the
-		// resolvers' set of MaxLabelValues (and "other"): room for them,
-		// "none" and "other", so that an overflow is counted once.
+		// Command names come sanitized and counted by the Resolver's set
+		// of MaxLabelValues (and "other"): room for them, "none" and
+		// "other", and no counters (m.labels has none for "command"), so
+		// that an overflow or a cut is counted once, by the Resolver,
+		// whichever process it runs in.
 		commands:    newLabelSet("command", cfg.Metrics.MaxLabelValues+2, ml, m.labels["command"]),
 		projections: newLabelSet("projection", projLimit, ml, m.labels["projection"]),
 		qrys:        newLabelSet("query", cfg.Metrics.MaxLabelValues, ml, m.labels["query"]),

@@ -135,15 +135,17 @@ func (r *Resolver) resolve(sc *scratch, td ptrace.Traces, now int64) {
 			r.m.roleCounts[i].Add(float64(c))
 		}
 	}
-	if plainLocks {
+	if spinLocks {
+		r.resolveTry(sc, now)
+	} else {
+		// Each shard in turn, one at a time: the TryLock scheduling of
+		// resolveTry measured no better (spinLocks).
 		for i := range n {
 			if len(sc.work[i].recs) > 0 {
 				r.shards[i].mu.Lock()
 				r.resolveShard(sc, i, now)
 			}
 		}
-	} else {
-		r.resolveTry(sc, now)
 	}
 	if len(sc.pre) > 0 && n > 1 {
 		sortByOrd(sc.pre, sc.preOrd)
@@ -152,7 +154,8 @@ func (r *Resolver) resolve(sc *scratch, td ptrace.Traces, now int64) {
 
 // resolveTry takes the shards a request needs in any order: first those
 // free now, from a rotating start so that concurrent requests do not queue
-// behind each other shard after shard, then the others.
+// behind each other shard after shard, then the others. Only
+// BenchmarkLocking runs it (spinLocks).
 func (r *Resolver) resolveTry(sc *scratch, now int64) {
 	n := len(r.shards)
 	busy := sc.busy[:0]
@@ -180,7 +183,7 @@ func (r *Resolver) resolveTry(sc *scratch, now int64) {
 			}
 		}
 		if len(left) > 0 && len(left) == len(busy) {
-			lock(&r.shards[left[0]].mu)
+			lockSpin(&r.shards[left[0]].mu)
 			r.resolveShard(sc, left[0], now)
 			left = left[1:]
 		}
