@@ -399,3 +399,71 @@ func BenchmarkLocking(b *testing.B) {
 	b.ReportMetric(spin1.rate(b.N)/plain1.rate(b.N), "spin/plain-1cpu")
 	b.ReportMetric(spin2.rate(b.N)/plain2.rate(b.N), "spin/plain-2cpu")
 }
+
+// BenchmarkResolveApply measures, as a ratio in one run, the exported
+// two-step path (Resolver.Resolve, whose facts own their strings, then
+// Joiner.Apply), as a process of the split would run it less the
+// transport, against Analyzer.ConsumeTraces, which passes a request's facts
+// without copying them: each op is a round of 16 synth requests through
+// each, on one goroutine, alternating, with new traces every round
+// (untimed) and a tick after it. It reports both rates and the cost of the
+// two-step path per span relative to the Analyzer's (cost).
+func BenchmarkResolveApply(b *testing.B) {
+	cfg := DefaultConfig()
+	a, err := New(cfg, nil, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	r, err := NewResolver(cfg, reg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	j, err := NewJoiner(cfg, nil, reg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ga, gs := synth.New(synth.Config{Stream: 1}), synth.New(synth.Config{Stream: 2})
+	now := time.Now()
+	reqsA, reqsS := synthRequests(ga, 16, now), synthRequests(gs, 16, now)
+	spans := 0
+	for _, td := range reqsA {
+		spans += td.SpanCount()
+	}
+	ctx := context.Background()
+	var facts []Fact
+	var dA, dS time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		now := time.Now()
+		for k := range reqsA {
+			ga.Refill(reqsA[k], now)
+			gs.Refill(reqsS[k], now)
+		}
+		b.StartTimer()
+		start := time.Now()
+		for _, td := range reqsA {
+			if err := a.ConsumeTraces(ctx, td); err != nil {
+				b.Fatal(err)
+			}
+		}
+		mid := time.Now()
+		for _, td := range reqsS {
+			facts = r.Resolve(facts[:0], td, mid)
+			j.Apply(facts, mid)
+		}
+		dA, dS = dA+mid.Sub(start), dS+time.Since(mid)
+		b.StopTimer()
+		a.Tick(time.Now())
+		j.Apply(r.Expire(facts[:0], time.Now(), false), time.Now())
+		j.Tick(time.Now())
+		b.StartTimer()
+	}
+	b.StopTimer()
+	rateA, rateS := float64(spans*b.N)/dA.Seconds(), float64(spans*b.N)/dS.Seconds()
+	b.ReportMetric(rateA, "spans/s-analyzer")
+	b.ReportMetric(rateS, "spans/s-two-step")
+	b.ReportMetric(rateA/rateS, "cost")
+}

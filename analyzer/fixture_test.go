@@ -27,6 +27,18 @@ func analyzeFile(t testing.TB, path string, cfg Config) (*Analyzer, *prometheus.
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, td := range readRequests(t, path) {
+		if err := a.ConsumeTraces(context.Background(), td); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.Flush()
+	return a, reg
+}
+
+// readRequests returns the export requests of one OTLP JSON lines file.
+func readRequests(t testing.TB, path string) []ptrace.Traces {
+	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -35,6 +47,7 @@ func analyzeFile(t testing.TB, path string, cfg Config) (*Analyzer, *prometheus.
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	var u ptrace.JSONUnmarshaler
+	var out []ptrace.Traces
 	for sc.Scan() {
 		if len(sc.Bytes()) == 0 {
 			continue
@@ -43,15 +56,12 @@ func analyzeFile(t testing.TB, path string, cfg Config) (*Analyzer, *prometheus.
 		if err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
-		if err := a.ConsumeTraces(context.Background(), td); err != nil {
-			t.Fatal(err)
-		}
+		out = append(out, td)
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	a.Flush()
-	return a, reg
+	return out
 }
 
 // proj is the expected outcome for one projection of a fixture; lags in ms.

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,13 +114,39 @@ func (r *Resolver) Resolve(dst []Fact, td ptrace.Traces, now time.Time) []Fact {
 	dst = append(dst, sc.pre...) // parked, so cloned already
 	for i := range sc.facts {
 		if sc.facts[i].Kind != 0 {
-			dst = append(dst, sc.facts[i].Clone())
+			dst = append(dst, ownStrings(sc.facts[i]))
 		}
 	}
 	dst = append(dst, sc.post...)
 	sc.reset()
 	r.pool.Put(sc)
 	return dst
+}
+
+// ownStrings returns f with the strings that may point into a request
+// copied, in one allocation for all of them (so keeping one keeps all,
+// bounded by boundFacts). Command is interned by the Resolver, or a
+// constant: already owned.
+func ownStrings(f Fact) Fact {
+	fields := [...]*string{&f.EventID, &f.EventType, &f.AggregateType, &f.AggregateID, &f.Projection, &f.Query}
+	n := 0
+	for _, p := range fields {
+		n += len(*p)
+	}
+	if n == 0 {
+		return f
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, p := range fields {
+		b.WriteString(*p)
+	}
+	all := b.String()
+	for _, p := range fields {
+		k := len(*p)
+		*p, all = all[:k], all[k:]
+	}
+	return f
 }
 
 // resolve is Resolve into sc, whose facts then point into td: the facts of
