@@ -63,8 +63,9 @@ type versionAt struct {
 // state is bounded by Config's limits and sharded by event key (Config's
 // join.shards), each shard behind its own mutex, which only the Joiner
 // takes: Apply takes the shard of each fact in turn, Tick and Flush each
-// shard in turn, never two at once. All its methods are safe for concurrent
-// use.
+// shard in turn, never two shards at once (the per-aggregate state an append
+// or projection updates is locked inside, briefly). All its methods are safe
+// for concurrent use.
 type Joiner struct {
 	m      *metrics
 	logger *slog.Logger // for the Joiner's own log lines; none yet

@@ -144,8 +144,11 @@ func (r *Resolver) spanCounts() SpanCounts {
 }
 
 // summary builds a Summary from a gathering of the Joiner's metrics and its
-// shards' extra data; the caller serialises it with ticks.
+// shards' extra data, between ticks (it waits for one in progress), so that
+// the gauges are those of one tick.
 func (j *Joiner) summary() Summary {
+	j.tickMu.Lock()
+	defer j.tickMu.Unlock()
 	mfs, _ := j.m.own.Gather() // the collectors are the package's: no error
 	var out Summary
 	// The projections: those of the pending gauge, which has a series for
