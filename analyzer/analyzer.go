@@ -7,59 +7,44 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
-// Analyzer runs both steps of the analysis in one process. ConsumeTraces is
-// safe for concurrent use and takes no lock while it reads and classifies
-// spans. Both steps are sharded, each shard behind its own mutex: resolvers
-// by trace id (their state is trace-local), joiners by event key (an event's
-// append and projection facts meet in one shard). A request takes each
-// resolver shard once, then each fact's joiner shard in the order of its
-// facts, so that one request analysed alone gives the same result whatever
-// the number of shards.
+// Analyzer runs both steps of the analysis in one process: a Resolver and
+// a Joiner, each sharded and locking its own shards, with the facts of a
+// request passed from one to the other in pooled memory (so without the
+// copies that Resolver.Resolve makes). ConsumeTraces is safe for concurrent
+// use and takes no lock while it reads and classifies spans. A request takes
+// each resolver shard once, then each fact's joiner shard in the order of
+// its facts, so that one request analysed alone gives the same result
+// whatever the number of shards.
 type Analyzer struct {
-	cfg    Config
-	logger *slog.Logger
-	m      *metrics
-	now    func() time.Time
+	cfg      Config
+	logger   *slog.Logger
+	now      func() time.Time
+	panics   prometheus.Counter
+	resolver *Resolver
+	joiner   *Joiner
 
-	names     *labelSet // command names, shared by the resolvers
-	resolvers []resolverShard
-	joiners   []*Joiner
-	shared    *joinShared
-	// Written by every request: on their own cache line, away from the
-	// fields above that every fact reads.
-	_      [64]byte
-	roles  [len(roleNames)]atomic.Uint64
-	rotate atomic.Uint32 // where requests start taking resolver shards
-	_      [64]byte
-
-	// tickMu serialises ticks and Summary.
+	// tickMu serialises ticks, so that the facts a tick expires are
+	// joined before the next tick's.
 	tickMu sync.Mutex
 
-	pool sync.Pool
-
-	// hook, when set (tests only), is called with each lock a request
-	// takes, while it is held: a panic there proves that none stays held.
+	// hook, when set (tests only), is called with each lock a request or
+	// tick takes, while it is held: a panic there proves that none stays
+	// held. Set it with setHook.
 	hook func(lock string)
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-type resolverShard struct {
-	mu sync.Mutex
-	r  *Resolver
-	_  [64]byte // keep shards' mutexes on their own cache lines
-}
-
-// New returns an Analyzer that registers its metrics with reg. It does not
-// modify cfg.
+// New returns an Analyzer that registers its metrics with reg: the
+// Resolver's, the Joiner's, and lagscope_panics_total{component="analyzer"}.
+// It does not modify cfg.
 func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Analyzer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid analyzer config: %w", err)
@@ -67,28 +52,27 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Analyzer,
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	m, err := newMetrics(reg, cfg)
+	r, err := NewResolver(cfg, reg)
+	if err != nil {
+		return nil, err
+	}
+	j, err := NewJoiner(cfg, logger, reg)
+	if err != nil {
+		return nil, err
+	}
+	panics, err := registerPanics(reg)
 	if err != nil {
 		return nil, fmt.Errorf("register analyzer metrics: %w", err)
 	}
-	n := cfg.shards()
-	a := &Analyzer{
-		cfg:       cfg,
-		logger:    logger,
-		m:         m,
-		now:       time.Now,
-		names:     newLabelSet("command", cfg.Metrics.MaxLabelValues, cfg.Metrics.MaxLabelLength, m.labels["command"]),
-		resolvers: make([]resolverShard, n),
-		shared:    newJoinShared(cfg, m, n),
-	}
-	for i := range a.resolvers {
-		a.resolvers[i].r = newResolver(cfg, n, a.names)
-	}
-	for i := range n {
-		a.joiners = append(a.joiners, a.shared.shard(cfg, i, n))
-	}
-	a.pool.New = func() any { return new(scratch) }
-	return a, nil
+	return &Analyzer{
+		cfg: cfg, logger: logger, now: time.Now, panics: panics.WithLabelValues("analyzer"),
+		resolver: r, joiner: j,
+	}, nil
+}
+
+// setHook sets the test hook of the Analyzer and its components.
+func (a *Analyzer) setHook(h func(lock string)) {
+	a.hook, a.resolver.hook, a.joiner.hook = h, h, h
 }
 
 // ConsumeTraces analyses the spans of one export request. It does not retain
@@ -97,85 +81,17 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Analyzer,
 // holds no lock afterwards: the panic is the caller's to recover, and later
 // requests and ticks go on.
 func (a *Analyzer) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
-	sc := a.pool.Get().(*scratch)
+	sc := a.resolver.pool.Get().(*scratch)
 	now := a.now().UnixNano()
-	n := len(a.resolvers)
-	sc.scan(td, a.names, n, a.cfg.Metrics.MaxLabelLength)
-	a.countRoles(&sc.roles)
-	// Each resolver shard once, in any order: first those free now, from
-	// a rotating start so that concurrent requests do not queue behind
-	// each other shard after shard, then the others.
-	busy := sc.busy[:0]
-	start := int(a.rotate.Add(1))
-	for k := range n {
-		i := (start + k) % n
-		if len(sc.work[i].recs) == 0 {
-			continue
-		}
-		rs := &a.resolvers[i]
-		if !rs.mu.TryLock() {
-			busy = append(busy, i)
-			continue
-		}
-		a.resolve(rs, sc, i, now)
-	}
-	for len(busy) > 0 {
-		// Those still busy: any that has come free, else wait for the
-		// first.
-		left := busy[:0]
-		for _, i := range busy {
-			if rs := &a.resolvers[i]; rs.mu.TryLock() {
-				a.resolve(rs, sc, i, now)
-			} else {
-				left = append(left, i)
-			}
-		}
-		if len(left) > 0 && len(left) == len(busy) {
-			// None came free: wait for the first, spinning first (a
-			// shard's part of a request takes microseconds; waking a
-			// parked goroutine takes as long).
-			rs := &a.resolvers[left[0]]
-			lockSpin(&rs.mu)
-			a.resolve(rs, sc, left[0], now)
-			left = left[1:]
-		}
-		busy = left
-	}
-	sc.busy = busy[:0]
+	a.resolver.resolve(sc, td, now)
 	if len(sc.pre) > 0 {
-		if n > 1 {
-			sortByOrd(sc.pre, sc.preOrd)
-		}
-		a.apply(sc.pre, now)
+		a.joiner.apply(sc.pre, now)
 	}
-	a.apply(sc.facts, now)
-	a.apply(sc.post, now)
+	a.joiner.apply(sc.facts, now)
+	a.joiner.apply(sc.post, now)
 	sc.reset()
-	a.pool.Put(sc)
+	a.resolver.pool.Put(sc)
 	return nil
-}
-
-// resolve runs shard i's part of a request and unlocks the shard, whose
-// lock the caller took, even if the resolution panics.
-func (a *Analyzer) resolve(rs *resolverShard, sc *scratch, i int, now int64) {
-	defer rs.mu.Unlock()
-	if a.hook != nil {
-		a.hook("resolver")
-	}
-	rs.r.resolve(sc, &sc.work[i], now)
-	a.reportEvictions(rs.r)
-}
-
-// lockSpin locks mu, trying for a while before it blocks: the analysis holds
-// its locks for microseconds or less, less than it takes to park and wake a
-// goroutine.
-func lockSpin(mu *sync.Mutex) {
-	for range 2000 {
-		if mu.TryLock() {
-			return
-		}
-	}
-	mu.Lock()
 }
 
 // sortByOrd sorts facts stably by ord, keeping ord in step.
@@ -185,65 +101,6 @@ func sortByOrd(facts []Fact, ord []int32) {
 			facts[k], facts[k-1] = facts[k-1], facts[k]
 			ord[k], ord[k-1] = ord[k-1], ord[k]
 		}
-	}
-}
-
-// apply joins facts in order, each in its event's joiner shard: a run of
-// facts of the same shard under one lock, which a panic releases too.
-func (a *Analyzer) apply(facts []Fact, now int64) {
-	var held *Joiner
-	defer func() {
-		if held != nil {
-			held.mu.Unlock()
-		}
-	}()
-	n := len(a.joiners)
-	for i := range facts {
-		f := &facts[i]
-		switch f.Kind {
-		case FactAppend, FactProject:
-		case FactQuery:
-			a.shared.query(f)
-			continue
-		default:
-			continue // parked
-		}
-		j := a.joiners[eventShard(&f.Event, n)]
-		if j != held {
-			if held != nil {
-				held.mu.Unlock()
-			}
-			held = nil
-			lockSpin(&j.mu)
-			held = j
-			if a.hook != nil {
-				a.hook("joiner")
-			}
-		}
-		if f.Kind == FactAppend {
-			j.appendEvent(f, now)
-		} else {
-			j.projectFact(f, now)
-		}
-	}
-}
-
-// countRoles adds a request's span counts to the metrics.
-func (a *Analyzer) countRoles(roles *[len(roleNames)]uint64) {
-	for i, n := range roles {
-		if n > 0 {
-			a.m.roleCounts[i].Add(float64(n))
-			a.roles[i].Add(n)
-		}
-	}
-}
-
-// reportEvictions moves a resolver's eviction count to the metrics; its
-// shard's lock must be held.
-func (a *Analyzer) reportEvictions(r *Resolver) {
-	if r.evicted > 0 {
-		a.m.evictions.WithLabelValues(reasonCommandWaitCapacity).Add(float64(r.evicted))
-		r.evicted = 0
 	}
 }
 
@@ -262,28 +119,9 @@ func (a *Analyzer) tick(now int64, flush bool) {
 	if a.hook != nil {
 		a.hook("tick")
 	}
-	var facts []Fact
-	waiting := 0
-	for i := range a.resolvers {
-		rs := &a.resolvers[i]
-		func() {
-			rs.mu.Lock()
-			defer rs.mu.Unlock()
-			facts = rs.r.Expire(facts, now, flush)
-			a.reportEvictions(rs.r)
-			waiting += rs.r.Waiting()
-		}()
-	}
-	a.apply(facts, now)
-	entries := waiting
-	for _, j := range a.joiners {
-		j.locked(func() {
-			j.expire(now, flush)
-			entries += j.Entries()
-		})
-	}
-	a.shared.refreshGauges(a.joiners, now)
-	a.m.entries.Set(float64(entries))
+	facts := a.resolver.Expire(nil, time.Unix(0, now), flush)
+	a.joiner.apply(facts, now)
+	a.joiner.tick(now, flush, a.resolver.Waiting())
 }
 
 // safeTick is Tick for the periodic loop: a panic is logged, counted and
@@ -292,7 +130,7 @@ func (a *Analyzer) tick(now int64, flush bool) {
 func (a *Analyzer) safeTick(now time.Time) {
 	defer func() {
 		if r := recover(); r != nil {
-			a.m.panics.Inc()
+			a.panics.Inc()
 			a.logger.Error("analyzer tick panicked", "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
@@ -344,18 +182,15 @@ func (a *Analyzer) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Summary returns what the analyzer has seen so far.
+// Summary returns what the analyzer has seen so far, read from the metrics
+// it exposes (so a summary and a scrape agree) and, for what they do not
+// hold, from the Joiner's extra data (exact lag maximum, with KeepSamples
+// exact lag quantiles and unprojected event ids, orphans per projection).
+// It waits for a tick in progress.
 func (a *Analyzer) Summary() Summary {
-	s := a.summary()
-	s.Spans = SpanCounts{
-		Ignored: a.roles[RoleNone].Load(), Command: a.roles[RoleCommand].Load(), Append: a.roles[RoleAppend].Load(),
-		Project: a.roles[RoleProject].Load(), Query: a.roles[RoleQuery].Load(),
-	}
-	return s
-}
-
-func (a *Analyzer) summary() Summary {
 	a.tickMu.Lock()
 	defer a.tickMu.Unlock()
-	return a.shared.summary(a.joiners)
+	s := a.joiner.summary()
+	s.Spans = a.resolver.spanCounts()
+	return s
 }

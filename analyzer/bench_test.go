@@ -182,19 +182,21 @@ func BenchmarkPendingEvents(b *testing.B) {
 	const n = 1 << 20
 	cfg := DefaultConfig()
 	cfg.Join.Expected = map[string][]string{"OrderPlaced": {"orders_view", "sales_summary"}}
+	cfg.Join.Shards = 1
 	facts := make([]Fact, 1024)
 	var perEvent float64
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		m, err := newMetrics(prometheus.NewRegistry(), cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
 		runtime.GC()
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
-		j := newJoiner(cfg, m)
-		now := time.Now().UnixNano()
+		jn, err := NewJoiner(cfg, nil, prometheus.NewRegistry())
+		if err != nil {
+			b.Fatal(err)
+		}
+		j := jn.shards[0]
+		at := time.Now()
+		now := at.UnixNano()
 		for k := 0; k < n; k += len(facts) {
 			for x := range facts {
 				id := uint64(k + x)
@@ -206,7 +208,7 @@ func BenchmarkPendingEvents(b *testing.B) {
 				putUint64(f.Event[8:], id)
 				f.TraceID = f.Event
 			}
-			j.Apply(facts, now)
+			jn.Apply(facts, at)
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
@@ -234,7 +236,8 @@ const (
 // phase is one side of a benchmark that compares two ways of running the
 // analysis in alternating phases of one run.
 type phase struct {
-	procs int // GOMAXPROCS during the phase
+	procs int  // GOMAXPROCS during the phase
+	spin  bool // spinLocks during the phase
 	a     *Analyzer
 	ws    []phaseWorker
 	d     time.Duration
@@ -265,6 +268,8 @@ func newPhase(procs int, a *Analyzer, base uint32) *phase {
 // and adds the time it took to ph.d.
 func (ph *phase) run(b *testing.B) {
 	runtime.GOMAXPROCS(ph.procs)
+	spinLocks = ph.spin
+	defer func() { spinLocks = false }()
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -357,8 +362,108 @@ func BenchmarkConsumeShards(b *testing.B) {
 	}
 	one, many := newPhase(1, a1, 0), newPhase(1, a16, phaseWorkers)
 	alternate(b, one, many)
-	b.ReportMetric(float64(len(a16.joiners)), "shards")
+	b.ReportMetric(float64(len(a16.joiner.shards)), "shards")
 	b.ReportMetric(one.rate(b.N), "spans/s-1shard")
 	b.ReportMetric(many.rate(b.N), "spans/s-shards")
 	b.ReportMetric(many.rate(b.N)/one.rate(b.N), "ratio")
+}
+
+// BenchmarkLocking measures, as ratios in one run, what spinning locks
+// (spinLocks) would earn against the plain locking the analysis uses: the
+// Resolver taking the shards a request needs in the order they come free
+// (TryLock) and every lock spinning a while before it blocks, against plain
+// Lock calls in shard order. Alternating phases at GOMAXPROCS=1 and 2, each variant into
+// its own analyzer made with GOMAXPROCS=2 (16 shards), from the same
+// workers and streams. It reports the rates and the ratios spin/plain.
+func BenchmarkLocking(b *testing.B) {
+	var as [4]*Analyzer
+	prev := runtime.GOMAXPROCS(2)
+	for i := range as {
+		a, err := New(DefaultConfig(), nil, prometheus.NewRegistry())
+		if err != nil {
+			runtime.GOMAXPROCS(prev)
+			b.Fatal(err)
+		}
+		as[i] = a
+	}
+	runtime.GOMAXPROCS(prev)
+	spin1, plain1 := newPhase(1, as[0], 0), newPhase(1, as[1], 0)
+	spin2, plain2 := newPhase(2, as[2], 0), newPhase(2, as[3], 0)
+	spin1.spin, spin2.spin = true, true
+	plain1.ws, spin2.ws, plain2.ws = spin1.ws, spin1.ws, spin1.ws // the same workers and streams
+	alternate(b, spin1, plain1, spin2, plain2)
+	b.ReportMetric(spin1.rate(b.N), "spans/s-spin-1cpu")
+	b.ReportMetric(plain1.rate(b.N), "spans/s-plain-1cpu")
+	b.ReportMetric(spin2.rate(b.N), "spans/s-spin-2cpu")
+	b.ReportMetric(plain2.rate(b.N), "spans/s-plain-2cpu")
+	b.ReportMetric(spin1.rate(b.N)/plain1.rate(b.N), "spin/plain-1cpu")
+	b.ReportMetric(spin2.rate(b.N)/plain2.rate(b.N), "spin/plain-2cpu")
+}
+
+// BenchmarkResolveApply measures, as a ratio in one run, the exported
+// two-step path (Resolver.Resolve, whose facts own their strings, then
+// Joiner.Apply), as a process of the split would run it less the
+// transport, against Analyzer.ConsumeTraces, which passes a request's facts
+// without copying them: each op is a round of 16 synth requests through
+// each, on one goroutine, alternating, with new traces every round
+// (untimed) and a tick after it. It reports both rates and the cost of the
+// two-step path per span relative to the Analyzer's (cost).
+func BenchmarkResolveApply(b *testing.B) {
+	cfg := DefaultConfig()
+	a, err := New(cfg, nil, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	r, err := NewResolver(cfg, reg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	j, err := NewJoiner(cfg, nil, reg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ga, gs := synth.New(synth.Config{Stream: 1}), synth.New(synth.Config{Stream: 2})
+	now := time.Now()
+	reqsA, reqsS := synthRequests(ga, 16, now), synthRequests(gs, 16, now)
+	spans := 0
+	for _, td := range reqsA {
+		spans += td.SpanCount()
+	}
+	ctx := context.Background()
+	var facts []Fact
+	var dA, dS time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		now := time.Now()
+		for k := range reqsA {
+			ga.Refill(reqsA[k], now)
+			gs.Refill(reqsS[k], now)
+		}
+		b.StartTimer()
+		start := time.Now()
+		for _, td := range reqsA {
+			if err := a.ConsumeTraces(ctx, td); err != nil {
+				b.Fatal(err)
+			}
+		}
+		mid := time.Now()
+		for _, td := range reqsS {
+			facts = r.Resolve(facts[:0], td, mid)
+			j.Apply(facts, mid)
+		}
+		dA, dS = dA+mid.Sub(start), dS+time.Since(mid)
+		b.StopTimer()
+		a.Tick(time.Now())
+		j.Apply(r.Expire(facts[:0], time.Now(), false), time.Now())
+		j.Tick(time.Now())
+		b.StartTimer()
+	}
+	b.StopTimer()
+	rateA, rateS := float64(spans*b.N)/dA.Seconds(), float64(spans*b.N)/dS.Seconds()
+	b.ReportMetric(rateA, "spans/s-analyzer")
+	b.ReportMetric(rateS, "spans/s-two-step")
+	b.ReportMetric(rateA/rateS, "cost")
 }

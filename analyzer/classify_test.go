@@ -2,7 +2,9 @@ package analyzer
 
 import (
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
@@ -65,8 +67,11 @@ func TestProjectionName(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			td := traces("svc", spanSpec{trace: 1, span: 1, parent: -1, kind: ptrace.SpanKindConsumer, attrs: tt.attrs})
-			r := NewResolver(DefaultConfig())
-			facts := r.Resolve(nil, td, 0, new(scratch))
+			r, err := NewResolver(DefaultConfig(), prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			facts := r.Resolve(nil, td, time.Unix(0, 0))
 			if len(facts) != 1 || facts[0].Projection != tt.want {
 				t.Fatalf("facts = %+v, want one projection %q", facts, tt.want)
 			}

@@ -4,13 +4,19 @@
 // It works in two steps with a small value type, Fact, between them, so that
 // the steps can run in different processes:
 //
-//  1. Resolver: spans -> facts. It classifies each span (command, append,
-//     project, query or ignored) and resolves, inside one trace, which command
-//     span is the ancestor of each append span.
-//  2. Joiner: facts -> joins by event id -> metrics. It matches projection
-//     facts to the events they project, whatever their trace, observes lag and
-//     stage durations, and declares events unprojected when an expected
-//     projection does not show up within the join deadline.
+//  1. Resolver (NewResolver): spans -> facts. It classifies each span
+//     (command, append, project, query or ignored) and resolves, inside one
+//     trace, which command span is the ancestor of each append span. Its
+//     state is trace-local: shard it across processes by trace id.
+//  2. Joiner (NewJoiner): facts -> joins by event id -> metrics. It matches
+//     projection facts to the events they project, whatever their trace,
+//     observes lag and stage durations, and declares events unprojected when
+//     an expected projection does not show up within the join deadline. It
+//     owns the cqrs_* metrics: shard it across processes by event id.
 //
-// Analyzer wires both for one process and implements the collector's consumer.
+// Each is sharded inside the process and locks only its own shards; both are
+// safe for concurrent use. Analyzer runs one of each in one process, passing
+// a request's facts from one to the other without copying them, and
+// implements the collector's consumer. Its Summary reads the metrics they
+// expose.
 package analyzer

@@ -36,10 +36,12 @@ func (k FactKind) String() string {
 // PRODUCER span that carried no message id.
 type EventKey [16]byte
 
-// Fact is what the resolver learns from one span about one event or query. It
-// is a plain value: strings may point into the request they came from, so a
-// consumer that keeps a Fact past the call that gave it must copy them
-// (Clone).
+// Fact is what the resolver learns from one span about one event or query:
+// a plain value of exported fields, which a transport can encode as they
+// are. The facts Resolver.Resolve and Resolver.Expire give own their strings
+// (no reference into the request); Joiner.Apply does not keep them. Strings
+// are bounded: label values to metrics.max_label_length (plus one byte, for
+// the Joiner to see they were cut), ids to 64 bytes.
 type Fact struct {
 	Kind FactKind
 	// Event is the join key of the event (append and project facts).
@@ -74,7 +76,7 @@ type Fact struct {
 }
 
 // Clone returns f with its strings copied, safe to keep after the request
-// that produced it is gone.
+// that produced it is gone (Resolver.Resolve gives facts cloned already).
 func (f Fact) Clone() Fact {
 	f.EventID = clone(f.EventID)
 	f.EventType = clone(f.EventType)

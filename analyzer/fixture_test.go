@@ -2,14 +2,20 @@ package analyzer
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
@@ -21,6 +27,18 @@ func analyzeFile(t testing.TB, path string, cfg Config) (*Analyzer, *prometheus.
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, td := range readRequests(t, path) {
+		if err := a.ConsumeTraces(context.Background(), td); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.Flush()
+	return a, reg
+}
+
+// readRequests returns the export requests of one OTLP JSON lines file.
+func readRequests(t testing.TB, path string) []ptrace.Traces {
+	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -29,6 +47,7 @@ func analyzeFile(t testing.TB, path string, cfg Config) (*Analyzer, *prometheus.
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	var u ptrace.JSONUnmarshaler
+	var out []ptrace.Traces
 	for sc.Scan() {
 		if len(sc.Bytes()) == 0 {
 			continue
@@ -37,15 +56,12 @@ func analyzeFile(t testing.TB, path string, cfg Config) (*Analyzer, *prometheus.
 		if err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
-		if err := a.ConsumeTraces(context.Background(), td); err != nil {
-			t.Fatal(err)
-		}
+		out = append(out, td)
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	a.Flush()
-	return a, reg
+	return out
 }
 
 // proj is the expected outcome for one projection of a fixture; lags in ms.
@@ -57,7 +73,8 @@ type proj struct {
 }
 
 // TestFixtures checks the analysis of every fixture against the expectations
-// written down in testdata/README.md.
+// written down in testdata/README.md, through the exposition (what
+// Prometheus scrapes) and through Summary (what `lagscope analyze` reports).
 func TestFixtures(t *testing.T) {
 	tests := []struct {
 		file  string
@@ -116,15 +133,7 @@ func TestFixtures(t *testing.T) {
 		t.Run(tt.file, func(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.KeepSamples = true
-			a, _ := analyzeFile(t, filepath.Join("..", "testdata", tt.file+".jsonl"), cfg)
-			var got []proj
-			for _, p := range a.Summary().Projections {
-				got = append(got, proj{
-					name: p.Name, expected: p.Expected, projected: p.Projected, unprojected: p.Unprojected,
-					dup: p.Duplicated, ooo: p.OutOfOrder, skew: p.ClockSkew, unprojectedIDs: p.UnprojectedIDs,
-					lags: []int{int(p.Lag.Count), int(p.Lag.Sum / time.Millisecond), int(p.Lag.Max / time.Millisecond)},
-				})
-			}
+			a, reg := analyzeFile(t, filepath.Join("..", "testdata", tt.file+".jsonl"), cfg)
 			var want []proj
 			for _, p := range tt.projs {
 				var sum, mx int
@@ -135,9 +144,94 @@ func TestFixtures(t *testing.T) {
 				p.lags = []int{len(p.lags), sum, mx} // count, sum, max
 				want = append(want, p)
 			}
+			// The numbers as Prometheus scrapes them; what the exposition
+			// does not hold (the largest lag, the unprojected ids) from
+			// Summary.
+			sum := a.Summary()
+			extra := map[string]ProjectionSummary{}
+			for _, p := range sum.Projections {
+				extra[p.Name] = p
+			}
+			got := scrapedProjections(t, reg)
+			for i := range got {
+				p := &got[i]
+				p.lags = append(p.lags, int(extra[p.name].Lag.Max/time.Millisecond))
+				p.unprojectedIDs = extra[p.name].UnprojectedIDs
+			}
 			if diff := cmp.Diff(want, got, cmp.AllowUnexported(proj{})); diff != "" {
+				t.Errorf("scrape mismatch (-want +got; lags are count, sum ms, max ms):\n%s", diff)
+			}
+			// Summary, the offline report, says the same.
+			var fromSummary []proj
+			for _, p := range sum.Projections {
+				fromSummary = append(fromSummary, proj{
+					name: p.Name, expected: p.Expected, projected: p.Projected, unprojected: p.Unprojected,
+					dup: p.Duplicated, ooo: p.OutOfOrder, skew: p.ClockSkew, unprojectedIDs: p.UnprojectedIDs,
+					lags: []int{int(p.Lag.Count), int(p.Lag.Sum / time.Millisecond), int(p.Lag.Max / time.Millisecond)},
+				})
+			}
+			if diff := cmp.Diff(want, fromSummary, cmp.AllowUnexported(proj{})); diff != "" {
 				t.Errorf("summary mismatch (-want +got; lags are count, sum ms, max ms):\n%s", diff)
 			}
 		})
 	}
+}
+
+// scrapedProjections reads each projection's counts from a text scrape of
+// reg: expected is projected + unprojected - late (a late event is counted
+// in both), lags are the lag histogram's count and sum (ms).
+func scrapedProjections(t *testing.T, reg *prometheus.Registry) []proj {
+	t.Helper()
+	body := scrape(t, reg, acceptText).body
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("parse scrape: %v", err)
+	}
+	byName := map[string]*proj{}
+	var names []string
+	for _, m := range mfs["cqrs_projection_pending_events"].GetMetric() {
+		name := labelOf(m, "projection")
+		byName[name] = &proj{name: name}
+		names = append(names, name)
+	}
+	late := map[string]uint64{}
+	lagSum := map[string]float64{}
+	lagCount := map[string]uint64{}
+	add := func(family string, f func(p *proj, n uint64)) {
+		for _, m := range mfs[family].GetMetric() {
+			if p := byName[labelOf(m, "projection")]; p != nil {
+				f(p, uint64(m.GetCounter().GetValue()))
+			}
+		}
+	}
+	add("cqrs_events_projected_total", func(p *proj, n uint64) { p.projected += n })
+	add("cqrs_events_unprojected_total", func(p *proj, n uint64) { p.unprojected += n })
+	add("cqrs_events_duplicated_total", func(p *proj, n uint64) { p.dup += n })
+	add("cqrs_events_out_of_order_total", func(p *proj, n uint64) { p.ooo += n })
+	add("cqrs_events_late_total", func(p *proj, n uint64) { late[p.name] += n })
+	add("cqrs_clock_skew_total", func(p *proj, n uint64) { p.skew += n })
+	for _, m := range mfs["cqrs_command_to_projection_lag_seconds"].GetMetric() {
+		name := labelOf(m, "projection")
+		lagCount[name] += m.GetHistogram().GetSampleCount()
+		lagSum[name] += m.GetHistogram().GetSampleSum()
+	}
+	slices.Sort(names)
+	var out []proj
+	for _, name := range names {
+		p := byName[name]
+		p.expected = p.projected + p.unprojected - late[name]
+		p.lags = []int{int(lagCount[name]), int(math.Round(lagSum[name] * 1000))}
+		out = append(out, *p)
+	}
+	return out
+}
+
+func labelOf(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
 }

@@ -239,11 +239,11 @@ func TestPanicLeavesNoLockHeld(t *testing.T) {
 			a, reg, clk := newTestAnalyzer(t, func(c *Config) { c.Join.Shards = 1 })
 			var armed atomic.Bool
 			armed.Store(true)
-			a.hook = func(l string) {
+			a.setHook(func(l string) {
 				if l == lock && armed.CompareAndSwap(true, false) {
 					panic("injected")
 				}
-			}
+			})
 			func() {
 				defer func() {
 					if r := recover(); r != "injected" {
@@ -284,12 +284,12 @@ func TestTickRecoversPanics(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ticks atomic.Int32
-	a.hook = func(l string) {
+	a.setHook(func(l string) {
 		if l == "tick" {
 			ticks.Add(1)
 			panic("injected")
 		}
-	}
+	})
 	if err := a.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@ package analyzer
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
+	"log/slog"
 	"math/bits"
 	"sync"
 	"sync/atomic"
@@ -57,17 +59,144 @@ type versionAt struct {
 }
 
 // Joiner is step 2 of the analysis: it joins facts by event id, whatever the
-// trace they came from, and turns the joins into metrics. Its state is
-// bounded by Config's limits. Not safe for concurrent use.
-//
-// Analyzer runs several Joiners, shards of the event key space, each behind
-// its own mutex (mu): an append fact and the projection facts of the same
-// event go to the same one. What is not per event is shared by the shards in
-// a joinShared: interned labels, the projections expected per event type,
-// the latest version per aggregate and the last version each projection
-// applied per aggregate.
+// trace they came from, turns the joins into metrics and owns them. Its
+// state is bounded by Config's limits and sharded by event key (Config's
+// join.shards), each shard behind its own mutex, which only the Joiner
+// takes: Apply takes the shard of each fact in turn, Tick and Flush each
+// shard in turn, never two shards at once (the per-aggregate state an append
+// or projection updates is locked inside, briefly). All its methods are safe
+// for concurrent use.
 type Joiner struct {
-	mu sync.Mutex // held by Analyzer around every call
+	m      *metrics
+	logger *slog.Logger // for the Joiner's own log lines; none yet
+	sh     *joinShared
+	shards []*joinShard
+
+	// tickMu serialises ticks with each other and with summaries, which
+	// read the gauges a tick sets.
+	tickMu sync.Mutex
+	now    func() time.Time
+
+	// hook, when set (tests only), is called with "joiner" while a shard's
+	// lock is held: a panic there proves that none stays held.
+	hook func(lock string)
+}
+
+// NewJoiner returns a Joiner that registers its metrics with reg: the cqrs_*
+// metrics, lagscope_join_entries, lagscope_invalid_timestamps_total,
+// lagscope_series_overflow_total, and its reasons and labels of
+// lagscope_join_evictions_total, lagscope_label_overflow_total and
+// lagscope_label_values_sanitized_total (vectors it shares with a Resolver
+// registered with the same reg). It does not modify cfg; logger may be nil.
+func NewJoiner(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Joiner, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid analyzer config: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(reg, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("register join metrics: %w", err)
+	}
+	n := cfg.shards()
+	j := &Joiner{m: m, logger: logger, sh: newJoinShared(cfg, m, n), now: time.Now}
+	for i := range n {
+		j.shards = append(j.shards, j.sh.shard(cfg, i, n))
+	}
+	return j, nil
+}
+
+// Apply joins facts that arrived at now, in order: each append and
+// projection fact in its event's shard (a run of facts of the same shard
+// under one lock), each query fact in its aggregate's. Facts of Kind 0 are
+// skipped. It does not retain facts or their strings. Should it panic, it
+// holds no lock afterwards.
+func (j *Joiner) Apply(facts []Fact, now time.Time) { j.apply(facts, now.UnixNano()) }
+
+func (j *Joiner) apply(facts []Fact, now int64) {
+	var held *joinShard
+	defer func() {
+		if held != nil {
+			held.mu.Unlock()
+		}
+	}()
+	n := len(j.shards)
+	for i := range facts {
+		f := &facts[i]
+		switch f.Kind {
+		case FactAppend, FactProject:
+		case FactQuery:
+			j.sh.query(f)
+			continue
+		default:
+			continue // parked
+		}
+		s := j.shards[eventShard(&f.Event, n)]
+		if s != held {
+			if held != nil {
+				held.mu.Unlock()
+			}
+			held = nil
+			lock(&s.mu)
+			held = s
+			if j.hook != nil {
+				j.hook("joiner")
+			}
+		}
+		if f.Kind == FactAppend {
+			s.appendEvent(f, now)
+		} else {
+			s.projectFact(f, now)
+		}
+	}
+}
+
+// Tick declares unprojected the events whose deadline passed at now,
+// retires entries past retention, and refreshes the gauges, among them
+// lagscope_join_entries: the Joiner's entries (in an Analyzer, with the
+// appends its Resolver holds). Call it periodically (Analyzer.Start does,
+// for its Joiner).
+func (j *Joiner) Tick(now time.Time) { j.tick(now.UnixNano(), false, 0) }
+
+// Flush treats every pending event as past its deadline: the end of an
+// offline analysis. Facts applied later are joined as usual.
+func (j *Joiner) Flush() { j.tick(j.now().UnixNano(), true, 0) }
+
+// tick is Tick; flush declares every pending event, and waiting (appends a
+// Resolver holds for their command) is added to lagscope_join_entries.
+func (j *Joiner) tick(now int64, flush bool, waiting int) {
+	j.tickMu.Lock()
+	defer j.tickMu.Unlock()
+	entries := waiting
+	for _, s := range j.shards {
+		s.locked(func() {
+			s.expire(now, flush)
+			entries += s.entries()
+		})
+	}
+	j.sh.refreshGauges(j.shards, now)
+	j.m.entries.Set(float64(entries))
+}
+
+// Entries returns the number of events and projections waiting for their
+// event that the Joiner holds.
+func (j *Joiner) Entries() int {
+	n := 0
+	for _, s := range j.shards {
+		s.locked(func() { n += s.entries() })
+	}
+	return n
+}
+
+// joinShard is one shard of a Joiner's event key space, behind its own
+// mutex (mu): an append fact and the projection facts of the same event go
+// to the same one. What is not per event is shared by the shards in a
+// joinShared: interned labels, the projections expected per event type, the
+// latest version per aggregate and the last version each projection applied
+// per aggregate. Its methods need mu held, which only its Joiner takes.
+type joinShard struct {
+	mu sync.Mutex
 
 	sh                             *joinShared
 	id                             int // shard number, for metric parts
@@ -96,7 +225,7 @@ type Joiner struct {
 	duplicated counters2
 	outOfOrder counters2
 	late       counters2
-	sum        *summaryState
+	extra      *summaryExtra
 	chain      []uint64
 }
 
@@ -123,11 +252,6 @@ type joinShared struct {
 
 	aggs []aggShard
 
-	// gauges are the last values of the pending and oldest-pending gauges,
-	// for Summary; guarded by Analyzer.tickMu.
-	gaugePending [maxProjections]int64
-	gaugeOldest  [maxProjections]int64
-
 	exemplarGap int64
 	keep        bool
 }
@@ -139,8 +263,7 @@ type aggShard struct {
 	order   *genMap[orderKey, orderVal]
 	latest  *genMap[aggKey, versionAt]
 	queries map[[2]uint16]cachedCounter
-	counts  [3]uint64 // queries by result, for Summary
-	_       [64]byte  // keep shards' mutexes on their own cache lines
+	_       [64]byte // keep shards' mutexes on their own cache lines
 }
 
 // lagSeries is a lag series' exemplar clock, shared by the shards, which
@@ -192,11 +315,6 @@ func (c *counters2) inc(x, y uint16) {
 	ctr.p.inc()
 }
 
-// newJoiner returns a Joiner for cfg that reports to m, alone.
-func newJoiner(cfg Config, m *metrics) *Joiner {
-	return newJoinShared(cfg, m, 1).shard(cfg, 0, 1)
-}
-
 // newJoinShared returns the shared state of joiner shards, with n aggregate
 // shards that split cfg's bound on aggregates.
 func newJoinShared(cfg Config, m *metrics, n int) *joinShared {
@@ -209,9 +327,11 @@ func newJoinShared(cfg Config, m *metrics, n int) *joinShared {
 		m:        m,
 		types:    newLabelSet("event_type", cfg.Metrics.MaxLabelValues, ml, m.labels["event_type"]),
 		aggTypes: newLabelSet("aggregate_type", cfg.Metrics.MaxLabelValues, ml, m.labels["aggregate_type"]),
-		// Command names come interned, sanitized and counted by the
-		// resolvers' set of MaxLabelValues (and "other"): room for them,
-		// "none" and "other", so that an overflow is counted once.
+		// Command names come sanitized and counted by the Resolver's set
+		// of MaxLabelValues (and "other"): room for them, "none" and
+		// "other", and no counters (m.labels has none for "command"), so
+		// that an overflow or a cut is counted once, by the Resolver,
+		// whichever process it runs in.
 		commands:    newLabelSet("command", cfg.Metrics.MaxLabelValues+2, ml, m.labels["command"]),
 		projections: newLabelSet("projection", projLimit, ml, m.labels["projection"]),
 		qrys:        newLabelSet("query", cfg.Metrics.MaxLabelValues, ml, m.labels["query"]),
@@ -259,8 +379,8 @@ func newJoinShared(cfg Config, m *metrics, n int) *joinShared {
 
 // shard returns Joiner shard id of n on sh: each gets 1/n of cfg's bounds
 // on events and early projections.
-func (sh *joinShared) shard(cfg Config, id, n int) *Joiner {
-	j := &Joiner{
+func (sh *joinShared) shard(cfg Config, id, n int) *joinShard {
+	j := &joinShard{
 		sh:          sh,
 		id:          id,
 		deadline:    int64(cfg.Join.Deadline),
@@ -277,7 +397,7 @@ func (sh *joinShared) shard(cfg Config, id, n int) *Joiner {
 		qrys:        sh.qrys,
 		orphanIdx:   make(map[EventKey]uint64),
 		lagSeries:   make(map[[3]uint16]lagPart),
-		sum:         newSummaryState(cfg.KeepSamples),
+		extra:       newSummaryExtra(cfg.KeepSamples),
 	}
 	m := sh.m
 	for i, s := range stageNames {
@@ -347,21 +467,6 @@ func eventShard(k *EventKey, n int) int {
 	return int((h >> 32) * uint64(n) >> 32)
 }
 
-// Apply joins facts that arrived at now (Unix ns).
-func (j *Joiner) Apply(facts []Fact, now int64) {
-	for i := range facts {
-		f := &facts[i]
-		switch f.Kind {
-		case FactAppend:
-			j.appendEvent(f, now)
-		case FactProject:
-			j.projectFact(f, now)
-		case FactQuery:
-			j.sh.query(f)
-		}
-	}
-}
-
 func aggHash(s string) uint64 {
 	if s == "" {
 		return 0
@@ -374,7 +479,7 @@ func aggHash(s string) uint64 {
 	return h | 1
 }
 
-func (j *Joiner) appendEvent(f *Fact, now int64) {
+func (j *joinShard) appendEvent(f *Fact, now int64) {
 	if _, dup := j.index.find(f.Event, &j.events); dup {
 		return // the same append exported twice
 	}
@@ -415,14 +520,13 @@ func (j *Joiner) appendEvent(f *Fact, now int64) {
 		j.pending[bits.TrailingZeros64(b)]++
 	}
 	j.appended.inc(typ, e.aggType)
-	j.sum.appended(typ)
 	if e.aggHash != 0 && e.version > 0 {
 		j.sh.noteVersion(e.aggHash, e.version, f.End)
 	}
 	seq := j.events.push(e)
 	j.index.insert(f.Event, seq)
-	if j.sum.keep {
-		j.sum.ids[f.Event] = clone(f.DisplayID()) // not a view into the request
+	if j.extra.keep {
+		j.extra.ids[f.Event] = clone(f.DisplayID()) // not a view into the request
 	}
 	if o, ok := j.orphanIdx[f.Event]; ok {
 		delete(j.orphanIdx, f.Event)
@@ -434,7 +538,7 @@ func (j *Joiner) appendEvent(f *Fact, now int64) {
 // if it is the latest.
 func (sh *joinShared) noteVersion(agg uint64, version, appendEnd int64) {
 	a := sh.agg(agg)
-	lockSpin(&a.mu)
+	lock(&a.mu)
 	defer a.mu.Unlock()
 	if v, ok := a.latest.get(aggKey(agg)); !ok || v.version < version {
 		a.latest.put(aggKey(agg), versionAt{version: version, appendEnd: appendEnd})
@@ -443,7 +547,7 @@ func (sh *joinShared) noteVersion(agg uint64, version, appendEnd int64) {
 
 // applyOrphans applies, oldest first, the projections that arrived before
 // their event.
-func (j *Joiner) applyOrphans(e *eventEntry, newest uint64, now int64) {
+func (j *joinShard) applyOrphans(e *eventEntry, newest uint64, now int64) {
 	j.chain = j.chain[:0]
 	for s := newest; s != 0; {
 		if !j.orphans.live(s - 1) {
@@ -460,7 +564,7 @@ func (j *Joiner) applyOrphans(e *eventEntry, newest uint64, now int64) {
 	}
 }
 
-func (j *Joiner) projectFact(f *Fact, now int64) {
+func (j *joinShard) projectFact(f *Fact, now int64) {
 	p := j.projections.id(f.Projection)
 	if seq, ok := j.index.find(f.Event, &j.events); ok {
 		j.project(j.events.at(seq), p, f.Start, f.End, now)
@@ -478,12 +582,10 @@ func (j *Joiner) projectFact(f *Fact, now int64) {
 
 // project records that projection p showed event e with a span from start
 // to end.
-func (j *Joiner) project(e *eventEntry, p uint16, start, end, now int64) {
+func (j *joinShard) project(e *eventEntry, p uint16, start, end, now int64) {
 	bit := uint64(1) << p
-	ps := j.sum.proj[p]
 	if e.seen&bit != 0 {
 		j.duplicated.inc(e.typ, p)
-		ps.duplicated++
 		return
 	}
 	e.seen |= bit
@@ -493,10 +595,8 @@ func (j *Joiner) project(e *eventEntry, p uint16, start, end, now int64) {
 		j.pending[p]--
 	}
 	j.projected.inc(e.typ, p)
-	ps.projected++
 	if e.unproj&bit != 0 {
 		j.late.inc(e.typ, p)
-		ps.late++
 	}
 	// Timestamps that are not credible give no lag or stage duration:
 	// one absurd span would add centuries to the sums.
@@ -508,14 +608,13 @@ func (j *Joiner) project(e *eventEntry, p uint16, start, end, now int64) {
 	switch lag := end - e.lagFrom; {
 	case lag < 0:
 		j.sh.projSeries[p].skew.Inc()
-		ps.skew++
 	case !credible:
 	case lag > j.maxLag:
 		j.m.invalidTime[timeBeyondMaxLag].Inc()
 		credible = false
 	default:
 		j.observeLag(e, p, lag, now)
-		ps.observe(lag)
+		j.extra.observe(p, lag)
 	}
 	if credible {
 		j.observeStage(stageDelivery, start-e.appendEnd)
@@ -526,13 +625,12 @@ func (j *Joiner) project(e *eventEntry, p uint16, start, end, now int64) {
 	}
 	if e.aggHash != 0 && e.version > 0 && j.sh.outOfOrder(p, e.aggHash, e.version, start) {
 		j.outOfOrder.inc(e.typ, p)
-		ps.outOfOrder++
 	}
 }
 
 // observeStage observes a stage duration d of 0 to maxLag; past maxLag it
 // counts it as not credible.
-func (j *Joiner) observeStage(stage int, d int64) {
+func (j *joinShard) observeStage(stage int, d int64) {
 	switch {
 	case d < 0:
 	case d > j.maxLag:
@@ -547,7 +645,7 @@ func (j *Joiner) observeStage(stage int, d int64) {
 func (sh *joinShared) outOfOrder(p uint16, agg uint64, version, start int64) bool {
 	a := sh.agg(agg)
 	k := orderKey{projection: p, agg: agg}
-	lockSpin(&a.mu)
+	lock(&a.mu)
 	defer a.mu.Unlock()
 	last, ok := a.order.get(k)
 	switch {
@@ -566,7 +664,7 @@ func (sh *joinShared) outOfOrder(p uint16, agg uint64, version, start int64) boo
 	return false
 }
 
-func (j *Joiner) observeLag(e *eventEntry, p uint16, lag, now int64) {
+func (j *joinShard) observeLag(e *eventEntry, p uint16, lag, now int64) {
 	k := [3]uint16{e.command, e.typ, p}
 	s, ok := j.lagSeries[k]
 	if !ok {
@@ -613,7 +711,7 @@ func (sh *joinShared) query(f *Fact) {
 	q := sh.qrys.id(f.Query)
 	h := aggHash(f.AggregateID)
 	a := sh.agg(h)
-	lockSpin(&a.mu)
+	lock(&a.mu)
 	defer a.mu.Unlock()
 	result := uint16(queryUnknown)
 	if h != 0 && f.Version > 0 {
@@ -635,7 +733,6 @@ func (sh *joinShared) query(f *Fact) {
 		sh.m.queries.countOver()
 	}
 	c.p.inc()
-	a.counts[result]++
 }
 
 const (
@@ -646,17 +743,9 @@ const (
 
 var queryResults = [...]string{"fresh", "stale", "unknown"}
 
-// Tick declares unprojected the events whose deadline passed (every pending
-// one when flush is set), retires entries past retention, and refreshes the
-// gauges, for a Joiner used alone.
-func (j *Joiner) Tick(now int64, flush bool) {
-	j.expire(now, flush)
-	j.sh.refreshGauges([]*Joiner{j}, now)
-}
-
 // expire declares unprojected the events whose deadline passed (every
 // pending one when flush is set) and retires entries past retention.
-func (j *Joiner) expire(now int64, flush bool) {
+func (j *joinShard) expire(now int64, flush bool) {
 	s := max(j.declSeq, j.events.head)
 	for ; s < j.events.tail; s++ {
 		e := j.events.at(s)
@@ -680,7 +769,7 @@ func (j *Joiner) expire(now int64, flush bool) {
 
 // declare evaluates an event at its deadline: every projection expected by
 // then that has not shown it makes it unprojected.
-func (j *Joiner) declare(e *eventEntry) {
+func (j *joinShard) declare(e *eventEntry) {
 	if e.declared {
 		return
 	}
@@ -690,19 +779,16 @@ func (j *Joiner) declare(e *eventEntry) {
 	for b := missing; b != 0; b &= b - 1 {
 		p := uint16(bits.TrailingZeros64(b))
 		j.unproj.inc(e.typ, p)
-		j.sum.unprojected(p, e.key)
+		j.extra.unprojected(p, e.key)
 	}
 	e.unproj = missing
 	for b := e.pending; b != 0; b &= b - 1 {
 		j.pending[bits.TrailingZeros64(b)]--
 	}
 	e.pending = 0
-	for b := e.expected; b != 0; b &= b - 1 {
-		j.sum.proj[bits.TrailingZeros64(b)].expected++
-	}
 }
 
-func (j *Joiner) retireEvent(forRoom bool) {
+func (j *joinShard) retireEvent(forRoom bool) {
 	seq := j.events.head
 	e := j.events.front()
 	if !e.declared && e.pending != 0 && forRoom {
@@ -712,13 +798,13 @@ func (j *Joiner) retireEvent(forRoom bool) {
 		j.pending[bits.TrailingZeros64(b)]--
 	}
 	j.index.remove(e.key, seq)
-	if j.sum.keep {
-		delete(j.sum.ids, e.key)
+	if j.extra.keep {
+		delete(j.extra.ids, e.key)
 	}
 	j.events.popFront()
 }
 
-func (j *Joiner) retireOrphan(forRoom bool) {
+func (j *joinShard) retireOrphan(forRoom bool) {
 	seq := j.orphans.head
 	o := j.orphans.front()
 	if !o.consumed {
@@ -727,7 +813,7 @@ func (j *Joiner) retireOrphan(forRoom bool) {
 			reason = reasonOrphanCapacity
 		}
 		j.m.evictions.WithLabelValues(reason).Inc()
-		j.sum.proj[o.projection].orphans++
+		j.extra.proj[o.projection].orphans++
 		if s, ok := j.orphanIdx[o.key]; ok && s == seq+1 {
 			delete(j.orphanIdx, o.key)
 		}
@@ -742,7 +828,7 @@ func (j *Joiner) retireOrphan(forRoom bool) {
 // oldest (the same as one Joiner's when the shards are alone or events
 // arrive in append order); of those that arrived at the same time, the one
 // appended first.
-func (sh *joinShared) refreshGauges(shards []*Joiner, now int64) {
+func (sh *joinShared) refreshGauges(shards []*joinShard, now int64) {
 	np := min(sh.projections.len(), maxProjections)
 	var pending, progress [maxProjections]int64
 	for _, j := range shards {
@@ -773,7 +859,6 @@ func (sh *joinShared) refreshGauges(shards []*Joiner, now int64) {
 		}
 		ps.pending.Set(float64(pending[p]))
 		ps.oldest.Set(seconds(age))
-		sh.gaugePending[p], sh.gaugeOldest[p] = pending[p], age
 	}
 }
 
@@ -781,7 +866,7 @@ func (sh *joinShared) refreshGauges(shards []*Joiner, now int64) {
 // shown: an event within its deadline, or past it while p has shown nothing
 // appended later than progress (a stalled projection); nil when there is
 // none. A cursor per projection makes this amortised O(1).
-func (j *Joiner) oldestPending(p uint16, progress int64) *eventEntry {
+func (j *joinShard) oldestPending(p uint16, progress int64) *eventEntry {
 	bit := uint64(1) << p
 	c := max(j.cursor[p], j.events.head)
 	for ; c < j.events.tail; c++ {
@@ -800,13 +885,13 @@ func (j *Joiner) oldestPending(p uint16, progress int64) *eventEntry {
 }
 
 // locked runs f with j.mu held, and releases it even if f panics.
-func (j *Joiner) locked(f func()) {
+func (j *joinShard) locked(f func()) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	f()
 }
 
-// Entries returns the number of events and waiting projections held.
-func (j *Joiner) Entries() int { return j.events.len() + j.orphans.len() }
+// entries returns the number of events and waiting projections held.
+func (j *joinShard) entries() int { return j.events.len() + j.orphans.len() }
 
 func seconds(ns int64) float64 { return float64(ns) / 1e9 }

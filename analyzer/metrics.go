@@ -11,7 +11,7 @@ import (
 // "lag above 5s" is exact rather than interpolated.
 var LagBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300}
 
-// metrics holds every metric the analyzer exports. The names are a public
+// metrics holds every metric the Joiner exports. The names are a public
 // contract: users' dashboards and alerts depend on them.
 type metrics struct {
 	lag        *shardedHistogram
@@ -27,18 +27,89 @@ type metrics struct {
 	pending    *prometheus.GaugeVec
 	oldest     *prometheus.GaugeVec
 
-	spans      *prometheus.CounterVec
-	entries    prometheus.Gauge
-	evictions  *prometheus.CounterVec
-	overflow   *prometheus.CounterVec
-	roleCounts [len(roleNames)]prometheus.Counter
+	entries   prometheus.Gauge
+	evictions *prometheus.CounterVec
+	overflow  *prometheus.CounterVec
 
 	sanitized      *prometheus.CounterVec
 	seriesOverflow *prometheus.CounterVec
-	panics         prometheus.Counter
 	invalidTime    [len(invalidTimeReasons)]prometheus.Counter
-	// labels are the counters of each labelSet, by label name.
+	// labels are the counters of each labelSet, by label name; none for
+	// "command", whose values the Resolver sanitizes and counts.
 	labels map[string]*labelCounters
+
+	// own gathers the collectors Summary reads, the same that reg
+	// exposes: so that a summary and a scrape cannot disagree.
+	own *prometheus.Registry
+}
+
+// resolverMetrics holds the metrics the Resolver exports.
+type resolverMetrics struct {
+	roleCounts [len(roleNames)]prometheus.Counter
+	// waitEvictions is lagscope_join_evictions_total{reason="command_wait_capacity"}.
+	waitEvictions prometheus.Counter
+	command       *labelCounters
+	own           *prometheus.Registry // lagscope_spans_total, for Summary
+}
+
+// Options of the vectors the Resolver and the Joiner both count in, each
+// under its own label values: registered by the first, reused by the other
+// when they share a registry (registerCounterVec).
+var (
+	evictionsOpts = prometheus.CounterOpts{
+		Name: "lagscope_join_evictions_total",
+		Help: "Join entries dropped before they were resolved, by reason.",
+	}
+	overflowOpts = prometheus.CounterOpts{
+		Name: "lagscope_label_overflow_total",
+		Help: "Label values replaced by \"other\" because the label had reached its limit of distinct values.",
+	}
+	sanitizedOpts = prometheus.CounterOpts{
+		Name: "lagscope_label_values_sanitized_total",
+		Help: "Label values from spans changed before use: invalid UTF-8 replaced (invalid_utf8) or cut to metrics.max_label_length (truncated).",
+	}
+)
+
+// newResolverMetrics builds the Resolver's metrics and registers them with
+// reg.
+func newResolverMetrics(reg prometheus.Registerer) (*resolverMetrics, error) {
+	spans := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "lagscope_spans_total",
+		Help: "Spans analysed, by the role the span conventions gave them.",
+	}, []string{"role"})
+	if err := reg.Register(spans); err != nil {
+		return nil, err
+	}
+	evictions, err := registerCounterVec(reg, evictionsOpts, "reason")
+	if err != nil {
+		return nil, err
+	}
+	overflow, err := registerCounterVec(reg, overflowOpts, "label")
+	if err != nil {
+		return nil, err
+	}
+	sanitized, err := registerCounterVec(reg, sanitizedOpts, "label", "reason")
+	if err != nil {
+		return nil, err
+	}
+	m := &resolverMetrics{
+		waitEvictions: evictions.WithLabelValues(reasonCommandWaitCapacity),
+		command:       newLabelCounters(overflow, sanitized, "command"),
+		own:           prometheus.NewRegistry(),
+	}
+	m.own.MustRegister(spans)
+	for i, r := range roleNames {
+		m.roleCounts[i] = spans.WithLabelValues(r)
+	}
+	return m, nil
+}
+
+func newLabelCounters(overflow, sanitized *prometheus.CounterVec, label string) *labelCounters {
+	return &labelCounters{
+		overflow:  overflow.WithLabelValues(label),
+		invalid:   sanitized.WithLabelValues(label, reasonInvalidUTF8),
+		truncated: sanitized.WithLabelValues(label, reasonTruncated),
+	}
 }
 
 // Reasons of lagscope_label_values_sanitized_total.
@@ -122,26 +193,10 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 			Name: "cqrs_projection_oldest_pending_seconds",
 			Help: "Age of the oldest appended event the projection has not shown yet; keeps rising while a projection is stalled.",
 		}, []string{"projection"}),
-		spans: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "lagscope_spans_total",
-			Help: "Spans analysed, by the role the span conventions gave them.",
-		}, []string{"role"}),
 		entries: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lagscope_join_entries",
 			Help: "Entries held by the join: events, projections waiting for their event, appends waiting for their command.",
 		}),
-		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "lagscope_join_evictions_total",
-			Help: "Join entries dropped before they were resolved, by reason.",
-		}, []string{"reason"}),
-		overflow: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "lagscope_label_overflow_total",
-			Help: "Label values replaced by \"other\" because the label had reached its limit of distinct values.",
-		}, []string{"label"}),
-		sanitized: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "lagscope_label_values_sanitized_total",
-			Help: "Label values from spans changed before use: invalid UTF-8 replaced (invalid_utf8) or cut to metrics.max_label_length (truncated).",
-		}, []string{"label", "reason"}),
 		seriesOverflow: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lagscope_series_overflow_total",
 			Help: "Observations given to the series whose labels are all \"other\" because the metric had reached its series budget (metrics.max_series).",
@@ -153,18 +208,25 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 	}, []string{"reason"})
 	for _, c := range []prometheus.Collector{
 		m.lag, m.stage, m.appended, m.projected, m.unproj, m.duplicated, m.outOfOrder, m.late,
-		m.skew, m.queries, m.pending, m.oldest, m.spans, m.entries, m.evictions, m.overflow,
-		m.sanitized, m.seriesOverflow, invalidTime,
+		m.skew, m.queries, m.pending, m.oldest, m.entries, m.seriesOverflow, invalidTime,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
-	panics, err := registerPanics(reg)
-	if err != nil {
+	var err error
+	if m.evictions, err = registerCounterVec(reg, evictionsOpts, "reason"); err != nil {
 		return nil, err
 	}
-	m.panics = panics.WithLabelValues("analyzer")
+	if m.overflow, err = registerCounterVec(reg, overflowOpts, "label"); err != nil {
+		return nil, err
+	}
+	if m.sanitized, err = registerCounterVec(reg, sanitizedOpts, "label", "reason"); err != nil {
+		return nil, err
+	}
+	m.own = prometheus.NewRegistry()
+	m.own.MustRegister(m.lag, m.appended, m.projected, m.unproj, m.duplicated, m.outOfOrder, m.late,
+		m.skew, m.queries, m.pending, m.oldest)
 	for i, r := range invalidTimeReasons {
 		m.invalidTime[i] = invalidTime.WithLabelValues(r)
 	}
@@ -177,16 +239,11 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 	m.lag.overflow = m.seriesOverflow.WithLabelValues(m.lag.name)
 	m.labels = make(map[string]*labelCounters, len(spanLabels))
 	for _, l := range spanLabels {
-		m.labels[l] = &labelCounters{
-			overflow:  m.overflow.WithLabelValues(l),
-			invalid:   m.sanitized.WithLabelValues(l, reasonInvalidUTF8),
-			truncated: m.sanitized.WithLabelValues(l, reasonTruncated),
+		if l != "command" {
+			m.labels[l] = newLabelCounters(m.overflow, m.sanitized, l)
 		}
 	}
-	for i, r := range roleNames {
-		m.roleCounts[i] = m.spans.WithLabelValues(r)
-	}
-	for _, r := range []string{reasonCapacity, reasonOrphanCapacity, reasonOrphanExpired, reasonCommandWaitCapacity} {
+	for _, r := range []string{reasonCapacity, reasonOrphanCapacity, reasonOrphanExpired} {
 		m.evictions.WithLabelValues(r)
 	}
 	return m, nil
@@ -216,7 +273,13 @@ var panicsOpts = prometheus.CounterOpts{
 // registerPanics registers lagscope_panics_total with reg, or returns the
 // one another component registered there with the same help.
 func registerPanics(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
-	v := prometheus.NewCounterVec(panicsOpts, []string{"component"})
+	return registerCounterVec(reg, panicsOpts, "component")
+}
+
+// registerCounterVec registers a counter vector with reg, or returns the one
+// another component registered there with the same options.
+func registerCounterVec(reg prometheus.Registerer, opts prometheus.CounterOpts, labels ...string) (*prometheus.CounterVec, error) {
+	v := prometheus.NewCounterVec(opts, labels)
 	if err := reg.Register(v); err != nil {
 		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
 			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {

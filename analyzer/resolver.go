@@ -3,7 +3,14 @@ package analyzer
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -35,20 +42,243 @@ type waitRef struct {
 	gen uint32
 }
 
-// Resolver is step 1 of the analysis: it classifies spans and resolves, inside
-// a trace, the command span that is the ancestor of each append span. It holds
-// bounded state: the parent of recently seen spans, recent command spans, and
-// append spans waiting for an ancestor that has not arrived yet. Not safe for
-// concurrent use. Analyzer runs one Resolver per shard of trace ids, each
-// behind its own mutex, and does what needs no state (reading attributes,
-// classifying, building facts) before it takes one.
+// Resolver is step 1 of the analysis: it classifies spans and resolves,
+// inside a trace, the command span that is the ancestor of each append span,
+// and gives the facts that the Joiner joins. Its state is sharded by trace
+// id (Config's join.shards; a trace's spans always meet in one shard), each
+// shard behind its own mutex, which only the Resolver takes. What needs no
+// state (reading attributes, classifying, building facts) runs before it
+// takes any. All its methods are safe for concurrent use.
 type Resolver struct {
+	m        *resolverMetrics
+	names    *labelSet // command names, shared by the shards
+	maxLabel int       // MaxLabelLength
+	shards   []resolverShard
+	// Written by every request: on its own cache line, away from the
+	// fields above that every request reads.
+	_      [64]byte
+	rotate atomic.Uint32 // where requests start taking shards
+	_      [64]byte
+
+	pool sync.Pool // of *scratch
+
+	// hook, when set (tests only), is called with "resolver" while a
+	// shard's lock is held: a panic there proves that none stays held.
+	hook func(lock string)
+}
+
+type resolverShard struct {
+	mu sync.Mutex
+	t  *traceResolver
+	_  [64]byte // keep shards' mutexes on their own cache lines
+}
+
+// NewResolver returns a Resolver with the bounds and command wait of cfg,
+// which registers its metrics with reg: lagscope_spans_total, and its
+// reason and label of lagscope_join_evictions_total,
+// lagscope_label_overflow_total and lagscope_label_values_sanitized_total
+// (vectors it shares with a Joiner registered with the same reg). It does
+// not modify cfg.
+func NewResolver(cfg Config, reg prometheus.Registerer) (*Resolver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid analyzer config: %w", err)
+	}
+	m, err := newResolverMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("register resolver metrics: %w", err)
+	}
+	n := cfg.shards()
+	r := &Resolver{
+		m:        m,
+		names:    newLabelSet("command", cfg.Metrics.MaxLabelValues, cfg.Metrics.MaxLabelLength, m.command),
+		maxLabel: cfg.Metrics.MaxLabelLength,
+		shards:   make([]resolverShard, n),
+	}
+	for i := range r.shards {
+		r.shards[i].t = newTraceResolver(cfg, n)
+	}
+	r.pool.New = func() any { return new(scratch) }
+	return r, nil
+}
+
+// Resolve appends to dst the facts of the spans in td that arrived at now,
+// and of earlier append spans that the spans in td resolve or that were
+// given up early for room, and returns it. The facts own their strings: they
+// hold no reference into td, which Resolve does not retain. An append whose
+// command span may still come is held (Config's join.command_wait) and given
+// by a later call or by Expire. It never fails for the content of td: spans
+// it cannot use are counted as ignored, label values are sanitized.
+func (r *Resolver) Resolve(dst []Fact, td ptrace.Traces, now time.Time) []Fact {
+	sc := r.pool.Get().(*scratch)
+	r.resolve(sc, td, now.UnixNano())
+	dst = append(dst, sc.pre...) // parked, so cloned already
+	for i := range sc.facts {
+		if sc.facts[i].Kind != 0 {
+			dst = append(dst, ownStrings(sc.facts[i]))
+		}
+	}
+	dst = append(dst, sc.post...)
+	sc.reset()
+	r.pool.Put(sc)
+	return dst
+}
+
+// ownStrings returns f with the strings that may point into a request
+// copied, in one allocation for all of them (so keeping one keeps all,
+// bounded by boundFacts). Command is interned by the Resolver, or a
+// constant: already owned.
+func ownStrings(f Fact) Fact {
+	fields := [...]*string{&f.EventID, &f.EventType, &f.AggregateType, &f.AggregateID, &f.Projection, &f.Query}
+	n := 0
+	for _, p := range fields {
+		n += len(*p)
+	}
+	if n == 0 {
+		return f
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, p := range fields {
+		b.WriteString(*p)
+	}
+	all := b.String()
+	for _, p := range fields {
+		k := len(*p)
+		*p, all = all[:k], all[k:]
+	}
+	return f
+}
+
+// resolve is Resolve into sc, whose facts then point into td: the facts of
+// the request are sc.facts (parked ones of Kind 0), those it resolved
+// sc.pre, those given early for room sc.post, to be joined in that order.
+// It takes each shard that has spans of td once, in any order, and releases
+// it even if the resolution panics.
+func (r *Resolver) resolve(sc *scratch, td ptrace.Traces, now int64) {
+	n := len(r.shards)
+	sc.scan(td, r.names, n, r.maxLabel)
+	for i, c := range sc.roles {
+		if c > 0 {
+			r.m.roleCounts[i].Add(float64(c))
+		}
+	}
+	if spinLocks {
+		r.resolveTry(sc, now)
+	} else {
+		// Each shard in turn, one at a time: the TryLock scheduling of
+		// resolveTry measured no better (spinLocks).
+		for i := range n {
+			if len(sc.work[i].recs) > 0 {
+				r.shards[i].mu.Lock()
+				r.resolveShard(sc, i, now)
+			}
+		}
+	}
+	if len(sc.pre) > 0 && n > 1 {
+		sortByOrd(sc.pre, sc.preOrd)
+	}
+}
+
+// resolveTry takes the shards a request needs in any order: first those
+// free now, from a rotating start so that concurrent requests do not queue
+// behind each other shard after shard, then the others. Only
+// BenchmarkLocking runs it (spinLocks).
+func (r *Resolver) resolveTry(sc *scratch, now int64) {
+	n := len(r.shards)
+	busy := sc.busy[:0]
+	start := int(r.rotate.Add(1))
+	for k := range n {
+		i := (start + k) % n
+		if len(sc.work[i].recs) == 0 {
+			continue
+		}
+		if !r.shards[i].mu.TryLock() {
+			busy = append(busy, i)
+			continue
+		}
+		r.resolveShard(sc, i, now)
+	}
+	for len(busy) > 0 {
+		// Those still busy: any that has come free, else wait for the
+		// first.
+		left := busy[:0]
+		for _, i := range busy {
+			if r.shards[i].mu.TryLock() {
+				r.resolveShard(sc, i, now)
+			} else {
+				left = append(left, i)
+			}
+		}
+		if len(left) > 0 && len(left) == len(busy) {
+			lockSpin(&r.shards[left[0]].mu)
+			r.resolveShard(sc, left[0], now)
+			left = left[1:]
+		}
+		busy = left
+	}
+	sc.busy = busy[:0]
+}
+
+// resolveShard runs shard i's part of a request and unlocks the shard,
+// whose lock the caller took, even if the resolution panics.
+func (r *Resolver) resolveShard(sc *scratch, i int, now int64) {
+	rs := &r.shards[i]
+	defer rs.mu.Unlock()
+	if r.hook != nil {
+		r.hook("resolver")
+	}
+	rs.t.resolve(sc, &sc.work[i], now)
+	r.reportEvictions(rs.t)
+}
+
+// reportEvictions moves a shard's eviction count to the metrics; the
+// shard's lock must be held.
+func (r *Resolver) reportEvictions(t *traceResolver) {
+	if t.evicted > 0 {
+		r.m.waitEvictions.Add(float64(t.evicted))
+		t.evicted = 0
+	}
+}
+
+// Expire appends to dst, with command "none", the appends that waited
+// join.command_wait by now for their command span (all of them when flush
+// is set: the end of an offline analysis), and returns it. The facts own
+// their strings. Call it periodically (Analyzer.Start does).
+func (r *Resolver) Expire(dst []Fact, now time.Time, flush bool) []Fact {
+	ns := now.UnixNano()
+	for i := range r.shards {
+		rs := &r.shards[i]
+		func() {
+			rs.mu.Lock()
+			defer rs.mu.Unlock()
+			dst = rs.t.expire(dst, ns, flush)
+			r.reportEvictions(rs.t)
+		}()
+	}
+	return dst
+}
+
+// Waiting returns the number of appends held for their command span.
+func (r *Resolver) Waiting() int {
+	n := 0
+	for i := range r.shards {
+		rs := &r.shards[i]
+		rs.mu.Lock()
+		n += rs.t.nlive
+		rs.mu.Unlock()
+	}
+	return n
+}
+
+// traceResolver is one shard of a Resolver: the state of the traces that
+// hash to it. It holds bounded state: the parent of recently seen spans,
+// recent command spans, and append spans waiting for an ancestor that has
+// not arrived yet. Not safe for concurrent use: its Resolver locks it.
+type traceResolver struct {
 	wait     int64 // CommandWait in ns
 	maxWait  int
 	edges    *genMap[spanKey, [8]byte]
 	commands *genMap[spanKey, commandInfo]
-	names    *labelSet
-	maxLabel int // MaxLabelLength
 
 	waiting map[spanKey][]int32
 	slab    []waitEntry
@@ -58,28 +288,19 @@ type Resolver struct {
 
 	// sink keeps the loads of edges.touch.
 	sink uint8
-	// roles counts the spans Resolve has seen, by role.
-	roles [len(roleNames)]uint64
-	// evicted counts appends joined early for room since Analyzer last
-	// reported them.
+	// evicted counts appends joined early for room since the Resolver
+	// last reported them.
 	evicted uint64
 }
 
-// NewResolver returns a Resolver with the bounds and command wait of cfg.
-func NewResolver(cfg Config) *Resolver {
-	return newResolver(cfg, 1, newLabelSet("command", cfg.Metrics.MaxLabelValues, cfg.Metrics.MaxLabelLength, nil))
-}
-
-// newResolver returns one of n resolver shards: each gets 1/n of cfg's
-// bounds. names interns command names for all of them.
-func newResolver(cfg Config, n int, names *labelSet) *Resolver {
-	return &Resolver{
+// newTraceResolver returns one of n resolver shards: each gets 1/n of cfg's
+// bounds.
+func newTraceResolver(cfg Config, n int) *traceResolver {
+	return &traceResolver{
 		wait:     int64(cfg.Join.CommandWait),
 		maxWait:  max(1, cfg.Join.MaxPendingProjections/n),
 		edges:    newGenMap[spanKey, [8]byte](cfg.Join.MaxTraceSpans / n),
 		commands: newGenMap[spanKey, commandInfo](cfg.Join.MaxTraceSpans / 8 / n),
-		names:    names,
-		maxLabel: cfg.Metrics.MaxLabelLength,
 		waiting:  make(map[spanKey][]int32),
 	}
 }
@@ -115,8 +336,8 @@ type shardWork struct {
 	appends []appendRec
 }
 
-// scratch is the per-request working memory of the analysis, pooled by
-// Analyzer. The zero value is ready to use.
+// scratch is the per-request working memory of the analysis, pooled by the
+// Resolver. The zero value is ready to use.
 type scratch struct {
 	work  []shardWork
 	roles [len(roleNames)]uint64
@@ -228,31 +449,6 @@ func (sc *scratch) scan(td ptrace.Traces, names *labelSet, n, maxLabel int) {
 	}
 }
 
-// Resolve appends to dst the facts of the spans in td, and of earlier append
-// spans that the spans in td resolve. now is the arrival time (Unix ns).
-// The facts' strings point into td or into the resolver's interned names.
-func (r *Resolver) Resolve(dst []Fact, td ptrace.Traces, now int64, sc *scratch) []Fact {
-	sc.scan(td, r.names, 1, r.maxLabel)
-	r.roles = addRoles(r.roles, sc.roles)
-	r.resolve(sc, &sc.work[0], now)
-	dst = append(dst, sc.pre...)
-	for i := range sc.facts {
-		if sc.facts[i].Kind != 0 {
-			dst = append(dst, sc.facts[i])
-		}
-	}
-	dst = append(dst, sc.post...)
-	sc.reset()
-	return dst
-}
-
-func addRoles(a, b [len(roleNames)]uint64) [len(roleNames)]uint64 {
-	for i := range a {
-		a[i] += b[i]
-	}
-	return a
-}
-
 // resolve does the part of a request's resolution that needs the
 // resolver's state, for the spans of w: it remembers their parents and the
 // command spans, resumes the earlier appends whose missing ancestor is among
@@ -260,7 +456,7 @@ func addRoles(a, b [len(roleNames)]uint64) [len(roleNames)]uint64 {
 // parks them, and joins early the oldest parked appends past the bound
 // (facts to sc.post). Doing the inserts first means the order of spans
 // inside one request never matters.
-func (r *Resolver) resolve(sc *scratch, w *shardWork, now int64) {
+func (r *traceResolver) resolve(sc *scratch, w *shardWork, now int64) {
 	matched := sc.matched[:0]
 	// The parent-edge and command tables are far larger than the caches:
 	// touch every insert's slot first, so that their misses overlap.
@@ -315,7 +511,7 @@ func (r *Resolver) resolve(sc *scratch, w *shardWork, now int64) {
 		}
 	}
 	if r.nlive > r.maxWait {
-		sc.post = r.Expire(sc.post, now, false)
+		sc.post = r.expire(sc.post, now, false)
 	}
 }
 
@@ -329,7 +525,7 @@ const (
 
 // walk climbs the ancestors of a span from cur until it meets a command span
 // (found), the root (none) or a span it has not seen (wait, on that span).
-func (r *Resolver) walk(trace [16]byte, cur [8]byte) (commandInfo, walkResult, spanKey) {
+func (r *traceResolver) walk(trace [16]byte, cur [8]byte) (commandInfo, walkResult, spanKey) {
 	for depth := 0; depth < 128; depth++ {
 		if cur == ([8]byte{}) {
 			return commandInfo{}, walkNone, spanKey{}
@@ -511,7 +707,7 @@ func first(vs ...string) string {
 
 // park holds an append fact until the span it waits for arrives or
 // CommandWait passes.
-func (r *Resolver) park(f Fact, key spanKey, now int64) {
+func (r *traceResolver) park(f Fact, key spanKey, now int64) {
 	var idx int32
 	if n := len(r.free); n > 0 {
 		idx = r.free[n-1]
@@ -529,7 +725,7 @@ func (r *Resolver) park(f Fact, key spanKey, now int64) {
 }
 
 // release frees a parked entry.
-func (r *Resolver) release(idx int32) {
+func (r *traceResolver) release(idx int32) {
 	e := &r.slab[idx]
 	e.live = false
 	e.fact = Fact{}
@@ -538,7 +734,7 @@ func (r *Resolver) release(idx int32) {
 }
 
 // rewalk resumes the appends waiting on key, which has just arrived.
-func (r *Resolver) rewalk(dst []Fact, key spanKey, now int64) []Fact {
+func (r *traceResolver) rewalk(dst []Fact, key spanKey, now int64) []Fact {
 	idxs := r.waiting[key]
 	delete(r.waiting, key)
 	for _, idx := range idxs {
@@ -566,9 +762,9 @@ func (r *Resolver) rewalk(dst []Fact, key spanKey, now int64) []Fact {
 	return dst
 }
 
-// Expire joins with command="none" the appends that waited CommandWait (all
-// of them when flush is set), and the oldest ones past the bound.
-func (r *Resolver) Expire(dst []Fact, now int64, flush bool) []Fact {
+// expire gives, with command="none", the appends that waited CommandWait
+// (all of them when flush is set), and the oldest ones past the bound.
+func (r *traceResolver) expire(dst []Fact, now int64, flush bool) []Fact {
 	for r.fifo.len() > 0 {
 		ref := *r.fifo.front()
 		e := &r.slab[ref.idx]
@@ -593,7 +789,7 @@ func (r *Resolver) Expire(dst []Fact, now int64, flush bool) []Fact {
 	return dst
 }
 
-func (r *Resolver) dropWaiting(key spanKey, idx int32) {
+func (r *traceResolver) dropWaiting(key spanKey, idx int32) {
 	idxs := r.waiting[key]
 	for i, x := range idxs {
 		if x == idx {
@@ -607,6 +803,3 @@ func (r *Resolver) dropWaiting(key spanKey, idx int32) {
 		r.waiting[key] = idxs
 	}
 }
-
-// Waiting returns the number of append facts waiting for their command.
-func (r *Resolver) Waiting() int { return r.nlive }

@@ -1,9 +1,12 @@
 package analyzer
 
 import (
+	"math"
 	"slices"
-	"sort"
+	"strings"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Summary is a snapshot of what the analyzer has seen, for a person: the
@@ -44,8 +47,11 @@ type EventTypeSummary struct {
 // ProjectionSummary is what one projection did.
 type ProjectionSummary struct {
 	Name string `json:"name"`
-	// Expected counts events whose deadline has been evaluated and that
-	// the projection was expected to show ("appended" for it).
+	// Expected counts the events the projection was expected to show and
+	// whose outcome is known: projected, plus unprojected at the deadline,
+	// less those that came late (counted in both). Its JSON key stays
+	// "appended", the name `lagscope analyze` has always printed it under
+	// ("events appended, for this projection"): scripts read that output.
 	Expected    uint64 `json:"appended"`
 	Projected   uint64 `json:"projected"`
 	Unprojected uint64 `json:"unprojected"`
@@ -74,165 +80,220 @@ type LagStats struct {
 	Max   time.Duration `json:"max_ns"`
 }
 
-// projStats is what one projection did in one Joiner shard.
-type projStats struct {
-	expected, projected, duplicated, outOfOrder, late, skew uint64
-	unproj                                                  uint64
-	orphans                                                 uint64
-	count                                                   uint64
-	sum                                                     int64
-	max                                                     int64
-	buckets                                                 [16]uint64
-	samples                                                 []int64
-	unprojIDs                                               []EventKey
+// summaryExtra is what one Joiner shard keeps for Summary beside its
+// metrics: no count that the metrics hold, only what they cannot.
+type summaryExtra struct {
+	keep bool // Config.KeepSamples
+	proj [maxProjections]projExtra
+	ids  map[EventKey]string // display ids of held events (keep only)
 }
 
-func (p *projStats) observe(lag int64) {
-	p.count++
-	p.sum += lag
-	p.max = max(p.max, lag)
-	v := seconds(lag)
-	i := sort.SearchFloat64s(LagBuckets, v)
-	p.buckets[i]++
-	if p.samples != nil {
-		p.samples = append(p.samples, lag)
-	}
+// projExtra is what the metrics do not hold of one projection: the exact
+// largest lag, the exact lags and the unprojected events (keep only), and
+// the projection spans dropped without their event, which
+// lagscope_join_evictions_total{reason=~"orphan_.*"} counts only in total.
+type projExtra struct {
+	max       int64
+	orphans   uint64
+	samples   []int64
+	unprojIDs []EventKey
 }
 
-// summaryState is what one Joiner shard keeps for Summary.
-type summaryState struct {
-	keep  bool
-	proj  [maxProjections]*projStats
-	types []uint64 // events appended by event type id
-	ids   map[EventKey]string
-}
-
-func newSummaryState(keep bool) *summaryState {
-	s := &summaryState{keep: keep}
+func newSummaryExtra(keep bool) *summaryExtra {
+	s := &summaryExtra{keep: keep}
 	if keep {
 		s.ids = make(map[EventKey]string)
-	}
-	for i := range s.proj {
-		s.proj[i] = &projStats{}
-		if keep {
-			s.proj[i].samples = make([]int64, 0, 16)
-		}
 	}
 	return s
 }
 
-func (s *summaryState) appended(typ uint16) {
-	for int(typ) >= len(s.types) {
-		s.types = append(s.types, 0)
+func (s *summaryExtra) observe(p uint16, lag int64) {
+	x := &s.proj[p]
+	x.max = max(x.max, lag)
+	if s.keep {
+		x.samples = append(x.samples, lag)
 	}
-	s.types[typ]++
 }
 
-func (s *summaryState) unprojected(p uint16, k EventKey) {
-	s.proj[p].unproj++
+func (s *summaryExtra) unprojected(p uint16, k EventKey) {
 	if s.keep {
 		s.proj[p].unprojIDs = append(s.proj[p].unprojIDs, k)
 	}
 }
 
-// summary builds a Summary from the Joiner shards, locking each in turn;
-// the caller serialises it with refreshGauges.
-func (sh *joinShared) summary(shards []*Joiner) Summary {
-	np := min(sh.projections.len(), maxProjections)
-	var merged [maxProjections]projStats
-	var unprojIDs [maxProjections][]string
-	var types []uint64
-	for _, j := range shards {
-		j.locked(func() {
-			for p := range np {
-				ps, m := j.sum.proj[p], &merged[p]
-				m.expected += ps.expected
-				m.projected += ps.projected
-				m.duplicated += ps.duplicated
-				m.outOfOrder += ps.outOfOrder
-				m.late += ps.late
-				m.skew += ps.skew
-				m.unproj += ps.unproj
-				m.orphans += ps.orphans
-				m.count += ps.count
-				m.sum += ps.sum
-				m.max = max(m.max, ps.max)
-				for i, n := range ps.buckets {
-					m.buckets[i] += n
-				}
-				m.samples = append(m.samples, ps.samples...)
-				for _, k := range ps.unprojIDs {
-					unprojIDs[p] = append(unprojIDs[p], j.sum.ids[k])
-				}
+// spanCounts returns the span counts of lagscope_spans_total.
+func (r *Resolver) spanCounts() SpanCounts {
+	mfs, _ := r.m.own.Gather() // the collectors are the package's: no error
+	var c SpanCounts
+	for _, m := range family(mfs, "lagscope_spans_total") {
+		n := uint64(m.GetCounter().GetValue())
+		switch label(m, "role") {
+		case RoleNone.String():
+			c.Ignored = n
+		case RoleCommand.String():
+			c.Command = n
+		case RoleAppend.String():
+			c.Append = n
+		case RoleProject.String():
+			c.Project = n
+		case RoleQuery.String():
+			c.Query = n
+		}
+	}
+	return c
+}
+
+// summary builds a Summary from a gathering of the Joiner's metrics and its
+// shards' extra data, between ticks (it waits for one in progress), so that
+// the gauges are those of one tick.
+func (j *Joiner) summary() Summary {
+	j.tickMu.Lock()
+	defer j.tickMu.Unlock()
+	mfs, _ := j.m.own.Gather() // the collectors are the package's: no error
+	var out Summary
+	// The projections: those of the pending gauge, which has a series for
+	// every projection the join knows.
+	byName := map[string]*ProjectionSummary{}
+	for _, m := range family(mfs, "cqrs_projection_pending_events") {
+		name := label(m, "projection")
+		out.Projections = append(out.Projections, ProjectionSummary{Name: name, Pending: int64(m.GetGauge().GetValue())})
+	}
+	for i := range out.Projections {
+		byName[out.Projections[i].Name] = &out.Projections[i]
+	}
+	each := func(metric string, f func(p *ProjectionSummary, v uint64)) {
+		for _, m := range family(mfs, metric) {
+			if p := byName[label(m, "projection")]; p != nil {
+				f(p, uint64(m.GetCounter().GetValue()))
 			}
-			for t, n := range j.sum.types {
-				for t >= len(types) {
-					types = append(types, 0)
+		}
+	}
+	var late = map[string]uint64{}
+	each("cqrs_events_projected_total", func(p *ProjectionSummary, v uint64) { p.Projected += v })
+	each("cqrs_events_unprojected_total", func(p *ProjectionSummary, v uint64) { p.Unprojected += v })
+	each("cqrs_events_duplicated_total", func(p *ProjectionSummary, v uint64) { p.Duplicated += v })
+	each("cqrs_events_out_of_order_total", func(p *ProjectionSummary, v uint64) { p.OutOfOrder += v })
+	each("cqrs_events_late_total", func(p *ProjectionSummary, v uint64) { p.Late += v; late[p.Name] += v })
+	each("cqrs_clock_skew_total", func(p *ProjectionSummary, v uint64) { p.ClockSkew += v })
+	for _, m := range family(mfs, "cqrs_projection_oldest_pending_seconds") {
+		if p := byName[label(m, "projection")]; p != nil {
+			p.OldestPending = fromSeconds(m.GetGauge().GetValue())
+		}
+	}
+	buckets := map[string][]uint64{}
+	sums := map[string]float64{}
+	for _, m := range family(mfs, "cqrs_command_to_projection_lag_seconds") {
+		name := label(m, "projection")
+		p := byName[name]
+		if p == nil {
+			continue
+		}
+		h := m.GetHistogram()
+		p.Lag.Count += h.GetSampleCount()
+		sums[name] += h.GetSampleSum()
+		b := buckets[name]
+		if b == nil {
+			b = make([]uint64, len(LagBuckets)+1)
+			buckets[name] = b
+		}
+		var prev uint64
+		for i, hb := range h.GetBucket() {
+			if i >= len(LagBuckets) {
+				break // the explicit +Inf bucket of an exemplar
+			}
+			b[i] += hb.GetCumulativeCount() - prev
+			prev = hb.GetCumulativeCount()
+		}
+		b[len(LagBuckets)] += h.GetSampleCount() - prev
+	}
+	// What the metrics do not hold, by projection id.
+	np := min(j.sh.projections.len(), maxProjections)
+	var extra [maxProjections]projExtra
+	var unprojIDs [maxProjections][]string
+	for _, s := range j.shards {
+		s.locked(func() {
+			for p := range np {
+				x, m := &s.extra.proj[p], &extra[p]
+				m.max = max(m.max, x.max)
+				m.orphans += x.orphans
+				m.samples = append(m.samples, x.samples...)
+				for _, k := range x.unprojIDs {
+					unprojIDs[p] = append(unprojIDs[p], s.extra.ids[k])
 				}
-				types[t] += n
 			}
 		})
 	}
-	var out Summary
-	for p := range np {
-		ps := &merged[p]
-		r := ProjectionSummary{
-			Name: sh.projections.value(uint16(p)), Expected: ps.expected, Projected: ps.projected, Unprojected: ps.unproj,
-			Duplicated: ps.duplicated, OutOfOrder: ps.outOfOrder, Late: ps.late, ClockSkew: ps.skew,
-			Orphans: ps.orphans, Pending: sh.gaugePending[p], OldestPending: time.Duration(sh.gaugeOldest[p]),
-			Lag: LagStats{Count: ps.count, Sum: time.Duration(ps.sum), Max: time.Duration(ps.max)},
+	for id := range np {
+		p := byName[j.sh.projections.value(uint16(id))]
+		if p == nil {
+			continue
 		}
-		if sh.keep {
-			sorted := ps.samples
+		x := &extra[id]
+		p.Expected = p.Projected + p.Unprojected - late[p.Name]
+		p.Orphans = x.orphans
+		p.Lag.Sum = fromSeconds(sums[p.Name])
+		p.Lag.Max = time.Duration(x.max)
+		if j.sh.keep {
+			sorted := x.samples
 			slices.Sort(sorted)
-			r.Lag.P50, r.Lag.P95, r.Lag.P99 = exactQuantile(sorted, 0.5), exactQuantile(sorted, 0.95), exactQuantile(sorted, 0.99)
-			r.UnprojectedIDs = unprojIDs[p]
-			slices.Sort(r.UnprojectedIDs)
-		} else {
-			r.Lag.P50 = bucketQuantile(ps.buckets[:], ps.count, 0.5)
-			r.Lag.P95 = bucketQuantile(ps.buckets[:], ps.count, 0.95)
-			r.Lag.P99 = bucketQuantile(ps.buckets[:], ps.count, 0.99)
-		}
-		out.Projections = append(out.Projections, r)
-	}
-	slices.SortFunc(out.Projections, func(a, b ProjectionSummary) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
-	byName := map[string]uint64{}
-	for t, n := range types {
-		if n > 0 {
-			byName[sh.types.value(uint16(t))] += n
+			p.Lag.P50, p.Lag.P95, p.Lag.P99 = exactQuantile(sorted, 0.5), exactQuantile(sorted, 0.95), exactQuantile(sorted, 0.99)
+			p.UnprojectedIDs = unprojIDs[id]
+			slices.Sort(p.UnprojectedIDs)
+		} else if b := buckets[p.Name]; b != nil {
+			p.Lag.P50 = bucketQuantile(b[:], p.Lag.Count, 0.5)
+			p.Lag.P95 = bucketQuantile(b[:], p.Lag.Count, 0.95)
+			p.Lag.P99 = bucketQuantile(b[:], p.Lag.Count, 0.99)
 		}
 	}
-	for name, n := range byName {
+	slices.SortFunc(out.Projections, func(a, b ProjectionSummary) int { return strings.Compare(a.Name, b.Name) })
+	types := map[string]uint64{}
+	for _, m := range family(mfs, "cqrs_events_appended_total") {
+		if n := uint64(m.GetCounter().GetValue()); n > 0 {
+			types[label(m, "event_type")] += n
+		}
+	}
+	for name, n := range types {
 		out.EventTypes = append(out.EventTypes, EventTypeSummary{Name: name, Appended: n})
 	}
-	slices.SortFunc(out.EventTypes, func(a, b EventTypeSummary) int {
-		if a.Name < b.Name {
-			return -1
+	slices.SortFunc(out.EventTypes, func(a, b EventTypeSummary) int { return strings.Compare(a.Name, b.Name) })
+	for _, m := range family(mfs, "cqrs_queries_total") {
+		n := uint64(m.GetCounter().GetValue())
+		switch label(m, "result") {
+		case queryResults[queryFresh]:
+			out.Queries.Fresh += n
+		case queryResults[queryStale]:
+			out.Queries.Stale += n
+		case queryResults[queryUnknown]:
+			out.Queries.Unknown += n
 		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
-	for i := range sh.aggs {
-		// Panic-free between Lock and Unlock: three additions.
-		a := &sh.aggs[i]
-		a.mu.Lock()
-		out.Queries.Fresh += a.counts[queryFresh]
-		out.Queries.Stale += a.counts[queryStale]
-		out.Queries.Unknown += a.counts[queryUnknown]
-		a.mu.Unlock()
 	}
 	return out
 }
+
+// family returns the metrics of the family name among mfs.
+func family(mfs []*dto.MetricFamily, name string) []*dto.Metric {
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()
+		}
+	}
+	return nil
+}
+
+// label returns the value of label name of m.
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+// fromSeconds converts seconds as the metrics hold them back to the
+// nanoseconds they were computed from: rounded, as float seconds are not
+// exact.
+func fromSeconds(s float64) time.Duration { return time.Duration(math.Round(s * 1e9)) }
 
 // exactQuantile returns the nearest-rank quantile of sorted values.
 func exactQuantile(sorted []int64, q float64) time.Duration {
