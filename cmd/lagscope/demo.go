@@ -282,3 +282,4 @@ type demoLagscope struct{ *Server }
 
 func (l demoLagscope) Gather() ([]*dto.MetricFamily, error) { return l.Registry.Gather() }
 func (l demoLagscope) Flush()                               { l.Analyzer.Flush() }
+func (l demoLagscope) Refresh()                             { l.Analyzer.Tick(time.Now()) }
