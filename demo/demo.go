@@ -277,7 +277,8 @@ func (d *Demo) Run(ctx context.Context, out io.Writer) error {
 		out.Write(b.Bytes())
 		drawn = len(lines)
 	}
-	fmt.Fprintf(out, "\nStopping: the load, then (up to %s) the projectors show what they hold, then the order system flushes its spans to lagscope...\n", d.cfg.DrainTimeout)
+	fmt.Fprintln(out)
+	writeLines(out, pack(width, "", "", fmt.Sprintf("Stopping: the load, then the projectors show what they hold (up to %s), then the order system flushes its spans to lagscope...", d.cfg.DrainTimeout)))
 	if d.cancel != nil {
 		d.cancel()
 	}
