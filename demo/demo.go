@@ -229,10 +229,12 @@ func (d *Demo) Run(ctx context.Context, out io.Writer) error {
 	if tty {
 		width, height = terminalSize(out)
 	}
-	writeLines(out, pack(width, " · ", "  ", strings.Split(d.header(), " · ")...))
-	fmt.Fprintf(out, "\nRunning until Ctrl-C%s.\n", d.until())
-	writeLines(out, legend(width))
-	fmt.Fprintln(out)
+	intro := func(width int) []string {
+		lines := pack(width, " · ", "  ", strings.Split(d.header(), " · ")...)
+		lines = append(lines, "", "Running until Ctrl-C"+d.until()+".")
+		return append(append(lines, legend(width)...), "")
+	}
+	writeLines(out, intro(width))
 	// The first snapshot is the start: rates and the clock count from it.
 	if s, err := takeSnapshot(d.lagscope, view.start); err == nil {
 		view.add(s)
@@ -262,14 +264,21 @@ func (d *Demo) Run(ctx context.Context, out io.Writer) error {
 			writeLines(out, d.faultsPlain(stamp))
 			continue
 		}
-		width, height = terminalSize(out)
+		var b bytes.Buffer
+		if w, h := terminalSize(out); w != width || h != height {
+			// Resized: the lines on screen may have been rewrapped, so
+			// the rows to move up are unknown. Start over on a clear
+			// screen instead (the old one stays in the scrollback).
+			width, height, drawn = w, h, 0
+			b.WriteString("\x1b[H\x1b[2J")
+			writeLines(&b, intro(width))
+		}
 		lines := view.frame(now.Format("15:04:05"), width)
 		lines = append(lines, "")
 		lines = append(lines, d.faults(width)...)
 		// Every line fits the terminal, so the frame takes as many rows
 		// as it has lines, and moving up that many redraws it in place.
 		lines = fit(lines, width, height-1)
-		var b bytes.Buffer
 		if drawn > 0 {
 			fmt.Fprintf(&b, "\x1b[%dA\x1b[J", drawn)
 		}
