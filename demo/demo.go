@@ -47,8 +47,13 @@ type Lagscope interface {
 	// live summary shows what a dashboard would.
 	prometheus.Gatherer
 	// Flush evaluates every event the analysis holds now, without waiting
-	// for the join deadline: the demo calls it once every span has arrived.
+	// for the join deadline: the demo calls it once every span has arrived
+	// and every projector has passed every event.
 	Flush()
+	// Refresh brings the pending gauges up to date now (they are otherwise
+	// refreshed on the analysis' own tick), declaring unprojected only what
+	// is past its deadline.
+	Refresh()
 }
 
 // Config configures the demo: the reference order system lagscope watches,
@@ -65,6 +70,11 @@ type Config struct {
 	// Positions, when its DSN is set, polls the order system's store for
 	// cqrs_projection_position_lag once the order system has created it.
 	Positions sqlsource.Config
+	// DrainTimeout bounds how long Run, once the load has stopped, waits
+	// for the projectors to reach the store's head (to show the events
+	// their --projector-delay holds) before it stops the order system.
+	// Default 10s.
+	DrainTimeout time.Duration
 }
 
 // Demo runs lagscope, the order system and the load generator in one process.
@@ -100,6 +110,9 @@ func New(cfg Config, ls Lagscope, logger *slog.Logger, reg prometheus.Registerer
 	}
 	if cfg.Window <= 0 {
 		cfg.Window = 30 * time.Second
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -198,17 +211,37 @@ func (d *Demo) header() string {
 }
 
 // Run starts the demo and prints a live summary every Interval until ctx is
-// cancelled (Ctrl-C) or the load is done, then a final report.
+// cancelled (Ctrl-C) or the load is done, then a final report. On a
+// terminal the summary is redrawn in place, sized to the terminal;
+// elsewhere (a pipe, a file) it is plain key=value lines.
+//
+// Once the load has stopped, Run waits up to DrainTimeout for the
+// projectors to show what they hold, so that events delayed by a fault are
+// not mistaken for lost ones; what is still not shown then is reported as
+// pending, apart from the unprojected events.
 func (d *Demo) Run(ctx context.Context, out io.Writer) error {
 	if err := d.Start(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "%s\n\nRunning until Ctrl-C%s.\n\n", d.header(), d.until())
-	view := &liveView{threshold: d.cfg.Threshold, window: d.cfg.Window}
+	view := &liveView{threshold: d.cfg.Threshold, window: d.cfg.Window, start: time.Now()}
 	tty := isTerminal(out)
+	width, height := 0, 0
+	if tty {
+		width, height = terminalSize(out)
+	}
+	intro := func(width int) []string {
+		lines := pack(width, " · ", "  ", strings.Split(d.header(), " · ")...)
+		lines = append(lines, "", "Running until Ctrl-C"+d.until()+".")
+		return append(append(lines, legend(width)...), "")
+	}
+	writeLines(out, intro(width))
+	// The first snapshot is the start: rates and the clock count from it.
+	if s, err := takeSnapshot(d.lagscope, view.start); err == nil {
+		view.add(s)
+	}
 	t := time.NewTicker(d.cfg.Interval)
 	defer t.Stop()
-	drawn := 0
+	drawn := 0 // lines of the frame on screen
 	for running := true; running; {
 		select {
 		case <-ctx.Done():
@@ -219,29 +252,49 @@ func (d *Demo) Run(ctx context.Context, out io.Writer) error {
 			continue
 		case <-t.C:
 		}
-		s, err := takeSnapshot(d.lagscope, time.Now())
+		now := time.Now()
+		s, err := takeSnapshot(d.lagscope, now)
 		if err != nil {
 			return err
 		}
 		view.add(s)
-		var b bytes.Buffer
-		view.render(&b, time.Now().Format("15:04:05"))
-		d.renderFaults(&b)
-		if tty && drawn > 0 {
-			fmt.Fprintf(out, "\x1b[%dA\x1b[J", drawn) // redraw in place
-		} else if drawn > 0 {
-			fmt.Fprintln(out)
+		if !tty {
+			stamp := now.Format("15:04:05")
+			writeLines(out, view.plain(stamp))
+			writeLines(out, d.faultsPlain(stamp))
+			continue
 		}
+		var b bytes.Buffer
+		if w, h := terminalSize(out); w != width || h != height {
+			// Resized: the lines on screen may have been rewrapped, so
+			// the rows to move up are unknown. Start over on a clear
+			// screen instead (the old one stays in the scrollback).
+			width, height, drawn = w, h, 0
+			b.WriteString("\x1b[H\x1b[2J")
+			writeLines(&b, intro(width))
+		}
+		lines := view.frame(now.Format("15:04:05"), width)
+		lines = append(lines, "")
+		lines = append(lines, d.faults(width)...)
+		// Every line fits the terminal, so the frame takes as many rows
+		// as it has lines, and moving up that many redraws it in place.
+		lines = fit(lines, width, height-1)
+		if drawn > 0 {
+			fmt.Fprintf(&b, "\x1b[%dA\x1b[J", drawn)
+		}
+		writeLines(&b, lines)
 		out.Write(b.Bytes())
-		drawn = countLines(b.String())
+		drawn = len(lines)
 	}
-	fmt.Fprintln(out, "\nStopping: load first, then the order system flushes its spans to lagscope...")
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-	defer cancel()
+	fmt.Fprintln(out)
+	writeLines(out, pack(width, "", "", fmt.Sprintf("Stopping: the load, then the projectors show what they hold (up to %s), then the order system flushes its spans to lagscope...", d.cfg.DrainTimeout)))
 	if d.cancel != nil {
 		d.cancel()
 	}
 	sum, loadErr := d.LoadSummary()
+	caughtUp := d.drain(ctx)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
 	if d.source != nil {
 		_ = d.source.Poll(sctx) // the final positions, for the report
 		if err := d.source.Shutdown(sctx); err != nil {
@@ -253,23 +306,61 @@ func (d *Demo) Run(ctx context.Context, out io.Writer) error {
 		d.logger.Warn("stop order system", "err", err)
 	}
 	stats := d.Orders.Projections()
-	// Every span the order system will ever send has arrived: what is still
-	// pending now will never be shown, so evaluate it without waiting for the
-	// join deadline.
-	d.lagscope.Flush()
+	if caughtUp {
+		// Every projector has passed every event and every span has
+		// arrived: what is still pending now was dropped and will never
+		// be shown, so evaluate it without waiting for the join deadline.
+		// Otherwise pending events may be held by a delay or a stall, and
+		// stay pending in the report rather than be called unprojected.
+		d.lagscope.Flush()
+	} else {
+		d.lagscope.Refresh()
+	}
 	if s, err := takeSnapshot(d.lagscope, time.Now()); err == nil {
 		view.add(s)
 	}
 	fmt.Fprintln(out, "\n== Final report ==")
 	sum.WriteTo(out)
 	fmt.Fprintln(out)
-	view.render(out, "lagscope")
-	writeFaultReport(out, stats, view)
+	writeLines(out, view.frame("lagscope", width))
+	writeFaultReport(out, width, stats, view, caughtUp)
 	err := d.lagscope.Shutdown(sctx)
 	if loadErr != nil && !errors.Is(loadErr, context.Canceled) {
 		err = errors.Join(err, fmt.Errorf("load: %w", loadErr))
 	}
 	return err
+}
+
+// drain waits, up to DrainTimeout, until every projector that is not
+// stalled has reached the store's head, and reports whether every projector
+// has (a stalled one cannot, and is not waited for).
+func (d *Demo) drain(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.DrainTimeout)
+	defer cancel()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		head, err := d.Orders.Store().Head(ctx)
+		if err != nil {
+			d.logger.Warn("read the store's head", "err", err)
+			return false
+		}
+		all, waiting := true, false
+		for _, s := range d.Orders.Projections() {
+			if s.Checkpoint < head {
+				all = false
+				waiting = waiting || !s.Stalled
+			}
+		}
+		if all || !waiting {
+			return all
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
 }
 
 func (d *Demo) until() string {
@@ -286,34 +377,63 @@ func (d *Demo) until() string {
 	return " or " + strings.Join(parts, " or ")
 }
 
-// renderFaults shows, under the live table, what the fault knobs did, so the
+// faults shows, under the live table, what the fault knobs did, so the
 // reader can compare injected faults with what lagscope detected.
-func (d *Demo) renderFaults(w io.Writer) {
+func (d *Demo) faults(width int) []string {
 	c := d.gen.Counters()
-	fmt.Fprintf(w, "\nload: %d commands (%d failed), %d reads after write (%d stale, %d not yet projected), %d in flight\n",
-		c.Commands, c.Failed, c.Reads, c.Stale, c.Missing, c.InFlight)
+	lines := pack(width, ", ", "  ",
+		fmt.Sprintf("load: %d commands (%d failed)", c.Commands, c.Failed),
+		fmt.Sprintf("%d reads after write (%d stale, %d not yet projected)", c.Reads, c.Stale, c.Missing),
+		fmt.Sprintf("%d in flight", c.InFlight))
 	for _, s := range d.Orders.Projections() {
 		if s.Dropped+s.Duplicated+s.Stalls > 0 {
 			state := ""
 			if s.Stalled {
 				state = " (stalled now)"
 			}
-			fmt.Fprintf(w, "injected in %s: %d dropped, %d duplicated, %d stall(s)%s\n", s.Projection, s.Dropped, s.Duplicated, s.Stalls, state)
+			lines = append(lines, pack(width, ", ", "  ", "injected in "+s.Projection+": "+
+				fmt.Sprintf("%d dropped", s.Dropped), fmt.Sprintf("%d duplicated", s.Duplicated), fmt.Sprintf("%d stall(s)%s", s.Stalls, state))...)
 		}
 	}
+	return lines
 }
 
-func writeFaultReport(w io.Writer, stats []projection.Stats, view *liveView) {
+// faultsPlain is faults as key=value lines.
+func (d *Demo) faultsPlain(stamp string) []string {
+	c := d.gen.Counters()
+	lines := []string{fmt.Sprintf("%s load commands=%d failed=%d reads=%d stale=%d not_yet_projected=%d in_flight=%d",
+		stamp, c.Commands, c.Failed, c.Reads, c.Stale, c.Missing, c.InFlight)}
+	for _, s := range d.Orders.Projections() {
+		if s.Dropped+s.Duplicated+s.Stalls > 0 {
+			lines = append(lines, fmt.Sprintf("%s injected projection=%s dropped=%d duplicated=%d stalls=%d stalled=%t",
+				stamp, s.Projection, s.Dropped, s.Duplicated, s.Stalls, s.Stalled))
+		}
+	}
+	return lines
+}
+
+// writeFaultReport sets what the projectors did against what lagscope
+// found. caughtUp says whether every projector reached the store's head
+// before the order system stopped (see Run).
+func writeFaultReport(w io.Writer, width int, stats []projection.Stats, view *liveView, caughtUp bool) {
 	_, _, rows := view.rows()
 	byName := map[string]projRow{}
 	for _, r := range rows {
 		byName[r.name] = r
 	}
-	fmt.Fprintln(w, "\nInjected faults vs lagscope's findings (at the end, every event a projection has not shown counts as unprojected):")
+	note := "the projectors did not all catch up with the store: pending events were not shown when the demo stopped (held by a delay or a stall), and are not counted as unprojected"
+	if caughtUp {
+		note = "the projectors caught up with the store: an event still not shown will never be, and counts as unprojected"
+	}
+	fmt.Fprintln(w)
+	writeLines(w, pack(width, " ", "", "Injected faults vs lagscope's findings ("+note+"):"))
 	for _, s := range stats {
 		r := byName[s.Projection]
-		fmt.Fprintf(w, "  %-14s projected by the projector %d, seen by lagscope %.0f; dropped %d, unprojected %.0f; duplicated %d, duplicates seen %.0f\n",
-			s.Projection, s.Projected, r.projected, s.Dropped, r.unprojected, s.Duplicated, r.duplicated)
+		writeLines(w, pack(width, "; ", "      ",
+			fmt.Sprintf("  %-14s projected by the projector %d, seen by lagscope %.0f", s.Projection, s.Projected, r.projected),
+			fmt.Sprintf("dropped %d, unprojected %.0f", s.Dropped, r.unprojected),
+			fmt.Sprintf("duplicated %d, duplicates seen %.0f", s.Duplicated, r.duplicated),
+			fmt.Sprintf("pending at stop %.0f", r.pending)))
 	}
 }
 
@@ -338,4 +458,24 @@ func StorePositions(store string) sqlsource.Config {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// terminalSize returns the size of the terminal w is, 80x24 if it cannot
+// be read.
+func terminalSize(w io.Writer) (width, height int) {
+	if f, ok := w.(*os.File); ok {
+		if width, height, err := term.GetSize(int(f.Fd())); err == nil && width > 0 && height > 0 {
+			return width, height
+		}
+	}
+	return 80, 24
+}
+
+func writeLines(w io.Writer, lines []string) {
+	var b bytes.Buffer
+	for _, l := range lines {
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	w.Write(b.Bytes())
 }

@@ -76,6 +76,7 @@ func (l *testLagscope) GRPCAddr() net.Addr { return l.receiver.GRPCAddr() }
 func (l *testLagscope) HTTPAddr() net.Addr { return l.receiver.HTTPAddr() }
 func (l *testLagscope) MetricsURL() string { return l.web.URL + "/metrics" }
 func (l *testLagscope) Flush()             { l.analyzer.Flush() }
+func (l *testLagscope) Refresh()           { l.analyzer.Tick(time.Now()) }
 
 // startDemo runs the demo in-process on ephemeral ports, with count commands
 // and the given projector faults.
@@ -284,10 +285,14 @@ func TestRun(t *testing.T) {
 	if err := d.Run(ctx, &out); err != nil {
 		t.Fatalf("Run: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"Running until Ctrl-C or 30 commands.", "PROJECTION", "== Final report ==", "Injected faults vs lagscope's findings"} {
+	for _, want := range []string{"Running until Ctrl-C or 30 commands.", "PROJECTION", "== Final report ==", "Injected faults vs lagscope's findings",
+		" projection=orders_view projected="} { // plain lines: a bytes.Buffer is no terminal
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
+	}
+	if strings.Contains(out.String(), "\x1b") {
+		t.Errorf("output to a non-terminal has escape sequences:\n%q", out.String())
 	}
 	report := regexp.MustCompile(`(\w+) +projected by the projector (\d+), seen by lagscope (\d+); dropped 0, unprojected (\d+);`)
 	var got []string
@@ -306,5 +311,79 @@ func TestRun(t *testing.T) {
 	}
 	if len(counted) != 1 {
 		t.Errorf("projected + unprojected differ between projections (%v), want every appended event counted once for each:\n%s", counted, out.String())
+	}
+}
+
+// TestRunStoppedWithDelay stops a demo whose projectors delay every event,
+// in the middle of its load: events held by the delay are shown before the
+// order system stops when the drain timeout allows, and are reported as
+// pending, never as unprojected, when it does not.
+func TestRunStoppedWithDelay(t *testing.T) {
+	tests := []struct {
+		name        string
+		delay       time.Duration
+		drain       time.Duration
+		wantPending bool
+	}{
+		{"drained", 500 * time.Millisecond, 10 * time.Second, false},
+		{"still held at stop", 3 * time.Second, 200 * time.Millisecond, true},
+	}
+	report := regexp.MustCompile(`(\w+) +projected by the projector (\d+), seen by lagscope (\d+); dropped 0, unprojected (\d+); duplicated 0, duplicates seen 0; pending at stop (\d+)`)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ls := newTestLagscope(t, 5*time.Second) // a join deadline above the delay
+			oc := app.DefaultConfig()
+			oc.Store = "sqlite::memory:"
+			oc.Listen = "127.0.0.1:0"
+			oc.OTLP.BatchTimeout = 100 * time.Millisecond
+			oc.Projection.Seed = 7
+			oc.Projection.Faults = map[string]projection.Faults{
+				projection.OrdersView:   {Delay: tt.delay},
+				projection.SalesSummary: {Delay: tt.delay},
+			}
+			ld := load.DefaultConfig()
+			ld.Rate, ld.Seed = 100, 7 // until stopped
+			d, err := New(Config{Orders: oc, Load: ld, Interval: 100 * time.Millisecond, DrainTimeout: tt.drain}, ls, nil, ls.Registry)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			var out bytes.Buffer
+			go func() { done <- d.Run(ctx, &out) }()
+			// Stop (Ctrl-C) once events are appended: with the delay,
+			// some are then held by every projector.
+			waitFor(t, 30*time.Second, "events appended", func() (bool, string) {
+				appended := value(gather(t, ls), "cqrs_events_appended_total", nil)
+				return appended >= 20, fmt.Sprintf("appended=%v", appended)
+			})
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Run: %v\n%s", err, out.String())
+				}
+			case <-time.After(60 * time.Second):
+				t.Fatal("Run did not return within 60s of the stop")
+			}
+			ms := report.FindAllStringSubmatch(out.String(), -1)
+			if len(ms) != 2 {
+				t.Fatalf("final report has %d projection lines, want 2:\n%s", len(ms), out.String())
+			}
+			for _, m := range ms {
+				unprojected, _ := strconv.Atoi(m[4])
+				pending, _ := strconv.Atoi(m[5])
+				if unprojected != 0 {
+					t.Errorf("%s: unprojected %d, want 0: the projector dropped nothing, it was delayed", m[1], unprojected)
+				}
+				if got := pending > 0; got != tt.wantPending {
+					t.Errorf("%s: pending at stop %d, want pending=%v", m[1], pending, tt.wantPending)
+				}
+			}
+			if t.Failed() {
+				t.Logf("output:\n%s", out.String())
+			}
+		})
 	}
 }

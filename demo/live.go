@@ -2,12 +2,12 @@ package demo
 
 import (
 	"fmt"
-	"io"
 	"math"
+	"slices"
 	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -19,6 +19,7 @@ type snapshot struct {
 	at       time.Time
 	commands float64
 	appended float64
+	head     float64 // NaN when no SQL position source
 	projs    map[string]*projSnapshot
 }
 
@@ -34,7 +35,7 @@ func takeSnapshot(g prometheus.Gatherer, at time.Time) (*snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gather metrics: %w", err)
 	}
-	s := &snapshot{at: at, projs: map[string]*projSnapshot{}}
+	s := &snapshot{at: at, head: math.NaN(), projs: map[string]*projSnapshot{}}
 	proj := func(m *dto.Metric) *projSnapshot {
 		name := label(m, "projection")
 		p, ok := s.projs[name]
@@ -65,6 +66,8 @@ func takeSnapshot(g prometheus.Gatherer, at time.Time) (*snapshot, error) {
 				proj(m).pending = m.GetGauge().GetValue()
 			case "cqrs_projection_oldest_pending_seconds":
 				proj(m).oldest = m.GetGauge().GetValue()
+			case "cqrs_store_head_position":
+				s.head = m.GetGauge().GetValue()
 			case "cqrs_projection_position_lag":
 				proj(m).positionLag = m.GetGauge().GetValue()
 			case "cqrs_command_to_projection_lag_seconds":
@@ -126,7 +129,9 @@ type liveView struct {
 	threshold time.Duration
 	window    time.Duration
 	history   []*snapshot
-	start     time.Time
+	// start is when the demo started: the clock counts from it. Default:
+	// the first snapshot.
+	start time.Time
 }
 
 // add records a snapshot and drops those older than the window.
@@ -140,6 +145,19 @@ func (v *liveView) add(s *snapshot) {
 	}
 }
 
+// Names of the alert conditions the summary evaluates, each that of an
+// alert in lagscope's rule file (package alerts).
+const (
+	condLag             = "lag"              // CQRSProjectionLagHigh
+	condUnprojected     = "unprojected"      // CQRSEventsUnprojected
+	condStalled         = "stalled"          // CQRSProjectionStalled
+	condPositionStalled = "position-stalled" // CQRSProjectionPositionStalled
+)
+
+// condition is an alert condition that holds for a projection, with what
+// makes it hold.
+type condition struct{ name, why string }
+
 // projRow is one projection's line of the summary.
 type projRow struct {
 	name                            string
@@ -147,9 +165,10 @@ type projRow struct {
 	duplicated, late                float64
 	p50, p99, oldest, rate          float64
 	positionLag                     float64
-	firing                          bool
+	firing                          []condition
 }
 
+// rows returns the rates over the window and a row per projection, by name.
 func (v *liveView) rows() (cmdRate, appendRate float64, rows []projRow) {
 	if len(v.history) == 0 {
 		return 0, 0, nil
@@ -167,55 +186,253 @@ func (v *liveView) rows() (cmdRate, appendRate float64, rows []projRow) {
 		}
 		r := projRow{name: name, projected: p.projected, pending: p.pending, unprojected: p.unprojected,
 			duplicated: p.duplicated, late: p.late, oldest: p.oldest, positionLag: p.positionLag}
-		var oldBuckets map[float64]float64
-		oldProjected := 0.0
-		if op, ok := old.projs[name]; ok && old != cur {
-			oldBuckets, oldProjected = op.buckets, op.projected
+		op := &projSnapshot{positionLag: math.NaN()} // since start
+		if o, ok := old.projs[name]; ok && old != cur {
+			op = o
 		}
-		r.p50 = quantile(0.5, p.buckets, oldBuckets)
-		r.p99 = quantile(0.99, p.buckets, oldBuckets)
+		r.p50 = quantile(0.5, p.buckets, op.buckets)
+		r.p99 = quantile(0.99, p.buckets, op.buckets)
 		if dt > 0 {
-			r.rate = (p.projected - oldProjected) / dt
+			r.rate = (p.projected - op.projected) / dt
 		}
-		th := v.threshold.Seconds()
-		r.firing = (!math.IsNaN(r.p99) && r.p99 > th) || r.oldest > th
+		r.firing = v.conditions(r, cur, old, p, op)
 		rows = append(rows, r)
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].name < rows[j].name })
 	return cmdRate, appendRate, rows
 }
 
-// render writes the summary table.
-func (v *liveView) render(w io.Writer, header string) {
+// conditions returns the alert conditions that hold for r over the window
+// from old to cur (p and op: its projection's snapshots), as the rules
+// evaluate them over 5m but without their `for:` wait. The two stall
+// conditions need a full window: at the start nothing has been projected
+// yet, and that is not a stall.
+func (v *liveView) conditions(r projRow, cur, old *snapshot, p, op *projSnapshot) []condition {
+	var cs []condition
+	span := cur.at.Sub(old.at)
+	full := old != cur && span >= v.window
+	th := v.threshold.Seconds()
+	if (!math.IsNaN(r.p99) && r.p99 > th) || r.oldest > th {
+		why := fmt.Sprintf("oldest pending %s, threshold %s", secs(r.oldest), v.threshold)
+		if !math.IsNaN(r.p99) {
+			why = "p99 " + secs(r.p99) + ", " + why
+		}
+		cs = append(cs, condition{condLag, why})
+	}
+	if n := p.unprojected - op.unprojected; n > 0 {
+		cs = append(cs, condition{condUnprojected, fmt.Sprintf("%.0f in %s", n, span.Round(time.Second))})
+	}
+	if appended := cur.appended - old.appended; full && appended > 0 && p.projected == op.projected {
+		cs = append(cs, condition{condStalled, fmt.Sprintf("none projected in %s, %.0f appended", span.Round(time.Second), appended)})
+	}
+	dHead := cur.head - old.head
+	if full && p.positionLag > 0 && dHead > 0 && p.positionLag-op.positionLag >= dHead {
+		cs = append(cs, condition{condPositionStalled, fmt.Sprintf("checkpoint %.0f behind a head that moved %.0f", p.positionLag, dHead)})
+	}
+	return cs
+}
+
+// Columns of the summary: one table on a wide terminal, two (the counts,
+// then the lag) on a narrow one.
+var (
+	countColumns = []string{"PROJECTION", "PROJECTED", "PER_S", "PENDING", "UNPROJECTED", "DUPLICATED", "LATE"}
+	lagColumns   = []string{"PROJECTION", "LAG_P50", "LAG_P99", "OLDEST_PENDING", "BEHIND_HEAD", "ALERT"}
+)
+
+// legend explains the columns, for a terminal width columns wide (0: no
+// limit).
+func legend(width int) []string {
+	lines := pack(width, " · ", "",
+		"PENDING: not shown yet",
+		"UNPROJECTED: not shown within the join deadline",
+		"OLDEST_PENDING: age of the oldest pending event",
+		"BEHIND_HEAD: events from the checkpoint to the store's head",
+		"LAG_*, PER_S: over the lag window")
+	return append(lines, pack(width, "", "", "ALERT: FIRING while the condition of an alert of the rules holds "+
+		"(without its for: wait): lag (CQRSProjectionLagHigh: p99 or oldest pending above the threshold), "+
+		"unprojected (CQRSEventsUnprojected), stalled (CQRSProjectionStalled), "+
+		"position-stalled (CQRSProjectionPositionStalled); "+
+		"CQRSProjectionDrift and lagscope's own alerts are not evaluated.")...)
+}
+
+// frame renders the summary table, each line at most width display cells
+// (0: no limit) so that a terminal does not wrap it.
+func (v *liveView) frame(header string, width int) []string {
 	cmdRate, appendRate, rows := v.rows()
 	cur := v.history[len(v.history)-1]
-	fmt.Fprintf(w, "%s  running %s\n", header, cur.at.Sub(v.start).Round(time.Second))
 	rate := func(r float64) string {
 		if len(v.history) < 2 {
 			return "-" // a rate needs two snapshots
 		}
 		return fmt.Sprintf("%.1f", r)
 	}
-	fmt.Fprintf(w, "commands/s %s   events appended %.0f (%s/s)   lag window %s, alert threshold %s\n\n",
-		rate(cmdRate), cur.appended, rate(appendRate), v.window, v.threshold)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROJECTION\tPROJECTED\tPER_S\tPENDING\tUNPROJECTED\tDUPLICATED\tLATE\tLAG_P50\tLAG_P99\tOLDEST_PENDING\tBEHIND_HEAD\tLAG ALERT")
+	lines := []string{fmt.Sprintf("%s  running %s", header, cur.at.Sub(v.start).Round(time.Second))}
+	lines = append(lines, pack(width, "   ", "",
+		"commands/s "+rate(cmdRate),
+		fmt.Sprintf("events appended %.0f (%s/s)", cur.appended, rate(appendRate)),
+		fmt.Sprintf("lag window %s, alert threshold %s", v.window, v.threshold))...)
+	lines = append(lines, "")
+	counts := [][]string{countColumns}
+	lags := [][]string{lagColumns}
 	for _, r := range rows {
+		counts = append(counts, []string{r.name, num(r.projected), fmt.Sprintf("%.1f", r.rate),
+			num(r.pending), num(r.unprojected), num(r.duplicated), num(r.late)})
 		alert := "ok"
-		if r.firing {
+		if len(r.firing) > 0 {
 			alert = "FIRING"
 		}
-		behind := "-"
-		if !math.IsNaN(r.positionLag) {
-			behind = fmt.Sprintf("%.0f", r.positionLag)
+		lags = append(lags, []string{r.name, secs(r.p50), secs(r.p99), secs(r.oldest), num(r.positionLag), alert})
+	}
+	whole := make([][]string, len(counts))
+	for i := range counts {
+		whole[i] = append(slices.Clone(counts[i]), lags[i][1:]...)
+	}
+	switch t := table(whole); {
+	case len(rows) == 0:
+		lines = append(lines, table(counts[:1])[0], "(no projection spans yet)")
+	case width <= 0 || maxWidth(t) <= width:
+		lines = append(lines, t...)
+	default:
+		lines = append(lines, table(counts)...)
+		lines = append(lines, "")
+		lines = append(lines, table(lags)...)
+	}
+	for _, r := range rows {
+		if len(r.firing) == 0 {
+			continue
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\n", r.name, r.projected, r.rate, r.pending,
-			r.unprojected, r.duplicated, r.late, secs(r.p50), secs(r.p99), secs(r.oldest), behind, alert)
+		items := make([]string, len(r.firing))
+		for i, c := range r.firing {
+			items[i] = c.name + " (" + c.why + ")"
+		}
+		items[0] = "FIRING " + r.name + ": " + items[0]
+		lines = append(lines, pack(width, "; ", "  ", items...)...)
 	}
-	if len(rows) == 0 {
-		fmt.Fprintln(tw, "(no projection spans yet)")
+	return lines
+}
+
+// plain renders the summary as lines of key=value pairs, one for the
+// totals and one per projection, each stamped: the output for a log or a
+// pipe, which a redrawn table would fill with escape sequences.
+func (v *liveView) plain(stamp string) []string {
+	cmdRate, appendRate, rows := v.rows()
+	cur := v.history[len(v.history)-1]
+	lines := []string{fmt.Sprintf("%s running=%s commands_per_s=%.1f appended=%.0f appended_per_s=%.1f",
+		stamp, cur.at.Sub(v.start).Round(time.Second), cmdRate, cur.appended, appendRate)}
+	for _, r := range rows {
+		alert := "ok"
+		if len(r.firing) > 0 {
+			names := make([]string, len(r.firing))
+			for i, c := range r.firing {
+				names[i] = c.name
+			}
+			alert = strings.Join(names, ",")
+		}
+		lines = append(lines, fmt.Sprintf("%s projection=%s projected=%s per_s=%.1f pending=%s unprojected=%s duplicated=%s late=%s lag_p50=%s lag_p99=%s oldest_pending=%s behind_head=%s alert=%s",
+			stamp, r.name, num(r.projected), r.rate, num(r.pending), num(r.unprojected), num(r.duplicated), num(r.late),
+			secs(r.p50), secs(r.p99), secs(r.oldest), num(r.positionLag), alert))
 	}
-	tw.Flush()
+	return lines
+}
+
+// table aligns cells in columns two spaces apart.
+func table(rows [][]string) []string {
+	var widths []int
+	for _, r := range rows {
+		for i, c := range r {
+			if i == len(widths) {
+				widths = append(widths, 0)
+			}
+			widths[i] = max(widths[i], cells(c))
+		}
+	}
+	lines := make([]string, len(rows))
+	for j, r := range rows {
+		var b strings.Builder
+		for i, c := range r {
+			b.WriteString(c)
+			if i < len(r)-1 {
+				b.WriteString(strings.Repeat(" ", widths[i]-cells(c)+2))
+			}
+		}
+		lines[j] = b.String()
+	}
+	return lines
+}
+
+// pack joins items with sep into lines at most width cells wide (0: one
+// line), an item going to the next line, after indent, when it does not
+// fit; an item wider than a line is wrapped at spaces.
+func pack(width int, sep, indent string, items ...string) []string {
+	if width <= 0 {
+		return []string{strings.Join(items, sep)}
+	}
+	if cells(indent) >= width/2 {
+		indent = ""
+	}
+	var lines []string
+	line := ""
+	for _, it := range items {
+		switch {
+		case line == "" && len(lines) == 0:
+			line = it
+		case line == "":
+			line = indent + it
+		case cells(line)+cells(sep)+cells(it) <= width:
+			line += sep + it
+		default:
+			lines = append(lines, line)
+			line = indent + it
+		}
+		for cells(line) > width {
+			rs := []rune(line)
+			cut := strings.LastIndexByte(string(rs[:width+1]), ' ')
+			if cut <= len(indent) {
+				cut = len(string(rs[:width])) // no space to break at
+			}
+			lines = append(lines, strings.TrimRight(line[:cut], " "))
+			line = indent + strings.TrimLeft(line[cut:], " ")
+		}
+	}
+	if strings.TrimSpace(line) != "" {
+		lines = append(lines, line)
+	}
+	return lines
+}
+
+// fit cuts every line to width cells, and the lines to height (0: no
+// limit), so that a redraw can count the rows it printed.
+func fit(lines []string, width, height int) []string {
+	if height > 0 && len(lines) > height {
+		lines = append(lines[:height-1:height-1], "… (a taller terminal shows the rest)")
+	}
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		if width > 0 && cells(l) > width {
+			l = string([]rune(l)[:width-1]) + "…"
+		}
+		out[i] = l
+	}
+	return out
+}
+
+// cells is the width of s on a terminal: one cell a rune, as every
+// character the summary writes is (projection names are identifiers).
+func cells(s string) int { return utf8.RuneCountInString(s) }
+
+func maxWidth(lines []string) int {
+	w := 0
+	for _, l := range lines {
+		w = max(w, cells(l))
+	}
+	return w
+}
+
+func num(f float64) string {
+	if math.IsNaN(f) {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", f)
 }
 
 func secs(s float64) string {
@@ -224,6 +441,3 @@ func secs(s float64) string {
 	}
 	return (time.Duration(s * float64(time.Second))).Round(time.Millisecond).String()
 }
-
-// countLines counts the lines of rendered output, to redraw it in place.
-func countLines(s string) int { return strings.Count(s, "\n") }

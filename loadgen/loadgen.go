@@ -21,7 +21,6 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"github.com/schollz/progressbar/v3"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
@@ -86,7 +85,8 @@ func (c Config) Validate() error {
 }
 
 // Run validates c, sends load as it says, and writes its report to out and
-// its progress (a line, then a progress bar) to progress, which may be nil.
+// its progress to progress, which may be nil: a line, then a progress bar
+// if progress is a terminal, plain lines every 10s otherwise.
 // It returns an error when c is invalid, when export requests failed, or
 // when the target's metrics (c.MetricsURL) do not agree with what was sent.
 func Run(ctx context.Context, c Config, out, progress io.Writer) error {
@@ -157,23 +157,15 @@ func (r *loadResult) latency(q float64) time.Duration {
 
 // sendLoad runs c.Workers exporters for c.Duration at c.Rate, each with its
 // own synth stream, and returns what they sent.
-func sendLoad(ctx context.Context, exp Exporter, c Config, progress io.Writer) loadResult {
+func sendLoad(ctx context.Context, exp Exporter, c Config, w io.Writer) loadResult {
 	spansPerReq := c.Batch * synth.SpansPerTrace
 	total := int64(-1)
 	if c.Rate > 0 {
 		total = int64(c.Rate * c.Duration.Seconds())
 	}
-	var bar *progressbar.ProgressBar
-	if progress != nil {
-		bar = progressbar.NewOptions64(total,
-			progressbar.OptionSetWriter(progress),
-			progressbar.OptionSetDescription("spans"),
-			progressbar.OptionShowCount(),
-			progressbar.OptionShowIts(),
-			progressbar.OptionSetItsString("spans"),
-			progressbar.OptionThrottle(200*time.Millisecond),
-			progressbar.OptionSetSpinnerChangeInterval(0),
-		)
+	var prog *progress
+	if w != nil {
+		prog = newProgress(w, total)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.Duration)
 	defer cancel()
@@ -228,8 +220,8 @@ func sendLoad(ctx context.Context, exp Exporter, c Config, progress io.Writer) l
 				} else if rejected == 0 {
 					local.accepted.Add(b)
 				}
-				if bar != nil {
-					_ = bar.Add(b.Spans)
+				if prog != nil {
+					prog.add(b.Spans)
 				}
 			}
 			mu.Lock()
@@ -247,9 +239,8 @@ func sendLoad(ctx context.Context, exp Exporter, c Config, progress io.Writer) l
 	}
 	wg.Wait()
 	res.elapsed = time.Since(begin)
-	if bar != nil {
-		_ = bar.Finish()
-		fmt.Fprintln(progress)
+	if prog != nil {
+		prog.finish()
 	}
 	slices.Sort(res.latencies)
 	return res

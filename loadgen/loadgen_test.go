@@ -88,6 +88,10 @@ func TestRun(t *testing.T) {
 			if strings.Contains(out.String(), "failed:") {
 				t.Errorf("some requests failed:\n%s", out.String())
 			}
+			// A bytes.Buffer is not a terminal: plain lines, no bar.
+			if got := progress.String(); !strings.Contains(got, "\nspans: ") || strings.ContainsAny(got, "\r\x1b") {
+				t.Errorf("progress to a non-terminal = %q, want plain lines (\"spans: ...\") without a bar", got)
+			}
 		})
 	}
 }

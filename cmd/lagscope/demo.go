@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -65,7 +64,7 @@ func (p *perProjection) each(projections []string, f func(projection, value stri
 			continue
 		}
 		if !contains(projections, k) {
-			return fmt.Errorf("--%s: unknown projection %q (have %s)", p.name, k, strings.Join(projections, ", "))
+			return demoFlagError(p.name, fmt.Errorf("unknown projection %q (have %s)", k, strings.Join(projections, ", ")))
 		}
 	}
 	for _, proj := range projections {
@@ -77,7 +76,7 @@ func (p *perProjection) each(projections []string, f func(projection, value stri
 			continue
 		}
 		if err := f(proj, v); err != nil {
-			return fmt.Errorf("--%s: %s: %w", p.name, proj, err)
+			return demoFlagError(p.name, fmt.Errorf("%s: %w", proj, err))
 		}
 	}
 	return nil
@@ -102,7 +101,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&oc.Listen, "orders.listen", oc.Listen, "`host:port` of the order system's HTTP API")
 	lc := load.DefaultConfig()
 	lc.Rate = 20
-	fs.Float64Var(&lc.Rate, "rate", lc.Rate, "commands per second the load generator sends")
+	fs.Float64Var(&lc.Rate, "rate", lc.Rate, "commands per second the load generator sends; 0 sends as fast as --concurrency requests go")
 	durationVar(fs, &lc.Duration, "duration", "stop after this long (0: until Ctrl-C)")
 	fs.Int64Var(&lc.Count, "count", 0, "stop after this many commands (0: no limit)")
 	fs.IntVar(&lc.Concurrency, "concurrency", lc.Concurrency, "requests in flight at most")
@@ -124,6 +123,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if fs.NArg() > 0 {
 		return &usageError{cmd: "demo", err: fmt.Errorf("demo takes no arguments, got %q", fs.Args())}
+	}
+	if err := checkDemoFlags(lc, dc); err != nil {
+		return err
+	}
+	if lc.Rate == 0 {
+		lc.NoRateLimit = true // as `lagscope loadgen --rate=0`
 	}
 	cfg, err := sf.resolve()
 	if err != nil {
@@ -150,15 +155,18 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	errs := []error{
 		set(delay, func(f *projection.Faults, v string) error {
 			lo, hi, isRange := strings.Cut(v, "..")
-			d, err := time.ParseDuration(lo)
-			if err != nil {
-				return err
+			if err := (*durationValue)(&f.Delay).Set(lo); err != nil {
+				return fmt.Errorf("%q: %w", lo, err)
 			}
-			f.Delay = d
-			if isRange {
-				if f.DelayMax, err = time.ParseDuration(hi); err != nil {
-					return err
-				}
+			if !isRange {
+				return nil
+			}
+			if err := (*durationValue)(&f.DelayMax).Set(hi); err != nil {
+				return fmt.Errorf("%q: %w", hi, err)
+			}
+			if f.DelayMax < f.Delay {
+				// Faults would take it for a fixed delay of lo.
+				return fmt.Errorf("range %s ends before it starts (want MIN..MAX)", v)
 			}
 			return nil
 		}),
@@ -175,21 +183,24 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			if !ok {
 				after, forS = "10s", v
 			}
-			var err error
-			if f.StallAfter, err = time.ParseDuration(after); err != nil {
-				return err
+			if err := (*durationValue)(&f.StallAfter).Set(after); err != nil {
+				return fmt.Errorf("%q: %w", after, err)
 			}
-			f.StallFor, err = time.ParseDuration(forS)
-			return err
+			if err := (*durationValue)(&f.StallFor).Set(forS); err != nil {
+				return fmt.Errorf("%q: %w", forS, err)
+			}
+			return nil
 		}),
 	}
-	if err := errors.Join(errs...); err != nil {
-		return err
+	for _, err := range errs {
+		if err != nil {
+			return err // the first: each is a usageError with its own hint
+		}
 	}
 	oc.Projection.Faults = faults
-	for proj, f := range faults {
-		if err := f.Validate(); err != nil {
-			return fmt.Errorf("faults of %s: %w", proj, err)
+	for _, proj := range projections {
+		if err := faults[proj].Validate(); err != nil {
+			return &usageError{cmd: "demo", err: fmt.Errorf("faults of %s: %w", proj, err)}
 		}
 	}
 	if oc.Store == "" {
@@ -221,6 +232,40 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return d.Run(ctx, stdout)
 }
 
+// checkDemoFlags rejects, before anything starts, the values of the demo's
+// own flags that would otherwise be replaced by a default or run a
+// different demo than asked for.
+func checkDemoFlags(lc load.Config, dc demo.Config) error {
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"interval", dc.Interval},
+		{"lag-threshold", dc.Threshold},
+		{"window", dc.Window},
+	} {
+		if d.v <= 0 {
+			return demoFlagError(d.flag, fmt.Errorf("must be positive, got %s", d.v))
+		}
+	}
+	switch {
+	case lc.Rate < 0:
+		return demoFlagError("rate", fmt.Errorf("must not be negative, got %v (0 sends as fast as possible)", lc.Rate))
+	case lc.Duration < 0:
+		return demoFlagError("duration", fmt.Errorf("must not be negative, got %s", lc.Duration))
+	case lc.Count < 0:
+		return demoFlagError("count", fmt.Errorf("must not be negative, got %d", lc.Count))
+	case lc.Concurrency < 1:
+		return demoFlagError("concurrency", fmt.Errorf("must be at least 1, got %d", lc.Concurrency))
+	}
+	return nil
+}
+
+// demoFlagError is a bad value of a demo flag: exit 2, naming the flag.
+func demoFlagError(flag string, err error) error {
+	return &usageError{cmd: "demo", err: fmt.Errorf("--%s: %w", flag, err)}
+}
+
 // newDemo returns a demo that runs and watches a Server of cfg, and the
 // Server.
 func newDemo(dc demo.Config, cfg Config, logger *slog.Logger) (*demo.Demo, *Server, error) {
@@ -237,3 +282,4 @@ type demoLagscope struct{ *Server }
 
 func (l demoLagscope) Gather() ([]*dto.MetricFamily, error) { return l.Registry.Gather() }
 func (l demoLagscope) Flush()                               { l.Analyzer.Flush() }
+func (l demoLagscope) Refresh()                             { l.Analyzer.Tick(time.Now()) }

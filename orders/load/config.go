@@ -28,8 +28,10 @@ type Config struct {
 	BaseURL string
 	// QueryURL of the query API for reads after writes. Default BaseURL.
 	QueryURL string
-	// Rate is the target of commands per second. Default 10.
-	Rate float64
+	// Rate is the target of commands per second. Default 10; set
+	// NoRateLimit to send as fast as Concurrency workers go (Rate ignored).
+	Rate        float64
+	NoRateLimit bool
 	// Duration stops the run after this long. Count stops it after this many
 	// commands. Either, both (first reached) or neither (until ctx ends).
 	Duration time.Duration
@@ -50,8 +52,10 @@ type Config struct {
 	// MaxOpenOrders bounds the orders the generator tracks as created or
 	// paid; at the bound it stops creating. Default 10000.
 	MaxOpenOrders int
-	// Progress, when set, receives a progress bar (e.g. os.Stderr).
-	// Default nil: none.
+	// Progress, when set, receives the run's progress (e.g. os.Stderr): a
+	// bar when it is a terminal, otherwise a plain line every 10s and one
+	// at the end, so that a log or a CI job does not fill with a bar
+	// redrawn by carriage returns. Default nil: none.
 	Progress io.Writer
 	// TracerProvider traces client requests through otelhttp, and so
 	// propagates trace context to the server. Default: no-op (no client

@@ -21,7 +21,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/trace/noop"
 
@@ -182,9 +181,9 @@ func (g *Generator) Run(ctx context.Context) (Summary, error) {
 		ctx, cancel = context.WithTimeout(ctx, g.cfg.Duration)
 		defer cancel()
 	}
-	var bar *progressbar.ProgressBar
+	var prog *progress
 	if g.cfg.Progress != nil {
-		bar = g.newBar()
+		prog = newProgress(g.cfg.Progress, g.expected())
 	}
 	begin := time.Now()
 	jobs := make(chan struct{})
@@ -195,8 +194,8 @@ func (g *Generator) Run(ctx context.Context) (Summary, error) {
 			defer wg.Done()
 			for range jobs {
 				g.step(context.WithoutCancel(ctx))
-				if bar != nil {
-					_ = bar.Add(1)
+				if prog != nil {
+					prog.add()
 				}
 			}
 		}()
@@ -204,36 +203,45 @@ func (g *Generator) Run(ctx context.Context) (Summary, error) {
 	g.dispatch(ctx, jobs, begin)
 	close(jobs)
 	wg.Wait()
-	if bar != nil {
-		_ = bar.Finish()
-		fmt.Fprintln(g.cfg.Progress)
+	if prog != nil {
+		prog.finish()
 	}
 	return g.summary(time.Since(begin)), nil
 }
 
-func (g *Generator) newBar() *progressbar.ProgressBar {
+// expected returns how many commands the run will send, -1 if unknown.
+func (g *Generator) expected() int64 {
 	max := g.cfg.Count
+	if g.cfg.NoRateLimit {
+		if max == 0 {
+			return -1
+		}
+		return max
+	}
 	if est := int64(g.cfg.Rate * g.cfg.Duration.Seconds()); max == 0 || (est > 0 && est < max) {
 		max = est
 	}
 	if max == 0 {
 		max = -1
 	}
-	return progressbar.NewOptions64(max,
-		progressbar.OptionSetWriter(g.cfg.Progress),
-		progressbar.OptionSetDescription("commands"),
-		progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString("cmd"),
-		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionSetSpinnerChangeInterval(0),
-	)
+	return max
 }
 
 // dispatch hands out jobs so that the number handed out follows the target
-// rate; when every worker is busy it waits (the rate then drops). It returns
-// when Count jobs were handed out or ctx ends.
+// rate (with NoRateLimit, as fast as workers take them); when every worker
+// is busy it waits (the rate then drops). It returns when Count jobs were
+// handed out or ctx ends.
 func (g *Generator) dispatch(ctx context.Context, jobs chan<- struct{}, begin time.Time) {
+	if g.cfg.NoRateLimit {
+		for sent := int64(0); g.cfg.Count == 0 || sent < g.cfg.Count; sent++ {
+			select {
+			case jobs <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+		}
+		return
+	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	var sent int64

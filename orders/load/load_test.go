@@ -81,8 +81,9 @@ func TestRunCount(t *testing.T) {
 	if sum.CommandP50 <= 0 || sum.CommandP99 < sum.CommandP50 {
 		t.Errorf("command latency p50 %v, p99 %v", sum.CommandP50, sum.CommandP99)
 	}
-	if progress.Len() == 0 {
-		t.Error("no progress bar written")
+	// A bytes.Buffer is not a terminal: plain lines, no bar.
+	if got := progress.String(); !strings.HasPrefix(got, "commands: 120 in ") || strings.ContainsAny(got, "\r\x1b") {
+		t.Errorf("progress to a non-terminal = %q, want a plain line \"commands: 120 in ...\" without a bar", got)
 	}
 	var out strings.Builder
 	if _, err := sum.WriteTo(&out); err != nil || !strings.Contains(out.String(), "commands: 120") {
@@ -132,6 +133,28 @@ func TestRunDuration(t *testing.T) {
 	}
 	if sum.Reads != 0 {
 		t.Errorf("Run() with NoReads read %d times", sum.Reads)
+	}
+}
+
+// TestRunNoRateLimit: without a rate limit the generator sends as fast as
+// its workers go, far above the default 10/s.
+func TestRunNoRateLimit(t *testing.T) {
+	a := serve(t, nil)
+	g, err := load.New(load.Config{BaseURL: "http://" + a.Addr(), NoRateLimit: true, Count: 100, NoReads: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	sum, err := g.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Commands != 100 || sum.Failed != 0 {
+		t.Errorf("Run() commands = %d, failed = %d; want 100, 0", sum.Commands, sum.Failed)
+	}
+	// At the default 10/s, 100 commands take 10s.
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("Run() took %v for 100 commands without a rate limit", el)
 	}
 }
 
