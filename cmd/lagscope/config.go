@@ -40,6 +40,11 @@ type WebConfig struct {
 	ListenAddress string `yaml:"listen_address"`
 	// TelemetryPath is the path of the metrics. Default /metrics.
 	TelemetryPath string `yaml:"telemetry_path"`
+	// ConfigFile is a Prometheus exporter-toolkit web config file: TLS,
+	// client certificates and basic auth (bcrypt hashes) for /metrics,
+	// /-/healthy and /-/ready, exactly as node_exporter's
+	// --web.config.file. Default "" (plain HTTP, no auth).
+	ConfigFile string `yaml:"config_file"`
 }
 
 // LogConfig configures structured logs.
@@ -160,6 +165,8 @@ func bindServeFlags(fs *flag.FlagSet, c *Config) {
 
 	fs.StringVar(&c.Web.ListenAddress, "web.listen-address", c.Web.ListenAddress, "`host:port` serving Prometheus metrics")
 	fs.StringVar(&c.Web.TelemetryPath, "web.telemetry-path", c.Web.TelemetryPath, "`path` of the metrics endpoint")
+	// Named as node_exporter's, not after its key (web.config_file).
+	fs.StringVar(&c.Web.ConfigFile, "web.config.file", c.Web.ConfigFile, "exporter-toolkit web config `file` (TLS, client certificates, basic auth) for the metrics endpoint")
 
 	j := &c.Join
 	durationVar(fs, &j.Deadline, "join.deadline", "how long a projection may take to show an event before it counts as unprojected")

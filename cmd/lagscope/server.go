@@ -7,11 +7,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/lagscope/lagscope/analyzer"
 	"github.com/lagscope/lagscope/collector"
@@ -30,6 +33,7 @@ type Server struct {
 	web      *http.Server
 	webLn    net.Listener
 	webDone  chan error
+	webTLS   bool // the web config file turns TLS on
 	scrapes  *scrapeClock
 }
 
@@ -74,8 +78,12 @@ func NewServer(cfg Config, logger *slog.Logger) (*Server, error) {
 	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintf(w, "<html><head><title>lagscope</title></head><body><h1>lagscope</h1><p><a href=%q>Metrics</a></p></body></html>\n", cfg.Web.TelemetryPath)
 	})
+	webTLS, err := webConfigHasTLS(cfg.Web.ConfigFile)
+	if err != nil {
+		return nil, err
+	}
 	return &Server{
-		cfg: cfg, logger: logger, Registry: reg, Analyzer: a, receiver: r, source: source, scrapes: scrapes,
+		cfg: cfg, logger: logger, Registry: reg, Analyzer: a, receiver: r, source: source, scrapes: scrapes, webTLS: webTLS,
 		web: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
 	}, nil
 }
@@ -96,8 +104,16 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.webLn = ln
 	s.webDone = make(chan error, 1)
+	// The exporter-toolkit serves TLS, client certificates and basic auth
+	// as its web config file says (node_exporter's --web.config.file), and
+	// reloads the certificates on new connections.
+	webFlags := &web.FlagConfig{
+		WebListenAddresses: &[]string{ln.Addr().String()},
+		WebSystemdSocket:   new(bool),
+		WebConfigFile:      &s.cfg.Web.ConfigFile,
+	}
 	go func() {
-		err := s.web.Serve(ln)
+		err := web.Serve(ln, s.web, webFlags, s.logger.With("component", "web"))
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
@@ -113,7 +129,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.logger.Info("lagscope serving",
 		"otlp_grpc", addrString(s.receiver.GRPCAddr()), "otlp_http", addrString(s.receiver.HTTPAddr()),
-		"metrics", "http://"+ln.Addr().String()+s.cfg.Web.TelemetryPath, "join_deadline", s.cfg.Join.Deadline)
+		"metrics", s.MetricsURL(), "join_deadline", s.cfg.Join.Deadline)
 	return nil
 }
 
@@ -179,7 +195,11 @@ func (s *Server) Run(ctx context.Context) error {
 
 // MetricsURL is the URL of the metrics endpoint after Start.
 func (s *Server) MetricsURL() string {
-	return "http://" + s.webLn.Addr().String() + s.cfg.Web.TelemetryPath
+	scheme := "http"
+	if s.webTLS {
+		scheme = "https"
+	}
+	return scheme + "://" + s.webLn.Addr().String() + s.cfg.Web.TelemetryPath
 }
 
 // GRPCAddr and HTTPAddr are the OTLP endpoints after Start.
@@ -193,4 +213,28 @@ func addrString(a net.Addr) string {
 		return "disabled"
 	}
 	return a.String()
+}
+
+// webConfigHasTLS checks the exporter-toolkit web config file at path, as
+// the toolkit will read it, and reports whether it turns TLS on.
+func webConfigHasTLS(path string) (bool, error) {
+	if path == "" {
+		return false, nil
+	}
+	if err := web.Validate(path); err != nil {
+		return false, fmt.Errorf("web.config_file %s: %w", path, err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false, fmt.Errorf("read web.config_file: %w", err)
+	}
+	var c struct {
+		TLS struct {
+			CertFile string `yaml:"cert_file"`
+		} `yaml:"tls_server_config"`
+	}
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		return false, fmt.Errorf("web.config_file %s: %w", path, err)
+	}
+	return c.TLS.CertFile != "", nil
 }
