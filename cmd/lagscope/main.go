@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/lagscope/lagscope/configfile"
+	"github.com/lagscope/lagscope/server"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver of the SQL position source
 	_ "modernc.org/sqlite"             // its "sqlite" driver
@@ -76,7 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "alerts":
 		return runAlerts(rest, stdout, stderr)
 	case "version", "--version", "-version":
-		printVersion(stdout)
+		server.PrintVersion(stdout)
 		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)

@@ -23,6 +23,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/lagscope/lagscope/server"
 )
 
 // mainChildEnv, set to arguments separated by US (0x1f), makes the test binary run as
@@ -212,8 +214,8 @@ func testServeSIGTERM(t *testing.T, stall bool, scrapeEvery time.Duration) {
 			t.Errorf("wait: %v", waitErr)
 		}
 	}
-	if took > shutdownBudget+2*time.Second {
-		t.Errorf("shutdown took %v, budget %v", took, shutdownBudget)
+	if took > server.ShutdownBudget+2*time.Second {
+		t.Errorf("shutdown took %v, budget %v", took, server.ShutdownBudget)
 	}
 	// The stalled request was cut (its read deadline is 3s), not waited
 	// for until the end of the budget.

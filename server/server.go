@@ -1,4 +1,9 @@
-package main
+// Package server is `lagscope serve` assembled: the OTLP receivers feeding
+// the analyzer, the optional SQL position source, and the metrics endpoint,
+// configured by one Config whose sections are the components' own Configs.
+// cmd/lagscope binds flags to Config and runs a Server; end-to-end tests and
+// the demo run it in-process.
+package server
 
 import (
 	"context"
@@ -22,7 +27,7 @@ import (
 )
 
 // Server is `lagscope serve`: the OTLP receivers feeding the analyzer, and the
-// metrics endpoint. End-to-end tests and the demo run it in-process.
+// metrics endpoint.
 type Server struct {
 	cfg      Config
 	logger   *slog.Logger
@@ -37,9 +42,9 @@ type Server struct {
 	scrapes  *scrapeClock
 }
 
-// NewServer builds a Server from a validated config; nothing listens until
+// New builds a Server from a validated config; nothing listens until
 // Start.
-func NewServer(cfg Config, logger *slog.Logger) (*Server, error) {
+func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -172,19 +177,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// shutdownBudget is how long Run gives Shutdown after SIGTERM: in-flight
+// ShutdownBudget is how long Run gives Shutdown after SIGTERM: in-flight
 // requests, the final scrape and the rest must fit in it.
-const shutdownBudget = 10 * time.Second
+const ShutdownBudget = 10 * time.Second
 
 // Run starts the server and serves until ctx is cancelled, then shuts down
-// within shutdownBudget.
+// within ShutdownBudget.
 func (s *Server) Run(ctx context.Context) error {
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
 	<-ctx.Done()
-	s.logger.Info("shutting down", "budget", shutdownBudget)
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownBudget)
+	s.logger.Info("shutting down", "budget", ShutdownBudget)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownBudget)
 	defer cancel()
 	err := s.Shutdown(sctx)
 	if err == nil {

@@ -1,0 +1,135 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/lagscope/lagscope/analyzer"
+	"github.com/lagscope/lagscope/collector"
+	"github.com/lagscope/lagscope/configfile"
+	"github.com/lagscope/lagscope/sqlsource"
+)
+
+// Config is every setting of `lagscope serve`, as read from lagscope.yaml:
+// each component's own Config, under its section. Defaults come from the
+// components; the file overrides them, and set flags override the file.
+type Config struct {
+	// OTLP configures the OTLP receivers (otlp.*).
+	OTLP collector.Config `yaml:"otlp"`
+	// Web configures the metrics endpoint (web.*).
+	Web WebConfig `yaml:"web"`
+	// Config configures the analysis (join.*, metrics.*).
+	analyzer.Config `yaml:",inline"`
+	// SQLSource, when its DSN is set, polls the event store's head position
+	// and each projection's checkpoint (cqrs_projection_position_lag).
+	SQLSource sqlsource.Config `yaml:"sql_source"`
+	// Log configures structured logs (log.*).
+	Log LogConfig `yaml:"log"`
+	// AnalysisDisabled wires the receivers to a consumer that drops every
+	// request (hidden flag --analysis.disabled): to measure receiving alone.
+	AnalysisDisabled bool `yaml:"-"`
+}
+
+// WebConfig configures the metrics endpoint.
+type WebConfig struct {
+	// ListenAddress is the host:port serving /metrics. Default
+	// localhost:9464.
+	ListenAddress string `yaml:"listen_address"`
+	// TelemetryPath is the path of the metrics. Default /metrics.
+	TelemetryPath string `yaml:"telemetry_path"`
+	// ConfigFile is a Prometheus exporter-toolkit web config file: TLS,
+	// client certificates and basic auth (bcrypt hashes) for /metrics,
+	// /-/healthy and /-/ready, exactly as node_exporter's
+	// --web.config.file. Default "" (plain HTTP, no auth).
+	ConfigFile string `yaml:"config_file"`
+}
+
+// LogConfig configures structured logs.
+type LogConfig struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+	// Format is text or json. Default text.
+	Format string `yaml:"format"`
+}
+
+// DefaultConfig returns the defaults of every setting: the components'.
+func DefaultConfig() Config {
+	return Config{
+		OTLP:      collector.DefaultConfig(),
+		Web:       WebConfig{ListenAddress: "localhost:9464", TelemetryPath: "/metrics"},
+		Config:    analyzer.DefaultConfig(),
+		SQLSource: sqlsource.DefaultConfig(),
+		Log:       LogConfig{Level: "info", Format: "text"},
+	}
+}
+
+// Collector returns the collector's part of c.
+func (c Config) Collector() collector.Config { return c.OTLP }
+
+// Analyzer returns the analyzer's part of c.
+func (c Config) Analyzer() analyzer.Config { return c.Config }
+
+// PositionSource returns the SQL position source's part of c.
+func (c Config) PositionSource() sqlsource.Config { return c.SQLSource }
+
+// Validate reports every setting out of range, naming its key.
+func (c Config) Validate() error {
+	var errs []error
+	if err := c.OTLP.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Config.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Web.ListenAddress == "" {
+		errs = append(errs, errors.New("web.listen_address must be set"))
+	}
+	if c.Web.TelemetryPath == "" || c.Web.TelemetryPath[0] != '/' {
+		errs = append(errs, fmt.Errorf("web.telemetry_path must start with /, got %q", c.Web.TelemetryPath))
+	}
+	if c.SQLSource.DSN != "" {
+		if err := c.SQLSource.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("sql_source: %w", err))
+		}
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		errs = append(errs, fmt.Errorf("log.format must be text or json, got %q", c.Log.Format))
+	}
+	return errors.Join(errs...)
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log.level: %w", err)
+	}
+	return l, nil
+}
+
+// LoadConfigFile reads a YAML config over c; unknown keys and values of the
+// wrong kind are errors that name the key and line.
+func LoadConfigFile(path string, c *Config) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	if err := configfile.Decode(b, c); err != nil {
+		return fmt.Errorf("config %s:\n%w", path, err)
+	}
+	return nil
+}
+
+// NewLogger returns the structured logger c configures, writing to stderr.
+func NewLogger(c LogConfig) *slog.Logger {
+	level, _ := parseLevel(c.Level)
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
