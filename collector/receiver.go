@@ -13,6 +13,11 @@
 // connections after Config.IdleTimeout; connections and gRPC streams are
 // capped; and a panic while handling a request is recovered, logged at Error
 // and answered as an internal error.
+//
+// Both transports can serve TLS, with client certificates required
+// (Config.TLS), and require a bearer token (Config.Auth); a request without
+// it is refused before its body is read. The files of both are read again
+// when they change, so certificates and tokens rotate without a restart.
 package collector
 
 import (

@@ -348,10 +348,9 @@ func TestUnauthenticatedRefusedBeforeBody(t *testing.T) {
 		if err := conn.SetDeadline(time.Now().Add(waitTimeout)); err != nil {
 			t.Fatal(err)
 		}
-		// Larger than MaxRequestBytes would be refused as too large: this
-		// is within it, so only the missing token refuses it.
+		// 1 GiB, far past MaxRequestBytes: the token is checked first.
 		const req = "POST /v1/traces HTTP/1.1\r\nHost: lagscope\r\nContent-Type: application/x-protobuf\r\n" +
-			"Authorization: Bearer wrong\r\nContent-Length: 1000000\r\n\r\n"
+			"Authorization: Bearer wrong\r\nContent-Length: 1073741824\r\n\r\n"
 		if _, err := conn.Write([]byte(req)); err != nil {
 			t.Fatal(err)
 		}
@@ -612,5 +611,22 @@ func TestBearerAuthorized(t *testing.T) {
 				t.Errorf("authorized(%q) = %t, want %t", tt.values, got, tt.want)
 			}
 		})
+	}
+}
+
+// BenchmarkBearerAuthorized is the cost the token adds to each request.
+func BenchmarkBearerAuthorized(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "token")
+	writeToken(b, path, "0123456789abcdef0123456789abcdef")
+	a, err := newBearerAuth(AuthConfig{BearerTokenFile: path}, defaultReloadInterval, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	values := []string{"Bearer 0123456789abcdef0123456789abcdef"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if !a.authorized(values) {
+			b.Fatal("refused")
+		}
 	}
 }
