@@ -79,10 +79,10 @@ func newReceiver(cfg Config, next Consumer, logger *slog.Logger, reg prometheus.
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	var serverTLS *serverTLS
+	var srvTLS *serverTLS
 	if cfg.TLS.enabled() {
 		var err error
-		if serverTLS, err = newServerTLS(cfg.TLS, reloadInterval, logger); err != nil {
+		if srvTLS, err = newServerTLS(cfg.TLS, reloadInterval, logger); err != nil {
 			return nil, err
 		}
 	}
@@ -92,7 +92,7 @@ func newReceiver(cfg Config, next Consumer, logger *slog.Logger, reg prometheus.
 		if auth, err = newBearerAuth(cfg.Auth, reloadInterval, logger); err != nil {
 			return nil, err
 		}
-		if serverTLS == nil {
+		if srvTLS == nil {
 			logger.Warn("otlp.auth.bearer_token_file is set without otlp.tls: the token crosses the network in clear")
 		}
 	}
@@ -104,7 +104,7 @@ func newReceiver(cfg Config, next Consumer, logger *slog.Logger, reg prometheus.
 	return &Receiver{
 		cfg:    cfg,
 		logger: logger,
-		tls:    serverTLS,
+		tls:    srvTLS,
 		auth:   auth,
 		core: &tracesCore{
 			next:       next,
