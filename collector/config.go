@@ -102,6 +102,14 @@ type Config struct {
 	// say, not a setting of the file: lagscope serve sets it from
 	// analyzer.Config.Reads. Default empty: no attribute and no event.
 	Keep Selection `yaml:"-"`
+
+	// TLS (otlp.tls) serves both transports over TLS, and with
+	// TLS.ClientCAFile over mutual TLS. Default: plaintext.
+	TLS TLSConfig `yaml:"tls"`
+
+	// Auth (otlp.auth) makes both transports require a bearer token.
+	// Default: no authentication.
+	Auth AuthConfig `yaml:"auth"`
 }
 
 // selectiveDecoder returns the decoder of c.Keep, or nil without LazyDecode.
@@ -190,6 +198,7 @@ func (c Config) Validate() error {
 	if int64(c.MaxConcurrentStreams) > math.MaxUint32 {
 		errs = append(errs, fmt.Errorf("otlp.max_concurrent_streams must be at most %d, got %d", uint32(math.MaxUint32), c.MaxConcurrentStreams))
 	}
+	errs = append(errs, c.TLS.validate()...)
 	return errors.Join(errs...)
 }
 

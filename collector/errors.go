@@ -78,6 +78,8 @@ func statusCodes(r reason) (int, codes.Code) {
 		return http.StatusMethodNotAllowed, codes.Unimplemented
 	case reasonOverloaded:
 		return http.StatusTooManyRequests, codes.ResourceExhausted
+	case reasonUnauthenticated:
+		return http.StatusUnauthorized, codes.Unauthenticated
 	case reasonPanic:
 		// Not retryable on purpose: a request that crashed its handler would
 		// crash it again.

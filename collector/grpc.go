@@ -150,6 +150,7 @@ func (st *rpcState) state() (got, timedOut bool) {
 // set by a stats.Handler or the handler, cuts a stream stalled mid-message.
 type grpcAdmission struct {
 	core        *tracesCore
+	auth        *bearerAuth // nil: no authentication
 	readTimeout time.Duration
 }
 
@@ -159,6 +160,13 @@ type grpcAdmission struct {
 const streamCost = 16 << 10
 
 func (a grpcAdmission) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	// Every method, not only Export, before the message is read.
+	if a.auth != nil && !a.auth.authorized(info.Header.Get("authorization")) {
+		e := unauthenticated()
+		a.core.metrics.rejectedRequests[transportGRPC][e.reason].Inc()
+		a.core.logger.DebugContext(ctx, "refused OTLP/gRPC request", "reason", e.reason.String(), "method", info.FullMethodName)
+		return nil, e.grpcStatus()
+	}
 	if info.FullMethodName != traceExportPath {
 		return ctx, nil
 	}

@@ -24,6 +24,7 @@ const tracesPath = "/v1/traces"
 // httpTraces is the OTLP/HTTP transport of tracesCore: it serves POST /v1/traces.
 type httpTraces struct {
 	core     *tracesCore
+	auth     *bearerAuth // nil: no authentication
 	maxBytes int64
 }
 
@@ -76,11 +77,22 @@ func (h *httpTraces) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// the body is read.
 			_ = req.rc.Flush()
 			_ = req.rc.SetReadDeadline(time.Now().Add(drainTimeout))
-			_, _ = io.CopyN(io.Discard, r.Body, min(2*h.maxBytes, maxDrainBytes))
+			limit := min(2*h.maxBytes, maxDrainBytes)
+			if req.unauthenticated {
+				limit = maxUnauthenticatedDrainBytes
+			}
+			_, _ = io.CopyN(io.Discard, r.Body, limit)
 		}
 	}()
 
 	req.enc = encodingFor(r.Header.Get("Content-Type"))
+	// Before anything else is looked at, and before the body is read.
+	if h.auth != nil && !h.auth.authorized(r.Header.Values("Authorization")) {
+		req.unauthenticated = true
+		w.Header().Set("WWW-Authenticate", "Bearer")
+		h.fail(req, unauthenticated())
+		return
+	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		h.fail(req, newRequestError(reasonMethodNotAllowed, "method "+r.Method+" is not allowed, use POST"))
@@ -160,6 +172,8 @@ type httpRequest struct {
 	enc      *httpEncoding // nil if the Content-Type names none we know
 	bodyRead bool          // to its end
 	drain    bool          // answered before its body was read: read the rest before closing
+
+	unauthenticated bool // refused for want of the token: drain less of it
 }
 
 // withReadDeadline bounds the time a client has to send a request's body
@@ -175,6 +189,12 @@ func withReadDeadline(next http.Handler, timeout time.Duration) http.Handler {
 
 // maxDrainBytes bounds what fail reads of a refused body.
 const maxDrainBytes = 64 << 20
+
+// maxUnauthenticatedDrainBytes bounds what fail reads of the body of a
+// request refused for want of the token, as net/http does of a body its
+// handler left: a client without the token gets no more of our bandwidth
+// than that.
+const maxUnauthenticatedDrainBytes = 256 << 10
 
 // drainTimeout bounds how long fail reads a refused body after answering.
 const drainTimeout = time.Second

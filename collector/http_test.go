@@ -475,6 +475,8 @@ lagscope_rejected_requests_total{reason="panic",transport="grpc"} 0
 lagscope_rejected_requests_total{reason="panic",transport="http"} 0
 lagscope_rejected_requests_total{reason="too_large",transport="grpc"} 0
 lagscope_rejected_requests_total{reason="too_large",transport="http"} 0
+lagscope_rejected_requests_total{reason="unauthenticated",transport="grpc"} 0
+lagscope_rejected_requests_total{reason="unauthenticated",transport="http"} 0
 lagscope_rejected_requests_total{reason="unsupported_media_type",transport="grpc"} 0
 lagscope_rejected_requests_total{reason="unsupported_media_type",transport="http"} 1
 `

@@ -32,6 +32,7 @@ const (
 	reasonOverloaded
 	reasonConsumerError
 	reasonPanic
+	reasonUnauthenticated
 	numReasons
 )
 
@@ -46,6 +47,7 @@ func (r reason) String() string {
 		"overloaded",
 		"consumer_error",
 		"panic",
+		"unauthenticated",
 	}[r]
 }
 
@@ -53,7 +55,7 @@ func (r reason) String() string {
 // start so that rates over them exist before the first rejection.
 var (
 	spanReasons    = []reason{reasonInvalidTraceID, reasonInvalidSpanID, reasonOverloaded, reasonConsumerError}
-	requestReasons = []reason{reasonDecodeError, reasonTooLarge, reasonUnsupportedMediaType, reasonMethodNotAllowed, reasonOverloaded, reasonConsumerError, reasonPanic}
+	requestReasons = []reason{reasonDecodeError, reasonTooLarge, reasonUnsupportedMediaType, reasonMethodNotAllowed, reasonOverloaded, reasonConsumerError, reasonPanic, reasonUnauthenticated}
 )
 
 // metrics holds the receiver's metrics. Label children are resolved once here so

@@ -13,6 +13,11 @@
 // connections after Config.IdleTimeout; connections and gRPC streams are
 // capped; and a panic while handling a request is recovered, logged at Error
 // and answered as an internal error.
+//
+// Both transports can serve TLS, with client certificates required
+// (Config.TLS), and require a bearer token (Config.Auth); a request without
+// it is refused before its body is read. The files of both are read again
+// when they change, so certificates and tokens rotate without a restart.
 package collector
 
 import (
@@ -27,6 +32,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 )
 
@@ -40,6 +46,8 @@ type Receiver struct {
 	cfg    Config
 	core   *tracesCore
 	logger *slog.Logger
+	tls    *serverTLS  // nil without Config.TLS
+	auth   *bearerAuth // nil without Config.Auth
 
 	mu         sync.Mutex
 	started    bool
@@ -53,8 +61,15 @@ type Receiver struct {
 // New returns a Receiver that hands accepted traces to next. It validates cfg,
 // registers the receiver's metrics with reg (skipped if reg is nil) and logs per
 // request problems at Debug, and panics at Error, to logger (discarded if nil). It listens on nothing
-// until Start.
+// until Start. It reads the files of cfg.TLS and cfg.Auth, and returns an
+// error if they cannot be used.
 func New(cfg Config, next Consumer, logger *slog.Logger, reg prometheus.Registerer) (*Receiver, error) {
+	return newReceiver(cfg, next, logger, reg, defaultReloadInterval)
+}
+
+// newReceiver is New with the interval at which the files of cfg.TLS and
+// cfg.Auth are looked at, which tests shorten.
+func newReceiver(cfg Config, next Consumer, logger *slog.Logger, reg prometheus.Registerer, reloadInterval time.Duration) (*Receiver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid collector config: %w", err)
 	}
@@ -64,6 +79,24 @@ func New(cfg Config, next Consumer, logger *slog.Logger, reg prometheus.Register
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	var srvTLS *serverTLS
+	if cfg.TLS.enabled() {
+		var err error
+		if srvTLS, err = newServerTLS(cfg.TLS, reloadInterval, logger); err != nil {
+			return nil, err
+		}
+	}
+	var auth *bearerAuth
+	if cfg.Auth.enabled() {
+		var err error
+		if auth, err = newBearerAuth(cfg.Auth, reloadInterval, logger); err != nil {
+			return nil, err
+		}
+		if srvTLS == nil {
+			logger.Warn("otlp.auth.bearer_token_file is set without otlp.tls: the token crosses the network in clear")
+		}
+	}
+	// Metrics last: a failure above leaves reg as it was.
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err
@@ -71,6 +104,8 @@ func New(cfg Config, next Consumer, logger *slog.Logger, reg prometheus.Register
 	return &Receiver{
 		cfg:    cfg,
 		logger: logger,
+		tls:    srvTLS,
+		auth:   auth,
 		core: &tracesCore{
 			next:       next,
 			limiter:    newByteLimiter(cfg.MaxInflightBytes),
@@ -114,7 +149,7 @@ func (r *Receiver) Start(ctx context.Context) (err error) {
 				r.logger.Error("OTLP/gRPC server stopped", "err", err)
 			}
 		})
-		r.logger.Info("serving OTLP/gRPC", "addr", r.grpcAddr.String())
+		r.logger.Info("serving OTLP/gRPC", "addr", r.grpcAddr.String(), "tls", r.tls != nil, "mtls", r.cfg.TLS.ClientCAFile != "", "auth", r.auth != nil)
 	}
 	if r.cfg.HTTPEndpoint != "" {
 		ln, err := lc.Listen(ctx, "tcp", r.cfg.HTTPEndpoint)
@@ -122,21 +157,29 @@ func (r *Receiver) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("listen for OTLP/HTTP on %s: %w", r.cfg.HTTPEndpoint, err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle(tracesPath, &httpTraces{core: r.core, maxBytes: r.cfg.MaxRequestBytes})
+		mux.Handle(tracesPath, &httpTraces{core: r.core, auth: r.auth, maxBytes: r.cfg.MaxRequestBytes})
 		srv := &http.Server{
 			Handler:           withReadDeadline(mux, r.cfg.ReadTimeout),
 			ReadHeaderTimeout: min(readHeaderTimeout, r.cfg.ReadTimeout),
 			IdleTimeout:       r.cfg.IdleTimeout,
 			ErrorLog:          slog.NewLogLogger(r.logger.Handler(), slog.LevelDebug),
 		}
+		if r.tls != nil {
+			srv.TLSConfig = r.tls.config(transportHTTP)
+		}
 		r.httpServer, r.httpAddr = srv, ln.Addr()
 		ln = newLimitListener(ln, r.cfg.MaxConnections)
 		r.serving.Go(func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serve := srv.Serve
+			if r.tls != nil {
+				// The certificates come from srv.TLSConfig, not from files named here.
+				serve = func(ln net.Listener) error { return srv.ServeTLS(ln, "", "") }
+			}
+			if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				r.logger.Error("OTLP/HTTP server stopped", "err", err)
 			}
 		})
-		r.logger.Info("serving OTLP/HTTP", "addr", r.httpAddr.String())
+		r.logger.Info("serving OTLP/HTTP", "addr", r.httpAddr.String(), "tls", r.tls != nil, "mtls", r.cfg.TLS.ClientCAFile != "", "auth", r.auth != nil)
 	}
 	return nil
 }
@@ -192,11 +235,11 @@ func (r *Receiver) shutdownLocked(ctx context.Context) error {
 // grpcOptions returns the gRPC server's options: the limits of Config, and
 // the hooks through which the receiver decodes and counts requests itself.
 func (r *Receiver) grpcOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
+	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(int(r.cfg.MaxRequestBytes)),
 		grpc.ForceServerCodecV2(newRawCodec()),
 		grpc.StatsHandler(grpcStats{core: r.core}),
-		grpc.InTapHandle(grpcAdmission{core: r.core, readTimeout: r.cfg.ReadTimeout}.tap),
+		grpc.InTapHandle(grpcAdmission{core: r.core, auth: r.auth, readTimeout: r.cfg.ReadTimeout}.tap),
 		grpc.MaxConcurrentStreams(uint32(r.cfg.MaxConcurrentStreams)),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			MaxConnectionIdle: r.cfg.IdleTimeout,
@@ -220,6 +263,14 @@ func (r *Receiver) grpcOptions() []grpc.ServerOption {
 		grpc.InitialWindowSize(grpcStreamWindow),
 		grpc.InitialConnWindowSize(grpcConnWindow),
 	}
+	if r.tls != nil {
+		opts = append(opts,
+			grpc.Creds(credentials.NewTLS(r.tls.config(transportGRPC))),
+			// The handshake is bounded as HTTP's is by ReadHeaderTimeout,
+			// not by gRPC's default of 120s.
+			grpc.ConnectionTimeout(min(readHeaderTimeout, r.cfg.ReadTimeout)))
+	}
+	return opts
 }
 
 // gRPC transport settings that are not worth a Config field.

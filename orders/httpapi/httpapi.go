@@ -12,8 +12,17 @@
 //	GET  /orders?customer_id=cust-1[&limit=100]   -> 200 {"orders": [orders.OrderView]}
 //	GET  /orders/summary                          -> 200 orders.Summary
 //
+// The edge is hostile: a body is at most MaxBodyBytes (413 past it) and must
+// be UTF-8 JSON with no field the route does not know; path ids and
+// customer ids are 1 to 64 letters, digits, '-' or '_'; text fields are at
+// most MaxTextBytes without control characters. These checks come first, so
+// that nothing else reaches spans, logs or the store whatever the order's
+// state; the order package then applies its own rules (formats, ranges,
+// enumerations) to commands, also answered with 400 naming the field.
+//
 // Errors are JSON {"error": "...", "field": "..."} with status 400 for bad
-// input (field names the offending JSON field), 404 for an unknown order, 409
+// input (field names the offending JSON field), 413 for a body too large,
+// 404 for an unknown order, 409
 // for a command the order's state does not allow (business invariant) or a
 // version conflict that outlived the retries, and 500 otherwise. We chose 409
 // over 422 for invariants: the request is well formed but conflicts with the
@@ -21,6 +30,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,7 +38,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/codes"
@@ -40,8 +54,14 @@ import (
 	"github.com/lagscope/lagscope/orders/telemetry"
 )
 
-// maxBody bounds a request body.
-const maxBody = 1 << 20
+// MaxBodyBytes bounds a request body: the largest command, an order of
+// orders.MaxItems items, takes under 10 KiB.
+const MaxBodyBytes = 64 << 10
+
+// MaxTextBytes bounds every text field of a command (sku, method,
+// tracking_number, reason) at the edge; the order package has tighter
+// limits of its own for some.
+const MaxTextBytes = 256
 
 // Config configures a Server.
 type Config struct {
@@ -125,11 +145,17 @@ type createRequest struct {
 
 func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 	var req createRequest
-	if err := decode(r, &req); err != nil {
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := checkID("customer_id", req.CustomerID); err != nil {
 		return err
 	}
 	items := make([]orders.Item, len(req.Items))
 	for i, it := range req.Items {
+		if err := checkText(fmt.Sprintf("items[%d].sku", i), it.SKU); err != nil {
+			return err
+		}
 		items[i] = orders.Item(it)
 	}
 	res, err := s.cmds.Create(r.Context(), orders.CreateOrder{CustomerID: req.CustomerID, Items: items})
@@ -144,30 +170,51 @@ func (s *Server) payOrder(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		Method string `json:"method"`
 	}
-	if err := decode(r, &req); err != nil {
+	id := r.PathValue("id")
+	if err := checkID("id", id); err != nil {
 		return err
 	}
-	return s.result(w)(s.cmds.Pay(r.Context(), r.PathValue("id"), orders.PayOrder{Method: req.Method}))
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := checkText("method", req.Method); err != nil {
+		return err
+	}
+	return s.result(w)(s.cmds.Pay(r.Context(), id, orders.PayOrder{Method: req.Method}))
 }
 
 func (s *Server) shipOrder(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		TrackingNumber string `json:"tracking_number"`
 	}
-	if err := decode(r, &req); err != nil {
+	id := r.PathValue("id")
+	if err := checkID("id", id); err != nil {
 		return err
 	}
-	return s.result(w)(s.cmds.Ship(r.Context(), r.PathValue("id"), orders.ShipOrder{TrackingNumber: req.TrackingNumber}))
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := checkText("tracking_number", req.TrackingNumber); err != nil {
+		return err
+	}
+	return s.result(w)(s.cmds.Ship(r.Context(), id, orders.ShipOrder{TrackingNumber: req.TrackingNumber}))
 }
 
 func (s *Server) cancelOrder(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		Reason string `json:"reason"`
 	}
-	if err := decode(r, &req); err != nil {
+	id := r.PathValue("id")
+	if err := checkID("id", id); err != nil {
 		return err
 	}
-	return s.result(w)(s.cmds.Cancel(r.Context(), r.PathValue("id"), orders.CancelOrder{Reason: req.Reason}))
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := checkText("reason", req.Reason); err != nil {
+		return err
+	}
+	return s.result(w)(s.cmds.Cancel(r.Context(), id, orders.CancelOrder{Reason: req.Reason}))
 }
 
 func (s *Server) result(w http.ResponseWriter) func(command.Result, error) error {
@@ -182,6 +229,9 @@ func (s *Server) result(w http.ResponseWriter) func(command.Result, error) error
 
 func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
+	if err := checkID("id", id); err != nil {
+		return err
+	}
 	return s.query(r.Context(), "GetOrder", func(ctx context.Context, span trace.Span) error {
 		span.SetAttributes(telemetry.AggregateID.String(id))
 		v, err := s.views.Order(ctx, id)
@@ -201,6 +251,9 @@ func (s *Server) listOrders(w http.ResponseWriter, r *http.Request) error {
 	customer := r.URL.Query().Get("customer_id")
 	if customer == "" {
 		return &orders.InvalidError{Field: "customer_id", Err: orders.ErrInvalidCustomerID, Reason: "query parameter is required"}
+	}
+	if err := checkID("customer_id", customer); err != nil {
+		return err
 	}
 	limit := 100
 	if l := r.URL.Query().Get("limit"); l != "" {
@@ -257,18 +310,71 @@ type badRequest struct {
 
 func (e *badRequest) Error() string { return e.msg }
 
-func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+// errTooLarge is a body past MaxBodyBytes.
+var errTooLarge = fmt.Errorf("request body is larger than %d bytes", MaxBodyBytes)
+
+// decode reads the JSON body into v: at most MaxBodyBytes, UTF-8 (which
+// encoding/json would otherwise turn into U+FFFD silently), one value, with
+// no field that v does not have.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if r.ContentLength > MaxBodyBytes {
+		return errTooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return errTooLarge
+		}
+		return &badRequest{msg: "cannot read body: " + err.Error()}
+	}
+	if !utf8.Valid(body) {
+		return &badRequest{msg: "invalid JSON body: not UTF-8"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			return &badRequest{field: te.Field, msg: fmt.Sprintf("%s must be a JSON %s", te.Field, te.Type)}
 		}
+		// encoding/json has no error type for an unknown field: its message
+		// is the only place that names it.
+		if name, ok := strings.CutPrefix(err.Error(), `json: unknown field `); ok {
+			if field, uerr := strconv.Unquote(name); uerr == nil {
+				return &badRequest{field: field, msg: fmt.Sprintf("unknown field %q", field)}
+			}
+		}
 		return &badRequest{msg: "invalid JSON body: " + err.Error()}
 	}
 	if dec.More() {
 		return &badRequest{msg: "invalid JSON body: trailing data"}
+	}
+	return nil
+}
+
+// idRE is what an order id or a customer id may be at the edge: the order
+// package's ids (UUIDs, "cust-" and digits) and nothing that needs quoting.
+var idRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// checkID refuses an id that is not 1 to 64 letters, digits, '-' or '_'.
+func checkID(field, v string) error {
+	if !idRE.MatchString(v) {
+		return &badRequest{field: field, msg: field + " must be 1 to 64 letters, digits, '-' or '_'"}
+	}
+	return nil
+}
+
+// checkText refuses a text field longer than MaxTextBytes, not UTF-8, or
+// holding control characters. An empty one is left to the order package,
+// which knows which are required.
+func checkText(field, v string) error {
+	switch {
+	case len(v) > MaxTextBytes:
+		return &badRequest{field: field, msg: fmt.Sprintf("%s must be at most %d bytes", field, MaxTextBytes)}
+	case !utf8.ValidString(v):
+		return &badRequest{field: field, msg: field + " must be UTF-8"}
+	case strings.ContainsFunc(v, unicode.IsControl):
+		return &badRequest{field: field, msg: field + " must not hold control characters"}
 	}
 	return nil
 }
@@ -288,6 +394,8 @@ func status(err error) (int, errorBody) {
 		return http.StatusBadRequest, errorBody{Error: ie.Error(), Field: ie.Field}
 	case errors.As(err, &br):
 		return http.StatusBadRequest, errorBody{Error: br.msg, Field: br.field}
+	case errors.Is(err, errTooLarge):
+		return http.StatusRequestEntityTooLarge, errorBody{Error: err.Error()}
 	case errors.Is(err, orders.ErrNotFound):
 		return http.StatusNotFound, errorBody{Error: orders.ErrNotFound.Error()}
 	case orders.IsInvariant(err), errors.Is(err, orders.ErrVersionConflict):
