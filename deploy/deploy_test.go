@@ -13,6 +13,7 @@ import (
 	"github.com/lagscope/lagscope/alerts"
 	"github.com/lagscope/lagscope/dashboards"
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // decode parses a YAML file strictly enough to catch typos: one document,
@@ -232,5 +233,55 @@ func TestPrometheusConfig(t *testing.T) {
 	out, err := exec.Command(bin, "check", "config", "--syntax-only", "prometheus/prometheus.yml").CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool check config: %v\n%s", err, out)
+	}
+}
+
+// TestDemoSecretsMatch checks that the collector sends the token lagscope
+// requires, and that Prometheus scrapes with the password whose bcrypt hash
+// lagscope's web config holds.
+func TestDemoSecretsMatch(t *testing.T) {
+	token, err := os.ReadFile("lagscope/otlp-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var otel struct {
+		Exporters map[string]struct {
+			Headers map[string]string `yaml:"headers"`
+		} `yaml:"exporters"`
+	}
+	decode(t, "otelcol/config.yaml", &otel)
+	if got, want := otel.Exporters["otlp/lagscope"].Headers["authorization"], "Bearer "+strings.TrimSpace(string(token)); got != want {
+		t.Errorf("the collector sends authorization %q, lagscope wants %q", got, want)
+	}
+	var web struct {
+		Users map[string]string `yaml:"basic_auth_users"`
+	}
+	decode(t, "lagscope/web.yml", &web)
+	var prom struct {
+		ScrapeConfigs []struct {
+			JobName   string `yaml:"job_name"`
+			BasicAuth struct {
+				Username string `yaml:"username"`
+				Password string `yaml:"password"`
+			} `yaml:"basic_auth"`
+		} `yaml:"scrape_configs"`
+	}
+	decode(t, "prometheus/prometheus.yml", &prom)
+	found := false
+	for _, sc := range prom.ScrapeConfigs {
+		if sc.JobName != "lagscope" {
+			continue
+		}
+		found = true
+		hash, ok := web.Users[sc.BasicAuth.Username]
+		if !ok {
+			t.Fatalf("web.yml has no user %q", sc.BasicAuth.Username)
+		}
+		if err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(sc.BasicAuth.Password)); err != nil {
+			t.Errorf("Prometheus' password does not match web.yml's hash: %v", err)
+		}
+	}
+	if !found {
+		t.Error("no lagscope scrape job")
 	}
 }

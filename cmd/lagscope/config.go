@@ -46,6 +46,10 @@ func bindServeFlags(fs *flag.FlagSet, c *Config) {
 	durationVar(fs, &o.IdleTimeout, "otlp.idle-timeout", "idle connections are closed after this long")
 	fs.IntVar(&o.MaxConnections, "otlp.max-connections", o.MaxConnections, "open connections at most, per receiver")
 	fs.IntVar(&o.MaxConcurrentStreams, "otlp.max-concurrent-streams", o.MaxConcurrentStreams, "concurrent gRPC streams per connection at most")
+	fs.StringVar(&o.TLS.CertFile, "otlp.tls.cert-file", o.TLS.CertFile, "server certificate (PEM) `file` for OTLP gRPC and HTTP; reloaded when it changes")
+	fs.StringVar(&o.TLS.KeyFile, "otlp.tls.key-file", o.TLS.KeyFile, "its private key `file`")
+	fs.StringVar(&o.TLS.ClientCAFile, "otlp.tls.client-ca-file", o.TLS.ClientCAFile, "require client certificates signed by this CA `file` (mTLS)")
+	fs.StringVar(&o.Auth.BearerTokenFile, "otlp.auth.bearer-token-file", o.Auth.BearerTokenFile, "require Authorization: Bearer <this `file`'s content> on OTLP requests")
 
 	fs.StringVar(&c.Web.ListenAddress, "web.listen-address", c.Web.ListenAddress, "`host:port` serving Prometheus metrics")
 	fs.StringVar(&c.Web.TelemetryPath, "web.telemetry-path", c.Web.TelemetryPath, "`path` of the metrics endpoint")
