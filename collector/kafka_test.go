@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,8 +166,13 @@ func (c *traceCounter) got() map[string]int {
 // startKafka starts a Kafka transport of a fresh Receiver on broker addr.
 func startKafka(t *testing.T, addr, encoding, group string, next Consumer) (*Kafka, *Receiver, *prometheus.Registry) {
 	t.Helper()
+	return startKafkaWith(t, testConfig(), addr, encoding, group, next)
+}
+
+func startKafkaWith(t *testing.T, rcfg Config, addr, encoding, group string, next Consumer) (*Kafka, *Receiver, *prometheus.Registry) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	r, err := New(testConfig(), next, nil, reg)
+	r, err := New(rcfg, next, nil, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,8 +204,18 @@ func TestKafkaConsumesCollectorExporterMessages(t *testing.T) {
 	traceA := pcommon.TraceID{0xa, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
 	traceB := pcommon.TraceID{0xb, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
 	traceC := pcommon.TraceID{0xc, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
-	for _, encoding := range []string{EncodingOTLPProto, EncodingOTLPJSON} {
-		t.Run(encoding, func(t *testing.T) {
+	tests := []struct {
+		name     string
+		encoding string
+		lazy     bool // otlp.lazy_decode: the selective decoder
+	}{
+		{"otlp_proto", EncodingOTLPProto, false},
+		{"otlp_proto lazy", EncodingOTLPProto, true},
+		{"otlp_json", EncodingOTLPJSON, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			encoding := tt.encoding
 			json := encoding == EncodingOTLPJSON
 			addr, tr := kafkaBroker(t, 2)
 			// Trace A comes in two messages; the undecodable message sits
@@ -213,7 +229,9 @@ func TestKafkaConsumesCollectorExporterMessages(t *testing.T) {
 				kafkaMessage(t, json, traceC, "orders.project"),
 			)
 			next := &traceCounter{}
-			k, r, reg := startKafka(t, addr, encoding, "lagscope", next)
+			rcfg := testConfig()
+			rcfg.LazyDecode = tt.lazy
+			k, r, reg := startKafkaWith(t, rcfg, addr, encoding, "lagscope", next)
 			waitFor(t, "7 spans consumed", func() bool { return next.total() >= 7 })
 			want := map[string]int{traceA.String(): 3, traceB.String(): 3, traceC.String(): 1}
 			if diff := cmp.Diff(next.got(), want); diff != "" {
@@ -330,5 +348,68 @@ func TestKafkaConfigValidate(t *testing.T) {
 	}
 	if _, err := NewKafka(DefaultKafkaConfig(), r, nil, nil); err == nil {
 		t.Error("NewKafka without brokers: nil error, want one")
+	}
+}
+
+// BenchmarkKafkaTransport measures messages of one 4-span trace consumed
+// per second from an in-process broker, broker included (run with
+// -benchtime=2000x or so: each iteration is one message).
+func BenchmarkKafkaTransport(b *testing.B) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, kafkaTestTopic))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	addr := c.ListenAddrs()[0]
+	msgs := make([]kafka.Message, b.N)
+	for i := range msgs {
+		td := newTraces(1, 4)
+		id := pcommon.TraceID{byte(i), byte(i >> 8), byte(i >> 16), 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}
+		spans := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans()
+		for j := range spans.Len() {
+			spans.At(j).SetTraceID(id)
+		}
+		msgs[i] = kafka.Message{Key: []byte(id.String()), Value: mustMarshal(b, td)}
+	}
+	w := &kafka.Writer{Addr: kafka.TCP(addr), Topic: kafkaTestTopic, BatchTimeout: time.Millisecond, Transport: tr}
+	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+		b.Fatal(err)
+	}
+	_ = w.Close()
+
+	var consumed atomic.Int64
+	next := consumerFunc(func(_ context.Context, td ptrace.Traces) error {
+		consumed.Add(int64(td.SpanCount()))
+		return nil
+	})
+	r, err := New(testConfig(), next, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := DefaultKafkaConfig()
+	cfg.Brokers = []string{addr}
+	k, err := NewKafka(cfg, r, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	if err := k.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for consumed.Load() < int64(4*b.N) {
+		if time.Now().After(deadline) {
+			b.Fatalf("consumed %d spans of %d in a minute", consumed.Load(), 4*b.N)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(4*b.N)/elapsed.Seconds(), "spans/s")
+	if err := k.Shutdown(context.Background()); err != nil {
+		b.Fatal(err)
 	}
 }
