@@ -317,3 +317,27 @@ func TestConfigValidate(t *testing.T) {
 		t.Error("New without brokers: nil error, want one")
 	}
 }
+
+// Messages below the log start are gone: a group whose committed offset
+// retention overtook, or that never committed, is behind only by what is left.
+func TestPositionBelowLogStartIsClamped(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Brokers = []string{"127.0.0.1:1"} // never dialled: no partition is behind
+	e, err := New(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offsets := map[topicPartition]firstEnd{{topic, 0}: {first: 5, end: 5}, {topic, 1}: {first: 7, end: 7}}
+	r := &round{e: e, ctx: testContext(t)}
+	r.groupTopic("g", topic, []int{0, 1}, offsets, map[int]int64{0: 2}) // 0 committed below the start, 1 never
+	want := []partitionLag{
+		{group: "g", topic: topic, partition: 0, position: 5, end: 5, lag: 0},
+		{group: "g", topic: topic, partition: 1, position: 7, end: 7, lag: 0},
+	}
+	if diff := cmp.Diff(r.next.partitions, want, cmp.AllowUnexported(partitionLag{})); diff != "" {
+		t.Errorf("partitions (-got +want):\n%s", diff)
+	}
+	if diff := cmp.Diff(r.next.topics, []topicLag{{group: "g", topic: topic}}, cmp.AllowUnexported(topicLag{})); diff != "" {
+		t.Errorf("time lag (-got +want):\n%s", diff)
+	}
+}
