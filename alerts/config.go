@@ -28,7 +28,9 @@ type Config struct {
 	// StallFor is how long a projection may project nothing while events of
 	// its types are appended before CQRSProjectionStalled fires, and how
 	// long its position lag may stay above 0 without decreasing while the
-	// head moves before CQRSProjectionPositionStalled fires. Default 5m.
+	// head moves before CQRSProjectionPositionStalled fires, and how long a
+	// consumer group's committed offset may stand still on a partition whose
+	// end offset moves before CQRSConsumerGroupStalled fires. Default 5m.
 	StallFor time.Duration
 	// UnprojectedFor is how long unprojected events must keep being counted
 	// for a projection before CQRSEventsUnprojected fires. Default 1m.

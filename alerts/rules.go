@@ -175,6 +175,19 @@ unless on (job, projection)
 )`,
 			"Projection {{ $labels.projection }} is {{ $value | humanize }} events behind the event store and its checkpoint has stopped",
 			"The checkpoint of projection {{ $labels.projection }} (job {{ $labels.job }}) has not moved in the last 5m while events were appended to the store; it is now {{ $value | humanize }} events behind the head."),
+		// From the offset lag exporter (kafkalag): a consumer group's
+		// committed offset did not move in 5m on a partition whose end
+		// offset did. Sampling-proof: it counts messages, not traces.
+		alert(cfg, "CQRSConsumerGroupStalled", "critical", cfg.StallFor,
+			`max by (job, group, topic) (
+    cqrs_projection_offset_lag > 0
+  and
+    changes(cqrs_projection_committed_offset[5m]) == 0
+  and
+    changes(cqrs_projection_end_offset[5m]) > 0
+)`,
+			"Consumer group {{ $labels.group }} has stopped committing on {{ $labels.topic }}, {{ $value | humanize }} messages behind",
+			"The committed offset of consumer group {{ $labels.group }} (job {{ $labels.job }}) has not moved in the last 5m on a partition of topic {{ $labels.topic }} that received messages; its most stalled partition is {{ $value | humanize }} messages behind."),
 		alert(cfg, "CQRSEventsUnprojected", "warning", cfg.UnprojectedFor,
 			RecordUnprojected+` > 0`,
 			"Projection {{ $labels.projection }} is missing events",

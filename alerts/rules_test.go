@@ -58,7 +58,7 @@ func TestRulesShape(t *testing.T) {
 	}
 	p := parser.NewParser(parser.Options{})
 	wantAlerts := []string{
-		"CQRSProjectionLagHigh", "CQRSProjectionStalled", "CQRSProjectionPositionStalled", "CQRSEventsUnprojected", "CQRSProjectionDrift",
+		"CQRSProjectionLagHigh", "CQRSProjectionStalled", "CQRSProjectionPositionStalled", "CQRSConsumerGroupStalled", "CQRSEventsUnprojected", "CQRSProjectionDrift",
 		"LagscopeRejectingSpans", "LagscopeJoinEvictions", "LagscopeRecoveredPanics", "LagscopeDown",
 	}
 	readme, err := os.ReadFile("README.md")

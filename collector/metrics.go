@@ -12,11 +12,12 @@ type transport uint8
 const (
 	transportGRPC transport = iota
 	transportHTTP
+	transportKafka
 	numTransports
 )
 
 func (t transport) String() string {
-	return [...]string{"grpc", "http"}[t]
+	return [...]string{"grpc", "http", "kafka"}[t]
 }
 
 // reason names why spans or a request were refused; its String is the metrics label value.
@@ -56,7 +57,17 @@ func (r reason) String() string {
 var (
 	spanReasons    = []reason{reasonInvalidTraceID, reasonInvalidSpanID, reasonOverloaded, reasonConsumerError}
 	requestReasons = []reason{reasonDecodeError, reasonTooLarge, reasonUnsupportedMediaType, reasonMethodNotAllowed, reasonOverloaded, reasonConsumerError, reasonPanic, reasonUnauthenticated}
+	// A Kafka message has no media type, no method and no token to refuse.
+	kafkaReasons = []reason{reasonDecodeError, reasonTooLarge, reasonOverloaded, reasonConsumerError, reasonPanic}
 )
+
+// reasons returns the request reasons that apply to t.
+func (t transport) reasons() []reason {
+	if t == transportKafka {
+		return kafkaReasons
+	}
+	return requestReasons
+}
 
 // metrics holds the receiver's metrics. Label children are resolved once here so
 // that the request path does no label lookups.
@@ -109,7 +120,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for t := range numTransports {
 		m.receivedSpans[t] = received.WithLabelValues(t.String())
 		m.requestDuration[t] = duration.WithLabelValues(t.String())
-		for _, r := range requestReasons {
+		for _, r := range t.reasons() {
 			m.rejectedRequests[t][r] = rejectedRequests.WithLabelValues(t.String(), r.String())
 		}
 	}

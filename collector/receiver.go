@@ -1,7 +1,8 @@
-// Package collector receives OpenTelemetry traces over OTLP/gRPC and OTLP/HTTP
-// and hands each accepted request to a Consumer.
+// Package collector receives OpenTelemetry traces over OTLP/gRPC and OTLP/HTTP,
+// and from a Kafka topic written by the OpenTelemetry Collector's kafka
+// exporter (Kafka, NewKafka), and hands each accepted request to a Consumer.
 //
-// Both transports share one core: it drops spans that OTLP forbids (all-zero
+// All transports share one core: it drops spans that OTLP forbids (all-zero
 // trace or span ids) and reports them as partial success, bounds the bytes of
 // requests in flight, and maps consumer errors to the retryable statuses OTLP
 // exporters retry. The package does not interpret spans beyond that.

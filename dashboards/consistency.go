@@ -13,6 +13,7 @@ const (
 	selProjection = `{job=~"$job", projection=~"$projection"}`
 	selAppended   = `{job=~"$job", event_type=~"$event_type"}`
 	selJob        = `{job=~"$job"}`
+	selGroup      = `{job=~"$job", group=~"$group"}`
 )
 
 func lagQuantile(q string, by string, window string) string {
@@ -50,7 +51,8 @@ func consistency() (dashboard.Dashboard, error) {
 			IncludeVars(false)).
 		WithVariable(labelVariable("job", "Job", `label_values(lagscope_received_spans_total, job)`)).
 		WithVariable(labelVariable("projection", "Projection", `label_values(cqrs_projection_pending_events{job=~"$job"}, projection)`)).
-		WithVariable(labelVariable("event_type", "Event type", `label_values(cqrs_events_appended_total{job=~"$job"}, event_type)`))
+		WithVariable(labelVariable("event_type", "Event type", `label_values(cqrs_events_appended_total{job=~"$job"}, event_type)`)).
+		WithVariable(labelVariable("group", "Consumer group", `label_values(cqrs_projection_offset_lag{job=~"$job"}, group)`))
 
 	b.WithRow(row("Now"))
 	b.WithPanel(singleStat(panel{
@@ -160,6 +162,32 @@ func consistency() (dashboard.Dashboard, error) {
 			{expr: "sum by (projection) (rate(cqrs_events_out_of_order_total" + selLag + "[$__rate_interval]))", legend: "out of order {{projection}}"},
 			{expr: "sum by (projection) (rate(cqrs_events_late_total" + selLag + "[$__rate_interval]))", legend: "late {{projection}}"},
 			{expr: "sum by (projection) (rate(cqrs_clock_skew_total" + selProjection + "[$__rate_interval]))", legend: "clock skew {{projection}}"},
+		},
+	}, nil))
+
+	// Offset lag reads Kafka, not traces: it sees every message, sampled or
+	// not. Several lagscope instances may export the same group: max by
+	// partition counts each partition once.
+	b.WithRow(row("Kafka consumer groups (offset lag)"))
+	b.WithPanel(timeSeries(panel{
+		title:       "Consumer group offset lag",
+		description: "Messages each Kafka consumer group has not consumed yet, summed over the partitions of each topic: end offset minus committed offset (from the log start where it never committed), read from the brokers by lagscope's offset lag exporter (empty when kafka.brokers is not set). Sampling-proof: it counts every message, traced or not. Alert CQRSConsumerGroupStalled fires when a partition's committed offset stops while messages arrive.",
+		unit:        unitShort, width: 8, height: 9,
+		queries: []query{{expr: "sum by (group, topic) (max by (group, topic, partition) (cqrs_projection_offset_lag" + selGroup + "))", legend: "{{group}} {{topic}}"}},
+	}, nil))
+	b.WithPanel(timeSeries(panel{
+		title:       "Consumer group time lag",
+		description: "Age of the oldest message each consumer group has not consumed on each topic, from the message's timestamp; 0 when caught up. The dashed line is the " + lagText + " lag objective.",
+		unit:        unitSeconds, width: 8, height: 9,
+		queries: []query{{expr: "max by (group, topic) (cqrs_projection_time_lag_seconds" + selGroup + ")", legend: "{{group}} {{topic}}"}},
+	}, thresholds(step(lag, "red"))))
+	b.WithPanel(timeSeries(panel{
+		title:       "Produced vs consumed",
+		description: "Per topic, messages written per second (end offsets), and per consumer group, messages committed per second (committed offsets). A group that keeps up follows its topic; a flat line under a moving topic is a stalled group.",
+		unit:        unitShort, width: 8, height: 9,
+		queries: []query{
+			{expr: "sum by (topic) (max by (topic, partition) (deriv(cqrs_projection_end_offset" + selGroup + "[$__rate_interval])))", legend: "produced {{topic}}"},
+			{expr: "sum by (group, topic) (max by (group, topic, partition) (deriv(cqrs_projection_committed_offset" + selGroup + "[$__rate_interval])))", legend: "consumed {{group}} {{topic}}"},
 		},
 	}, nil))
 

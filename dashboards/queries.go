@@ -88,7 +88,7 @@ func modelQueries(file string, m dashboard.Dashboard) []Query {
 
 // SampleVars returns values for the dashboards' variables that select
 // everything, as Grafana's "All" does: regular expressions for $job,
-// $instance, $projection and $event_type, and durations for Grafana's
+// $instance, $projection, $event_type and $group, and durations for Grafana's
 // interval variables as on a one-hour dashboard scraped every 15s.
 func SampleVars() map[string]string {
 	return map[string]string{
@@ -96,6 +96,7 @@ func SampleVars() map[string]string {
 		"instance":        ".*",
 		"projection":      ".*",
 		"event_type":      ".*",
+		"group":           ".*",
 		"datasource":      DatasourceUID,
 		"__rate_interval": "1m",
 		"__interval":      "15s",
