@@ -9,6 +9,7 @@ import (
 	"github.com/lagscope/lagscope/analyzer"
 	"github.com/lagscope/lagscope/collector"
 	"github.com/lagscope/lagscope/configfile"
+	"github.com/lagscope/lagscope/kafkalag"
 	"github.com/lagscope/lagscope/sqlsource"
 )
 
@@ -25,6 +26,10 @@ type Config struct {
 	// SQLSource, when its DSN is set, polls the event store's head position
 	// and each projection's checkpoint (cqrs_projection_position_lag).
 	SQLSource sqlsource.Config `yaml:"sql_source"`
+	// Kafka, when kafka.brokers is set, consumes OTLP traces from a topic
+	// as the Collector's kafka exporter writes them, and exports the offset
+	// lag of consumer groups (kafka.*).
+	Kafka KafkaConfig `yaml:"kafka"`
 	// Log configures structured logs (log.*).
 	Log LogConfig `yaml:"log"`
 	// AnalysisDisabled wires the receivers to a consumer that drops every
@@ -46,6 +51,13 @@ type WebConfig struct {
 	ConfigFile string `yaml:"config_file"`
 }
 
+// KafkaConfig is the kafka: section: the collector's Kafka transport and
+// the offset lag exporter, which reads the same brokers.
+type KafkaConfig struct {
+	collector.KafkaConfig `yaml:",inline"`
+	Lag                   kafkalag.Config `yaml:",inline"`
+}
+
 // LogConfig configures structured logs.
 type LogConfig struct {
 	// Level is debug, info, warn or error. Default info.
@@ -61,6 +73,7 @@ func DefaultConfig() Config {
 		Web:       WebConfig{ListenAddress: "localhost:9464", TelemetryPath: "/metrics"},
 		Config:    analyzer.DefaultConfig(),
 		SQLSource: sqlsource.DefaultConfig(),
+		Kafka:     KafkaConfig{KafkaConfig: collector.DefaultKafkaConfig(), Lag: kafkalag.DefaultConfig()},
 		Log:       LogConfig{Level: "info", Format: "text"},
 	}
 }
@@ -88,6 +101,14 @@ func (c Config) Validate() error {
 	}
 	if c.Web.TelemetryPath == "" || c.Web.TelemetryPath[0] != '/' {
 		errs = append(errs, fmt.Errorf("web.telemetry_path must start with /, got %q", c.Web.TelemetryPath))
+	}
+	if err := c.Kafka.KafkaConfig.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Kafka.Enabled() {
+		if err := c.Kafka.Lag.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.SQLSource.DSN != "" {
 		if err := c.SQLSource.Validate(); err != nil {

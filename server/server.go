@@ -23,6 +23,7 @@ import (
 
 	"github.com/lagscope/lagscope/analyzer"
 	"github.com/lagscope/lagscope/collector"
+	"github.com/lagscope/lagscope/kafkalag"
 	"github.com/lagscope/lagscope/sqlsource"
 )
 
@@ -34,7 +35,9 @@ type Server struct {
 	Registry *prometheus.Registry
 	Analyzer *analyzer.Analyzer
 	receiver *collector.Receiver
-	source   *sqlsource.Source // nil unless sql_source.dsn is set
+	kafka    *collector.Kafka   // nil unless kafka.brokers is set
+	lag      *kafkalag.Exporter // likewise
+	source   *sqlsource.Source  // nil unless sql_source.dsn is set
 	web      *http.Server
 	webLn    net.Listener
 	webDone  chan error
@@ -64,6 +67,18 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	var kafka *collector.Kafka
+	var lag *kafkalag.Exporter
+	if cfg.Kafka.Enabled() {
+		if kafka, err = collector.NewKafka(cfg.Kafka.KafkaConfig, r, logger.With("component", "kafka"), reg); err != nil {
+			return nil, err
+		}
+		lc := cfg.Kafka.Lag
+		lc.Brokers = cfg.Kafka.Brokers
+		if lag, err = kafkalag.New(lc, logger.With("component", "kafkalag"), reg); err != nil {
+			return nil, err
+		}
+	}
 	var source *sqlsource.Source
 	if cfg.SQLSource.DSN != "" {
 		if source, err = sqlsource.New(cfg.PositionSource(), logger.With("component", "sqlsource"), reg); err != nil {
@@ -88,7 +103,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	return &Server{
-		cfg: cfg, logger: logger, Registry: reg, Analyzer: a, receiver: r, source: source, scrapes: scrapes, webTLS: webTLS,
+		cfg: cfg, logger: logger, Registry: reg, Analyzer: a, receiver: r, kafka: kafka, lag: lag, source: source, scrapes: scrapes, webTLS: webTLS,
 		web: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
 	}, nil
 }
@@ -132,6 +147,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.receiver.Start(ctx); err != nil {
 		return fmt.Errorf("start OTLP receivers: %w", err)
 	}
+	if s.kafka != nil {
+		if err := s.kafka.Start(ctx); err != nil {
+			return fmt.Errorf("start the Kafka consumer of %s: %w", s.cfg.Kafka.TracesTopic, err)
+		}
+		if err := s.lag.Start(ctx); err != nil {
+			return fmt.Errorf("start the Kafka offset lag exporter: %w", err)
+		}
+	}
 	s.logger.Info("lagscope serving",
 		"otlp_grpc", addrString(s.receiver.GRPCAddr()), "otlp_http", addrString(s.receiver.HTTPAddr()),
 		"metrics", s.MetricsURL(), "join_deadline", s.cfg.Join.Deadline)
@@ -147,6 +170,16 @@ func (s *Server) Start(ctx context.Context) (err error) {
 // it is what the shutdown budget is for.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
+	if s.kafka != nil {
+		// Before the receiver: the consumer hands its messages to the
+		// receiver's core, and commits what it finished.
+		if err := s.kafka.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop the Kafka consumer: %w", err))
+		}
+		if err := s.lag.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop the Kafka offset lag exporter: %w", err))
+		}
+	}
 	if err := s.receiver.Shutdown(ctx); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 			s.logger.Warn("cut OTLP requests still in flight at the end of the shutdown budget", "err", err)

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/lagscope/lagscope/server"
 )
@@ -81,9 +82,35 @@ func bindServeFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&q.CheckpointsQuery, "sql-source.checkpoints-query", q.CheckpointsQuery, "SQL returning (projection, position) rows")
 	fs.IntVar(&q.MaxProjections, "sql-source.max-projections", q.MaxProjections, "projections exported at most")
 
+	k := &c.Kafka
+	fs.Var((*listValue)(&k.Brokers), "kafka.brokers", "`host:port,...` of Kafka brokers: consume OTLP traces from kafka.traces_topic and export consumer groups' offset lag (empty: off)")
+	fs.StringVar(&k.TracesTopic, "kafka.traces-topic", k.TracesTopic, "topic the OpenTelemetry Collector's kafka exporter writes traces to")
+	fs.StringVar(&k.TracesEncoding, "kafka.traces-encoding", k.TracesEncoding, "encoding of its messages: otlp_proto or otlp_json")
+	fs.StringVar(&k.GroupID, "kafka.group-id", k.GroupID, "consumer group lagscope consumes the traces topic in")
+	fs.Var((*listValue)(&k.Lag.Groups), "kafka.lag-groups", "`group,...` whose offset lag to export (empty: every group)")
+	durationVar(fs, &k.Lag.Interval, "kafka.lag-interval", "time between two reads of the consumer groups' offsets")
+	fs.IntVar(&k.Lag.MaxGroups, "kafka.lag-max-groups", k.Lag.MaxGroups, "consumer groups exported at most")
+	fs.IntVar(&k.Lag.MaxTopics, "kafka.lag-max-topics", k.Lag.MaxTopics, "topics per group exported at most")
+	fs.IntVar(&k.Lag.MaxPartitions, "kafka.lag-max-partitions", k.Lag.MaxPartitions, "partitions per topic exported at most")
+
 	fs.StringVar(&c.Log.Level, "log.level", c.Log.Level, "log `level`: debug, info, warn, error")
 	fs.StringVar(&c.Log.Format, "log.format", c.Log.Format, "log format: text or json")
 	fs.BoolVar(&c.AnalysisDisabled, "analysis.disabled", c.AnalysisDisabled, "(benchmarking) receive and drop spans without analysing them")
+}
+
+// listValue is a comma-separated list flag; setting it replaces the list.
+type listValue []string
+
+func (l *listValue) String() string { return strings.Join(*l, ",") }
+
+func (l *listValue) Set(s string) error {
+	*l = nil
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
+	}
+	return nil
 }
 
 // resolve returns the defaults, overlaid with the config file, overlaid with
