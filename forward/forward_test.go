@@ -333,3 +333,66 @@ func TestShutdownWithoutStartDropsTheQueue(t *testing.T) {
 		t.Error("Start after Shutdown succeeded")
 	}
 }
+
+func TestShutdownFlushesTheQueue(t *testing.T) {
+	for _, protocol := range protocols {
+		t.Run(protocol, func(t *testing.T) {
+			b := startBackend(t, &backend{}, "", "")
+			f, err := New(testConfig(protocol, b.addr(protocol)), nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const requests, spansPer = 30, 5
+			// Queued before Start: all of it is still in the queue when
+			// Shutdown begins.
+			for i := range requests {
+				f.Forward(encode(t, traces(i, spansPer, 0), Protobuf), Protobuf, spansPer)
+			}
+			if err := f.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			shutdown(t, f, 5*time.Second)
+			if got, want := b.spanCount(), requests*spansPer; got != want {
+				t.Errorf("backend got %d spans, want %d", got, want)
+			}
+			if diff := cmp.Diff(f.counts(), counts{Sent: requests * spansPer, Dropped: map[string]int{}}); diff != "" {
+				t.Errorf("counts (-got +want):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestEverySpanIsCountedOnce forwards from several goroutines while Shutdown
+// runs: each span ends up sent or dropped, never both, never neither.
+func TestEverySpanIsCountedOnce(t *testing.T) {
+	b := startBackend(t, &backend{}, "", "")
+	cfg := testConfig(ProtocolGRPC, b.grpcAddr)
+	body := encode(t, traces(1, 3, 0), Protobuf)
+	cfg.QueueBytes = int64(20 * len(body))
+	f := newForwarder(t, cfg)
+	const callers, perCaller = 4, 300
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			for range perCaller {
+				f.Forward(body, Protobuf, 3)
+			}
+		})
+	}
+	waitFor(t, "some spans sent", func() bool { return f.counts().Sent > 0 })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = f.Shutdown(ctx)
+	wg.Wait()
+	c := f.counts()
+	total := c.Sent
+	for _, n := range c.Dropped {
+		total += n
+	}
+	if total != callers*perCaller*3 {
+		t.Errorf("sent %d + dropped %v = %d spans, want the %d forwarded", c.Sent, c.Dropped, total, callers*perCaller*3)
+	}
+	if got := b.spanCount(); got != c.Sent {
+		t.Errorf("backend got %d spans, forwarder counts %d sent", got, c.Sent)
+	}
+}
