@@ -31,6 +31,7 @@ func TestConfigValidateNamesTheKey(t *testing.T) {
 	}{
 		{"endpoint", func(c *Config) { c.Endpoint = "jaeger" }, "forward.endpoint"},
 		{"protocol", func(c *Config) { c.Protocol = "thrift" }, "forward.protocol"},
+		{"compression", func(c *Config) { c.Compression = "zstd" }, "forward.compression"},
 		{"path", func(c *Config) { c.Path = "v1/traces" }, "forward.path"},
 		{"header", func(c *Config) { c.Headers = map[string]string{"bad name": "x"} }, "forward.headers"},
 		{"key file", func(c *Config) { c.TLS.CertFile = "client.pem" }, "forward.tls.key_file"},
@@ -64,6 +65,7 @@ forward:
   endpoint: tempo:4317
   protocol: http
   path: /otlp/v1/traces
+  compression: gzip
   headers:
     X-Scope-OrgID: tenant-1
   tls:
@@ -85,7 +87,7 @@ forward:
 		t.Fatal(err)
 	}
 	want := Config{
-		Endpoint: "tempo:4317", Protocol: "http", Path: "/otlp/v1/traces",
+		Endpoint: "tempo:4317", Protocol: "http", Path: "/otlp/v1/traces", Compression: "gzip",
 		Headers:     map[string]string{"X-Scope-OrgID": "tenant-1"},
 		TLS:         TLSConfig{CAFile: "/etc/lagscope/ca.pem", ServerName: "tempo.internal"},
 		QueueBytes:  1 << 20,

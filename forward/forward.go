@@ -68,6 +68,8 @@ type Forwarder struct {
 	// full is set by a queue_full drop and cleared by a queued request, so
 	// that the queue filling up is logged once, not once per request.
 	full atomic.Bool
+	// lastWarn is when drop last logged each reason at Warn (Unix ns).
+	lastWarn [numReasons]atomic.Int64
 
 	mu       sync.Mutex
 	started  bool
@@ -295,8 +297,18 @@ func (f *Forwarder) deliver(ctx context.Context, r *request) {
 	}
 }
 
+// dropLogInterval is how often drops of one reason are logged at Warn; the
+// others go to Debug. A backend that refuses everything (a wrong token)
+// would otherwise log every request.
+const dropLogInterval = 10 * time.Second
+
 // drop counts and logs a request given up for reason.
 func (f *Forwarder) drop(reason reason, r *request, err error) {
 	f.metrics.dropped[reason].Add(float64(r.spans))
-	f.logger.Warn("dropped forwarded spans", "reason", reason.String(), "spans", r.spans, "err", err)
+	level := slog.LevelDebug
+	now := time.Now().UnixNano()
+	if last := f.lastWarn[reason].Load(); now-last >= int64(dropLogInterval) && f.lastWarn[reason].CompareAndSwap(last, now) {
+		level = slog.LevelWarn
+	}
+	f.logger.Log(context.Background(), level, "dropped forwarded spans", "reason", reason.String(), "spans", r.spans, "err", err)
 }

@@ -1,9 +1,11 @@
 package forward
 
 import (
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -19,30 +21,34 @@ func TestForwardDeliversEverySpanOnce(t *testing.T) {
 	const requests, spansPer = 40, 8
 	for _, protocol := range protocols {
 		for _, enc := range []Encoding{Protobuf, JSON} {
-			t.Run(fmt.Sprintf("%s/%s", protocol, encName(enc)), func(t *testing.T) {
-				b := startBackend(t, &backend{}, "", "")
-				f := newForwarder(t, testConfig(protocol, b.addr(protocol)))
-				want := map[pcommon.SpanID][]receivedSpan{}
-				for i := range requests {
-					td := traces(i, spansPer, 0)
-					body := encode(t, td, enc)
-					if !f.Forward(body, enc, spansPer) {
-						t.Fatalf("Forward(request %d) = false", i)
+			for _, compression := range []string{CompressionNone, CompressionGzip} {
+				t.Run(fmt.Sprintf("%s/%s/%s", protocol, encName(enc), compression), func(t *testing.T) {
+					b := startBackend(t, &backend{}, "", "")
+					cfg := testConfig(protocol, b.addr(protocol))
+					cfg.Compression = compression
+					f := newForwarder(t, cfg)
+					want := map[pcommon.SpanID][]receivedSpan{}
+					for i := range requests {
+						td := traces(i, spansPer, 0)
+						body := encode(t, td, enc)
+						if !f.Forward(body, enc, spansPer) {
+							t.Fatalf("Forward(request %d) = false", i)
+						}
+						clear(body) // the caller's buffer is reused: Forward must have copied it
+						for k := range spansPer {
+							s := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(k)
+							want[s.SpanID()] = []receivedSpan{{Service: "orders", Name: s.Name(), Attrs: s.Attributes().AsRaw()}}
+						}
 					}
-					clear(body) // the caller's buffer is reused: Forward must have copied it
-					for k := range spansPer {
-						s := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(k)
-						want[s.SpanID()] = []receivedSpan{{Service: "orders", Name: s.Name(), Attrs: s.Attributes().AsRaw()}}
+					shutdown(t, f, 5*time.Second) // flushes
+					if diff := cmp.Diff(b.received(), want); diff != "" {
+						t.Errorf("backend received (-got +want):\n%s", diff)
 					}
-				}
-				shutdown(t, f, 5*time.Second) // flushes
-				if diff := cmp.Diff(b.received(), want); diff != "" {
-					t.Errorf("backend received (-got +want):\n%s", diff)
-				}
-				if diff := cmp.Diff(f.counts(), counts{Sent: requests * spansPer, Dropped: map[string]int{}}); diff != "" {
-					t.Errorf("counts (-got +want):\n%s", diff)
-				}
-			})
+					if diff := cmp.Diff(f.counts(), counts{Sent: requests * spansPer, Dropped: map[string]int{}}); diff != "" {
+						t.Errorf("counts (-got +want):\n%s", diff)
+					}
+				})
+			}
 		}
 	}
 }
@@ -250,21 +256,37 @@ func TestForwardSendsHeaders(t *testing.T) {
 	})
 	t.Run("http", func(t *testing.T) {
 		got := make(chan http.Header, 1)
+		gotBody := make(chan []byte, 1)
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path != "/v1/traces" || r.Method != http.MethodPost {
 				http.NotFound(w, r)
 				return
 			}
 			got <- r.Header.Clone()
+			zr, err := gzip.NewReader(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			b, _ := io.ReadAll(zr)
+			gotBody <- b
 			w.Header().Set("Content-Type", "application/x-protobuf")
 		}))
 		defer srv.Close()
 		cfg := testConfig(ProtocolHTTP, srv.Listener.Addr().String())
 		cfg.Headers = headers
+		cfg.Compression = CompressionGzip
 		f := newForwarder(t, cfg)
-		f.Forward(encode(t, traces(1, 1, 0), Protobuf), Protobuf, 1)
+		body := encode(t, traces(1, 1, 0), Protobuf)
+		f.Forward(body, Protobuf, 1)
 		shutdown(t, f, 5*time.Second)
 		h := <-got
+		if diff := cmp.Diff(<-gotBody, body); diff != "" {
+			t.Errorf("gunzipped body (-got +want):\n%s", diff)
+		}
+		if got, want := h.Get("Content-Encoding"), "gzip"; got != want {
+			t.Errorf("Content-Encoding = %q, want %q", got, want)
+		}
 		for k, v := range headers {
 			if h.Get(k) != v {
 				t.Errorf("header %s = %q, want %q", k, h.Get(k), v)

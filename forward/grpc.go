@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/lagscope/lagscope/collector"
@@ -20,6 +21,7 @@ import (
 type grpcSender struct {
 	conn *grpc.ClientConn
 	md   metadata.MD
+	opts []grpc.CallOption // per call: compression
 }
 
 // maxResponseBytes bounds an export response: a partial_success with its
@@ -41,7 +43,11 @@ func newGRPCSender(cfg Config, tc *tls.Config) (*grpcSender, error) {
 	for k, v := range cfg.Headers {
 		md.Append(strings.ToLower(k), v)
 	}
-	return &grpcSender{conn: conn, md: md}, nil
+	var opts []grpc.CallOption
+	if cfg.Compression == CompressionGzip {
+		opts = append(opts, grpc.UseCompressor(gzip.Name))
+	}
+	return &grpcSender{conn: conn, md: md, opts: opts}, nil
 }
 
 func (s *grpcSender) send(ctx context.Context, r *request) (rejected int64, _ error) {
@@ -65,7 +71,7 @@ func (s *grpcSender) send(ctx context.Context, r *request) (rejected int64, _ er
 		ctx = metadata.NewOutgoingContext(ctx, s.md)
 	}
 	var resp []byte
-	if err := s.conn.Invoke(ctx, collector.TracesGRPCMethod, &body, &resp); err != nil {
+	if err := s.conn.Invoke(ctx, collector.TracesGRPCMethod, &body, &resp, s.opts...); err != nil {
 		return 0, grpcError(err)
 	}
 	return rejectedSpans(resp, false)

@@ -2,6 +2,7 @@ package forward
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	spb "google.golang.org/genproto/googleapis/rpc/status"
@@ -22,6 +24,7 @@ type httpSender struct {
 	url     string
 	headers http.Header
 	client  *http.Client
+	gzip    bool
 }
 
 func newHTTPSender(cfg Config, tc *tls.Config) *httpSender {
@@ -41,16 +44,28 @@ func newHTTPSender(cfg Config, tc *tls.Config) *httpSender {
 		url:     scheme + "://" + cfg.Endpoint + cfg.Path,
 		headers: h,
 		client:  &http.Client{Transport: tr},
+		gzip:    cfg.Compression == CompressionGzip,
 	}
 }
 
 func (s *httpSender) send(ctx context.Context, r *request) (rejected int64, _ error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(r.body))
+	body := r.body
+	if s.gzip {
+		if len(r.gz) == 0 {
+			// Compressed once, at the first attempt, and kept for the retries.
+			r.gz = gzipAppend(r.gz[:0], r.body)
+		}
+		body = r.gz
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(body))
 	if err != nil {
 		return 0, errMalformed{fmt.Errorf("build OTLP/HTTP request: %w", err)}
 	}
 	for k, v := range s.headers {
 		req.Header[k] = v
+	}
+	if s.gzip {
+		req.Header.Set("Content-Encoding", "gzip")
 	}
 	if r.enc == JSON {
 		req.Header.Set("Content-Type", "application/json")
@@ -62,16 +77,29 @@ func (s *httpSender) send(ctx context.Context, r *request) (rejected int64, _ er
 		return 0, &sendError{retryable: true, err: fmt.Errorf("%w: %w", errTransport, err)}
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if resp.StatusCode/100 != 2 {
-		return 0, httpError(resp, fmt.Errorf("backend answered %s: %s", resp.Status, errorMessage(resp, body)), time.Now())
+		return 0, httpError(resp, fmt.Errorf("backend answered %s: %s", resp.Status, errorMessage(resp, answer)), time.Now())
 	}
 	if err != nil {
 		// The backend took the request; retrying would duplicate it.
 		return 0, nil
 	}
 	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	return rejectedSpans(body, mediaType == "application/json")
+	return rejectedSpans(answer, mediaType == "application/json")
+}
+
+var gzipWriterPool = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
+
+// gzipAppend appends b, gzipped, to dst.
+func gzipAppend(dst, b []byte) []byte {
+	buf := bytes.NewBuffer(dst)
+	zw := gzipWriterPool.Get().(*gzip.Writer)
+	defer gzipWriterPool.Put(zw)
+	zw.Reset(buf)
+	_, _ = zw.Write(b) // a bytes.Buffer does not fail
+	_ = zw.Close()
+	return buf.Bytes()
 }
 
 func (s *httpSender) close() error {

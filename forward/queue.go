@@ -10,6 +10,7 @@ type request struct {
 	enc   Encoding // of body
 	spans int
 	proto []byte // body as protobuf, for gRPC, once converted from OTLP/JSON
+	gz    []byte // body gzipped, for HTTP, once compressed
 }
 
 var requestPool = sync.Pool{New: func() any { return new(request) }}
@@ -19,10 +20,10 @@ var requestPool = sync.Pool{New: func() any { return new(request) }}
 const maxPooledBytes = 4 << 20
 
 func (r *request) free() {
-	if cap(r.body) > maxPooledBytes || cap(r.proto) > maxPooledBytes {
+	if cap(r.body) > maxPooledBytes || cap(r.proto) > maxPooledBytes || cap(r.gz) > maxPooledBytes {
 		return
 	}
-	r.body, r.proto = r.body[:0], r.proto[:0]
+	r.body, r.proto, r.gz = r.body[:0], r.proto[:0], r.gz[:0]
 	requestPool.Put(r)
 }
 
