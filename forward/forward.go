@@ -171,7 +171,9 @@ func (f *Forwarder) Forward(body []byte, enc Encoding, spans int) bool {
 // Shutdown stops queueing, lets the senders deliver what is queued until
 // ctx ends, then cuts the attempts in progress, counts what was not
 // delivered as dropped (reason shutdown), waits for the senders to end and
-// closes the connections. It returns ctx's error if requests were left.
+// closes the connections. It returns ctx's error if ctx ended before the
+// queue was delivered. A request cut mid-attempt is counted as dropped
+// though the backend may have taken it.
 // Shutdown twice does nothing; without Start, it drops what was queued.
 func (f *Forwarder) Shutdown(ctx context.Context) error {
 	f.mu.Lock()
@@ -194,6 +196,7 @@ func (f *Forwarder) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		f.cancelSend()
 		<-done
+		err = fmt.Errorf("shut down forwarder: %w", ctx.Err())
 	}
 	// Whatever is still queued: nothing was started, or ctx ended first.
 	left := 0
@@ -204,9 +207,6 @@ func (f *Forwarder) Shutdown(ctx context.Context) error {
 	}
 	if left > 0 {
 		f.metrics.dropped[reasonShutdown].Add(float64(left))
-	}
-	if ctx.Err() != nil {
-		err = fmt.Errorf("shut down forwarder: %w", ctx.Err())
 	}
 	f.cancelSend()
 	return errors.Join(err, f.sender.close())
