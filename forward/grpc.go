@@ -8,6 +8,7 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding/gzip"
@@ -35,6 +36,18 @@ func newGRPCSender(cfg Config, tc *tls.Config) (*grpcSender, error) {
 	}
 	conn, err := grpc.NewClient(cfg.Endpoint,
 		grpc.WithTransportCredentials(creds),
+		// gRPC's own reconnection backoff grows to 120s: a backend back
+		// after an outage would stay unreachable that long while our
+		// retries fail fast and run out. It follows forward.retry instead.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: grpcbackoff.Config{
+				BaseDelay:  cfg.Retry.InitialInterval,
+				Multiplier: 2,
+				Jitter:     0.2,
+				MaxDelay:   cfg.Retry.MaxInterval,
+			},
+			MinConnectTimeout: cfg.Timeout,
+		}),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(collector.ClientCodec()), grpc.MaxCallRecvMsgSize(maxResponseBytes)))
 	if err != nil {
 		return nil, fmt.Errorf("create gRPC client for %s: %w", cfg.Endpoint, err)
