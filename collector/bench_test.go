@@ -70,7 +70,7 @@ func BenchmarkExport(b *testing.B) {
 		}
 		td := req.Traces()
 		spans += td.SpanCount()
-		if _, rerr := core.export(ctx, transportGRPC, td); rerr != nil {
+		if _, rerr := core.export(ctx, transportGRPC, td, nil, false); rerr != nil {
 			b.Fatal(rerr)
 		}
 	}
@@ -125,7 +125,7 @@ func BenchmarkExportAnalyze(b *testing.B) {
 					b.Fatal(err)
 				}
 				spans += td.SpanCount()
-				if _, rerr := core.export(ctx, transportGRPC, td); rerr != nil {
+				if _, rerr := core.export(ctx, transportGRPC, td, nil, false); rerr != nil {
 					b.Fatal(rerr)
 				}
 			}

@@ -89,7 +89,7 @@ func (g *grpcTraces) export(ctx context.Context, raw *rawMessage) (_ *rawMessage
 	if rerr != nil {
 		return nil, g.fail(ctx, rerr)
 	}
-	resp, rerr := g.core.export(ctx, transportGRPC, td)
+	resp, rerr := g.core.export(ctx, transportGRPC, td, raw.b, false)
 	if rerr != nil {
 		return nil, g.fail(ctx, rerr)
 	}

@@ -150,7 +150,7 @@ func (h *httpTraces) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(req, rerr)
 		return
 	}
-	resp, rerr := h.core.export(r.Context(), transportHTTP, td)
+	resp, rerr := h.core.export(r.Context(), transportHTTP, td, buf.b, req.enc == jsonEncoding)
 	if rerr != nil {
 		h.fail(req, rerr)
 		return

@@ -309,7 +309,7 @@ func (k *Kafka) process(ctx context.Context, b []byte) (rerr *requestError) {
 	if rerr != nil {
 		return rerr
 	}
-	_, rerr = k.core.export(ctx, transportKafka, td)
+	_, rerr = k.core.export(ctx, transportKafka, td, b, k.json)
 	return rerr
 }
 

@@ -282,6 +282,14 @@ const (
 	grpcConnWindow   = 1 << 20
 )
 
+// SetTee makes the receiver hand the bytes of every consumed request to t
+// (all transports, Kafka included), for forwarding. Call it before Start.
+func (r *Receiver) SetTee(t Tee) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.core.tee = t
+}
+
 // GRPCAddr returns the address the OTLP/gRPC server is bound to, or nil before
 // Start or if gRPC is disabled.
 func (r *Receiver) GRPCAddr() net.Addr {

@@ -23,6 +23,16 @@ type tracesCore struct {
 	retryAfter time.Duration
 	selective  *selectiveDecoder // decodes protobuf first when not nil (Config.LazyDecode)
 	limits     decodeLimits
+	tee        Tee // gets the bytes of every request consumed, when set
+}
+
+// Tee is what a forwarder (package forward) implements to receive, unchanged,
+// the encoded request of every export the consumer accepted: body is the
+// ExportTraceServiceRequest as received (decompressed), OTLP/JSON if json,
+// else protobuf, holding spans spans. Forward must copy body (the receiver
+// reuses it) and must not block: it reports whether it kept the request.
+type Tee interface {
+	Forward(body []byte, json bool, spans int) bool
 }
 
 // decode scans an encoded request (OTLP/JSON if json, else protobuf) against
@@ -75,7 +85,11 @@ func (c *tracesCore) recovered(ctx context.Context, t transport, v any) *request
 // export validates the spans of a decoded request, hands the valid ones to the
 // consumer and returns the response to send. It modifies td. It counts the spans it
 // refuses; the transport counts a refused request.
-func (c *tracesCore) export(ctx context.Context, t transport, td ptrace.Traces) (ptraceotlp.ExportResponse, *requestError) {
+//
+// When a Tee is set, body (the request td was decoded from, OTLP/JSON if
+// json) goes to it once the consumer accepted td: not before, so that a
+// request the client retries after a consumer error is not forwarded twice.
+func (c *tracesCore) export(ctx context.Context, t transport, td ptrace.Traces, body []byte, json bool) (ptraceotlp.ExportResponse, *requestError) {
 	received := td.SpanCount()
 	c.metrics.receivedSpans[t].Add(float64(received))
 
@@ -99,6 +113,9 @@ func (c *tracesCore) export(ctx context.Context, t transport, td ptrace.Traces) 
 		rerr := consumerError(err, c.retryAfter)
 		c.metrics.rejectedSpans[rerr.reason].Add(float64(accepted))
 		return ptraceotlp.ExportResponse{}, rerr
+	}
+	if c.tee != nil && body != nil {
+		c.tee.Forward(body, json, received)
 	}
 	return resp, nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/lagscope/lagscope/analyzer"
 	"github.com/lagscope/lagscope/collector"
 	"github.com/lagscope/lagscope/configfile"
+	"github.com/lagscope/lagscope/forward"
 	"github.com/lagscope/lagscope/kafkalag"
 	"github.com/lagscope/lagscope/sqlsource"
 )
@@ -30,6 +31,9 @@ type Config struct {
 	// as the Collector's kafka exporter writes them, and exports the offset
 	// lag of consumer groups (kafka.*).
 	Kafka KafkaConfig `yaml:"kafka"`
+	// Forward, when forward.endpoint is set, sends every span received,
+	// unchanged, to a tracing backend over OTLP (forward.*).
+	Forward forward.Config `yaml:"forward"`
 	// Log configures structured logs (log.*).
 	Log LogConfig `yaml:"log"`
 	// AnalysisDisabled wires the receivers to a consumer that drops every
@@ -73,6 +77,7 @@ func DefaultConfig() Config {
 		Web:       WebConfig{ListenAddress: "localhost:9464", TelemetryPath: "/metrics"},
 		Config:    analyzer.DefaultConfig(),
 		SQLSource: sqlsource.DefaultConfig(),
+		Forward:   forward.DefaultConfig(),
 		Kafka:     KafkaConfig{KafkaConfig: collector.DefaultKafkaConfig(), Lag: kafkalag.DefaultConfig()},
 		Log:       LogConfig{Level: "info", Format: "text"},
 	}
@@ -101,6 +106,11 @@ func (c Config) Validate() error {
 	}
 	if c.Web.TelemetryPath == "" || c.Web.TelemetryPath[0] != '/' {
 		errs = append(errs, fmt.Errorf("web.telemetry_path must start with /, got %q", c.Web.TelemetryPath))
+	}
+	if c.Forward.Enabled() {
+		if err := c.Forward.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := c.Kafka.KafkaConfig.Validate(); err != nil {
 		errs = append(errs, err)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/lagscope/lagscope/analyzer"
 	"github.com/lagscope/lagscope/collector"
+	"github.com/lagscope/lagscope/forward"
 	"github.com/lagscope/lagscope/kafkalag"
 	"github.com/lagscope/lagscope/sqlsource"
 )
@@ -37,6 +38,7 @@ type Server struct {
 	receiver *collector.Receiver
 	kafka    *collector.Kafka   // nil unless kafka.brokers is set
 	lag      *kafkalag.Exporter // likewise
+	forward  *forward.Forwarder // nil unless forward.endpoint is set
 	source   *sqlsource.Source  // nil unless sql_source.dsn is set
 	web      *http.Server
 	webLn    net.Listener
@@ -66,6 +68,13 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	r, err := collector.New(cfg.Collector(), next, logger.With("component", "collector"), reg)
 	if err != nil {
 		return nil, err
+	}
+	var fwd *forward.Forwarder
+	if cfg.Forward.Enabled() {
+		if fwd, err = forward.New(cfg.Forward, logger.With("component", "forward"), reg); err != nil {
+			return nil, err
+		}
+		r.SetTee(tee{fwd})
 	}
 	var kafka *collector.Kafka
 	var lag *kafkalag.Exporter
@@ -103,7 +112,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	return &Server{
-		cfg: cfg, logger: logger, Registry: reg, Analyzer: a, receiver: r, kafka: kafka, lag: lag, source: source, scrapes: scrapes, webTLS: webTLS,
+		cfg: cfg, logger: logger, Registry: reg, Analyzer: a, receiver: r, forward: fwd, kafka: kafka, lag: lag, source: source, scrapes: scrapes, webTLS: webTLS,
 		web: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
 	}, nil
 }
@@ -142,6 +151,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.source != nil {
 		if err := s.source.Start(ctx); err != nil {
 			return fmt.Errorf("start SQL position source: %w", err)
+		}
+	}
+	if s.forward != nil {
+		if err := s.forward.Start(ctx); err != nil {
+			return fmt.Errorf("start forwarding to %s: %w", s.cfg.Forward.Endpoint, err)
 		}
 	}
 	if err := s.receiver.Start(ctx); err != nil {
@@ -186,6 +200,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		} else {
 			errs = append(errs, fmt.Errorf("stop OTLP receivers: %w", err))
 		}
+	}
+	if s.forward != nil {
+		// Half the budget at most: the analysis' last tick and the final
+		// scrape must fit after it. What is left is counted as dropped.
+		fctx, cancel := context.WithTimeout(ctx, ShutdownBudget/2)
+		if err := s.forward.Shutdown(fctx); err != nil {
+			s.logger.Warn("dropped spans still queued for forwarding at the end of its shutdown budget", "err", err)
+		}
+		cancel()
 	}
 	if err := s.Analyzer.Shutdown(ctx); err != nil {
 		errs = append(errs, err)
@@ -251,6 +274,17 @@ func addrString(a net.Addr) string {
 		return "disabled"
 	}
 	return a.String()
+}
+
+// tee hands the receiver's requests to the forwarder.
+type tee struct{ f *forward.Forwarder }
+
+func (t tee) Forward(body []byte, json bool, spans int) bool {
+	enc := forward.Protobuf
+	if json {
+		enc = forward.JSON
+	}
+	return t.f.Forward(body, enc, spans)
 }
 
 // webConfigHasTLS checks the exporter-toolkit web config file at path, as

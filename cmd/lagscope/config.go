@@ -82,6 +82,24 @@ func bindServeFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&q.CheckpointsQuery, "sql-source.checkpoints-query", q.CheckpointsQuery, "SQL returning (projection, position) rows")
 	fs.IntVar(&q.MaxProjections, "sql-source.max-projections", q.MaxProjections, "projections exported at most")
 
+	w := &c.Forward
+	fs.StringVar(&w.Endpoint, "forward.endpoint", w.Endpoint, "`host:port` of a tracing backend (Jaeger, Tempo, a Collector) to send every received span to, over OTLP (empty: off)")
+	fs.StringVar(&w.Protocol, "forward.protocol", w.Protocol, "OTLP transport of the forwarding: grpc or http")
+	fs.StringVar(&w.Path, "forward.path", w.Path, "URL path of the backend's OTLP/HTTP traces endpoint")
+	fs.StringVar(&w.Compression, "forward.compression", w.Compression, "compression of forwarded requests: none or gzip")
+	fs.Int64Var(&w.QueueBytes, "forward.queue-bytes", w.QueueBytes, "bytes of requests waiting to be forwarded; past it they are dropped and counted")
+	fs.IntVar(&w.Concurrency, "forward.concurrency", w.Concurrency, "requests forwarded at once")
+	durationVar(fs, &w.Timeout, "forward.timeout", "time one forwarding attempt may take")
+	durationVar(fs, &w.Retry.InitialInterval, "forward.retry.initial-interval", "first back-off of a failed forwarding")
+	durationVar(fs, &w.Retry.MaxInterval, "forward.retry.max-interval", "longest back-off")
+	durationVar(fs, &w.Retry.MaxElapsedTime, "forward.retry.max-elapsed-time", "time a request is retried before it is dropped (0: one attempt)")
+	fs.BoolVar(&w.TLS.Enabled, "forward.tls.enabled", w.TLS.Enabled, "forward over TLS (also on when a CA or client certificate is set)")
+	fs.StringVar(&w.TLS.CAFile, "forward.tls.ca-file", w.TLS.CAFile, "CA `file` to verify the backend with")
+	fs.StringVar(&w.TLS.CertFile, "forward.tls.cert-file", w.TLS.CertFile, "client certificate `file` (mTLS)")
+	fs.StringVar(&w.TLS.KeyFile, "forward.tls.key-file", w.TLS.KeyFile, "its key `file`")
+	fs.StringVar(&w.TLS.ServerName, "forward.tls.server-name", w.TLS.ServerName, "server name to verify, if not the endpoint's host")
+	fs.BoolVar(&w.TLS.InsecureSkipVerify, "forward.tls.insecure-skip-verify", w.TLS.InsecureSkipVerify, "do not verify the backend's certificate (testing only)")
+
 	k := &c.Kafka
 	fs.Var((*listValue)(&k.Brokers), "kafka.brokers", "`host:port,...` of Kafka brokers: consume OTLP traces from kafka.traces_topic and export consumer groups' offset lag (empty: off)")
 	fs.StringVar(&k.TracesTopic, "kafka.traces-topic", k.TracesTopic, "topic the OpenTelemetry Collector's kafka exporter writes traces to")
