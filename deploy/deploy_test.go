@@ -71,7 +71,7 @@ type compose struct {
 func TestComposeWiring(t *testing.T) {
 	var c compose
 	decode(t, "docker-compose.yml", &c)
-	for _, name := range []string{"lagscope", "orders", "otelcol", "jaeger", "prometheus", "grafana"} {
+	for _, name := range []string{"lagscope", "orders", "load", "otelcol", "jaeger", "prometheus", "grafana"} {
 		if _, ok := c.Services[name]; !ok {
 			t.Errorf("no service %q", name)
 		}
@@ -88,7 +88,8 @@ func TestComposeWiring(t *testing.T) {
 	}
 	wantArgs := map[string][]string{
 		"lagscope":   {"serve", "--otlp.grpc-endpoint=0.0.0.0:4317", "--otlp.http-endpoint=0.0.0.0:4318", "--web.listen-address=0.0.0.0:9464"},
-		"orders":     {"serve", "--role", "all", "--otlp-endpoint", "otelcol:4317"},
+		"orders":     {"serve", "--role", "all", "--listen", "0.0.0.0:8080", "--otlp-endpoint", "otelcol:4317"},
+		"load":       {"load", "--url", "http://orders:8080", "--otlp-endpoint", "otelcol:4317"},
 		"prometheus": {"--enable-feature=exemplar-storage"},
 	}
 	for name, args := range wantArgs {
