@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -220,5 +219,136 @@ func TestRelayRestart(t *testing.T) {
 	t.Logf("%d messages for 80 events (%d acknowledged to the first relay)", len(got), published)
 }
 
-var _ sync.Locker // keep sync for helpers below
-var _ = projection.Names
+// gatedViews holds the read-model transaction of the batch that holds
+// position gate: it signals entered and waits for release before the
+// transaction, then commits it, signals committed, and "crashes" before
+// the projector can commit its offsets: it returns only when the runner's
+// context ends.
+type gatedViews struct {
+	orders.Views
+	gate                       int64
+	entered, release, commited chan struct{}
+	from                       atomic.Int64 // first position of the gated batch
+}
+
+func (v *gatedViews) ApplyBatch(ctx context.Context, name string, events []orders.Event, fn func(orders.ViewTx, orders.Event) error) (int, error) {
+	if len(events) == 0 || events[len(events)-1].Position < v.gate || events[0].Position > v.gate {
+		return v.Views.ApplyBatch(ctx, name, events, fn)
+	}
+	v.from.Store(events[0].Position)
+	close(v.entered)
+	<-v.release
+	if _, err := v.Views.ApplyBatch(ctx, name, events, fn); err != nil {
+		return 0, err
+	}
+	close(v.commited)
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+func startProjector(t *testing.T, cfg okafka.Config, db *sqlite.DB, views orders.Views) (*projection.Runner, *okafka.Feed) {
+	t.Helper()
+	feed, err := okafka.NewFeed(cfg, projection.SalesSummary, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := projection.DefaultConfig()
+	pc.Projections = []string{projection.SalesSummary}
+	pc.Feeds = map[string]projection.Feed{projection.SalesSummary: feed}
+	pc.BatchSize, pc.PollInterval = 10, 10*time.Millisecond
+	r, err := projection.New(pc, db, views, noop.NewTracerProvider(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return r, feed
+}
+
+// committedOffset reads the group's committed offset of the topic's
+// partition with kafka-go's OffsetFetch (-1: never committed).
+func committedOffset(t *testing.T, cfg okafka.Config, group string) int64 {
+	t.Helper()
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr}
+	resp, err := c.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{cfg.Topic: {0}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := resp.Topics[cfg.Topic]
+	if len(ps) != 1 || ps[0].Error != nil {
+		t.Fatalf("offset fetch of %s: %+v", group, resp)
+	}
+	return ps[0].CommittedOffset
+}
+
+// TestProjectorRedelivery: a projector commits its consumer group's
+// offsets only after the read-model transaction of a batch; killed after
+// the transaction and before the offset commit, its replacement gets the
+// batch again and the checkpoint skips it: the read model counts nothing
+// twice.
+func TestProjectorRedelivery(t *testing.T) {
+	cfg := newCluster(t)
+	db := openDB(t)
+	appendOrders(t, db, 0, 20) // 40 events: 20 orders created, then paid
+	relay := startRelay(t, cfg, db, db)
+	defer shutdown(t, relay)
+	waitFor(t, "the relay to publish 40", func() (bool, string) {
+		s := relay.Stats()
+		return s.Checkpoint == 40, fmt.Sprintf("%+v", s)
+	})
+
+	gated := &gatedViews{Views: db, gate: 40, entered: make(chan struct{}), release: make(chan struct{}), commited: make(chan struct{})}
+	r1, f1 := startProjector(t, cfg, db, gated)
+	select {
+	case <-gated.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the last batch never reached its transaction")
+	}
+	from := gated.from.Load()
+	t.Logf("the killed batch starts at position %d", from)
+	// Inside the transaction: the group has committed the batches before,
+	// not this one, though the reader has fetched it.
+	if got, want := committedOffset(t, cfg, projection.SalesSummary), from-1; got != want {
+		t.Errorf("committed offset during the last batch's transaction = %d, want %d (positions up to %d applied)", got, want, from-1)
+	}
+	close(gated.release)
+	<-gated.commited
+	if got, want := committedOffset(t, cfg, projection.SalesSummary), from-1; got != want {
+		t.Errorf("committed offset after the transaction, before the (killed) commit = %d, want %d", got, want)
+	}
+	shutdown(t, r1)
+	if err := f1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if cp, _ := db.Checkpoint(context.Background(), projection.SalesSummary); cp != 40 {
+		t.Fatalf("checkpoint after the killed projector = %d, want 40", cp)
+	}
+
+	r2, f2 := startProjector(t, cfg, db, db)
+	defer func() {
+		shutdown(t, r2)
+		if err := f2.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor(t, "the replacement to commit every offset", func() (bool, string) {
+		got := committedOffset(t, cfg, projection.SalesSummary)
+		return got == 40, fmt.Sprintf("committed offset %d, redelivered %d", got, f2.Redelivered())
+	})
+	if got, want := f2.Redelivered(), 40-from+1; got != want {
+		t.Errorf("redelivered = %d, want the killed batch's %d", got, want)
+	}
+	sum, err := db.Summary(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(sum, orders.Summary{Orders: 20, Paid: 20, Revenue: 2000}); diff != "" {
+		t.Errorf("sales summary after redelivery (-got +want):\n%s", diff)
+	}
+	if st := r2.Stats()[0]; st.Projected != 0 {
+		t.Errorf("the replacement projected %d events, want 0 (all redelivered)", st.Projected)
+	}
+}
