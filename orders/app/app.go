@@ -23,6 +23,7 @@ import (
 	"github.com/lagscope/lagscope/orders"
 	"github.com/lagscope/lagscope/orders/command"
 	"github.com/lagscope/lagscope/orders/httpapi"
+	"github.com/lagscope/lagscope/orders/kafka"
 	"github.com/lagscope/lagscope/orders/postgres"
 	"github.com/lagscope/lagscope/orders/projection"
 	"github.com/lagscope/lagscope/orders/sqlite"
@@ -38,6 +39,8 @@ type App struct {
 	tp     trace.TracerProvider
 	ownTP  interface{ Shutdown(context.Context) error }
 	runner *projection.Runner
+	relay  *kafka.Relay
+	feeds  []*kafka.Feed
 	srv    *http.Server
 
 	ln       net.Listener
@@ -100,10 +103,22 @@ func New(cfg Config, logger *slog.Logger) (*App, error) {
 		return nil, errors.Join(err, a.closeTP(ctx))
 	}
 	a.db = db
-	if cfg.Role.projectors() {
-		a.runner, err = projection.New(cfg.Projection, db, db, a.tp, logger)
+	if cfg.Bus == BusKafka && cfg.Role.commands() {
+		a.relay, err = kafka.NewRelay(cfg.Kafka, db, db, a.tp, logger.With("component", "relay"))
 		if err != nil {
 			return nil, errors.Join(err, db.Close(), a.closeTP(ctx))
+		}
+	}
+	if cfg.Role.projectors() {
+		pc := cfg.Projection
+		if cfg.Bus == BusKafka {
+			if pc, err = a.kafkaFeeds(pc); err != nil {
+				return nil, errors.Join(err, a.closeFeeds(), db.Close(), a.closeTP(ctx))
+			}
+		}
+		a.runner, err = projection.New(pc, db, db, a.tp, logger)
+		if err != nil {
+			return nil, errors.Join(err, a.closeFeeds(), db.Close(), a.closeTP(ctx))
 		}
 	}
 	if cfg.Listen != "" {
@@ -131,9 +146,49 @@ func New(cfg Config, logger *slog.Logger) (*App, error) {
 	return a, nil
 }
 
-// Start starts the projectors and the HTTP server, and returns once the
-// server listens. On error it rolls back what it started.
+// kafkaFeeds returns pc with a Kafka feed for each of its projections,
+// consumer group = projection name.
+func (a *App) kafkaFeeds(pc projection.Config) (projection.Config, error) {
+	names := pc.Projections
+	if len(names) == 0 {
+		names = projection.Names
+	}
+	pc.Feeds = make(map[string]projection.Feed, len(names))
+	for _, name := range names {
+		f, err := kafka.NewFeed(a.cfg.Kafka, name, a.logger.With("component", "feed", "group", name))
+		if err != nil {
+			return pc, err
+		}
+		a.feeds = append(a.feeds, f)
+		pc.Feeds[name] = f
+	}
+	return pc, nil
+}
+
+func (a *App) closeFeeds() error {
+	var errs []error
+	for _, f := range a.feeds {
+		errs = append(errs, f.Close())
+	}
+	a.feeds = nil
+	return errors.Join(errs...)
+}
+
+// Start starts the projectors, the outbox relay (Kafka bus) and the HTTP
+// server, and returns once the server listens. On error it rolls back what
+// it started.
 func (a *App) Start(ctx context.Context) error {
+	if len(a.feeds) > 0 {
+		// The projectors may start before any relay created the topic.
+		if err := kafka.EnsureTopic(ctx, a.cfg.Kafka); err != nil {
+			return errors.Join(err, a.Shutdown(ctx))
+		}
+	}
+	if a.relay != nil {
+		if err := a.relay.Start(ctx); err != nil {
+			return errors.Join(err, a.Shutdown(ctx))
+		}
+	}
 	if a.runner != nil {
 		if err := a.runner.Start(ctx); err != nil {
 			return errors.Join(err, a.Shutdown(ctx))
@@ -185,8 +240,18 @@ func (a *App) Projections() []projection.Stats {
 	return a.runner.Stats()
 }
 
+// Relay returns the outbox relay's counters, and false when this process
+// runs no relay (the store bus, or a role without commands).
+func (a *App) Relay() (kafka.RelayStats, bool) {
+	if a.relay == nil {
+		return kafka.RelayStats{}, false
+	}
+	return a.relay.Stats(), true
+}
+
 // Shutdown stops the HTTP server (waiting for requests in flight), then the
-// projectors, flushes spans (shutting down the tracer provider it built) and
+// projectors (and their Kafka feeds, leaving their consumer groups), then
+// the relay, flushes spans (shutting down the tracer provider it built) and
 // closes the store. It honours ctx's deadline, returns the first error, and
 // is idempotent.
 func (a *App) Shutdown(ctx context.Context) error {
@@ -198,6 +263,10 @@ func (a *App) Shutdown(ctx context.Context) error {
 		}
 		if a.runner != nil {
 			errs = append(errs, a.runner.Shutdown(ctx))
+		}
+		errs = append(errs, a.closeFeeds())
+		if a.relay != nil {
+			errs = append(errs, a.relay.Shutdown(ctx))
 		}
 		errs = append(errs, a.closeTP(ctx), a.db.Close())
 		for _, err := range errs {
