@@ -42,7 +42,7 @@ func TestDemoKafka(t *testing.T) {
 			views[p] = value(mfs, "cqrs_events_projected_total", map[string]string{"projection": p})
 			ok = ok && views[p] == appended
 		}
-		return ok, fmt.Sprintf("head=%d appended=%v projected=%v", head, appended, views)
+		return ok, fmt.Sprintf("head=%d appended=%v projected=%v stats=%+v", head, appended, views, d.Orders.Projections())
 	})
 	mfs := gather(t, ls)
 	if got, want := value(mfs, "lagscope_spans_total", map[string]string{"role": "append"}), 2*float64(head); got != want {

@@ -24,6 +24,9 @@ type Feed struct {
 	cfg    Config
 	group  string
 	logger *slog.Logger
+	// reader is made by the first Next: a group reader joins its group as
+	// it is made, and a group joined before the topic exists gets no
+	// partition (kafka-go then waits for a rebalance that may not come).
 	reader *kafka.Reader
 
 	// pending holds the messages fetched and not committed, in fetch
@@ -42,8 +45,9 @@ type fetched struct {
 }
 
 // NewFeed returns a feed of cfg.Topic for the consumer group group (the
-// projection's name). It connects to nothing until the first Next; call
-// EnsureTopic first to check the topic. logger may be nil.
+// projection's name). It connects to nothing and joins no group until the
+// first Next: call EnsureTopic before, so that the topic exists (and has
+// one partition) when it does. logger may be nil.
 func NewFeed(cfg Config, group string, logger *slog.Logger) (*Feed, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -60,21 +64,27 @@ func NewFeed(cfg Config, group string, logger *slog.Logger) (*Feed, error) {
 		group:  group,
 		logger: logger,
 		byPos:  map[int64]kafka.Message{},
-		reader: kafka.NewReader(kafka.ReaderConfig{
-			Brokers:        cfg.Brokers,
-			GroupID:        group,
-			Topic:          cfg.Topic,
-			MinBytes:       1,
-			MaxBytes:       16 << 20,
-			MaxWait:        cfg.MaxWait,
-			CommitInterval: 0, // synchronous commits, by Committed only
-			StartOffset:    kafka.FirstOffset,
-			ReadBackoffMin: 10 * time.Millisecond,
-			ReadBackoffMax: 200 * time.Millisecond,
-			// A projector that restarts rejoins at once.
-			JoinGroupBackoff: 100 * time.Millisecond,
-		}),
 	}, nil
+}
+
+func (f *Feed) newReader() *kafka.Reader {
+	return kafka.NewReader(kafka.ReaderConfig{
+		Brokers:        f.cfg.Brokers,
+		GroupID:        f.group,
+		Topic:          f.cfg.Topic,
+		MinBytes:       1,
+		MaxBytes:       16 << 20,
+		MaxWait:        f.cfg.MaxWait,
+		CommitInterval: 0, // synchronous commits, by Committed only
+		StartOffset:    kafka.FirstOffset,
+		ReadBackoffMin: 10 * time.Millisecond,
+		ReadBackoffMax: 200 * time.Millisecond,
+		// A projector that restarts rejoins at once.
+		JoinGroupBackoff: 100 * time.Millisecond,
+		ErrorLogger: kafka.LoggerFunc(func(format string, args ...any) {
+			f.logger.Warn(fmt.Sprintf(format, args...))
+		}),
+	})
 }
 
 // Next returns the events fetched and not yet applied (above after) or,
@@ -88,6 +98,9 @@ func (f *Feed) Next(ctx context.Context, after int64, limit int) ([]orders.Event
 	}
 	if out := f.ready(after, limit); len(out) > 0 {
 		return out, nil
+	}
+	if f.reader == nil {
+		f.reader = f.newReader()
 	}
 	for {
 		m, err := f.reader.FetchMessage(ctx)
@@ -203,6 +216,9 @@ func (f *Feed) Undecodable() int64 { return f.undecodable.Load() }
 // Close leaves the consumer group and closes the connections; offsets not
 // committed are delivered again to the group's next member.
 func (f *Feed) Close() error {
+	if f.reader == nil {
+		return nil
+	}
 	if err := f.reader.Close(); err != nil {
 		return fmt.Errorf("close feed of group %s: %w", f.group, err)
 	}
