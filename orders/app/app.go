@@ -2,6 +2,11 @@
 // part), command (the command API), projector (the projectors) or query (the
 // query API). The demo embeds it; cmd/orders wraps it in flags.
 //
+// Events reach the projectors over a bus (Config.Bus): the store itself by
+// default, or Kafka (orders/kafka), where the command and all roles run the
+// outbox relay and the projector and all roles consume the topic with a
+// consumer group per projection.
+//
 // Besides the API of orders/httpapi, an App serves GET /healthz and, when it
 // runs projectors, GET /projections with the projectors' counters
 // ([]projection.Stats as JSON).
