@@ -112,7 +112,7 @@ func TestSpans(t *testing.T) {
 		"messaging.system": "kafka", "messaging.destination.name": "orders.events",
 		"messaging.operation.type": "process", "messaging.operation.name": "process",
 		"messaging.consumer.group.name": "orders_view",
-		"messaging.message.id": e.ID, "messaging.kafka.message.key": "order-1",
+		"messaging.message.id":          e.ID, "messaging.kafka.message.key": "order-1",
 		"messaging.destination.partition.id": "0", "messaging.kafka.offset": "0",
 		"cqrs.operation": "project", "cqrs.projection": "orders_view",
 		"cqrs.event.id": e.ID, "cqrs.event.type": "OrderCreated",
