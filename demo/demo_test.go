@@ -244,8 +244,15 @@ func TestDemoDelay(t *testing.T) {
 // TestDemoDropRate: every event a projector drops is counted unprojected for
 // that projection, no more, no less.
 func TestDemoDropRate(t *testing.T) {
-	d, ls := startDemo(t, 60, time.Second, map[string]projection.Faults{
-		projection.SalesSummary: {DropRate: 0.25},
+	for _, bus := range []app.Bus{app.BusStore, app.BusKafka} {
+		t.Run(string(bus), func(t *testing.T) { testDemoDropRate(t, bus) })
+	}
+}
+
+func testDemoDropRate(t *testing.T, bus app.Bus) {
+	d, ls := startDemoWith(t, 60, time.Second, func(oc *app.Config) {
+		oc.Bus = bus
+		oc.Projection.Faults = map[string]projection.Faults{projection.SalesSummary: {DropRate: 0.25}}
 	})
 	var dropped int64
 	waitFor(t, 20*time.Second, "unprojected events to equal the dropped ones", func() (bool, string) {

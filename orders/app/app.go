@@ -56,6 +56,36 @@ type App struct {
 
 	shutdownOnce sync.Once
 	shutdownErr  error
+
+	newMu    sync.Mutex
+	newConns map[net.Conn]struct{} // accepted, no request read yet
+}
+
+// trackNew keeps the connections that have not sent a request yet.
+// http.Server.Shutdown takes such a connection for idle only once it is 5s
+// old, and a client's Transport leaves one behind whenever a dial it
+// started lost the race to a connection that became idle: Shutdown then
+// waited 5s for nothing.
+func (a *App) trackNew(c net.Conn, s http.ConnState) {
+	a.newMu.Lock()
+	defer a.newMu.Unlock()
+	if s == http.StateNew {
+		if a.newConns == nil {
+			a.newConns = map[net.Conn]struct{}{}
+		}
+		a.newConns[c] = struct{}{}
+		return
+	}
+	delete(a.newConns, c)
+}
+
+// closeNew closes the connections that have sent no request.
+func (a *App) closeNew() {
+	a.newMu.Lock()
+	defer a.newMu.Unlock()
+	for c := range a.newConns {
+		c.Close()
+	}
 }
 
 // database is what both store implementations provide.
@@ -146,7 +176,8 @@ func New(cfg Config, logger *slog.Logger) (*App, error) {
 				_ = json.NewEncoder(w).Encode(a.runner.Stats())
 			})
 		}
-		a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+		a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+			ConnState: a.trackNew}
 	}
 	return a, nil
 }
@@ -263,6 +294,8 @@ func (a *App) Shutdown(ctx context.Context) error {
 	a.shutdownOnce.Do(func() {
 		var errs []error
 		if a.srv != nil && a.ln != nil {
+			a.srv.SetKeepAlivesEnabled(false)
+			a.closeNew()
 			errs = append(errs, a.srv.Shutdown(ctx))
 			a.wg.Wait()
 		}
