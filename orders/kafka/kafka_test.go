@@ -348,7 +348,7 @@ func TestProjectorRedelivery(t *testing.T) {
 	if diff := cmp.Diff(sum, orders.Summary{Orders: 20, Paid: 20, Revenue: 2000}); diff != "" {
 		t.Errorf("sales summary after redelivery (-got +want):\n%s", diff)
 	}
-	if st := r2.Stats()[0]; st.Projected != 0 {
-		t.Errorf("the replacement projected %d events, want 0 (all redelivered)", st.Projected)
+	if st := r2.Stats()[0]; st.Projected != 0 || st.Redelivered != f2.Redelivered() {
+		t.Errorf("the replacement's stats = %+v, want 0 projected (all redelivered) and %d redelivered", st, f2.Redelivered())
 	}
 }

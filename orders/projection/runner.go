@@ -57,6 +57,9 @@ type Stats struct {
 	Stalled bool  `json:"stalled"`
 	// Errors counts failed reads and batches (each retried).
 	Errors int64 `json:"errors"`
+	// Redelivered counts, for a feed that has them (Kafka), messages
+	// skipped because the read model already had their event.
+	Redelivered int64 `json:"redelivered,omitempty"`
 }
 
 // Runner runs projectors. Start it once; Stats is safe for concurrent use.
@@ -162,6 +165,10 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 func (r *Runner) Stats() []Stats {
 	out := make([]Stats, 0, len(r.procs))
 	for _, p := range r.procs {
+		var redelivered int64
+		if f, ok := r.cfg.Feeds[p.name].(interface{ Redelivered() int64 }); ok {
+			redelivered = f.Redelivered()
+		}
 		out = append(out, Stats{
 			Projection: p.name,
 			Checkpoint: p.checkpoint.Load(),
@@ -172,6 +179,8 @@ func (r *Runner) Stats() []Stats {
 			Stalls:     p.stalls.Load(),
 			Stalled:    p.stalled.Load(),
 			Errors:     p.errors.Load(),
+
+			Redelivered: redelivered,
 		})
 	}
 	return out
