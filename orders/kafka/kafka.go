@@ -66,8 +66,8 @@ type Config struct {
 	// with one partition if missing. Default DefaultTopic ("orders.events").
 	Topic string `yaml:"topic"`
 	// ReplicationFactor of the topic when the relay or a feed creates it.
-	// Default 1 (set it to your cluster's; -1 takes the broker's default
-	// where the broker supports it).
+	// Default -1: the broker's default.replication.factor (CreateTopics v4,
+	// Kafka 2.4 and later); set it for older brokers.
 	ReplicationFactor int `yaml:"replication_factor"`
 	// BatchSize is how many events the relay reads from the store and
 	// writes in one produce request at most. Default 100.
@@ -85,7 +85,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Topic:             DefaultTopic,
-		ReplicationFactor: 1,
+		ReplicationFactor: -1,
 		BatchSize:         100,
 		PollInterval:      100 * time.Millisecond,
 		MaxWait:           250 * time.Millisecond,
