@@ -277,6 +277,9 @@ func committedOffset(t *testing.T, cfg okafka.Config, group string) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if errors.Is(resp.Error, kafka.GroupIdNotFound) {
+		return -1 // the group has not joined yet
+	}
 	ps := resp.Topics[cfg.Topic]
 	if len(ps) != 1 || ps[0].Error != nil {
 		t.Fatalf("offset fetch of %s: %+v", group, resp)
@@ -350,5 +353,49 @@ func TestProjectorRedelivery(t *testing.T) {
 	}
 	if st := r2.Stats()[0]; st.Projected != 0 || st.Redelivered != f2.Redelivered() {
 		t.Errorf("the replacement's stats = %+v, want 0 projected (all redelivered) and %d redelivered", st, f2.Redelivered())
+	}
+}
+
+// TestFeedSkipsUndecodable: a message that holds no event (another
+// producer's, or garbage) is counted and committed past, never retried
+// forever; the events around it are applied.
+func TestFeedSkipsUndecodable(t *testing.T) {
+	cfg := newCluster(t)
+	db := openDB(t)
+	if err := okafka.EnsureTopic(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	w := &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.Topic, Transport: tr, BatchTimeout: time.Millisecond}
+	if err := w.WriteMessages(context.Background(), kafka.Message{Key: []byte("x"), Value: []byte("not an event")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	appendOrders(t, db, 0, 5) // 10 events, offsets 1..10
+	relay := startRelay(t, cfg, db, db)
+	defer shutdown(t, relay)
+	r, f := startProjector(t, cfg, db, db)
+	defer func() {
+		shutdown(t, r)
+		if err := f.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor(t, "every offset committed", func() (bool, string) {
+		got := committedOffset(t, cfg, projection.SalesSummary)
+		return got == 11, fmt.Sprintf("committed offset %d, undecodable %d", got, f.Undecodable())
+	})
+	if got := f.Undecodable(); got != 1 {
+		t.Errorf("undecodable = %d, want 1", got)
+	}
+	sum, err := db.Summary(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(sum, orders.Summary{Orders: 5, Paid: 5, Revenue: 500}); diff != "" {
+		t.Errorf("sales summary (-got +want):\n%s", diff)
 	}
 }
