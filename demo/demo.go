@@ -6,6 +6,11 @@
 //
 // The demo does not build the lagscope it runs: the caller hands it one (in
 // `lagscope demo`, the server `lagscope serve` runs) as a Lagscope.
+//
+// With the Kafka bus (Config.Orders.Bus = app.BusKafka) and no brokers
+// configured, the demo starts an in-process Kafka-protocol broker
+// (github.com/twmb/franz-go/pkg/kfake) on 127.0.0.1, so that it stays one
+// command; with brokers it uses that cluster.
 package demo
 
 import (
@@ -22,6 +27,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"golang.org/x/term"
 
 	"github.com/lagscope/lagscope/orders/app"
@@ -87,6 +93,7 @@ type Demo struct {
 	Orders *app.App
 	gen    *load.Generator
 	source *sqlsource.Source
+	broker *kfake.Cluster // the in-process Kafka broker, if the demo started one
 
 	loadDone chan struct{}
 	loadSum  load.Summary
@@ -132,6 +139,17 @@ func (d *Demo) Start(ctx context.Context) (err error) {
 		return err
 	}
 	oc := d.cfg.Orders
+	if oc.Bus == app.BusKafka && len(oc.Kafka.Brokers) == 0 {
+		broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			return net.Listen(network, "127.0.0.1:0")
+		}))
+		if err != nil {
+			return fmt.Errorf("start in-process Kafka broker: %w", err)
+		}
+		d.broker = broker
+		oc.Kafka.Brokers = broker.ListenAddrs()
+	}
+	d.cfg.Orders.Kafka.Brokers = oc.Kafka.Brokers // for the header
 	oc.OTLP.Endpoint = d.lagscope.GRPCAddr().String()
 	oc.OTLP.Protocol = telemetry.ProtocolGRPC
 	orders, err := app.New(oc, d.logger.With("component", "orders"))
@@ -198,16 +216,34 @@ func (d *Demo) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("stop order system: %w", err))
 		}
 	}
+	d.stopBroker()
 	if err := d.lagscope.Shutdown(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
+// stopBroker stops the in-process Kafka broker, if the demo started one,
+// once the order system has stopped.
+func (d *Demo) stopBroker() {
+	if d.broker != nil {
+		d.broker.Close()
+		d.broker = nil
+	}
+}
+
 // header is the first line of every summary.
 func (d *Demo) header() string {
-	return fmt.Sprintf("lagscope demo · OTLP grpc %s http %s · metrics %s · orders http://%s",
+	h := fmt.Sprintf("lagscope demo · OTLP grpc %s http %s · metrics %s · orders http://%s",
 		d.lagscope.GRPCAddr(), d.lagscope.HTTPAddr(), d.lagscope.MetricsURL(), d.Orders.Addr())
+	if oc := d.cfg.Orders; oc.Bus == app.BusKafka {
+		where := "in-process broker"
+		if d.broker == nil {
+			where = "brokers"
+		}
+		h += fmt.Sprintf(" · kafka topic %s, %s %s", oc.Kafka.Topic, where, strings.Join(oc.Kafka.Brokers, ","))
+	}
+	return h
 }
 
 // Run starts the demo and prints a live summary every Interval until ctx is
@@ -305,6 +341,7 @@ func (d *Demo) Run(ctx context.Context, out io.Writer) error {
 	if err := d.Orders.Shutdown(sctx); err != nil {
 		d.logger.Warn("stop order system", "err", err)
 	}
+	d.stopBroker()
 	stats := d.Orders.Projections()
 	if caughtUp {
 		// Every projector has passed every event and every span has
@@ -444,6 +481,9 @@ func writeFaultReport(w io.Writer, width int, stats []projection.Stats, view *li
 func StorePositions(store string) sqlsource.Config {
 	c := sqlsource.DefaultConfig()
 	c.Interval, c.Timeout = time.Second, time.Second
+	// The Kafka bus's outbox relay keeps its checkpoint among the
+	// projections' (orders/kafka.CheckpointName): it is no projection.
+	c.CheckpointsQuery = `SELECT projection, position FROM checkpoints WHERE projection NOT LIKE 'relay:%' ORDER BY projection`
 	switch {
 	case strings.HasPrefix(store, "postgres://"), strings.HasPrefix(store, "postgresql://"):
 		c.Driver, c.DSN = sqlsource.DriverPostgres, store

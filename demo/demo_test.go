@@ -81,14 +81,20 @@ func (l *testLagscope) Refresh()           { l.analyzer.Tick(time.Now()) }
 // startDemo runs the demo in-process on ephemeral ports, with count commands
 // and the given projector faults.
 func startDemo(t *testing.T, count int64, deadline time.Duration, faults map[string]projection.Faults) (*Demo, *testLagscope) {
+	return startDemoWith(t, count, deadline, func(oc *app.Config) { oc.Projection.Faults = faults })
+}
+
+// startDemoWith is startDemo with the order system's config changed by
+// edit.
+func startDemoWith(t *testing.T, count int64, deadline time.Duration, edit func(*app.Config)) (*Demo, *testLagscope) {
 	t.Helper()
 	ls := newTestLagscope(t, deadline)
 	oc := app.DefaultConfig()
 	oc.Store = "sqlite::memory:"
 	oc.Listen = "127.0.0.1:0"
 	oc.OTLP.BatchTimeout = 100 * time.Millisecond
-	oc.Projection.Faults = faults
 	oc.Projection.Seed = 7
+	edit(&oc)
 	ld := load.DefaultConfig()
 	ld.Rate, ld.Count, ld.Seed = 100, count, 7
 	d, err := New(Config{Orders: oc, Load: ld}, ls, nil, ls.Registry)
@@ -238,8 +244,15 @@ func TestDemoDelay(t *testing.T) {
 // TestDemoDropRate: every event a projector drops is counted unprojected for
 // that projection, no more, no less.
 func TestDemoDropRate(t *testing.T) {
-	d, ls := startDemo(t, 60, time.Second, map[string]projection.Faults{
-		projection.SalesSummary: {DropRate: 0.25},
+	for _, bus := range []app.Bus{app.BusStore, app.BusKafka} {
+		t.Run(string(bus), func(t *testing.T) { testDemoDropRate(t, bus) })
+	}
+}
+
+func testDemoDropRate(t *testing.T, bus app.Bus) {
+	d, ls := startDemoWith(t, 60, time.Second, func(oc *app.Config) {
+		oc.Bus = bus
+		oc.Projection.Faults = map[string]projection.Faults{projection.SalesSummary: {DropRate: 0.25}}
 	})
 	var dropped int64
 	waitFor(t, 20*time.Second, "unprojected events to equal the dropped ones", func() (bool, string) {

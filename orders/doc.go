@@ -7,6 +7,7 @@
 // starts no goroutines and does no I/O. Implementations live in subpackages
 // named after what they wrap: orders/sqlite for storage, orders/projection for
 // the asynchronous projectors, orders/command for the command handler,
-// orders/httpapi for the HTTP edge, orders/app for process roles and
+// orders/httpapi for the HTTP edge, orders/kafka for the Kafka event bus
+// (outbox relay and consumer-group feeds), orders/app for process roles and
 // orders/load for the load generator.
 package orders

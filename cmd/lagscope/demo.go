@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/lagscope/lagscope/demo"
 	"github.com/lagscope/lagscope/orders/app"
+	"github.com/lagscope/lagscope/orders/kafka"
 	"github.com/lagscope/lagscope/orders/load"
 	"github.com/lagscope/lagscope/orders/projection"
 )
@@ -99,6 +101,17 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	oc.Store = ""
 	fs.StringVar(&oc.Store, "store", oc.Store, "order system's store: sqlite:PATH, sqlite::memory: or postgres://... (default: a SQLite file in a temporary directory)")
 	fs.StringVar(&oc.Listen, "orders.listen", oc.Listen, "`host:port` of the order system's HTTP API")
+	bus := string(app.BusStore)
+	fs.StringVar(&bus, "bus", bus, "how events reach the projectors: store (they read the store) or kafka (an outbox relay publishes them to --kafka.topic, each projection consumes it with its consumer group)")
+	// lagscope serve's own flags may name Kafka brokers too (for its
+	// traces): then the demo's bus uses the same cluster.
+	brokers, topic := "", oc.Kafka.Topic
+	if fs.Lookup("kafka.brokers") == nil {
+		fs.StringVar(&brokers, "kafka.brokers", "", "`host:port,...` of the Kafka cluster of --bus kafka (default: an in-process broker on 127.0.0.1)")
+	}
+	if fs.Lookup("kafka.topic") == nil {
+		fs.StringVar(&topic, "kafka.topic", topic, "topic of the order system's events with --bus kafka")
+	}
 	lc := load.DefaultConfig()
 	lc.Rate = 20
 	fs.Float64Var(&lc.Rate, "rate", lc.Rate, "commands per second the load generator sends; 0 sends as fast as --concurrency requests go")
@@ -127,6 +140,17 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := checkDemoFlags(lc, dc); err != nil {
 		return err
 	}
+	brokers = fs.Lookup("kafka.brokers").Value.String()
+	topic = fs.Lookup("kafka.topic").Value.String()
+	switch oc.Bus = app.Bus(bus); {
+	case oc.Bus != app.BusStore && oc.Bus != app.BusKafka:
+		return demoFlagError("bus", fmt.Errorf("want store or kafka, got %q", bus))
+	case oc.Bus == app.BusStore && brokers != "":
+		return demoFlagError("kafka.brokers", errors.New("needs --bus kafka"))
+	case topic == "":
+		return demoFlagError("kafka.topic", errors.New("must not be empty"))
+	}
+	oc.Kafka.Brokers, oc.Kafka.Topic = kafka.ParseBrokers(brokers), topic
 	if lc.Rate == 0 {
 		lc.NoRateLimit = true // as `lagscope loadgen --rate=0`
 	}

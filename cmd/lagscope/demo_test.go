@@ -50,6 +50,36 @@ func TestDemoCommand(t *testing.T) {
 	}
 }
 
+// TestDemoCommandKafka runs `lagscope demo --bus kafka` without brokers:
+// one command, an in-process broker, and every event counted once per
+// projection in the final report.
+func TestDemoCommandKafka(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, []string{"demo", "--bus", "kafka", "--count", "20", "--rate", "0", "--interval", "100ms",
+		"--store", "sqlite:" + filepath.Join(t.TempDir(), "orders.db"), "--orders.listen", "127.0.0.1:0",
+		"--otlp.grpc-endpoint", "127.0.0.1:0", "--otlp.http-endpoint", "127.0.0.1:0", "--web.listen-address", "127.0.0.1:0"},
+		&stdout, &stderr)
+	if err != nil {
+		t.Fatalf("demo: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	out := stdout.String()
+	if !regexp.MustCompile(`kafka topic orders\.events, in-process broker 127\.0\.0\.1:\d+`).MatchString(out) {
+		t.Errorf("the header does not name the in-process broker:\n%s", out)
+	}
+	report := regexp.MustCompile(`(\w+) +projected by the projector (\d+), seen by lagscope (\d+); dropped 0, unprojected 0;`)
+	ms := report.FindAllStringSubmatch(out, -1)
+	if len(ms) != 2 {
+		t.Fatalf("final report has %d projection lines with nothing unprojected, want 2:\n%s", len(ms), out)
+	}
+	for _, m := range ms {
+		if m[2] == "0" || m[2] != m[3] {
+			t.Errorf("%s: projected %s, seen by lagscope %s; want as many seen as projected, not 0", m[1], m[2], m[3])
+		}
+	}
+}
+
 // TestDemoFlags: a demo flag whose value would be replaced by a default, or
 // run another demo than asked for, is refused before anything starts (no
 // port is bound: the endpoints given are taken), exit 2, naming the flag.
@@ -80,6 +110,9 @@ func TestDemoFlags(t *testing.T) {
 		{"unknown projection", []string{"--drop-rate=nope=0.1"}, []string{"--drop-rate", `unknown projection "nope"`}},
 		{"stall without a unit", []string{"--stall=20+30s"}, []string{"--stall", "a duration needs a unit, e.g. 20s"}},
 		{"drop rate above 1", []string{"--drop-rate=2"}, []string{"drop rate 2 not in [0, 1]"}},
+		{"unknown bus", []string{"--bus=nats"}, []string{"--bus", `want store or kafka, got "nats"`}},
+		{"brokers without the kafka bus", []string{"--kafka.brokers=127.0.0.1:9092"}, []string{"--kafka.brokers", "needs --bus kafka"}},
+		{"empty topic", []string{"--bus=kafka", "--kafka.topic="}, []string{"--kafka.topic", "must not be empty"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,6 +2,7 @@
 // generator.
 //
 //	orders serve --role all|command|projector|query --store sqlite:PATH|postgres://... --listen ADDR \
+//	    [--bus store|kafka --kafka.brokers HOST:PORT,... --kafka.topic orders.events] \
 //	    [--otlp-endpoint HOST:PORT --otlp-protocol grpc|http] [--fault NAME:key=value,...]
 //	orders load --url http://ADDR [--rate 50 --duration 1m --count N --concurrency 4]
 //
@@ -22,6 +23,7 @@ import (
 	"syscall"
 
 	"github.com/lagscope/lagscope/orders/app"
+	"github.com/lagscope/lagscope/orders/kafka"
 	"github.com/lagscope/lagscope/orders/load"
 	"github.com/lagscope/lagscope/orders/projection"
 	"github.com/lagscope/lagscope/orders/telemetry"
@@ -97,7 +99,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg := app.DefaultConfig()
 	faults := faultFlags{}
-	var role string
+	var role, bus, brokers string
 	fs := flag.NewFlagSet("orders serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&role, "role", string(cfg.Role), "what this process does: all, command, projector or query")
@@ -109,10 +111,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.Projection.PollInterval, "poll-interval", cfg.Projection.PollInterval, "how often projectors poll the store for appends by other processes (PostgreSQL also wakes them by NOTIFY)")
 	fs.Var(faults, "fault", "projection fault knobs, repeatable: NAME:key=value,... with keys delay (D or MIN..MAX), drop, duplicate, stall-after, stall-for; e.g. orders_view:delay=20ms..200ms,drop=0.05")
 	fs.Uint64Var(&cfg.Projection.Seed, "fault-seed", 0, "seed of the fault dice (0: random)")
+	fs.StringVar(&bus, "bus", string(app.BusStore), "how events reach the projectors: store (they read the store) or kafka (the command side's outbox relay publishes them to --kafka.topic; each projection consumes it with a consumer group named after it)")
+	fs.StringVar(&brokers, "kafka.brokers", "", "Kafka bootstrap brokers of --bus kafka, host:port,...")
+	fs.StringVar(&cfg.Kafka.Topic, "kafka.topic", cfg.Kafka.Topic, "topic of the events with --bus kafka (created with one partition if missing)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg.Role = app.Role(role)
+	cfg.Role, cfg.Bus = app.Role(role), app.Bus(bus)
+	cfg.Kafka.Brokers = kafka.ParseBrokers(brokers)
 	if len(faults) > 0 {
 		cfg.Projection.Faults = faults
 	}

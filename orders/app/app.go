@@ -2,6 +2,11 @@
 // part), command (the command API), projector (the projectors) or query (the
 // query API). The demo embeds it; cmd/orders wraps it in flags.
 //
+// Events reach the projectors over a bus (Config.Bus): the store itself by
+// default, or Kafka (orders/kafka), where the command and all roles run the
+// outbox relay and the projector and all roles consume the topic with a
+// consumer group per projection.
+//
 // Besides the API of orders/httpapi, an App serves GET /healthz and, when it
 // runs projectors, GET /projections with the projectors' counters
 // ([]projection.Stats as JSON).
@@ -23,6 +28,7 @@ import (
 	"github.com/lagscope/lagscope/orders"
 	"github.com/lagscope/lagscope/orders/command"
 	"github.com/lagscope/lagscope/orders/httpapi"
+	"github.com/lagscope/lagscope/orders/kafka"
 	"github.com/lagscope/lagscope/orders/postgres"
 	"github.com/lagscope/lagscope/orders/projection"
 	"github.com/lagscope/lagscope/orders/sqlite"
@@ -38,6 +44,8 @@ type App struct {
 	tp     trace.TracerProvider
 	ownTP  interface{ Shutdown(context.Context) error }
 	runner *projection.Runner
+	relay  *kafka.Relay
+	feeds  []*kafka.Feed
 	srv    *http.Server
 
 	ln       net.Listener
@@ -48,6 +56,36 @@ type App struct {
 
 	shutdownOnce sync.Once
 	shutdownErr  error
+
+	newMu    sync.Mutex
+	newConns map[net.Conn]struct{} // accepted, no request read yet
+}
+
+// trackNew keeps the connections that have not sent a request yet.
+// http.Server.Shutdown takes such a connection for idle only once it is 5s
+// old, and a client's Transport leaves one behind whenever a dial it
+// started lost the race to a connection that became idle: Shutdown then
+// waited 5s for nothing.
+func (a *App) trackNew(c net.Conn, s http.ConnState) {
+	a.newMu.Lock()
+	defer a.newMu.Unlock()
+	if s == http.StateNew {
+		if a.newConns == nil {
+			a.newConns = map[net.Conn]struct{}{}
+		}
+		a.newConns[c] = struct{}{}
+		return
+	}
+	delete(a.newConns, c)
+}
+
+// closeNew closes the connections that have sent no request.
+func (a *App) closeNew() {
+	a.newMu.Lock()
+	defer a.newMu.Unlock()
+	for c := range a.newConns {
+		c.Close()
+	}
 }
 
 // database is what both store implementations provide.
@@ -100,10 +138,22 @@ func New(cfg Config, logger *slog.Logger) (*App, error) {
 		return nil, errors.Join(err, a.closeTP(ctx))
 	}
 	a.db = db
-	if cfg.Role.projectors() {
-		a.runner, err = projection.New(cfg.Projection, db, db, a.tp, logger)
+	if cfg.Bus == BusKafka && cfg.Role.commands() {
+		a.relay, err = kafka.NewRelay(cfg.Kafka, db, db, a.tp, logger.With("component", "relay"))
 		if err != nil {
 			return nil, errors.Join(err, db.Close(), a.closeTP(ctx))
+		}
+	}
+	if cfg.Role.projectors() {
+		pc := cfg.Projection
+		if cfg.Bus == BusKafka {
+			if pc, err = a.kafkaFeeds(pc); err != nil {
+				return nil, errors.Join(err, a.closeFeeds(), db.Close(), a.closeTP(ctx))
+			}
+		}
+		a.runner, err = projection.New(pc, db, db, a.tp, logger)
+		if err != nil {
+			return nil, errors.Join(err, a.closeFeeds(), db.Close(), a.closeTP(ctx))
 		}
 	}
 	if cfg.Listen != "" {
@@ -126,14 +176,55 @@ func New(cfg Config, logger *slog.Logger) (*App, error) {
 				_ = json.NewEncoder(w).Encode(a.runner.Stats())
 			})
 		}
-		a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+		a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+			ConnState: a.trackNew}
 	}
 	return a, nil
 }
 
-// Start starts the projectors and the HTTP server, and returns once the
-// server listens. On error it rolls back what it started.
+// kafkaFeeds returns pc with a Kafka feed for each of its projections,
+// consumer group = projection name.
+func (a *App) kafkaFeeds(pc projection.Config) (projection.Config, error) {
+	names := pc.Projections
+	if len(names) == 0 {
+		names = projection.Names
+	}
+	pc.Feeds = make(map[string]projection.Feed, len(names))
+	for _, name := range names {
+		f, err := kafka.NewFeed(a.cfg.Kafka, name, a.logger.With("component", "feed", "group", name))
+		if err != nil {
+			return pc, err
+		}
+		a.feeds = append(a.feeds, f)
+		pc.Feeds[name] = f
+	}
+	return pc, nil
+}
+
+func (a *App) closeFeeds() error {
+	var errs []error
+	for _, f := range a.feeds {
+		errs = append(errs, f.Close())
+	}
+	a.feeds = nil
+	return errors.Join(errs...)
+}
+
+// Start starts the projectors, the outbox relay (Kafka bus) and the HTTP
+// server, and returns once the server listens. On error it rolls back what
+// it started.
 func (a *App) Start(ctx context.Context) error {
+	if len(a.feeds) > 0 {
+		// The projectors may start before any relay created the topic.
+		if err := kafka.EnsureTopic(ctx, a.cfg.Kafka); err != nil {
+			return errors.Join(err, a.Shutdown(ctx))
+		}
+	}
+	if a.relay != nil {
+		if err := a.relay.Start(ctx); err != nil {
+			return errors.Join(err, a.Shutdown(ctx))
+		}
+	}
 	if a.runner != nil {
 		if err := a.runner.Start(ctx); err != nil {
 			return errors.Join(err, a.Shutdown(ctx))
@@ -185,19 +276,35 @@ func (a *App) Projections() []projection.Stats {
 	return a.runner.Stats()
 }
 
+// Relay returns the outbox relay's counters, and false when this process
+// runs no relay (the store bus, or a role without commands).
+func (a *App) Relay() (kafka.RelayStats, bool) {
+	if a.relay == nil {
+		return kafka.RelayStats{}, false
+	}
+	return a.relay.Stats(), true
+}
+
 // Shutdown stops the HTTP server (waiting for requests in flight), then the
-// projectors, flushes spans (shutting down the tracer provider it built) and
+// projectors (and their Kafka feeds, leaving their consumer groups), then
+// the relay, flushes spans (shutting down the tracer provider it built) and
 // closes the store. It honours ctx's deadline, returns the first error, and
 // is idempotent.
 func (a *App) Shutdown(ctx context.Context) error {
 	a.shutdownOnce.Do(func() {
 		var errs []error
 		if a.srv != nil && a.ln != nil {
+			a.srv.SetKeepAlivesEnabled(false)
+			a.closeNew()
 			errs = append(errs, a.srv.Shutdown(ctx))
 			a.wg.Wait()
 		}
 		if a.runner != nil {
 			errs = append(errs, a.runner.Shutdown(ctx))
+		}
+		errs = append(errs, a.closeFeeds())
+		if a.relay != nil {
+			errs = append(errs, a.relay.Shutdown(ctx))
 		}
 		errs = append(errs, a.closeTP(ctx), a.db.Close())
 		for _, err := range errs {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/twmb/franz-go/pkg/kfake"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
@@ -111,22 +113,57 @@ func TestRoleAll(t *testing.T) {
 // TestRolesShareAFile runs the three roles as separate Apps on one SQLite
 // file, as three processes would.
 func TestRolesShareAFile(t *testing.T) {
-	testRolesShareAStore(t, "sqlite:"+filepath.Join(t.TempDir(), "orders.db"), 0)
+	testRolesShareAStore(t, "sqlite:"+filepath.Join(t.TempDir(), "orders.db"), 0, nil)
 }
 
 func TestRolesShareAPostgresSchema(t *testing.T) {
 	// The projector polls once an hour: only NOTIFY from the command
 	// process's appends can wake it in time.
-	testRolesShareAStore(t, pgtest.DSN(t), time.Hour)
+	testRolesShareAStore(t, pgtest.DSN(t), time.Hour, nil)
+}
+
+// On Kafka, the projector never reads the store for events: it polls once
+// an hour and gets them from the topic the command process's relay fills.
+func TestRolesShareAFileOnKafka(t *testing.T) {
+	testRolesShareAStore(t, "sqlite:"+filepath.Join(t.TempDir(), "orders.db"), time.Hour, kafkaBus(t))
+}
+
+func TestRolesShareAPostgresSchemaOnKafka(t *testing.T) {
+	testRolesShareAStore(t, pgtest.DSN(t), time.Hour, kafkaBus(t))
+}
+
+// kafkaBus starts an in-process broker and returns an edit of a config
+// that puts the App on it.
+func kafkaBus(t *testing.T) func(*app.Config) {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+		return net.Listen(network, "127.0.0.1:0")
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return func(cfg *app.Config) {
+		cfg.Bus = app.BusKafka
+		cfg.Kafka.Brokers = c.ListenAddrs()
+		cfg.Kafka.PollInterval, cfg.Kafka.MaxWait = 10*time.Millisecond, 50*time.Millisecond
+	}
 }
 
 // testRolesShareAStore runs the three roles as separate Apps on one store.
-// poll, when not zero, is the projector's poll interval.
-func testRolesShareAStore(t *testing.T, store string, poll time.Duration) {
+// poll, when not zero, is the projector's poll interval; bus, when not nil,
+// edits the configs of the roles.
+func testRolesShareAStore(t *testing.T, store string, poll time.Duration, bus func(*app.Config)) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	cmd := start(t, config(app.RoleCommand, store, tp))
+	if bus == nil {
+		bus = func(*app.Config) {}
+	}
+	cmdCfg := config(app.RoleCommand, store, tp)
+	bus(&cmdCfg)
+	cmd := start(t, cmdCfg)
 	projCfg := config(app.RoleProjector, store, tp)
+	bus(&projCfg)
 	projCfg.Listen = ""
 	if poll != 0 {
 		projCfg.Projection.PollInterval = poll

@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/lagscope/lagscope/orders/command"
+	"github.com/lagscope/lagscope/orders/kafka"
 	"github.com/lagscope/lagscope/orders/projection"
 	"github.com/lagscope/lagscope/orders/telemetry"
 )
@@ -37,6 +38,20 @@ func (r Role) commands() bool   { return r == RoleAll || r == RoleCommand }
 func (r Role) queries() bool    { return r == RoleAll || r == RoleQuery }
 func (r Role) projectors() bool { return r == RoleAll || r == RoleProjector }
 
+// Bus selects how events travel from the store to the projectors.
+type Bus string
+
+// Buses. BusStore is the default.
+const (
+	// BusStore: projectors read the store itself (in-process wake-ups,
+	// PostgreSQL notifications, polling).
+	BusStore Bus = "store"
+	// BusKafka: the command side's outbox relay publishes the store's
+	// events to a Kafka topic and projectors consume it, one consumer group
+	// per projection (see orders/kafka).
+	BusKafka Bus = "kafka"
+)
+
 // Config configures an App.
 type Config struct {
 	// Store is the event store: "sqlite:PATH" for a file shared by local
@@ -64,6 +79,13 @@ type Config struct {
 	Projection projection.Config
 	// Command configures the command handler. Default command.DefaultConfig().
 	Command command.Config
+	// Bus is how events reach the projectors. With BusKafka the command
+	// and all roles run the outbox relay, and the projector and all roles
+	// consume the topic. Default BusStore ("" is BusStore too).
+	Bus Bus
+	// Kafka configures the Kafka bus (brokers, topic); used with BusKafka
+	// only. Default kafka.DefaultConfig() (no brokers: set them).
+	Kafka kafka.Config
 }
 
 // DefaultConfig returns the default configuration.
@@ -74,6 +96,8 @@ func DefaultConfig() Config {
 		Role:       RoleAll,
 		Projection: projection.DefaultConfig(),
 		Command:    command.DefaultConfig(),
+		Bus:        BusStore,
+		Kafka:      kafka.DefaultConfig(),
 	}
 }
 
@@ -93,6 +117,15 @@ func (c Config) Validate() error {
 	}
 	if c.Listen == "" && c.Role != RoleProjector {
 		return fmt.Errorf("role %s needs a listen address", c.Role)
+	}
+	switch c.Bus {
+	case "", BusStore:
+	case BusKafka:
+		if err := c.Kafka.Validate(); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("bus %q: want store or kafka", c.Bus)
 	}
 	if err := c.OTLP.Validate(); err != nil {
 		return err

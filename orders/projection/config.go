@@ -80,6 +80,11 @@ type Config struct {
 	Faults map[string]Faults
 	// Seed seeds the fault dice, for reproducible runs. Default 0: random.
 	Seed uint64
+	// Feeds, by projection name, replace the store as where a projector
+	// reads its events (orders/kafka's Feed: a topic and a consumer group).
+	// The Runner uses but does not close them. Default nil: every projector
+	// reads the store.
+	Feeds map[string]Feed
 }
 
 // DefaultConfig returns the default configuration.
@@ -104,6 +109,11 @@ func (c Config) Validate() error {
 		}
 		if err := f.Validate(); err != nil {
 			return fmt.Errorf("faults of %s: %w", name, err)
+		}
+	}
+	for name := range c.Feeds {
+		if !slices.Contains(Names, name) {
+			return fmt.Errorf("feed for unknown projection %q", name)
 		}
 	}
 	if c.PollInterval < 0 || c.BatchSize < 0 {

@@ -2,8 +2,10 @@
 // sales_summary, asynchronously over an orders.Store's global order.
 //
 // Each projector resumes from its checkpoint and reads events in position
-// order, up to Config.BatchSize at a time (woken by in-process appends or
-// PostgreSQL notifications, polling otherwise). It applies what it read to
+// order, up to Config.BatchSize at a time, from a Feed: the store by default
+// (woken by in-process appends or PostgreSQL notifications, polling
+// otherwise), or a Kafka topic (orders/kafka), whose offsets the Feed
+// commits only after the read-model transaction. It applies what it read to
 // its read model and moves its checkpoint in one orders.Views.ApplyBatch
 // transaction per batch; a batch is split only where the Delay knob holds an
 // event that is not due yet, or where a stall begins. Every event gets its
@@ -55,6 +57,9 @@ type Stats struct {
 	Stalled bool  `json:"stalled"`
 	// Errors counts failed reads and batches (each retried).
 	Errors int64 `json:"errors"`
+	// Redelivered counts, for a feed that has them (Kafka), messages
+	// skipped because the read model already had their event.
+	Redelivered int64 `json:"redelivered,omitempty"`
 }
 
 // Runner runs projectors. Start it once; Stats is safe for concurrent use.
@@ -160,6 +165,10 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 func (r *Runner) Stats() []Stats {
 	out := make([]Stats, 0, len(r.procs))
 	for _, p := range r.procs {
+		var redelivered int64
+		if f, ok := r.cfg.Feeds[p.name].(interface{ Redelivered() int64 }); ok {
+			redelivered = f.Redelivered()
+		}
 		out = append(out, Stats{
 			Projection: p.name,
 			Checkpoint: p.checkpoint.Load(),
@@ -170,31 +179,48 @@ func (r *Runner) Stats() []Stats {
 			Stalls:     p.stalls.Load(),
 			Stalled:    p.stalled.Load(),
 			Errors:     p.errors.Load(),
+
+			Redelivered: redelivered,
 		})
 	}
 	return out
 }
 
 func (r *Runner) run(ctx context.Context, p *projector, started time.Time) {
-	wake, stop := r.store.Subscribe()
-	defer stop()
-	ticker := time.NewTicker(r.cfg.PollInterval)
-	defer ticker.Stop()
+	feed := r.cfg.Feeds[p.name]
+	if feed == nil {
+		sf := newStoreFeed(r.store, r.cfg.PollInterval)
+		defer sf.close()
+		feed = sf
+	}
 	pos := p.checkpoint.Load()
 	for {
-		events, err := r.store.ReadAll(ctx, pos, r.cfg.BatchSize)
-		if err != nil && ctx.Err() == nil {
+		events, err := feed.Next(ctx, pos, r.cfg.BatchSize)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
 			p.errors.Add(1)
 			r.logger.Error("projector cannot read events", "projection", p.name, "after", pos, "err", err)
+			if !sleep(ctx, r.cfg.PollInterval) {
+				return
+			}
+			continue
 		}
 		for todo := p.roll(events); len(todo) > 0; {
 			if !r.stall(ctx, p, started) {
 				return
 			}
-			n, err := r.project(ctx, p, started, todo)
+			n, err := r.project(ctx, p, started, feed, todo)
 			if n > 0 {
 				pos = todo[n-1].e.Position
 				p.checkpoint.Store(pos)
+				if err := feed.Committed(ctx, pos); err != nil && ctx.Err() == nil {
+					// The read model has the batch: a redelivery of it is
+					// skipped by the checkpoint, so only log.
+					p.errors.Add(1)
+					r.logger.Error("projector cannot commit its feed", "projection", p.name, "checkpoint", pos, "err", err)
+				}
 			}
 			if err != nil {
 				if ctx.Err() != nil {
@@ -203,18 +229,12 @@ func (r *Runner) run(ctx context.Context, p *projector, started time.Time) {
 				p.errors.Add(1)
 				r.logger.Error("projector cannot project batch", "projection", p.name,
 					"from", todo[0].e.Position, "err", err)
-				break // retry from pos after a poll interval
+				if !sleep(ctx, r.cfg.PollInterval) {
+					return
+				}
+				break // retry from pos
 			}
 			todo = todo[n:]
-		}
-		if err == nil && len(events) == r.cfg.BatchSize && pos == events[len(events)-1].Position {
-			continue // more to read
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-wake:
-		case <-ticker.C:
 		}
 	}
 }
@@ -287,8 +307,8 @@ func (p *projector) roll(events []orders.Event) []item {
 // the commit, or with an error status if the batch failed (then project
 // returns 0). Duplicated events are then processed a second time, with new
 // spans, in one more transaction that finds them applied.
-func (r *Runner) project(ctx context.Context, p *projector, started time.Time, todo []item) (int, error) {
-	batch, err := r.gather(ctx, p, started, todo)
+func (r *Runner) project(ctx context.Context, p *projector, started time.Time, feed Feed, todo []item) (int, error) {
+	batch, err := r.gather(ctx, p, started, feed, todo)
 	if err != nil {
 		endSpans(p, batch, err)
 		return 0, err
@@ -309,13 +329,13 @@ func (r *Runner) project(ctx context.Context, p *projector, started time.Time, t
 			p.projected.Add(1)
 		}
 	}
-	return len(batch), r.duplicate(ctx, p, batch)
+	return len(batch), r.duplicate(ctx, p, feed, batch)
 }
 
 // gather returns the batch that project applies, the spans of its events
 // started and their data decoded. On error the batch holds the events whose
 // span started.
-func (r *Runner) gather(ctx context.Context, p *projector, started time.Time, todo []item) ([]item, error) {
+func (r *Runner) gather(ctx context.Context, p *projector, started time.Time, feed Feed, todo []item) ([]item, error) {
 	batch := make([]item, 0, len(todo))
 	held := false
 	for _, it := range todo {
@@ -326,7 +346,7 @@ func (r *Runner) gather(ctx context.Context, p *projector, started time.Time, to
 			if held && time.Now().Before(it.due) {
 				break // the next batch starts with it
 			}
-			it.span = r.startSpan(ctx, p, it.e)
+			it.span = r.startSpan(ctx, p, feed, it.e)
 			batch = append(batch, it)
 			d, err := it.e.Decode()
 			if err != nil {
@@ -345,11 +365,11 @@ func (r *Runner) gather(ctx context.Context, p *projector, started time.Time, to
 }
 
 // duplicate processes the batch's duplicated events a second time.
-func (r *Runner) duplicate(ctx context.Context, p *projector, batch []item) error {
+func (r *Runner) duplicate(ctx context.Context, p *projector, feed Feed, batch []item) error {
 	var dups []item
 	for _, it := range batch {
 		if it.duplicate {
-			it.span = r.startSpan(ctx, p, it.e)
+			it.span = r.startSpan(ctx, p, feed, it.e)
 			dups = append(dups, it)
 		}
 	}
@@ -386,10 +406,12 @@ func (p *projector) applier(batch []item) func(orders.ViewTx, orders.Event) erro
 }
 
 // startSpan starts e's project span, a child of the trace context in its
-// metadata.
-func (r *Runner) startSpan(ctx context.Context, p *projector, e orders.Event) trace.Span {
+// metadata (for a Kafka feed, the message's headers), with the feed's
+// attributes.
+func (r *Runner) startSpan(ctx context.Context, p *projector, feed Feed, e orders.Event) trace.Span {
 	_, span := r.tracer.Start(telemetry.Extract(ctx, e.Metadata), "project "+p.name,
 		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(feed.Attributes(e)...),
 		trace.WithAttributes(
 			telemetry.Operation.String(telemetry.OpProject),
 			telemetry.Projection.String(p.name),

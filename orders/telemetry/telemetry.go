@@ -23,6 +23,26 @@
 //   - query span, child of the HTTP server span: cqrs.operation=query,
 //     cqrs.query.name and, for GetOrder, cqrs.aggregate.id and the
 //     cqrs.aggregate.version that the read model returned.
+//
+// On the Kafka bus (orders/kafka) two things follow the OpenTelemetry
+// messaging semantic conventions:
+//
+//   - send span, kind PRODUCER, one per event the outbox relay publishes,
+//     child of the context in the event's metadata (the append span), named
+//     "send <topic>": messaging.system=kafka, messaging.destination.name,
+//     messaging.operation.type=send, messaging.operation.name=send,
+//     messaging.message.id (the event id), messaging.kafka.message.key (the
+//     aggregate id), and the cqrs.event.* / cqrs.aggregate.* attributes of
+//     the append span. lagscope classifies it as an append of the same event
+//     id, which its join counts once.
+//   - the project span is the process span: kind CONSUMER, child of the send
+//     span (the message's traceparent header), with the cqrs.* attributes
+//     above plus messaging.system=kafka, messaging.destination.name,
+//     messaging.operation.type=process, messaging.operation.name=process,
+//     messaging.consumer.group.name (the projection), messaging.message.id,
+//     messaging.kafka.message.key, messaging.destination.partition.id and
+//     messaging.kafka.offset. There is no second consumer span, which
+//     lagscope would count as a duplicate projection.
 package telemetry
 
 import (
@@ -46,6 +66,27 @@ const (
 	AggregateVersion = attribute.Key("cqrs.aggregate.version")
 	EventID          = attribute.Key("cqrs.event.id")
 	EventType        = attribute.Key("cqrs.event.type")
+)
+
+// Attribute keys of the OpenTelemetry messaging semantic conventions that
+// the Kafka bus sets.
+const (
+	MessagingSystem        = attribute.Key("messaging.system")
+	MessagingDestination   = attribute.Key("messaging.destination.name")
+	MessagingOperationType = attribute.Key("messaging.operation.type")
+	MessagingOperationName = attribute.Key("messaging.operation.name")
+	MessagingConsumerGroup = attribute.Key("messaging.consumer.group.name")
+	MessagingMessageID     = attribute.Key("messaging.message.id")
+	MessagingPartition     = attribute.Key("messaging.destination.partition.id")
+	MessagingKafkaKey      = attribute.Key("messaging.kafka.message.key")
+	MessagingKafkaOffset   = attribute.Key("messaging.kafka.offset")
+)
+
+// Values of the messaging attributes.
+const (
+	SystemKafka = "kafka"
+	OpSend      = "send"
+	OpProcess   = "process"
 )
 
 // Values of the cqrs.operation attribute.
