@@ -158,6 +158,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	// In the demo --kafka.brokers names the order system's bus; lagscope
+	// receives the spans over OTLP and reads no trace topic.
+	cfg.Kafka.Brokers = nil
 	projections := oc.Projection.Projections
 	if len(projections) == 0 {
 		projections = []string{projection.OrdersView, projection.SalesSummary}
