@@ -61,6 +61,14 @@ func (g *genMap[K, V]) get(k K) (V, bool) {
 
 func (g *genMap[K, V]) put(k K, v V) { g.putHash(k, k.hash(), v) }
 
+// getHash is get with h, which must be k.hash().
+func (g *genMap[K, V]) getHash(k K, h uint64) (V, bool) {
+	if v, ok := g.cur.get(k, h); ok {
+		return v, true
+	}
+	return g.old.get(k, h)
+}
+
 // putHash is put with h, which must be k.hash(): callers compute it
 // outside their lock.
 func (g *genMap[K, V]) putHash(k K, h uint64, v V) {

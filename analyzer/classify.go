@@ -50,6 +50,24 @@ const (
 	attrServiceName     = "service.name"
 )
 
+// Aliases of the cqrs.* attributes that hand-instrumented systems commonly
+// set, read after the cqrs.* names (which win when both are set).
+const (
+	attrAliasEventID        = "event.id"
+	attrAliasEventIDU       = "event_id"
+	attrAliasEventType      = "event.type"
+	attrAliasEventTypeU     = "event_type"
+	attrAliasEventAggID     = "event.aggregate_id"
+	attrAliasAggregateID    = "aggregate.id"
+	attrAliasAggregateIDU   = "aggregate_id"
+	attrAliasAggregateType  = "aggregate.type"
+	attrAliasVersion        = "aggregate.version"
+	attrAliasCommandType    = "command.type"
+	attrAliasCommandName    = "command.name"
+	attrAliasProjection     = "projection"
+	attrAliasProjectionName = "projection.name"
+)
+
 // Attribute values the classifier compares with: of cqrs.operation, and of
 // messaging.operation.type (or messaging.operation).
 const (
@@ -77,6 +95,13 @@ type spanAttrs struct {
 
 	msgID, msgOpType, msgSystem, msgDest string
 	msgGroup, msgSubscription            string
+
+	// alias holds what the aliases of the cqrs.* names carried, merged
+	// into the fields above by read where those are empty.
+	alias struct {
+		command, eventID, eventType, aggType, aggID, projection string
+		version                                                 int64
+	}
 }
 
 // read reads the attributes of m that the conventions name. Every key it
@@ -108,6 +133,35 @@ func (a *spanAttrs) read(m pcommon.Map) {
 				a.version = intValue(v)
 			case attrProjection:
 				a.projection = v.Str()
+			case attrAliasCommandType, attrAliasCommandName:
+				if a.alias.command == "" {
+					a.alias.command = v.AsString()
+				}
+			}
+		case 'e':
+			switch k {
+			case attrAliasEventID, attrAliasEventIDU:
+				a.alias.eventID = v.AsString()
+			case attrAliasEventType, attrAliasEventTypeU:
+				a.alias.eventType = v.Str()
+			case attrAliasEventAggID:
+				a.alias.aggID = v.AsString()
+			}
+		case 'a':
+			switch k {
+			case attrAliasAggregateID, attrAliasAggregateIDU:
+				if a.alias.aggID == "" {
+					a.alias.aggID = v.AsString()
+				}
+			case attrAliasAggregateType:
+				a.alias.aggType = v.Str()
+			case attrAliasVersion:
+				a.alias.version = intValue(v)
+			}
+		case 'p':
+			switch k {
+			case attrAliasProjection, attrAliasProjectionName:
+				a.alias.projection = v.Str()
 			}
 		case 'm':
 			switch k {
@@ -133,6 +187,33 @@ func (a *spanAttrs) read(m pcommon.Map) {
 				a.msgSubscription = v.Str()
 			}
 		}
+	}
+	a.mergeAliases()
+}
+
+// mergeAliases fills the cqrs.* fields that are empty from their aliases.
+func (a *spanAttrs) mergeAliases() {
+	al := &a.alias
+	if a.command == "" {
+		a.command = al.command
+	}
+	if a.eventID == "" {
+		a.eventID = al.eventID
+	}
+	if a.eventType == "" {
+		a.eventType = al.eventType
+	}
+	if a.aggType == "" {
+		a.aggType = al.aggType
+	}
+	if a.aggID == "" {
+		a.aggID = al.aggID
+	}
+	if a.version == 0 {
+		a.version = al.version
+	}
+	if a.projection == "" {
+		a.projection = al.projection
 	}
 }
 
@@ -190,45 +271,68 @@ func parseInt(s string) int64 {
 }
 
 // classify returns the role of a span under the span conventions (first match
-// wins): cqrs.operation; then cqrs.command.name / cqrs.query.name; then the
-// messaging semantic conventions.
+// wins): cqrs.operation; then cqrs.command.name / cqrs.query.name (or the
+// command aliases); then the messaging semantic conventions; then the span
+// kind alone: PRODUCER is an append, CONSUMER a projection, as the
+// OpenTelemetry specification defines those kinds.
 func classify(kind ptrace.SpanKind, a *spanAttrs) Role {
+	r, _ := classifyWhy(kind, a)
+	return r
+}
+
+// Conventions that classifyWhy names, for Explain.
+const (
+	whyOperation = "convention: cqrs.operation"
+	whyCommand   = "convention: command name"
+	whyQuery     = "convention: cqrs.query.name"
+	whyMsgOp     = "convention: messaging.operation.type"
+	whyMsgKind   = "convention: messaging span kind"
+	whyProducer  = "convention: span kind PRODUCER"
+	whyConsumer  = "convention: span kind CONSUMER"
+	whyNone      = "convention: none"
+)
+
+// classifyWhy is classify, with the convention that gave the role.
+func classifyWhy(kind ptrace.SpanKind, a *spanAttrs) (Role, string) {
 	switch a.op {
 	case opCommand:
-		return RoleCommand
+		return RoleCommand, whyOperation
 	case opAppend:
-		return RoleAppend
+		return RoleAppend, whyOperation
 	case opProject:
-		return RoleProject
+		return RoleProject, whyOperation
 	case opQuery:
-		return RoleQuery
+		return RoleQuery, whyOperation
 	}
 	if a.command != "" {
-		return RoleCommand
+		return RoleCommand, whyCommand
 	}
 	if a.query != "" {
-		return RoleQuery
+		return RoleQuery, whyQuery
 	}
-	if a.msgID == "" && a.msgSystem == "" {
-		return RoleNone
-	}
-	switch a.msgOpType {
-	case msgOpCreate, msgOpSend, msgOpPublish:
-		return RoleAppend
-	case msgOpProcess, msgOpDeliver:
-		return RoleProject
-	case msgOpReceive, msgOpSettle:
-		// A receive span is not the processing: the read model is not
-		// updated yet. Let the process span carry the projection.
-		return RoleNone
+	if a.msgID != "" || a.msgSystem != "" {
+		switch a.msgOpType {
+		case msgOpCreate, msgOpSend, msgOpPublish:
+			return RoleAppend, whyMsgOp
+		case msgOpProcess, msgOpDeliver:
+			return RoleProject, whyMsgOp
+		case msgOpReceive, msgOpSettle:
+			// A receive span is not the processing: the read model is
+			// not updated yet. Let the process span carry the
+			// projection.
+			return RoleNone, whyMsgOp
+		}
 	}
 	switch kind {
 	case ptrace.SpanKindProducer:
-		return RoleAppend
+		return RoleAppend, whyProducer
 	case ptrace.SpanKindConsumer:
-		return RoleProject
+		if a.msgOpType == msgOpReceive || a.msgOpType == msgOpSettle {
+			return RoleNone, whyMsgOp
+		}
+		return RoleProject, whyConsumer
 	}
-	return RoleNone
+	return RoleNone, whyNone
 }
 
 // isMessaging reports whether the span was classified by the messaging
