@@ -14,6 +14,13 @@ import (
 type Config struct {
 	Join    JoinConfig    `yaml:"join"`
 	Metrics MetricsConfig `yaml:"metrics"`
+	// Rules give roles to spans the span conventions do not describe
+	// (YAML rules: at the top level of lagscope's config file), evaluated
+	// before the conventions, in order, the first match deciding; see
+	// Rule. Validate compiles them: a bad regular expression, an unknown
+	// role, kind or field is an error that names the rule and key. At
+	// most 256. Default none.
+	Rules []Rule `yaml:"rules"`
 	// KeepSamples keeps every lag value and unprojected event id for
 	// Summary (offline analysis). Default false.
 	KeepSamples bool `yaml:"-"`
@@ -58,11 +65,18 @@ type JoinConfig struct {
 	// Default 262,144.
 	MaxPendingProjections int `yaml:"max_pending_projections"`
 	// MaxTraceSpans bounds the parent links and command spans remembered to
-	// resolve the command of an append span (commands: an eighth of it):
-	// fixed-size slots (32 bytes a link, 48 a command, whose name is an
-	// interned label value), two generations of tables at most half full,
-	// so about 64 bytes per link and 96 per command: about 76 MiB at the
-	// default. Default 1,048,576.
+	// resolve the command of an append span (commands: an eighth of it),
+	// and the producer spans remembered to give a consumer span without
+	// event id its producer's event (an eighth of it too): fixed-size
+	// slots (32 bytes a link, 48 a command, whose name is an interned
+	// label value, 40 a producer), two generations of tables at most half
+	// full, so about 64 bytes per link, 96 per command and 80 per
+	// producer: about 86 MiB at the default. The parent links are also
+	// the set of recent spans by which a span received again (same trace
+	// and span id: a retried export) is recognised, counted in
+	// lagscope_duplicate_spans_total and ignored: it costs no more memory,
+	// and a span whose first copy was forgotten (more than MaxTraceSpans/2
+	// spans ago, at the least) counts again. Default 1,048,576.
 	MaxTraceSpans int `yaml:"max_trace_spans"`
 	// Expected names projections that must show events of a type even
 	// before they have been seen doing so: event type -> projections. The
@@ -226,6 +240,9 @@ func (c Config) Validate() error {
 				errs = append(errs, fmt.Errorf("join.expected[%q]: projection %q is not valid UTF-8 of at most metrics.max_label_length bytes", typ, p))
 			}
 		}
+	}
+	if err := validateRules(c.Rules); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

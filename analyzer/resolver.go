@@ -54,6 +54,7 @@ type waitRef struct {
 // takes any. All its methods are safe for concurrent use.
 type Resolver struct {
 	m        *resolverMetrics
+	rules    *ruleSet  // Config.Rules compiled; nil when none
 	names    *labelSet // command names, shared by the shards
 	maxLabel int       // MaxLabelLength
 	shards   []resolverShard
@@ -90,9 +91,14 @@ func NewResolver(cfg Config, reg prometheus.Registerer) (*Resolver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register resolver metrics: %w", err)
 	}
+	rules, err := compileRules(cfg.Rules)
+	if err != nil {
+		return nil, fmt.Errorf("compile rules: %w", err)
+	}
 	n := cfg.shards()
 	r := &Resolver{
 		m:        m,
+		rules:    rules,
 		names:    newLabelSet("command", cfg.Metrics.MaxLabelValues, cfg.Metrics.MaxLabelLength, m.command),
 		maxLabel: cfg.Metrics.MaxLabelLength,
 		shards:   make([]resolverShard, n),
@@ -159,7 +165,7 @@ func ownStrings(f Fact) Fact {
 // it even if the resolution panics.
 func (r *Resolver) resolve(sc *scratch, td ptrace.Traces, now int64) {
 	n := len(r.shards)
-	sc.scan(td, r.names, n, r.maxLabel)
+	sc.scan(td, r.rules, r.names, n, r.maxLabel)
 	if spinLocks {
 		r.resolveTry(sc, now)
 	} else {
@@ -423,6 +429,7 @@ type scratch struct {
 	// producerOf is projectFacts' scratch: the producer span of each fact
 	// of one projection span.
 	producerOf []spanKey
+	rules      ruleScratch
 }
 
 func (s *scratch) reset() {
@@ -458,7 +465,7 @@ func traceShard(trace *[16]byte, n int) int {
 // their command), and sorts the spans by resolver shard (n of them). Command
 // names are interned in names. The facts' strings are bounded (boundFacts)
 // for label values of at most maxLabel bytes.
-func (sc *scratch) scan(td ptrace.Traces, names *labelSet, n, maxLabel int) {
+func (sc *scratch) scan(td ptrace.Traces, rules *ruleSet, names *labelSet, n, maxLabel int) {
 	if len(sc.work) < n {
 		sc.work = append(sc.work, make([]shardWork, n-len(sc.work))...)
 	}
@@ -469,6 +476,9 @@ func (sc *scratch) scan(td ptrace.Traces, names *labelSet, n, maxLabel int) {
 		service := ""
 		if v, ok := rs.Resource().Attributes().Get(attrServiceName); ok {
 			service = v.Str()
+		}
+		if rules != nil {
+			rules.resource(&sc.rules, rs.Resource().Attributes(), service)
 		}
 		sss := rs.ScopeSpans()
 		for j := 0; j < sss.Len(); j++ {
@@ -482,7 +492,7 @@ func (sc *scratch) scan(td ptrace.Traces, names *labelSet, n, maxLabel int) {
 				ri := int32(len(w.recs))
 				var a spanAttrs
 				a.read(sp.Attributes())
-				role := classify(sp.Kind(), &a)
+				role, _ := classifyRules(rules, &sc.rules, sp, &a)
 				sc.roles[role]++
 				lo := int32(len(sc.facts))
 				sc.spanFacts(w, sp, &a, role, service, names, key, h, home, ri, n, maxLabel)
