@@ -107,6 +107,7 @@ const maxRules = 256
 type ruleSet struct {
 	rules    []compiledRule
 	keys     map[string]int // span attribute key -> slot
+	keyList  []string       // the keys by slot
 	nkeys    int
 	resKeys  []string // resource attribute keys the fields read
 	services bool     // some rule matches on the service
@@ -175,6 +176,7 @@ func compileRules(rules []Rule) (*ruleSet, error) {
 			return i
 		}
 		rs.keys[k] = rs.nkeys
+		rs.keyList = append(rs.keyList, k)
 		rs.nkeys++
 		return rs.nkeys - 1
 	}
@@ -329,6 +331,10 @@ func (c *attrCond) holds(v pcommon.Value) bool {
 	return false
 }
 
+// linearKeys is the most rule attribute keys looked up by comparing each:
+// past it a map lookup is cheaper than the comparisons.
+const linearKeys = 8
+
 // ruleScratch is a request's working memory for matching rules, part of a
 // pooled scratch: no allocation per span once warm.
 type ruleScratch struct {
@@ -340,6 +346,14 @@ type ruleScratch struct {
 	// names caches regular expression results per (rule, span name):
 	// span names are few, so a regexp runs once per name, not per span.
 	names map[nameKey]nameMatch
+	// last is the last result per rule: spans of one name tend to come
+	// together, and comparing a name is cheaper than hashing it.
+	last []lastMatch
+}
+
+type lastMatch struct {
+	name string // owned
+	m    nameMatch
 }
 
 type nameKey struct {
@@ -348,8 +362,9 @@ type nameKey struct {
 }
 
 type nameMatch struct {
-	ok  bool
-	idx []int // submatch indexes, when the rule reads capture groups
+	ok   bool
+	idx  []int  // submatch indexes, when the rule reads capture groups
+	name string // the key's name, owned
 }
 
 // maxNameCache bounds ruleScratch.names; past it the cache starts over.
@@ -393,9 +408,20 @@ func (rs *ruleSet) match(rsc *ruleScratch, sp ptrace.Span) (int, []int) {
 	}
 	if rs.nkeys > 0 {
 		clear(rsc.has)
-		for k, v := range sp.Attributes().All() {
-			if i, ok := rs.keys[k]; ok {
-				rsc.vals[i], rsc.has[i] = v, true
+		if rs.nkeys <= linearKeys {
+			for k, v := range sp.Attributes().All() {
+				for i, rk := range rs.keyList {
+					if len(rk) == len(k) && rk == k {
+						rsc.vals[i], rsc.has[i] = v, true
+						break
+					}
+				}
+			}
+		} else {
+			for k, v := range sp.Attributes().All() {
+				if i, ok := rs.keys[k]; ok {
+					rsc.vals[i], rsc.has[i] = v, true
+				}
 			}
 		}
 	}
@@ -425,7 +451,14 @@ next:
 }
 
 func (rsc *ruleScratch) nameMatch(i int, r *compiledRule, name string) nameMatch {
+	if len(rsc.last) <= i {
+		rsc.last = append(rsc.last, make([]lastMatch, i+1-len(rsc.last))...)
+	}
+	if l := &rsc.last[i]; l.name == name && l.name != "" {
+		return l.m
+	}
 	if m, ok := rsc.names[nameKey{i, name}]; ok {
+		rsc.last[i] = lastMatch{name: m.name, m: m}
 		return m
 	}
 	var m nameMatch
@@ -438,7 +471,10 @@ func (rsc *ruleScratch) nameMatch(i int, r *compiledRule, name string) nameMatch
 	if rsc.names == nil || len(rsc.names) >= maxNameCache {
 		rsc.names = make(map[nameKey]nameMatch)
 	}
-	rsc.names[nameKey{i, strings.Clone(name)}] = m
+	m.name = strings.Clone(name)
+	owned := m.name
+	rsc.names[nameKey{i, owned}] = m
+	rsc.last[i] = lastMatch{name: owned, m: m}
 	return m
 }
 

@@ -12,7 +12,6 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-
 // issueRules is the example of issue 12, as a config file writes it.
 const issueRules = `
 rules:
