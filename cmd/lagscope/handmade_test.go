@@ -179,3 +179,22 @@ func TestAnalyzeRetriedRequests(t *testing.T) {
 		t.Errorf("every request sent twice changes the analysis (-once +twice):\n%s", diff)
 	}
 }
+
+// TestConfigFileRules: the rules: key of lagscope's config file reaches
+// analyzer.Config.Rules (issue 12), and Validate accepts the fixture's.
+func TestConfigFileRules(t *testing.T) {
+	c := DefaultConfig()
+	if err := loadConfigFile("../../testdata/rules/custom.yaml", &c); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range c.Analyzer().Rules {
+		names = append(names, r.Name)
+	}
+	if diff := cmp.Diff(names, []string{"health", "handlers", "appends", "projectors", "queries"}); diff != "" {
+		t.Errorf("rules read (-got +want):\n%s", diff)
+	}
+	if err := c.Analyzer().Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+}
