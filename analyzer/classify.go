@@ -95,13 +95,6 @@ type spanAttrs struct {
 
 	msgID, msgOpType, msgSystem, msgDest string
 	msgGroup, msgSubscription            string
-
-	// alias holds what the aliases of the cqrs.* names carried, merged
-	// into the fields above by read where those are empty.
-	alias struct {
-		command, eventID, eventType, aggType, aggID, projection string
-		version                                                 int64
-	}
 }
 
 // read reads the attributes of m that the conventions name. Every key it
@@ -134,34 +127,49 @@ func (a *spanAttrs) read(m pcommon.Map) {
 			case attrProjection:
 				a.projection = v.Str()
 			case attrAliasCommandType, attrAliasCommandName:
-				if a.alias.command == "" {
-					a.alias.command = v.AsString()
+				if a.command == "" {
+					a.command = v.AsString()
 				}
 			}
+		// An alias fills a field only while it is empty, and the cqrs.*
+		// names above overwrite it: the cqrs.* name wins in any order,
+		// with no second copy of the fields to merge.
 		case 'e':
 			switch k {
 			case attrAliasEventID, attrAliasEventIDU:
-				a.alias.eventID = v.AsString()
+				if a.eventID == "" {
+					a.eventID = v.AsString()
+				}
 			case attrAliasEventType, attrAliasEventTypeU:
-				a.alias.eventType = v.Str()
+				if a.eventType == "" {
+					a.eventType = v.Str()
+				}
 			case attrAliasEventAggID:
-				a.alias.aggID = v.AsString()
+				if a.aggID == "" {
+					a.aggID = v.AsString()
+				}
 			}
 		case 'a':
 			switch k {
 			case attrAliasAggregateID, attrAliasAggregateIDU:
-				if a.alias.aggID == "" {
-					a.alias.aggID = v.AsString()
+				if a.aggID == "" {
+					a.aggID = v.AsString()
 				}
 			case attrAliasAggregateType:
-				a.alias.aggType = v.Str()
+				if a.aggType == "" {
+					a.aggType = v.Str()
+				}
 			case attrAliasVersion:
-				a.alias.version = intValue(v)
+				if a.version == 0 {
+					a.version = intValue(v)
+				}
 			}
 		case 'p':
 			switch k {
 			case attrAliasProjection, attrAliasProjectionName:
-				a.alias.projection = v.Str()
+				if a.projection == "" {
+					a.projection = v.Str()
+				}
 			}
 		case 'm':
 			switch k {
@@ -187,33 +195,6 @@ func (a *spanAttrs) read(m pcommon.Map) {
 				a.msgSubscription = v.Str()
 			}
 		}
-	}
-	a.mergeAliases()
-}
-
-// mergeAliases fills the cqrs.* fields that are empty from their aliases.
-func (a *spanAttrs) mergeAliases() {
-	al := &a.alias
-	if a.command == "" {
-		a.command = al.command
-	}
-	if a.eventID == "" {
-		a.eventID = al.eventID
-	}
-	if a.eventType == "" {
-		a.eventType = al.eventType
-	}
-	if a.aggType == "" {
-		a.aggType = al.aggType
-	}
-	if a.aggID == "" {
-		a.aggID = al.aggID
-	}
-	if a.version == 0 {
-		a.version = al.version
-	}
-	if a.projection == "" {
-		a.projection = al.projection
 	}
 }
 

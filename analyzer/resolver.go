@@ -576,7 +576,7 @@ func (r *traceResolver) resolve(sc *scratch, w *shardWork, now int64) {
 	// touch every insert's slot first, so that their misses overlap.
 	sink := r.sink
 	for i := range w.recs {
-		sink += r.edges.touch(w.recs[i].hash)
+		sink += r.edges.touch(w.recs[i].hash) + r.edges.touchOld(w.recs[i].hash)
 	}
 	for i := range w.cmds {
 		sink += r.commands.touch(w.cmds[i].hash)
@@ -589,14 +589,13 @@ func (r *traceResolver) resolve(sc *scratch, w *shardWork, now int64) {
 		// otherwise ignored. The edges table is the set of recent spans,
 		// so this costs no memory; a span whose first copy it forgot
 		// counts again.
-		if _, seen := r.edges.getHash(rec.key, rec.hash); seen {
+		if r.edges.putNew(rec.key, rec.hash, rec.parent) {
 			rec.dup = true
 			r.dups++
 			sc.roles[rec.role]--
 			clear(sc.facts[rec.lo:rec.hi])
 			continue
 		}
-		r.edges.putHash(rec.key, rec.hash, rec.parent)
 		if len(r.waiting) > 0 {
 			if _, ok := r.waiting[rec.key]; ok {
 				matched = append(matched, *rec)
