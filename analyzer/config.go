@@ -35,7 +35,9 @@ type JoinConfig struct {
 	Deadline time.Duration `yaml:"deadline"`
 	// CommandWait is how long an append span whose ancestors have not all
 	// arrived waits for its command span before it is joined with
-	// command="none". Default 10s.
+	// command="none"; and how long a consumer span without event id waits
+	// for the producer span it is a child of (or links to), whose event it
+	// projects, before it is keyed by that span's ids instead. Default 10s.
 	CommandWait time.Duration `yaml:"command_wait"`
 	// Retention is how long a joined event is kept after it was seen, so
 	// that late and duplicated projections are still recognised. It is
@@ -55,7 +57,8 @@ type JoinConfig struct {
 	MaxPendingEvents int `yaml:"max_pending_events"`
 	// MaxPendingProjections bounds projection spans held while their
 	// append span has not arrived (a fixed 72 bytes each), and also append
-	// facts waiting for their command span. Those keep strings, bounded at
+	// facts waiting for their command span and projection facts waiting
+	// for their producer span (CommandWait). Those keep strings, bounded at
 	// the boundary: the event id cut to 64 bytes, an aggregate id over 64
 	// bytes replaced by a 33-byte digest, event and aggregate type cut to
 	// MaxLabelLength+1 bytes. With their bookkeeping that is at most about
