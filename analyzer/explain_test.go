@@ -16,23 +16,20 @@ import (
 // rewrites them).
 func TestExplainGolden(t *testing.T) {
 	for _, tt := range []struct {
-		file  string
-		rules bool
+		file, rules, name string
 	}{
-		{"hand_instrumented", false},
-		{"rules/custom", true},
-		{"rules/custom", false}, // the same spans without their rules
-		{"noise", false},
-		{"messaging_semconv", false},
+		{"hand_instrumented", "", "hand_instrumented"},
+		{"hand_instrumented", "rules/hand_instrumented.yaml", "hand_instrumented_with_rules"},
+		{"rules/custom", "rules/custom.yaml", "rules_custom_with_rules"},
+		{"rules/custom", "", "rules_custom"}, // the same spans without their rules
+		{"noise", "", "noise"},
+		{"messaging_semconv", "", "messaging_semconv"},
 	} {
-		name := strings.ReplaceAll(tt.file, "/", "_")
-		if tt.rules {
-			name += "_with_rules"
-		}
+		name := tt.name
 		t.Run(name, func(t *testing.T) {
 			cfg := DefaultConfig()
-			if tt.rules {
-				cfg.Rules = rulesOf(t, filepath.Join("..", "testdata", tt.file+".yaml"))
+			if tt.rules != "" {
+				cfg.Rules = rulesOf(t, filepath.Join("..", "testdata", tt.rules))
 			}
 			td := ptrace.NewTraces()
 			for _, req := range readRequests(t, filepath.Join("..", "testdata", tt.file+".jsonl")) {
