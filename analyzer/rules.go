@@ -368,7 +368,13 @@ type nameMatch struct {
 }
 
 // maxNameCache bounds ruleScratch.names; past it the cache starts over.
-const maxNameCache = 4096
+// Names longer than maxCachedName are not cached (the regexp runs each
+// time), so that the cache holds at most about 1 MiB per pooled scratch
+// whatever the spans' names.
+const (
+	maxNameCache  = 4096
+	maxCachedName = 256
+)
 
 // resource prepares rsc for the spans of a resource with attributes attrs.
 func (rs *ruleSet) resource(rsc *ruleScratch, attrs pcommon.Map, service string) {
@@ -467,6 +473,9 @@ func (rsc *ruleScratch) nameMatch(i int, r *compiledRule, name string) nameMatch
 		m.ok = m.idx != nil
 	} else {
 		m.ok = r.nameRe.MatchString(name)
+	}
+	if len(name) > maxCachedName {
+		return m
 	}
 	if rsc.names == nil || len(rsc.names) >= maxNameCache {
 		rsc.names = make(map[nameKey]nameMatch)

@@ -3,6 +3,7 @@ package analyzer
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -223,4 +224,31 @@ func contains(s []string, v string) bool {
 		}
 	}
 	return false
+}
+
+// TestRuleNameCacheBounded: long span names are matched but not cached,
+// so hostile names cannot grow the per-scratch cache past its bound.
+func TestRuleNameCacheBounded(t *testing.T) {
+	rules, err := compileRules([]Rule{{Name: "handlers", Match: RuleMatch{SpanNameRegex: `^handle_(.+)$`}, Role: "command", Fields: map[string]string{"command": "$1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rsc ruleScratch
+	rules.resource(&rsc, pcommon.NewMap(), "svc")
+	for n := range 3 * maxNameCache {
+		sp := ptrace.NewSpan()
+		name := "handle_" + strings.Repeat("x", n%2*maxCachedName) + strconv.Itoa(n)
+		sp.SetName(name)
+		if i, _ := rules.match(&rsc, sp); i != 0 {
+			t.Fatalf("%q: rule %d, want 0", name, i)
+		}
+	}
+	if got := len(rsc.names); got > maxNameCache {
+		t.Errorf("cache holds %d names, want at most %d", got, maxNameCache)
+	}
+	for k := range rsc.names {
+		if len(k.name) > maxCachedName {
+			t.Fatalf("cached a %d-byte name", len(k.name))
+		}
+	}
 }
