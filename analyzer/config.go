@@ -72,9 +72,9 @@ type JoinConfig struct {
 	// and the producer spans remembered to give a consumer span without
 	// event id its producer's event (an eighth of it too): fixed-size
 	// slots (32 bytes a link, 48 a command, whose name is an interned
-	// label value, 40 a producer), two generations of tables at most half
-	// full, so about 64 bytes per link, 96 per command and 80 per
-	// producer: about 86 MiB at the default. The parent links are also
+	// label value, 40 a producer, each with a one-byte fingerprint), two
+	// generations of tables at most half full, so about 64 bytes per link,
+	// 96 per command and 80 per producer: about 88 MiB at the default. The parent links are also
 	// the set of recent spans by which a span received again (same trace
 	// and span id: a retried export) is recognised, counted in
 	// lagscope_duplicate_spans_total and ignored: it costs no more memory,
