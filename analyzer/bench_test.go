@@ -2,6 +2,7 @@ package analyzer
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -46,8 +47,9 @@ func cqrsRequests(n, tracesPer int) []ptrace.Traces {
 	return out
 }
 
-// renumber gives every event of the requests a new id, so that a benchmark
-// cycling over them never replays an event the join already holds. It
+// renumber gives every event of the requests a new id, and every span a new
+// trace id, so that a benchmark cycling over them never replays an event the
+// join already holds, nor a span the resolver would take for a retry. It
 // replaces the prefix of an earlier cycle rather than adding to it, so that
 // ids keep their length however long the benchmark runs.
 func renumber(reqs []ptrace.Traces, cycle int) {
@@ -56,6 +58,9 @@ func renumber(reqs []ptrace.Traces, cycle int) {
 		for i := 0; i < rss.Len(); i++ {
 			spans := rss.At(i).ScopeSpans().At(0).Spans()
 			for k := 0; k < spans.Len(); k++ {
+				tid := spans.At(k).TraceID()
+				binary.BigEndian.PutUint32(tid[:4], uint32(cycle))
+				spans.At(k).SetTraceID(tid)
 				attrs := spans.At(k).Attributes()
 				for _, name := range []string{"cqrs.event.id", "cqrs.aggregate.id"} {
 					if v, ok := attrs.Get(name); ok {
@@ -466,4 +471,36 @@ func BenchmarkResolveApply(b *testing.B) {
 	b.ReportMetric(rateA, "spans/s-analyzer")
 	b.ReportMetric(rateS, "spans/s-two-step")
 	b.ReportMetric(rateA/rateS, "cost")
+}
+
+// benchRules are a handful of rules of the kinds a config file holds: one
+// with a regular expression and a capture group, one on the service, and
+// attribute conditions, one of which matches spans of cqrsRequests.
+var benchRules = []Rule{
+	{Name: "appends", Match: RuleMatch{SpanName: "EventStore.Append", Kind: "client", Attributes: map[string]string{"db.system": "postgresql", "evt_id": "*"}},
+		Role: "append", Fields: map[string]string{"event_id": "evt_id", "event_type": "evt_name"}},
+	{Name: "handlers", Match: RuleMatch{SpanNameRegex: `^handle_(.+)$`}, Role: "command", Fields: map[string]string{"command": "$1"}},
+	{Name: "projectors", Match: RuleMatch{ServiceRegex: `-projector$`, Kind: "consumer"}, Role: "project", Fields: map[string]string{"projection": "resource:service.namespace"}},
+	{Name: "health", Match: RuleMatch{SpanName: "GET /health"}, Role: "ignore"},
+	{Name: "inserts", Match: RuleMatch{Kind: "client", Attributes: map[string]string{"db.system": "sqlite", "db.operation.name": "INSERT"}}, Role: "ignore"},
+}
+
+// BenchmarkConsumeRules is BenchmarkConsumeCQRS without rules and with
+// benchRules, to compare in one run: what rules cost a span.
+func BenchmarkConsumeRules(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		rules []Rule
+	}{{"none", nil}, {"five", benchRules}} {
+		b.Run(bc.name, func(b *testing.B) {
+			cfg := DefaultConfig()
+			cfg.Rules = bc.rules
+			a, err := New(cfg, nil, prometheus.NewRegistry())
+			if err != nil {
+				b.Fatal(err)
+			}
+			reqs := cqrsRequests(200, 10)
+			consumeLoop(b, a, reqs, func(cycle int) { renumber(reqs, cycle) })
+		})
+	}
 }

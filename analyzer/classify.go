@@ -50,6 +50,24 @@ const (
 	attrServiceName     = "service.name"
 )
 
+// Aliases of the cqrs.* attributes that hand-instrumented systems commonly
+// set, read after the cqrs.* names (which win when both are set).
+const (
+	attrAliasEventID        = "event.id"
+	attrAliasEventIDU       = "event_id"
+	attrAliasEventType      = "event.type"
+	attrAliasEventTypeU     = "event_type"
+	attrAliasEventAggID     = "event.aggregate_id"
+	attrAliasAggregateID    = "aggregate.id"
+	attrAliasAggregateIDU   = "aggregate_id"
+	attrAliasAggregateType  = "aggregate.type"
+	attrAliasVersion        = "aggregate.version"
+	attrAliasCommandType    = "command.type"
+	attrAliasCommandName    = "command.name"
+	attrAliasProjection     = "projection"
+	attrAliasProjectionName = "projection.name"
+)
+
 // Attribute values the classifier compares with: of cqrs.operation, and of
 // messaging.operation.type (or messaging.operation).
 const (
@@ -108,6 +126,50 @@ func (a *spanAttrs) read(m pcommon.Map) {
 				a.version = intValue(v)
 			case attrProjection:
 				a.projection = v.Str()
+			case attrAliasCommandType, attrAliasCommandName:
+				if a.command == "" {
+					a.command = v.AsString()
+				}
+			}
+		// An alias fills a field only while it is empty, and the cqrs.*
+		// names above overwrite it: the cqrs.* name wins in any order,
+		// with no second copy of the fields to merge.
+		case 'e':
+			switch k {
+			case attrAliasEventID, attrAliasEventIDU:
+				if a.eventID == "" {
+					a.eventID = v.AsString()
+				}
+			case attrAliasEventType, attrAliasEventTypeU:
+				if a.eventType == "" {
+					a.eventType = v.Str()
+				}
+			case attrAliasEventAggID:
+				if a.aggID == "" {
+					a.aggID = v.AsString()
+				}
+			}
+		case 'a':
+			switch k {
+			case attrAliasAggregateID, attrAliasAggregateIDU:
+				if a.aggID == "" {
+					a.aggID = v.AsString()
+				}
+			case attrAliasAggregateType:
+				if a.aggType == "" {
+					a.aggType = v.Str()
+				}
+			case attrAliasVersion:
+				if a.version == 0 {
+					a.version = intValue(v)
+				}
+			}
+		case 'p':
+			switch k {
+			case attrAliasProjection, attrAliasProjectionName:
+				if a.projection == "" {
+					a.projection = v.Str()
+				}
 			}
 		case 'm':
 			switch k {
@@ -190,45 +252,68 @@ func parseInt(s string) int64 {
 }
 
 // classify returns the role of a span under the span conventions (first match
-// wins): cqrs.operation; then cqrs.command.name / cqrs.query.name; then the
-// messaging semantic conventions.
+// wins): cqrs.operation; then cqrs.command.name / cqrs.query.name (or the
+// command aliases); then the messaging semantic conventions; then the span
+// kind alone: PRODUCER is an append, CONSUMER a projection, as the
+// OpenTelemetry specification defines those kinds.
 func classify(kind ptrace.SpanKind, a *spanAttrs) Role {
+	r, _ := classifyWhy(kind, a)
+	return r
+}
+
+// Conventions that classifyWhy names, for Explain.
+const (
+	whyOperation = "convention: cqrs.operation"
+	whyCommand   = "convention: command name"
+	whyQuery     = "convention: cqrs.query.name"
+	whyMsgOp     = "convention: messaging.operation.type"
+	whyMsgKind   = "convention: messaging span kind"
+	whyProducer  = "convention: span kind PRODUCER"
+	whyConsumer  = "convention: span kind CONSUMER"
+	whyNone      = "convention: none"
+)
+
+// classifyWhy is classify, with the convention that gave the role.
+func classifyWhy(kind ptrace.SpanKind, a *spanAttrs) (Role, string) {
 	switch a.op {
 	case opCommand:
-		return RoleCommand
+		return RoleCommand, whyOperation
 	case opAppend:
-		return RoleAppend
+		return RoleAppend, whyOperation
 	case opProject:
-		return RoleProject
+		return RoleProject, whyOperation
 	case opQuery:
-		return RoleQuery
+		return RoleQuery, whyOperation
 	}
 	if a.command != "" {
-		return RoleCommand
+		return RoleCommand, whyCommand
 	}
 	if a.query != "" {
-		return RoleQuery
+		return RoleQuery, whyQuery
 	}
-	if a.msgID == "" && a.msgSystem == "" {
-		return RoleNone
-	}
-	switch a.msgOpType {
-	case msgOpCreate, msgOpSend, msgOpPublish:
-		return RoleAppend
-	case msgOpProcess, msgOpDeliver:
-		return RoleProject
-	case msgOpReceive, msgOpSettle:
-		// A receive span is not the processing: the read model is not
-		// updated yet. Let the process span carry the projection.
-		return RoleNone
+	if a.msgID != "" || a.msgSystem != "" {
+		switch a.msgOpType {
+		case msgOpCreate, msgOpSend, msgOpPublish:
+			return RoleAppend, whyMsgOp
+		case msgOpProcess, msgOpDeliver:
+			return RoleProject, whyMsgOp
+		case msgOpReceive, msgOpSettle:
+			// A receive span is not the processing: the read model is
+			// not updated yet. Let the process span carry the
+			// projection.
+			return RoleNone, whyMsgOp
+		}
 	}
 	switch kind {
 	case ptrace.SpanKindProducer:
-		return RoleAppend
+		return RoleAppend, whyProducer
 	case ptrace.SpanKindConsumer:
-		return RoleProject
+		if a.msgOpType == msgOpReceive || a.msgOpType == msgOpSettle {
+			return RoleNone, whyMsgOp
+		}
+		return RoleProject, whyConsumer
 	}
-	return RoleNone
+	return RoleNone, whyNone
 }
 
 // isMessaging reports whether the span was classified by the messaging

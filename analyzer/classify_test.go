@@ -25,7 +25,14 @@ func TestClassify(t *testing.T) {
 		{"command name wins over messaging", ptrace.SpanKindProducer, map[string]any{"cqrs.command.name": "Pay", "messaging.system": "kafka"}, RoleCommand},
 		{"producer with message id", ptrace.SpanKindProducer, map[string]any{"messaging.message.id": "m"}, RoleAppend},
 		{"producer kafka without id", ptrace.SpanKindProducer, map[string]any{"messaging.system": "kafka"}, RoleAppend},
-		{"producer without messaging", ptrace.SpanKindProducer, map[string]any{"http.method": "GET"}, RoleNone},
+		// Issue 12: the span kinds alone say append and projection.
+		{"producer without messaging", ptrace.SpanKindProducer, map[string]any{"http.method": "GET"}, RoleAppend},
+		{"consumer without messaging", ptrace.SpanKindConsumer, map[string]any{"event.type": "OrderCreated"}, RoleProject},
+		{"consumer receive without system", ptrace.SpanKindConsumer, map[string]any{"messaging.operation.type": "receive"}, RoleNone},
+		{"command.type", ptrace.SpanKindServer, map[string]any{"command.type": "CreateOrder"}, RoleCommand},
+		{"command.name", ptrace.SpanKindInternal, map[string]any{"command.name": "CreateOrder"}, RoleCommand},
+		{"command alias wins over kind", ptrace.SpanKindProducer, map[string]any{"command.type": "CreateOrder"}, RoleCommand},
+		{"cqrs.operation wins over command alias", ptrace.SpanKindProducer, map[string]any{"command.type": "CreateOrder", "cqrs.operation": "append"}, RoleAppend},
 		{"operation type send", ptrace.SpanKindInternal, map[string]any{"messaging.system": "kafka", "messaging.operation.type": "send"}, RoleAppend},
 		{"operation type create", ptrace.SpanKindInternal, map[string]any{"messaging.system": "kafka", "messaging.operation.type": "create"}, RoleAppend},
 		{"old operation publish", ptrace.SpanKindInternal, map[string]any{"messaging.system": "rabbitmq", "messaging.operation": "publish"}, RoleAppend},
@@ -47,6 +54,50 @@ func TestClassify(t *testing.T) {
 			a.read(m)
 			if got := classify(tt.kind, &a); got != tt.want {
 				t.Errorf("classify = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestAliases checks that every alias is read, and read after its cqrs.*
+// name.
+func TestAliases(t *testing.T) {
+	tests := []struct {
+		name  string
+		attrs map[string]any
+		want  spanAttrs
+	}{
+		{"event.id", map[string]any{"event.id": "e1"}, spanAttrs{eventID: "e1"}},
+		{"event_id", map[string]any{"event_id": "e1"}, spanAttrs{eventID: "e1"}},
+		{"cqrs.event.id wins", map[string]any{"event.id": "e1", "cqrs.event.id": "e0"}, spanAttrs{eventID: "e0"}},
+		{"event.type", map[string]any{"event.type": "T"}, spanAttrs{eventType: "T"}},
+		{"event_type", map[string]any{"event_type": "T"}, spanAttrs{eventType: "T"}},
+		{"cqrs.event.type wins", map[string]any{"event_type": "T", "cqrs.event.type": "U"}, spanAttrs{eventType: "U"}},
+		{"event.aggregate_id", map[string]any{"event.aggregate_id": "o-1"}, spanAttrs{aggID: "o-1"}},
+		{"aggregate.id", map[string]any{"aggregate.id": "o-1"}, spanAttrs{aggID: "o-1"}},
+		{"aggregate_id", map[string]any{"aggregate_id": "o-1"}, spanAttrs{aggID: "o-1"}},
+		{"cqrs.aggregate.id wins", map[string]any{"aggregate.id": "o-1", "cqrs.aggregate.id": "o-0"}, spanAttrs{aggID: "o-0"}},
+		{"aggregate.type", map[string]any{"aggregate.type": "Order"}, spanAttrs{aggType: "Order"}},
+		{"aggregate.version", map[string]any{"aggregate.version": int64(3)}, spanAttrs{version: 3}},
+		{"aggregate.version string", map[string]any{"aggregate.version": "4"}, spanAttrs{version: 4}},
+		{"cqrs.aggregate.version wins", map[string]any{"aggregate.version": int64(3), "cqrs.aggregate.version": int64(5)}, spanAttrs{version: 5}},
+		{"command.type", map[string]any{"command.type": "Pay"}, spanAttrs{command: "Pay"}},
+		{"command.name", map[string]any{"command.name": "Pay"}, spanAttrs{command: "Pay"}},
+		{"cqrs.command.name wins", map[string]any{"command.type": "Pay", "cqrs.command.name": "Ship"}, spanAttrs{command: "Ship"}},
+		{"projection", map[string]any{"projection": "v"}, spanAttrs{projection: "v"}},
+		{"projection.name", map[string]any{"projection.name": "v"}, spanAttrs{projection: "v"}},
+		{"cqrs.projection wins", map[string]any{"projection": "v", "cqrs.projection": "w"}, spanAttrs{projection: "w"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := pcommon.NewMap()
+			if err := m.FromRaw(tt.attrs); err != nil {
+				t.Fatal(err)
+			}
+			var got spanAttrs
+			got.read(m)
+			if got != tt.want {
+				t.Errorf("read(%v) = %+v, want %+v", tt.attrs, got, tt.want)
 			}
 		})
 	}

@@ -14,6 +14,13 @@ import (
 type Config struct {
 	Join    JoinConfig    `yaml:"join"`
 	Metrics MetricsConfig `yaml:"metrics"`
+	// Rules give roles to spans the span conventions do not describe
+	// (YAML rules: at the top level of lagscope's config file), evaluated
+	// before the conventions, in order, the first match deciding; see
+	// Rule. Validate compiles them: a bad regular expression, an unknown
+	// role, kind or field is an error that names the rule and key. At
+	// most 256. Default none.
+	Rules []Rule `yaml:"rules"`
 	// KeepSamples keeps every lag value and unprojected event id for
 	// Summary (offline analysis). Default false.
 	KeepSamples bool `yaml:"-"`
@@ -28,7 +35,9 @@ type JoinConfig struct {
 	Deadline time.Duration `yaml:"deadline"`
 	// CommandWait is how long an append span whose ancestors have not all
 	// arrived waits for its command span before it is joined with
-	// command="none". Default 10s.
+	// command="none"; and how long a consumer span without event id waits
+	// for the producer span it is a child of (or links to), whose event it
+	// projects, before it is keyed by that span's ids instead. Default 10s.
 	CommandWait time.Duration `yaml:"command_wait"`
 	// Retention is how long a joined event is kept after it was seen, so
 	// that late and duplicated projections are still recognised. It is
@@ -48,7 +57,8 @@ type JoinConfig struct {
 	MaxPendingEvents int `yaml:"max_pending_events"`
 	// MaxPendingProjections bounds projection spans held while their
 	// append span has not arrived (a fixed 72 bytes each), and also append
-	// facts waiting for their command span. Those keep strings, bounded at
+	// facts waiting for their command span and projection facts waiting
+	// for their producer span (CommandWait). Those keep strings, bounded at
 	// the boundary: the event id cut to 64 bytes, an aggregate id over 64
 	// bytes replaced by a 33-byte digest, event and aggregate type cut to
 	// MaxLabelLength+1 bytes. With their bookkeeping that is at most about
@@ -58,11 +68,18 @@ type JoinConfig struct {
 	// Default 262,144.
 	MaxPendingProjections int `yaml:"max_pending_projections"`
 	// MaxTraceSpans bounds the parent links and command spans remembered to
-	// resolve the command of an append span (commands: an eighth of it):
-	// fixed-size slots (32 bytes a link, 48 a command, whose name is an
-	// interned label value), two generations of tables at most half full,
-	// so about 64 bytes per link and 96 per command: about 76 MiB at the
-	// default. Default 1,048,576.
+	// resolve the command of an append span (commands: an eighth of it),
+	// and the producer spans remembered to give a consumer span without
+	// event id its producer's event (an eighth of it too): fixed-size
+	// slots (32 bytes a link, 48 a command, whose name is an interned
+	// label value, 40 a producer, each with a one-byte fingerprint), two
+	// generations of tables at most half full, so about 64 bytes per link,
+	// 96 per command and 80 per producer: about 88 MiB at the default. The parent links are also
+	// the set of recent spans by which a span received again (same trace
+	// and span id: a retried export) is recognised, counted in
+	// lagscope_duplicate_spans_total and ignored: it costs no more memory,
+	// and a span whose first copy was forgotten (more than MaxTraceSpans/2
+	// spans ago, at the least) counts again. Default 1,048,576.
 	MaxTraceSpans int `yaml:"max_trace_spans"`
 	// Expected names projections that must show events of a type even
 	// before they have been seen doing so: event type -> projections. The
@@ -226,6 +243,9 @@ func (c Config) Validate() error {
 				errs = append(errs, fmt.Errorf("join.expected[%q]: projection %q is not valid UTF-8 of at most metrics.max_label_length bytes", typ, p))
 			}
 		}
+	}
+	if err := validateRules(c.Rules); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -29,12 +29,27 @@ type Selection struct {
 // Reads returns what an Analyzer built from c reads of a request. Each call
 // returns new slices, which the caller may modify.
 //
-// Today the set is fixed by the span conventions; it is a method of Config
-// because rules will add the attributes they read.
+// The span conventions read a fixed set; Config.Rules add the span and
+// resource attributes they match on and read fields from. Rules that do not
+// compile add nothing (Validate reports them).
 func (c Config) Reads() Selection {
+	rs, _ := compileRules(c.Rules)
+	span, res := rs.readKeys()
+	resource := []string{attrServiceName}
+	for _, k := range res {
+		if !slices.Contains(resource, k) {
+			resource = append(resource, k)
+		}
+	}
+	spanKeys := slices.Clone(spanAttributeKeys)
+	for _, k := range span {
+		if !slices.Contains(spanKeys, k) {
+			spanKeys = append(spanKeys, k)
+		}
+	}
 	return Selection{
-		ResourceAttributes: []string{attrServiceName},
-		SpanAttributes:     slices.Clone(spanAttributeKeys),
+		ResourceAttributes: resource,
+		SpanAttributes:     spanKeys,
 		EventNames:         []string{eventNameCQRS},
 		// An event's attributes are read as a span's are (spanAttrs.read).
 		EventAttributes: slices.Clone(spanAttributeKeys),
@@ -54,6 +69,20 @@ var spanAttributeKeys = []string{
 	attrAggregateID,
 	attrVersion,
 	attrProjection,
+
+	attrAliasEventID,
+	attrAliasEventIDU,
+	attrAliasEventType,
+	attrAliasEventTypeU,
+	attrAliasEventAggID,
+	attrAliasAggregateID,
+	attrAliasAggregateIDU,
+	attrAliasAggregateType,
+	attrAliasVersion,
+	attrAliasCommandType,
+	attrAliasCommandName,
+	attrAliasProjection,
+	attrAliasProjectionName,
 
 	attrMsgID,
 	attrMsgOpType,

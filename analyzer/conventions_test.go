@@ -119,7 +119,7 @@ func TestReadsListsEveryKey(t *testing.T) {
 	if diff := cmp.Diff(sorted(sel.EventAttributes), p.caseValues(t, "read")); diff != "" {
 		t.Errorf("Reads().EventAttributes differ from the keys spanAttrs.read reads (-listed +read):\n%s", diff)
 	}
-	if diff := cmp.Diff(sorted(sel.Values), p.caseValues(t, "classify")); diff != "" {
+	if diff := cmp.Diff(sorted(sel.Values), p.caseValues(t, "classifyWhy")); diff != "" {
 		t.Errorf("Reads().Values differ from the values classify compares with (-listed +compared):\n%s", diff)
 	}
 

@@ -5,9 +5,14 @@
 // the steps can run in different processes:
 //
 //  1. Resolver (NewResolver): spans -> facts. It classifies each span
-//     (command, append, project, query or ignored) and resolves, inside one
-//     trace, which command span is the ancestor of each append span. Its
-//     state is trace-local: shard it across processes by trace id.
+//     (command, append, project, query or ignored: Config.Rules first, then
+//     the span conventions) and resolves, inside one trace, which command
+//     span is the ancestor of each append span and which event a consumer
+//     span without event id projects (that of its producer span; a link to
+//     another trace is resolved in that trace's shard). It recognises
+//     retried spans by (trace id, span id). Its state is trace-local:
+//     shard it across processes by trace id, and route a linking consumer
+//     span to the process of the trace it links to.
 //  2. Joiner (NewJoiner): facts -> joins by event id -> metrics. It matches
 //     projection facts to the events they project, whatever their trace,
 //     observes lag and stage durations, and declares events unprojected when
@@ -19,4 +24,7 @@
 // a request's facts from one to the other without copying them, and
 // implements the collector's consumer. Its Summary reads the metrics they
 // expose.
+//
+// Explain says, span by span, what the analysis makes of a request and why,
+// for `lagscope explain`; it is not on the analysis path.
 package analyzer

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.yaml.in/yaml/v3"
 )
 
 // analyzeFile runs the offline analysis of one OTLP JSON lines file.
@@ -79,60 +80,78 @@ func TestFixtures(t *testing.T) {
 	tests := []struct {
 		file  string
 		projs []proj
+		rules string // the config file of the rules to read it with
 	}{
 		{"happy_path", []proj{
 			{name: "orders_view", expected: 3, projected: 3, lags: []int{120, 250, 80}},
 			{name: "sales_summary", expected: 3, projected: 3, lags: []int{340, 1500, 610}},
-		}},
+		}, ""},
 		{"projection_before_append", []proj{
 			{name: "orders_view", expected: 2, projected: 2, lags: []int{200, 95}},
 			{name: "sales_summary", expected: 2, projected: 2, lags: []int{450, 1250}},
-		}},
+		}, ""},
 		{"missing_projection", []proj{
 			{name: "orders_view", expected: 4, projected: 4, lags: []int{110, 130, 150, 170}},
 			{name: "sales_summary", expected: 4, projected: 3, unprojected: 1, lags: []int{500, 700, 900}, unprojectedIDs: []string{"evt-03-003"}},
-		}},
+		}, ""},
 		{"two_projections", []proj{
 			{name: "orders_view", expected: 1, projected: 1, lags: []int{90}},
 			{name: "sales_summary", expected: 1, projected: 1, lags: []int{2400}},
-		}},
+		}, ""},
 		{"multi_event_append", []proj{
 			{name: "orders_view", expected: 3, projected: 3, lags: []int{100, 130, 160}},
 			{name: "sales_summary", expected: 1, projected: 1, lags: []int{420}},
-		}},
+		}, ""},
 		{"span_link", []proj{
 			{name: "orders_view", expected: 2, projected: 2, lags: []int{400, 700}},
-		}},
+		}, ""},
 		{"messaging_semconv", []proj{
 			{name: "orders-view", expected: 5, projected: 5, lags: []int{60, 75, 140, 310, 520}},
-		}},
+		}, ""},
 		{"clock_skew", []proj{
 			{name: "orders_view", expected: 2, projected: 2, skew: 1, lags: []int{300}},
-		}},
+		}, ""},
 		{"noise", []proj{
 			{name: "orders_view", expected: 2, projected: 2, lags: []int{210, 160}},
 			{name: "sales_summary", expected: 2, projected: 2, lags: []int{380, 520}},
-		}},
+		}, ""},
 		{"duplicates_out_of_order", []proj{
 			{name: "orders_view", expected: 3, projected: 3, dup: 1, ooo: 1, lags: []int{200, 1200, 150}},
 			{name: "sales_summary", expected: 3, projected: 3, lags: []int{450, 350, 400}},
-		}},
+		}, ""},
 		{"broken_propagation", []proj{
 			{name: "orders_view", expected: 2, projected: 2, lags: []int{180, 260}},
 			{name: "sales_summary", expected: 2, projected: 2, lags: []int{520, 1100}},
-		}},
+		}, ""},
 		{"no_command", []proj{
 			{name: "orders_view", expected: 2, projected: 2, lags: []int{180, 240}},
-		}},
+		}, ""},
 		{"intermediate_spans", []proj{
 			{name: "orders_view", expected: 1, projected: 1, lags: []int{330}},
 			{name: "sales_summary", expected: 1, projected: 1, lags: []int{780}},
-		}},
+		}, ""},
+		{"hand_instrumented", []proj{
+			{name: "billing", expected: 1, projected: 1, lags: []int{150}},
+			{name: "query-service", expected: 3, projected: 3, lags: []int{45, 80, 60}},
+		}, ""},
+		{"hand_instrumented", []proj{ // the same, with the shape written as rules
+			{name: "billing", expected: 1, projected: 1, lags: []int{150}},
+			{name: "query-service", expected: 3, projected: 3, lags: []int{45, 80, 60}},
+		}, "rules/hand_instrumented.yaml"},
+		{"rules/custom", []proj{
+			{name: "shop", expected: 2, projected: 2, lags: []int{90, 130}},
+		}, "rules/custom.yaml"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.file, func(t *testing.T) {
+		t.Run(tt.file+tt.rules, func(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.KeepSamples = true
+			if tt.rules != "" {
+				cfg.Rules = rulesOf(t, filepath.Join("..", "testdata", tt.rules))
+				if len(cfg.Rules) == 0 {
+					t.Fatalf("%s: no rules", tt.rules)
+				}
+			}
 			a, reg := analyzeFile(t, filepath.Join("..", "testdata", tt.file+".jsonl"), cfg)
 			var want []proj
 			for _, p := range tt.projs {
@@ -234,4 +253,20 @@ func labelOf(m *dto.Metric, name string) string {
 		}
 	}
 	return ""
+}
+
+// rulesOf reads the rules of a config file.
+func rulesOf(t testing.TB, path string) []Rule {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Rules []Rule `yaml:"rules"`
+	}
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return c.Rules
 }

@@ -20,7 +20,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 )
 
-var update = flag.Bool("update", false, "rewrite the seed corpus under testdata/fuzz")
+var update = flag.Bool("update", false, "rewrite the seed corpus under testdata/fuzz and testdata/*.golden")
 
 // fuzzConfig has small bounds, so that a fuzzed request reaches all of them.
 func fuzzConfig() Config {

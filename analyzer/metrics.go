@@ -48,8 +48,10 @@ type resolverMetrics struct {
 	roleCounts [len(roleNames)]prometheus.Counter
 	// waitEvictions is lagscope_join_evictions_total{reason="command_wait_capacity"}.
 	waitEvictions prometheus.Counter
-	command       *labelCounters
-	own           *prometheus.Registry // lagscope_spans_total, for Summary
+	// duplicateSpans is lagscope_duplicate_spans_total.
+	duplicateSpans prometheus.Counter
+	command        *labelCounters
+	own            *prometheus.Registry // lagscope_spans_total, for Summary
 }
 
 // Options of the vectors the Resolver and the Joiner both count in, each
@@ -92,10 +94,18 @@ func newResolverMetrics(reg prometheus.Registerer) (*resolverMetrics, error) {
 	if err != nil {
 		return nil, err
 	}
+	dups := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "lagscope_duplicate_spans_total",
+		Help: "Spans received again with the (trace id, span id) of a recent span: retried exports, otherwise ignored.",
+	})
+	if err := reg.Register(dups); err != nil {
+		return nil, err
+	}
 	m := &resolverMetrics{
-		waitEvictions: evictions.WithLabelValues(reasonCommandWaitCapacity),
-		command:       newLabelCounters(overflow, sanitized, "command"),
-		own:           prometheus.NewRegistry(),
+		duplicateSpans: dups,
+		waitEvictions:  evictions.WithLabelValues(reasonCommandWaitCapacity),
+		command:        newLabelCounters(overflow, sanitized, "command"),
+		own:            prometheus.NewRegistry(),
 	}
 	m.own.MustRegister(spans)
 	for i, r := range roleNames {

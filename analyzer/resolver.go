@@ -28,13 +28,16 @@ type commandInfo struct {
 }
 
 // waitEntry is an append fact whose command is not resolved yet: the walk up
-// its ancestors stopped at a span (key) that has not arrived.
+// its ancestors stopped at a span (key) that has not arrived; or (proj) a
+// projection fact without event id waiting for its producer span (key),
+// whose event it projects.
 type waitEntry struct {
 	fact    Fact // strings cloned
 	key     spanKey
 	arrived int64
 	gen     uint32
 	live    bool
+	proj    bool
 }
 
 type waitRef struct {
@@ -51,6 +54,7 @@ type waitRef struct {
 // takes any. All its methods are safe for concurrent use.
 type Resolver struct {
 	m        *resolverMetrics
+	rules    *ruleSet  // Config.Rules compiled; nil when none
 	names    *labelSet // command names, shared by the shards
 	maxLabel int       // MaxLabelLength
 	shards   []resolverShard
@@ -87,9 +91,14 @@ func NewResolver(cfg Config, reg prometheus.Registerer) (*Resolver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register resolver metrics: %w", err)
 	}
+	rules, err := compileRules(cfg.Rules)
+	if err != nil {
+		return nil, fmt.Errorf("compile rules: %w", err)
+	}
 	n := cfg.shards()
 	r := &Resolver{
 		m:        m,
+		rules:    rules,
 		names:    newLabelSet("command", cfg.Metrics.MaxLabelValues, cfg.Metrics.MaxLabelLength, m.command),
 		maxLabel: cfg.Metrics.MaxLabelLength,
 		shards:   make([]resolverShard, n),
@@ -156,12 +165,7 @@ func ownStrings(f Fact) Fact {
 // it even if the resolution panics.
 func (r *Resolver) resolve(sc *scratch, td ptrace.Traces, now int64) {
 	n := len(r.shards)
-	sc.scan(td, r.names, n, r.maxLabel)
-	for i, c := range sc.roles {
-		if c > 0 {
-			r.m.roleCounts[i].Add(float64(c))
-		}
-	}
+	sc.scan(td, r.rules, r.names, n, r.maxLabel)
 	if spinLocks {
 		r.resolveTry(sc, now)
 	} else {
@@ -172,6 +176,20 @@ func (r *Resolver) resolve(sc *scratch, td ptrace.Traces, now int64) {
 				r.shards[i].mu.Lock()
 				r.resolveShard(sc, i, now)
 			}
+		}
+	}
+	// Projections keyed by a producer span of another trace (a link), in
+	// that trace's shard, once every shard has marked its retries.
+	for i := range n {
+		if len(sc.work[i].xprojs) > 0 {
+			r.shards[i].mu.Lock()
+			r.resolveLinked(sc, i, now)
+		}
+	}
+	// Counted now: retries are not.
+	for i, c := range sc.roles {
+		if c > 0 {
+			r.m.roleCounts[i].Add(float64(c))
 		}
 	}
 	if len(sc.pre) > 0 && n > 1 {
@@ -231,12 +249,31 @@ func (r *Resolver) resolveShard(sc *scratch, i int, now int64) {
 	r.reportEvictions(rs.t)
 }
 
+// resolveLinked resolves shard i's xprojs and unlocks the shard, whose lock
+// the caller took, even if the resolution panics.
+func (r *Resolver) resolveLinked(sc *scratch, i int, now int64) {
+	rs := &r.shards[i]
+	defer rs.mu.Unlock()
+	t := rs.t
+	for _, pr := range sc.work[i].xprojs {
+		t.resolveProjection(sc, pr, now)
+	}
+	if t.nlive > t.maxWait {
+		sc.post = t.expire(sc.post, now, false)
+	}
+	r.reportEvictions(t)
+}
+
 // reportEvictions moves a shard's eviction count to the metrics; the
 // shard's lock must be held.
 func (r *Resolver) reportEvictions(t *traceResolver) {
 	if t.evicted > 0 {
 		r.m.waitEvictions.Add(float64(t.evicted))
 		t.evicted = 0
+	}
+	if t.dups > 0 {
+		r.m.duplicateSpans.Add(float64(t.dups))
+		t.dups = 0
 	}
 }
 
@@ -291,6 +328,12 @@ type traceResolver struct {
 	// evicted counts appends joined early for room since the Resolver
 	// last reported them.
 	evicted uint64
+	// producers maps a recent append span that gave one event to that
+	// event's key, for the consumer spans that are its children or link to
+	// it and carry no event id.
+	producers *genMap[spanKey, EventKey]
+	// dups counts retried spans since the Resolver last reported them.
+	dups uint64
 }
 
 // newTraceResolver returns one of n resolver shards: each gets 1/n of cfg's
@@ -302,6 +345,8 @@ func newTraceResolver(cfg Config, n int) *traceResolver {
 		edges:    newGenMap[spanKey, [8]byte](cfg.Join.MaxTraceSpans / n),
 		commands: newGenMap[spanKey, commandInfo](cfg.Join.MaxTraceSpans / 8 / n),
 		waiting:  make(map[spanKey][]int32),
+		// As many as commands: about one append per command.
+		producers: newGenMap[spanKey, EventKey](cfg.Join.MaxTraceSpans / 8 / n),
 	}
 }
 
@@ -311,6 +356,9 @@ type spanRec struct {
 	parent [8]byte
 	hash   uint64 // key.hash(), computed before the lock is taken
 	ord    int32  // position in the request, to order the facts it releases
+	lo, hi int32  // its facts, scratch.facts[lo:hi]
+	role   Role
+	dup    bool // a retry: seen already (set under the shard's lock)
 }
 
 // cmdRec is a command span of the request.
@@ -326,6 +374,26 @@ type appendRec struct {
 	trace  [16]byte
 	parent [8]byte
 	lo, hi int32
+	rec    int32 // its spanRec in the same shardWork
+}
+
+// prodRec is an append span of the request that gave one event: key is
+// the span, event the event's join key.
+type prodRec struct {
+	key   spanKey
+	hash  uint64
+	event EventKey
+	rec   int32 // its spanRec in the same shardWork
+}
+
+// projRec is a projection fact (scratch.facts[idx]) without event id that
+// projects the event of producer span key, held by the shard of key's
+// trace; home and rec locate the projection span's own spanRec.
+type projRec struct {
+	key       spanKey
+	hash      uint64
+	idx       int32
+	home, rec int32
 }
 
 // shardWork is the part of a request that one resolver shard handles: the
@@ -334,6 +402,11 @@ type shardWork struct {
 	recs    []spanRec
 	cmds    []cmdRec
 	appends []appendRec
+	prods   []prodRec
+	projs   []projRec // of spans of this shard's traces
+	// xprojs are projRecs held by this shard whose projection span is of
+	// another shard: resolved after every shard has found its retries.
+	xprojs []projRec
 }
 
 // scratch is the per-request working memory of the analysis, pooled by the
@@ -353,12 +426,17 @@ type scratch struct {
 	post    []Fact
 	matched []spanRec
 	busy    []int // resolver shards to come back to
+	// producerOf is projectFacts' scratch: the producer span of each fact
+	// of one projection span.
+	producerOf []spanKey
+	rules      ruleScratch
 }
 
 func (s *scratch) reset() {
 	for i := range s.work {
 		w := &s.work[i]
 		w.recs, w.cmds, w.appends = w.recs[:0], w.cmds[:0], w.appends[:0]
+		w.prods, w.projs, w.xprojs = w.prods[:0], w.projs[:0], w.xprojs[:0]
 	}
 	s.roles = [len(roleNames)]uint64{}
 	clear(s.facts) // drop references into the request
@@ -387,7 +465,7 @@ func traceShard(trace *[16]byte, n int) int {
 // their command), and sorts the spans by resolver shard (n of them). Command
 // names are interned in names. The facts' strings are bounded (boundFacts)
 // for label values of at most maxLabel bytes.
-func (sc *scratch) scan(td ptrace.Traces, names *labelSet, n, maxLabel int) {
+func (sc *scratch) scan(td ptrace.Traces, rules *ruleSet, names *labelSet, n, maxLabel int) {
 	if len(sc.work) < n {
 		sc.work = append(sc.work, make([]shardWork, n-len(sc.work))...)
 	}
@@ -399,52 +477,88 @@ func (sc *scratch) scan(td ptrace.Traces, names *labelSet, n, maxLabel int) {
 		if v, ok := rs.Resource().Attributes().Get(attrServiceName); ok {
 			service = v.Str()
 		}
+		if rules != nil {
+			rules.resource(&sc.rules, rs.Resource().Attributes(), service)
+		}
 		sss := rs.ScopeSpans()
 		for j := 0; j < sss.Len(); j++ {
 			spans := sss.At(j).Spans()
 			for k := 0; k < spans.Len(); k++ {
 				sp := spans.At(k)
 				key := spanKey{trace: sp.TraceID(), span: sp.SpanID()}
-				w := &sc.work[traceShard(&key.trace, n)]
+				home := traceShard(&key.trace, n)
+				w := &sc.work[home]
 				h := key.hash()
-				w.recs = append(w.recs, spanRec{key: key, parent: sp.ParentSpanID(), hash: h, ord: ord})
-				ord++
+				ri := int32(len(w.recs))
 				var a spanAttrs
 				a.read(sp.Attributes())
-				role := classify(sp.Kind(), &a)
+				role, _ := classifyRules(rules, &sc.rules, sp, &a)
 				sc.roles[role]++
-				switch role {
-				case RoleNone:
-				case RoleCommand:
-					name := a.command
-					if name == "" {
-						name = sp.Name()
-					}
-					w.cmds = append(w.cmds, cmdRec{key: key, hash: h, info: commandInfo{name: names.value(names.id(name)), start: unixNano(sp.StartTimestamp())}})
-				case RoleAppend, RoleProject:
-					// A failed append or projection (status Error) wrote
-					// nothing: it keeps its role in the span counts but
-					// gives no fact, so a projection that failed still
-					// counts as not shown.
-					if sp.Status().Code() == ptrace.StatusCodeError {
-						continue
-					}
-					lo := len(sc.facts)
-					if role == RoleProject {
-						sc.facts = projectFacts(sc.facts, sp, &a, service)
-						boundFacts(sc.facts[lo:], maxLabel)
-						continue
-					}
-					sc.facts = eventFacts(sc.facts, appendBase(sp), sp, &a)
-					boundFacts(sc.facts[lo:], maxLabel)
-					if len(sc.facts) > lo {
-						w.appends = append(w.appends, appendRec{trace: key.trace, parent: sp.ParentSpanID(), lo: int32(lo), hi: int32(len(sc.facts))})
-					}
-				case RoleQuery:
-					sc.facts = append(sc.facts, queryFact(sp, &a))
-					boundFacts(sc.facts[len(sc.facts)-1:], maxLabel)
-				}
+				lo := int32(len(sc.facts))
+				sc.spanFacts(w, sp, &a, role, service, names, key, h, home, ri, n, maxLabel)
+				w.recs = append(w.recs, spanRec{key: key, parent: sp.ParentSpanID(), hash: h, ord: ord, lo: lo, hi: int32(len(sc.facts)), role: role})
+				ord++
 			}
+		}
+	}
+}
+
+// spanFacts builds the facts of span sp of role role (classified from a)
+// in sc.facts, and its records in w, its trace's shardWork; ri is the index
+// its spanRec will have in w.recs.
+func (sc *scratch) spanFacts(w *shardWork, sp ptrace.Span, a *spanAttrs, role Role, service string, names *labelSet, key spanKey, h uint64, home int, ri int32, n, maxLabel int) {
+	switch role {
+	case RoleNone:
+	case RoleCommand:
+		name := a.command
+		if name == "" {
+			name = sp.Name()
+		}
+		w.cmds = append(w.cmds, cmdRec{key: key, hash: h, info: commandInfo{name: names.value(names.id(name)), start: unixNano(sp.StartTimestamp())}})
+	case RoleAppend, RoleProject:
+		// A failed append or projection (status Error) wrote
+		// nothing: it keeps its role in the span counts but
+		// gives no fact, so a projection that failed still
+		// counts as not shown.
+		if sp.Status().Code() == ptrace.StatusCodeError {
+			return
+		}
+		lo := len(sc.facts)
+		if role == RoleProject {
+			sc.facts, sc.producerOf = projectFacts(sc.facts, sc.producerOf[:0], sp, a, service)
+			boundFacts(sc.facts[lo:], maxLabel)
+			sc.routeProjections(lo, home, ri, n)
+			return
+		}
+		sc.facts = eventFacts(sc.facts, appendBase(sp), sp, a)
+		boundFacts(sc.facts[lo:], maxLabel)
+		switch len(sc.facts) - lo {
+		case 0:
+			return
+		case 1:
+			w.prods = append(w.prods, prodRec{key: key, hash: h, event: sc.facts[lo].Event, rec: ri})
+		}
+		w.appends = append(w.appends, appendRec{trace: key.trace, parent: sp.ParentSpanID(), lo: int32(lo), hi: int32(len(sc.facts)), rec: ri})
+	case RoleQuery:
+		sc.facts = append(sc.facts, queryFact(sp, a))
+		boundFacts(sc.facts[len(sc.facts)-1:], maxLabel)
+	}
+}
+
+// routeProjections gives the projection facts sc.facts[lo:] that carry no
+// event id (keyed by the producer span they are a child of or link to) to
+// the shard of that producer span's trace, which knows the producer's event.
+func (sc *scratch) routeProjections(lo, home int, ri int32, n int) {
+	for i, pk := range sc.producerOf {
+		if pk == (spanKey{}) {
+			continue // keyed by event id
+		}
+		t := traceShard(&pk.trace, n)
+		pr := projRec{key: pk, hash: pk.hash(), idx: int32(lo + i), home: int32(home), rec: ri}
+		if t == home {
+			sc.work[t].projs = append(sc.work[t].projs, pr)
+		} else {
+			sc.work[t].xprojs = append(sc.work[t].xprojs, pr)
 		}
 	}
 }
@@ -462,7 +576,7 @@ func (r *traceResolver) resolve(sc *scratch, w *shardWork, now int64) {
 	// touch every insert's slot first, so that their misses overlap.
 	sink := r.sink
 	for i := range w.recs {
-		sink += r.edges.touch(w.recs[i].hash)
+		sink += r.edges.touch(w.recs[i].hash) + r.edges.touchOld(w.recs[i].hash)
 	}
 	for i := range w.cmds {
 		sink += r.commands.touch(w.cmds[i].hash)
@@ -470,7 +584,18 @@ func (r *traceResolver) resolve(sc *scratch, w *shardWork, now int64) {
 	r.sink = sink
 	for i := range w.recs {
 		rec := &w.recs[i]
-		r.edges.putHash(rec.key, rec.hash, rec.parent)
+		// A span seen already is a retry of a request whose answer was
+		// lost (telemetry is delivered at least once): counted and
+		// otherwise ignored. The edges table is the set of recent spans,
+		// so this costs no memory; a span whose first copy it forgot
+		// counts again.
+		if r.edges.putNew(rec.key, rec.hash, rec.parent) {
+			rec.dup = true
+			r.dups++
+			sc.roles[rec.role]--
+			clear(sc.facts[rec.lo:rec.hi])
+			continue
+		}
 		if len(r.waiting) > 0 {
 			if _, ok := r.waiting[rec.key]; ok {
 				matched = append(matched, *rec)
@@ -479,6 +604,11 @@ func (r *traceResolver) resolve(sc *scratch, w *shardWork, now int64) {
 	}
 	for i := range w.cmds {
 		r.commands.putHash(w.cmds[i].key, w.cmds[i].hash, w.cmds[i].info)
+	}
+	for i := range w.prods {
+		if p := &w.prods[i]; !w.recs[p.rec].dup {
+			r.producers.putHash(p.key, p.hash, p.event)
+		}
 	}
 	for _, rec := range matched {
 		n := len(sc.pre)
@@ -489,6 +619,9 @@ func (r *traceResolver) resolve(sc *scratch, w *shardWork, now int64) {
 	}
 	sc.matched = matched[:0]
 	for _, ap := range w.appends {
+		if w.recs[ap.rec].dup {
+			continue
+		}
 		facts := sc.facts[ap.lo:ap.hi]
 		cmd, res, waitKey := r.walk(ap.trace, ap.parent)
 		switch res {
@@ -505,14 +638,39 @@ func (r *traceResolver) resolve(sc *scratch, w *shardWork, now int64) {
 				// An append fact has no projection or query: what its
 				// event carried there is not kept.
 				facts[i].Projection, facts[i].Query = "", ""
-				r.park(facts[i].Clone(), waitKey, now)
+				r.park(facts[i].Clone(), waitKey, now, false)
 				facts[i] = Fact{}
 			}
 		}
 	}
+	for _, pr := range w.projs {
+		r.resolveProjection(sc, pr, now)
+	}
 	if r.nlive > r.maxWait {
 		sc.post = r.expire(sc.post, now, false)
 	}
+}
+
+// resolveProjection gives projection fact pr the event of its producer
+// span: the one event that span appended, or (it arrived and appended no
+// single event) the key of the span itself, which the fact has already.
+// While the producer span has not arrived, the fact waits for it like an
+// append for its command (join.command_wait), then keeps the span's key.
+// The shard holding pr's producer must be locked.
+func (r *traceResolver) resolveProjection(sc *scratch, pr projRec, now int64) {
+	f := &sc.facts[pr.idx]
+	if f.Kind == 0 {
+		return // a retry
+	}
+	if ev, ok := r.producers.getHash(pr.key, pr.hash); ok {
+		f.Event = ev
+		return
+	}
+	if _, ok := r.edges.getHash(pr.key, pr.hash); ok {
+		return
+	}
+	r.park(f.Clone(), pr.key, now, true)
+	*f = Fact{}
 }
 
 type walkResult uint8
@@ -602,7 +760,10 @@ func eventFacts(dst []Fact, base Fact, sp ptrace.Span, a *spanAttrs) []Fact {
 	return append(dst, f)
 }
 
-func projectFacts(dst []Fact, sp ptrace.Span, a *spanAttrs, service string) []Fact {
+// projectFacts appends the facts of a projection span to dst and, for each,
+// to prod the producer span it was keyed by when it carries no event id
+// (the zero key when it does).
+func projectFacts(dst []Fact, prod []spanKey, sp ptrace.Span, a *spanAttrs, service string) ([]Fact, []spanKey) {
 	base := Fact{
 		Kind:       FactProject,
 		TraceID:    sp.TraceID(),
@@ -614,7 +775,10 @@ func projectFacts(dst []Fact, sp ptrace.Span, a *spanAttrs, service string) []Fa
 	n := len(dst)
 	dst = eventFacts(dst, base, sp, a)
 	if len(dst) > n {
-		return dst
+		for range len(dst) - n {
+			prod = append(prod, spanKey{})
+		}
+		return dst, prod
 	}
 	// No event id: the message is identified by its producer span, which
 	// this consumer span links to (batch consumers link to each) or is a
@@ -628,14 +792,16 @@ func projectFacts(dst []Fact, sp ptrace.Span, a *spanAttrs, service string) []Fa
 			l := links.At(i)
 			f.Event = keyOfSpan(l.TraceID(), l.SpanID())
 			dst = append(dst, f)
+			prod = append(prod, spanKey{trace: l.TraceID(), span: l.SpanID()})
 		}
-		return dst
+		return dst, prod
 	}
 	if p := sp.ParentSpanID(); !p.IsEmpty() {
 		f.Event = keyOfSpan(base.TraceID, p)
 		dst = append(dst, f)
+		prod = append(prod, spanKey{trace: base.TraceID, span: p})
 	}
-	return dst
+	return dst, prod
 }
 
 func queryFact(sp ptrace.Span, a *spanAttrs) Fact {
@@ -707,7 +873,8 @@ func first(vs ...string) string {
 
 // park holds an append fact until the span it waits for arrives or
 // CommandWait passes.
-func (r *traceResolver) park(f Fact, key spanKey, now int64) {
+// proj says f is a projection waiting for its producer span.
+func (r *traceResolver) park(f Fact, key spanKey, now int64, proj bool) {
 	var idx int32
 	if n := len(r.free); n > 0 {
 		idx = r.free[n-1]
@@ -718,7 +885,7 @@ func (r *traceResolver) park(f Fact, key spanKey, now int64) {
 	}
 	e := &r.slab[idx]
 	e.gen++
-	e.fact, e.key, e.arrived, e.live = f, key, now, true
+	e.fact, e.key, e.arrived, e.live, e.proj = f, key, now, true, proj
 	r.waiting[key] = append(r.waiting[key], idx)
 	r.fifo.push(waitRef{idx: idx, gen: e.gen})
 	r.nlive++
@@ -740,6 +907,15 @@ func (r *traceResolver) rewalk(dst []Fact, key spanKey, now int64) []Fact {
 	for _, idx := range idxs {
 		e := &r.slab[idx]
 		if !e.live || e.key != key {
+			continue
+		}
+		if e.proj {
+			f := e.fact
+			if ev, ok := r.producers.get(key); ok {
+				f.Event = ev
+			}
+			dst = append(dst, f)
+			r.release(idx)
 			continue
 		}
 		cmd, res, waitKey := r.walk(key.trace, key.span)
@@ -780,7 +956,9 @@ func (r *traceResolver) expire(dst []Fact, now int64, flush bool) []Fact {
 			r.evicted++
 		}
 		f := e.fact
-		f.Command = "none"
+		if !e.proj {
+			f.Command = "none"
+		} // else keyed by its producer span, as it is already
 		dst = append(dst, f)
 		r.dropWaiting(e.key, ref.idx)
 		r.release(ref.idx)

@@ -135,6 +135,12 @@ type fixture struct {
 	expect   []projExpect
 	queries  int // query spans
 	events   int // events appended in the whole file
+	// rules, when set, is the reference of the fixture's rules (config
+	// in config, written next to the fixture): it gives a span its role
+	// and sets the cqrs.* attributes the rule's fields read, or returns
+	// "" to leave the span to the conventions.
+	rules  func(r *rspan) string
+	config string
 
 	nTrace, nSpan uint16
 }
@@ -503,12 +509,14 @@ func clockSkew() *fixture {
 }
 
 func noise() *fixture {
-	f := &fixture{file: "noise.jsonl", events: 2, num: 9, title: "Noise around a few CQRS spans",
+	f := &fixture{file: "noise.jsonl", events: 3, num: 9, title: "Noise around a few CQRS spans",
 		scenario: "Seven unrelated traces (gateway/catalog HTTP, SQL, Redis, a health check, an error) interleaved with two CQRS traces. " +
 			"CQRS trace 1 uses `cqrs.operation` attributes and has a SQL span under the command next to the append. CQRS trace 2 is marked by " +
 			"rule 2 only: its command span has `cqrs.command.name` and no `cqrs.operation`, and its `GetOrder` query span only `cqrs.query.name`. " +
-			"Decoys that must be ignored: a PRODUCER span with neither `messaging.system` nor a message id (an in-process event bus), a root CONSUMER " +
-			"span with `messaging.system=kafka` but no message id, parent or link, and a CLIENT span that carries `messaging.message.id` but no messaging operation.",
+			"Decoys that give no projection: a PRODUCER span with neither `messaging.system` nor a message id (an in-process event bus; a PRODUCER span " +
+			"is an append by its kind alone since issue 12, so it appends one event of no type, keyed by the span, that nothing projects), a root CONSUMER " +
+			"span with `messaging.system=kafka` but no message id, parent or link (a projection span that names no event: no fact), and a CLIENT span " +
+			"that carries `messaging.message.id` but no messaging operation (ignored).",
 		queries: 1}
 	t := time.Duration(0)
 	noiseTrace := func(t0 time.Duration, kind int) []*span {
@@ -802,13 +810,206 @@ func attrInt(attrs []kv, k string) (int64, bool) {
 	return 0, false
 }
 
+// handInstrumented is the shape of issue 12: a hand-instrumented CQRS
+// system with no cqrs.* attribute, roles by span kind and aliases.
+func handInstrumented() *fixture {
+	f := &fixture{file: "hand_instrumented.jsonl", events: 4, num: 14, title: "Hand-instrumented CQRS system, no configuration",
+		scenario: "No `cqrs.*` or messaging attribute: the instrumentation of issue 12. command-service: `handle_create_order` SERVER span " +
+			"(`command.type=CreateOrder`, a command by that alias) -> `validate_command`, `create_aggregate` (`order.id`), and `store_event` " +
+			"PRODUCER (`event.type`, `event.id`: an append by its kind). query-service: `process_event` CONSUMER (a projection by its kind, " +
+			"named after its service) with `event.type` and `event.aggregate_id` but no event id, a child of `store_event` (its trace context " +
+			"carried in the event's metadata), so it projects the event `store_event` appended -> `project_read_model`.\n" +
+			"  - e1: the command side is exported first.\n" +
+			"  - e2: the query side is exported first (the projection waits for its producer span).\n" +
+			"  - e3: `handle_pay_order` with `command.name=PayOrder`, `store_event` with `event_id`/`event_type`/`aggregate_id`; the consumer " +
+			"is the root of its own trace with a span link to `store_event` and `projection.name=billing`.\n" +
+			"  - e4: both lines of the order are exported twice (a retried export): the copies are ignored.\n" +
+			"Lag = `process_event` end - `handle_*` start.",
+		notes: []string{"e4's two lines are each exported twice: 30 spans in the file, 24 distinct; lagscope_duplicate_spans_total counts the 6 copies."}}
+	resCmd := &resource{"command-service", "command-1"}
+	resQuery := &resource{"query-service", "query-1"}
+	type o struct {
+		t0                        time.Duration
+		command, handle           string
+		typ                       string
+		lag                       time.Duration
+		link, first, retry, under bool
+	}
+	orders := []o{
+		{0, "CreateOrder", "handle_create_order", "OrderCreated", 45 * ms, false, false, false, false},
+		{2 * time.Second, "CreateOrder", "handle_create_order", "OrderCreated", 80 * ms, false, true, false, false},
+		{4 * time.Second, "PayOrder", "handle_pay_order", "OrderPaid", 150 * ms, true, false, false, true},
+		{6 * time.Second, "CreateOrder", "handle_create_order", "OrderCreated", 60 * ms, false, false, true, false},
+	}
+	created := projExpect{projection: "query-service"}
+	billing := projExpect{projection: "billing"}
+	for n, x := range orders {
+		tr := f.newTrace()
+		t0 := x.t0
+		id, agg := f.eventID(n+1), f.orderID(n+1)
+		cmdAttr := s("command.type", x.command)
+		if x.under {
+			cmdAttr = s("command.name", x.command)
+		}
+		h := f.span(tr, nil, resCmd, scHTTP, x.handle, ptrace.SpanKindServer, t0, t0+6*ms, cmdAttr, s("order.customer_id", fmt.Sprintf("c-%d", n+1)))
+		v := f.span(tr, h, resCmd, scApp, "validate_command", ptrace.SpanKindInternal, t0+1*ms, t0+2*ms)
+		c := f.span(tr, h, resCmd, scApp, "create_aggregate", ptrace.SpanKindInternal, t0+2*ms, t0+3*ms, s("order.id", agg), i("order.total", 4200))
+		evAttrs := []kv{s("event.type", x.typ), s("event.id", id)}
+		if x.under {
+			evAttrs = []kv{s("event_type", x.typ), s("event_id", id), s("aggregate_id", agg)}
+		}
+		st := f.span(tr, h, resCmd, scApp, "store_event", ptrace.SpanKindProducer, t0+3*ms, t0+5*ms, evAttrs...)
+		end := t0 + x.lag
+		var pe *span
+		if x.link {
+			pe = f.span(f.newTrace(), nil, resQuery, scProj, "process_event", ptrace.SpanKindConsumer, end-4*ms, end,
+				s("event.type", x.typ), s("event.aggregate_id", agg), s("projection.name", "billing"))
+			pe.links = []link{st.linkTo()}
+		} else {
+			pe = f.span(tr, st, resQuery, scProj, "process_event", ptrace.SpanKindConsumer, end-4*ms, end,
+				s("event.type", x.typ), s("event.aggregate_id", agg))
+		}
+		pr := f.span(pe.trace, pe, resQuery, scProj, "project_read_model", ptrace.SpanKindInternal, end-3*ms, end-1*ms)
+		cmdLine, queryLine := []*span{v, c, st, h}, []*span{pr, pe}
+		switch {
+		case x.first:
+			f.line(queryLine...)
+			f.line(cmdLine...)
+		case x.retry:
+			f.line(cmdLine...)
+			f.line(cmdLine...)
+			f.line(queryLine...)
+			f.line(queryLine...)
+		default:
+			f.line(cmdLine...)
+			f.line(queryLine...)
+		}
+		l := lagExpect{id, x.typ, x.command, x.lag}
+		if x.link {
+			billing.appended++
+			billing.projected++
+			billing.lags = append(billing.lags, l)
+		} else {
+			created.appended++
+			created.projected++
+			created.lags = append(created.lags, l)
+		}
+	}
+	f.expect = []projExpect{billing, created}
+	return f
+}
+
+// customRules is a system that neither the span conventions nor the
+// aliases describe, read with the rules of rules/custom.yaml.
+func customRules() *fixture {
+	f := &fixture{file: "rules/custom.jsonl", config: customRulesConfig, events: 2, num: 15, title: "A system described by rules (rules/custom.yaml)",
+		scenario: "Read with the rules in `rules/custom.yaml` (`lagscope analyze` without them sees no CQRS span but one decoy). order-service: " +
+			"`handle_PlaceOrder` / `handle_CancelOrder` SERVER spans (rule `handlers`: command = capture group 1) -> `EventStore.Append` CLIENT " +
+			"(`db.system=postgresql`, `evt_id`, `evt_name`, `stream_id`, `stream_rev`: rule `appends`). orders-projector: `Projector.Handle` " +
+			"INTERNAL spans, children of the append spans, with `evt_id`/`evt_name` (rule `projectors`; the projection is the resource attribute " +
+			"`service.namespace`, `shop`). An `OrderQueries.GetOrder` SERVER span (rule `queries`: `order_id`, `order_rev`) reads version 2 " +
+			"after it was appended. Decoys: a `GET /health` PRODUCER span (rule `health`: ignored, where the span kind alone would make it an " +
+			"append) and an `EventStore.Append` CLIENT span with `db.system=mysql` (matches no rule; ignored).",
+		queries: 1}
+	resOrders := &resource{"order-service", "orders-1"}
+	resProj := &resource{"orders-projector", "orders-projector-1"}
+	pe := projExpect{projection: "shop", appended: 2, projected: 2}
+	type o struct {
+		t0       time.Duration
+		cmd, typ string
+		rev      int64
+		lag      time.Duration
+	}
+	for n, x := range []o{{0, "PlaceOrder", "OrderPlaced", 1, 90 * ms}, {3 * time.Second, "CancelOrder", "OrderCancelled", 2, 130 * ms}} {
+		tr := f.newTrace()
+		id := f.eventID(n + 1)
+		h := f.span(tr, nil, resOrders, scHTTP, "handle_"+x.cmd, ptrace.SpanKindServer, x.t0, x.t0+20*ms)
+		a := f.span(tr, h, resOrders, scES, "EventStore.Append", ptrace.SpanKindClient, x.t0+5*ms, x.t0+12*ms,
+			s("db.system", "postgresql"), s("evt_id", id), s("evt_name", x.typ), s("stream_id", f.orderID(1)), i("stream_rev", x.rev))
+		p := f.span(tr, a, resProj, scProj, "Projector.Handle", ptrace.SpanKindInternal, x.t0+x.lag-10*ms, x.t0+x.lag,
+			s("evt_id", id), s("evt_name", x.typ))
+		f.line(a, h)
+		f.line(p)
+		pe.lags = append(pe.lags, lagExpect{id, x.typ, x.cmd, x.lag})
+	}
+	tr := f.newTrace()
+	q := f.span(tr, nil, resOrders, scHTTP, "OrderQueries.GetOrder", ptrace.SpanKindServer, 4*time.Second, 4*time.Second+3*ms,
+		s("order_id", f.orderID(1)), i("order_rev", 2))
+	hl := f.span(f.newTrace(), nil, resOrders, scApp, "GET /health", ptrace.SpanKindProducer, 5*time.Second, 5*time.Second+ms)
+	my := f.span(f.newTrace(), nil, resOrders, scDB, "EventStore.Append", ptrace.SpanKindClient, 5*time.Second, 5*time.Second+2*ms,
+		s("db.system", "mysql"), s("evt_id", "x-1"))
+	f.line(q, hl, my)
+	f.expect = []projExpect{pe}
+	f.rules = func(r *rspan) string {
+		switch {
+		case r.name == "GET /health":
+			return "ignored"
+		case strings.HasPrefix(r.name, "handle_") && r.kind == ptrace.SpanKindServer:
+			r.attrs["cqrs.command.name"] = strings.TrimPrefix(r.name, "handle_")
+			return "command"
+		case r.name == "EventStore.Append" && r.kind == ptrace.SpanKindClient && r.svc == "order-service" && r.str("db.system") == "postgresql" && r.has("evt_id"):
+			r.attrs["cqrs.event.id"], r.attrs["cqrs.event.type"] = r.attrs["evt_id"], r.attrs["evt_name"]
+			r.attrs["cqrs.aggregate.id"], r.attrs["cqrs.aggregate.version"] = r.attrs["stream_id"], r.attrs["stream_rev"]
+			return "append"
+		case r.name == "Projector.Handle" && strings.HasSuffix(r.svc, "-projector"):
+			r.attrs["cqrs.event.id"], r.attrs["cqrs.event.type"] = r.attrs["evt_id"], r.attrs["evt_name"]
+			r.attrs["cqrs.projection"] = r.res["service.namespace"]
+			return "project"
+		case strings.HasPrefix(r.name, "OrderQueries."):
+			return "query"
+		}
+		return ""
+	}
+	return f
+}
+
+// customRulesConfig is rules/custom.yaml: the rules customRules' spans are
+// read with, in lagscope's config file format.
+const customRulesConfig = `# The rules testdata/rules/custom.jsonl is read with (see testdata/README.md).
+rules:
+  - name: health
+    match: {span_name: GET /health}
+    role: ignore
+  - name: handlers
+    match:
+      span_name_regex: '^handle_(.+)$'
+      kind: server
+    role: command
+    fields: {command: $1}
+  - name: appends
+    match:
+      span_name: EventStore.Append
+      kind: client
+      service: order-service
+      attributes: {db.system: postgresql, evt_id: "*"}
+    role: append
+    fields:
+      event_id: evt_id
+      event_type: evt_name
+      aggregate_id: stream_id
+      aggregate_version: stream_rev
+  - name: projectors
+    match:
+      span_name: Projector.Handle
+      service_regex: '-projector$'
+    role: project
+    fields:
+      event_id: evt_id
+      event_type: evt_name
+      projection: resource:service.namespace
+  - name: queries
+    match: {span_name_regex: '^OrderQueries\.(\w+)$'}
+    role: query
+    fields: {query: $1, aggregate_id: order_id, aggregate_version: order_rev}
+`
+
 func main() {
 	out := flag.String("out", "testdata", "directory to write the fixtures and README.md into")
 	flag.Parse()
 	fixtures := []*fixture{
 		happyPath(), projectionBeforeAppend(), missingProjection(), twoProjections(), multiEventAppend(),
 		spanLink(), messagingSemconv(), clockSkew(), noise(), duplicatesOutOfOrder(), brokenPropagation(),
-		noCommand(), intermediateSpans(),
+		noCommand(), intermediateSpans(), handInstrumented(), customRules(),
 	}
 	failed := false
 	for _, f := range fixtures {
@@ -817,8 +1018,16 @@ func main() {
 			log.Fatal(err)
 		}
 		path := filepath.Join(*out, f.file)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			log.Fatal(err)
+		}
 		if err := os.WriteFile(path, b, 0o644); err != nil {
 			log.Fatal(err)
+		}
+		if f.config != "" {
+			if err := os.WriteFile(strings.TrimSuffix(path, ".jsonl")+".yaml", []byte(f.config), 0o644); err != nil {
+				log.Fatal(err)
+			}
 		}
 		if err := verify(f, path, n); err != nil {
 			log.Printf("%s: %v", f.file, err)
@@ -847,6 +1056,7 @@ type rspan struct {
 	links      []link
 	seq        int // input order
 	role       string
+	res        map[string]any // resource attributes
 }
 
 func (r *rspan) str(k string) string {
@@ -867,6 +1077,11 @@ func verify(f *fixture, path string, want int) error {
 	sc := bufio.NewScanner(file)
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	lines := 0
+	type sk struct {
+		t [16]byte
+		s [8]byte
+	}
+	seen := map[sk]bool{}
 	for sc.Scan() {
 		td, err := u.UnmarshalTraces(sc.Bytes())
 		if err != nil {
@@ -880,7 +1095,14 @@ func verify(f *fixture, path string, want int) error {
 			svc, _ := rs.Resource().Attributes().Get("service.name")
 			for _, ss := range rs.ScopeSpans().All() {
 				for _, sp := range ss.Spans().All() {
-					r := &rspan{svc: svc.Str(), trace: sp.TraceID(), id: sp.SpanID(), parent: sp.ParentSpanID(),
+					// A retried export: the same span again is ignored.
+					if k := (sk{sp.TraceID(), sp.SpanID()}); seen[k] {
+						want--
+						continue
+					} else {
+						seen[k] = true
+					}
+					r := &rspan{svc: svc.Str(), res: rs.Resource().Attributes().AsRaw(), trace: sp.TraceID(), id: sp.SpanID(), parent: sp.ParentSpanID(),
 						kind: sp.Kind(), name: sp.Name(), start: sp.StartTimestamp().AsTime(), end: sp.EndTimestamp().AsTime(),
 						attrs: sp.Attributes().AsRaw(), seq: len(spans)}
 					for _, e := range sp.Events().All() {
@@ -902,8 +1124,8 @@ func verify(f *fixture, path string, want int) error {
 	if lines != len(f.lines) || len(spans) != want {
 		return fmt.Errorf("read %d lines / %d spans, wrote %d / %d", lines, len(spans), len(f.lines), want)
 	}
-	byInput := analyze(spans, func(a, b *rspan) int { return a.seq - b.seq })
-	byEnd := analyze(spans, func(a, b *rspan) int { return a.end.Compare(b.end) })
+	byInput := analyze(spans, f.rules, func(a, b *rspan) int { return a.seq - b.seq })
+	byEnd := analyze(spans, f.rules, func(a, b *rspan) int { return a.end.Compare(b.end) })
 	if d := diff(byInput, byEnd); d != "" {
 		return fmt.Errorf("input order and end-time order disagree (ambiguous fixture):\n%s", d)
 	}
@@ -945,7 +1167,7 @@ func idKey(t [16]byte, s [8]byte) string {
 
 // analyze applies lagscope's span contract (see testdata/README.md) to spans,
 // ordering projection spans with cmp for duplicate and out-of-order detection.
-func analyze(spans []*rspan, cmp func(a, b *rspan) int) analysis {
+func analyze(spans []*rspan, rules func(*rspan) string, cmp func(a, b *rspan) int) analysis {
 	type sk struct {
 		t [16]byte
 		s [8]byte
@@ -962,8 +1184,36 @@ func analyze(spans []*rspan, cmp func(a, b *rspan) int) analysis {
 		ot, old := r.str("messaging.operation.type"), r.str("messaging.operation")
 		return r.kind == ptrace.SpanKindConsumer || ot == "process" || old == "deliver" || old == "process"
 	}
+	// The aliases of issue 12, read after the cqrs.* names.
+	aliases := [][]string{
+		{"cqrs.event.id", "event.id", "event_id"},
+		{"cqrs.event.type", "event.type", "event_type"},
+		{"cqrs.aggregate.id", "event.aggregate_id", "aggregate.id", "aggregate_id"},
+		{"cqrs.aggregate.type", "aggregate.type"},
+		{"cqrs.aggregate.version", "aggregate.version"},
+		{"cqrs.command.name", "command.type", "command.name"},
+		{"cqrs.projection", "projection", "projection.name"},
+	}
 	for _, r := range spans {
 		r.role = ""
+		if rules != nil {
+			if r.role = rules(r); r.role != "" {
+				continue
+			}
+		}
+		for _, al := range aliases {
+			if r.has(al[0]) {
+				continue
+			}
+			for _, k := range al[1:] {
+				if v, ok := r.attrs[k]; ok {
+					r.attrs[al[0]] = v
+					break
+				}
+			}
+		}
+		messaging := r.has("messaging.message.id") || r.has("messaging.system")
+		ot, old := r.str("messaging.operation.type"), r.str("messaging.operation")
 		switch op := r.str("cqrs.operation"); {
 		case op == "command" || op == "append" || op == "project" || op == "query":
 			r.role = op
@@ -971,29 +1221,49 @@ func analyze(spans []*rspan, cmp func(a, b *rspan) int) analysis {
 			r.role = "command"
 		case r.has("cqrs.query.name"):
 			r.role = "query"
-		case producerLike(r) && (r.has("messaging.message.id") || r.has("messaging.system")):
+		case messaging && (ot == "receive" || ot == "settle" || old == "receive" || old == "settle"):
+		case producerLike(r) && messaging:
 			r.role = "append"
-		case consumerLike(r) && r.has("messaging.message.id"):
+		case consumerLike(r) && messaging && (r.has("messaging.message.id") || ot == "process" || old == "process" || old == "deliver"):
+			r.role = "project"
+		case r.kind == ptrace.SpanKindProducer:
+			r.role = "append" // issue 12: by kind alone
+		case r.kind == ptrace.SpanKindConsumer:
 			r.role = "project"
 		}
 	}
-	// identity of a PRODUCER without message id
-	anonProducer := func(r *rspan) bool {
-		return r != nil && r.role == "append" && !r.has("cqrs.event.id") && !r.has("messaging.message.id") && len(r.events) == 0
+	// A projection span without event id projects the event of the
+	// producer span it links to, or else is a child of: the one event that
+	// span appended, else the span itself.
+	producerKey := func(p *rspan) string {
+		if p == nil || p.role != "append" {
+			return ""
+		}
+		switch {
+		case len(p.events) == 1:
+			k, _ := p.events[0]["cqrs.event.id"].(string)
+			return k
+		case len(p.events) > 1:
+			return ""
+		case p.str("cqrs.event.id") != "":
+			return p.str("cqrs.event.id")
+		case p.str("messaging.message.id") != "":
+			return p.str("messaging.message.id")
+		}
+		return idKey(p.trace, p.id)
 	}
 	projEvent := map[*rspan]string{}
 	for _, r := range spans {
-		if r.role == "" && consumerLike(r) {
-			if p := byID[sk{r.trace, r.parent}]; anonProducer(p) {
-				r.role, projEvent[r] = "project", idKey(p.trace, p.id)
-				continue
-			}
-			for _, l := range r.links {
-				if p := byID[sk{l.trace, l.span}]; anonProducer(p) {
-					r.role, projEvent[r] = "project", idKey(p.trace, p.id)
-					break
-				}
-			}
+		if r.role != "project" || r.has("cqrs.event.id") || r.has("messaging.message.id") || len(r.events) > 0 {
+			continue
+		}
+		if len(r.links) > 0 {
+			projEvent[r] = producerKey(byID[sk{r.links[0].trace, r.links[0].span}])
+		} else if r.parent != ([8]byte{}) {
+			projEvent[r] = producerKey(byID[sk{r.trace, r.parent}])
+		}
+		if projEvent[r] == "" {
+			r.role = "" // names no event: no fact
 		}
 	}
 	var res analysis
