@@ -21,6 +21,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/lagscope/lagscope/server"
 )
 
 func uuid() string {
@@ -184,7 +186,7 @@ func TestAnalyzeRetriedRequests(t *testing.T) {
 // analyzer.Config.Rules (issue 12), and Validate accepts the fixture's.
 func TestConfigFileRules(t *testing.T) {
 	c := DefaultConfig()
-	if err := loadConfigFile("../../testdata/rules/custom.yaml", &c); err != nil {
+	if err := server.LoadConfigFile("../../testdata/rules/custom.yaml", &c); err != nil {
 		t.Fatal(err)
 	}
 	var names []string
