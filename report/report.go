@@ -39,10 +39,25 @@ type Report struct {
 // kept for exact quantiles and the ids of unprojected events, and room for
 // every event of a large file (nothing is evicted short of 16M events).
 func Config(expected map[string][]string) analyzer.Config {
-	cfg := analyzer.DefaultConfig()
+	return Offline(analyzer.DefaultConfig(), expected)
+}
+
+// Offline returns cfg (e.g. with the rules of a config file) made fit for
+// an offline analysis as Config says, with expected added to its expected
+// projections.
+func Offline(cfg analyzer.Config, expected map[string][]string) analyzer.Config {
 	cfg.KeepSamples = true
-	cfg.Join.Expected = expected
-	cfg.Join.MaxPendingEvents = 1 << 24
+	if len(expected) > 0 {
+		merged := make(map[string][]string, len(cfg.Join.Expected)+len(expected))
+		for k, v := range cfg.Join.Expected {
+			merged[k] = append(merged[k], v...)
+		}
+		for k, v := range expected {
+			merged[k] = append(merged[k], v...)
+		}
+		cfg.Join.Expected = merged
+	}
+	cfg.Join.MaxPendingEvents = max(cfg.Join.MaxPendingEvents, 1<<24)
 	return cfg
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/lagscope/lagscope/report"
+	"github.com/lagscope/lagscope/server"
 )
 
 // analyzeReport and analyzeInput are the report's types, as the tests name
@@ -18,7 +19,7 @@ type (
 	analyzeInput  = report.Input
 )
 
-const analyzeSynopsis = `analyze [--format text|json] [--per-file] [--expect TYPE=PROJECTION,...] FILE...
+const analyzeSynopsis = `analyze [--config FILE] [--format text|json] [--per-file] [--expect TYPE=PROJECTION,...] FILE...
 
 Analyses OTLP trace files offline, as the OpenTelemetry Collector's file
 exporter writes them: OTLP JSON (one request per line, or whole documents) or
@@ -33,6 +34,7 @@ func runAnalyze(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	format := fs.String("format", "text", "output format: text or json")
 	perFile := fs.Bool("per-file", false, "analyse each file on its own, one report each")
 	var expected expectedFlag
+	config := fs.String("config", "", "lagscope config `file` whose rules: (and join:, metrics:) to apply")
 	fs.Var(&expected, "expect", "`type=projection[,projection]` an event type must be shown by (repeatable; type * for all)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -43,6 +45,12 @@ func runAnalyze(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if fs.NArg() == 0 {
 		return &usageError{cmd: "analyze", err: errors.New("analyze needs at least one file")}
 	}
+	base := server.DefaultConfig()
+	if *config != "" {
+		if err := server.LoadConfigFile(*config, &base); err != nil {
+			return err
+		}
+	}
 	groups := [][]string{fs.Args()}
 	if *perFile {
 		groups = nil
@@ -52,7 +60,7 @@ func runAnalyze(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	var reps []analyzeReport
 	for _, files := range groups {
-		rep, err := report.Analyze(ctx, files, report.Config(expected.m), stderr)
+		rep, err := report.Analyze(ctx, files, report.Offline(base.Analyzer(), expected.m), stderr)
 		if err != nil {
 			return err
 		}

@@ -24,7 +24,8 @@ const usage = `Usage: lagscope COMMAND [flags]
 Commands:
   serve       receive OTLP traces and export lag and consistency metrics
   demo        run lagscope with the reference order system and a load generator
-  analyze     analyse OTLP JSON trace files offline
+  analyze     analyse OTLP trace files offline
+  explain     say, span by span, what lagscope makes of trace files
   loadgen     send synthetic CQRS traces to a lagscope and check its metrics
   dashboards  write the Grafana dashboards
   alerts      write the Prometheus alerting and recording rules
@@ -34,7 +35,7 @@ Run 'lagscope COMMAND --help' for a command's flags.
 `
 
 // commands are the subcommands, for suggestions.
-var commands = []string{"serve", "demo", "analyze", "loadgen", "dashboards", "alerts", "version", "help"}
+var commands = []string{"serve", "demo", "analyze", "explain", "loadgen", "dashboards", "alerts", "version", "help"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -70,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDemo(ctx, rest, stdout, stderr)
 	case "loadgen":
 		return runLoadgen(ctx, rest, stdout, stderr)
+	case "explain":
+		return runExplain(ctx, rest, stdout, stderr)
 	case "analyze", "analyse":
 		return runAnalyze(ctx, rest, stdout, stderr)
 	case "dashboards":
