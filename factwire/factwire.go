@@ -47,6 +47,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unsafe"
 
 	"github.com/lagscope/lagscope/analyzer"
 )
@@ -91,6 +92,12 @@ type Encoder struct {
 	dict  map[string]uint32
 	order []string
 	body  []byte
+	// last holds each string field's previous value and index: facts of a
+	// batch mostly repeat them, which spares the map lookup.
+	last [6]struct {
+		s string
+		i uint32
+	}
 }
 
 // Append appends to dst the batch of facts with header h. Facts of a kind
@@ -102,10 +109,13 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 	}
 	clear(e.dict)
 	e.order = e.order[:0]
+	e.last = [6]struct {
+		s string
+		i uint32
+	}{}
 	body := e.body[:0]
 	var prevTrace [16]byte
 	var prevStart int64
-	var uuid [36]byte
 	for i := range facts {
 		f := &facts[i]
 		if f.Kind < analyzer.FactAppend || f.Kind > analyzer.FactQuery {
@@ -115,7 +125,7 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 		switch {
 		case f.EventID == "":
 			flags |= flagNoEventID
-		case len(f.EventID) == 36 && string(appendUUID(uuid[:0], &f.Event)) == f.EventID:
+		case isUUIDText(f.EventID, &f.Event):
 			flags |= flagUUIDEventID
 		case analyzer.KeyOf(f.EventID) == f.Event:
 			flags |= flagKeyOfEventID
@@ -134,8 +144,11 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 			body = binary.AppendUvarint(body, uint64(len(f.EventID)))
 			body = append(body, f.EventID...)
 		}
-		for _, s := range [...]string{f.EventType, f.AggregateType, f.AggregateID, f.Command, f.Projection, f.Query} {
-			body = binary.AppendUvarint(body, uint64(e.index(s)))
+		for j, s := range [...]string{f.EventType, f.AggregateType, f.AggregateID, f.Command, f.Projection, f.Query} {
+			if l := &e.last[j]; s != l.s || s == "" {
+				l.s, l.i = s, e.index(s)
+			}
+			body = binary.AppendUvarint(body, uint64(e.last[j].i))
 		}
 		body = binary.AppendVarint(body, f.Version)
 		if flags&flagNoCmdStart == 0 {
@@ -203,6 +216,10 @@ func Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
 		return h, dst, d.fail()
 	}
 	out := dst
+	// UUID event ids are written into one buffer per batch, allocated
+	// once at its final size and never written again where a string
+	// already refers to it.
+	var arena []byte
 	var prevTrace [16]byte
 	var prevStart int64
 	for i := range nf {
@@ -220,8 +237,12 @@ func Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
 		}
 		switch {
 		case flags&flagUUIDEventID != 0:
-			var uuid [36]byte
-			f.EventID = string(appendUUID(uuid[:0], &f.Event))
+			if arena == nil {
+				arena = make([]byte, 0, 36*(nf-i))
+			}
+			n := len(arena)
+			arena = appendUUID(arena, &f.Event)
+			f.EventID = unsafe.String(&arena[n], 36)
 		case flags&flagNoEventID == 0:
 			f.EventID = d.str()
 			if f.EventID == "" && d.err == nil {
@@ -267,6 +288,24 @@ func Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
 	}
 	return h, out, nil
 }
+
+// isUUIDText reports whether s is the canonical lowercase text of k.
+func isUUIDText(s string, k *analyzer.EventKey) bool {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return false
+	}
+	for j, i := range uuidHexAt {
+		if s[i] != hexDigits[k[j]>>4] || s[i+1] != hexDigits[k[j]&15] {
+			return false
+		}
+	}
+	return true
+}
+
+// uuidHexAt are the positions of the 16 hex pairs of a canonical UUID.
+var uuidHexAt = [16]uint8{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34}
+
+const hexDigits = "0123456789abcdef"
 
 // appendUUID appends the canonical lowercase text of k.
 func appendUUID(dst []byte, k *analyzer.EventKey) []byte {

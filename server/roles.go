@@ -255,6 +255,25 @@ func (g *ingest) publish(ctx context.Context, sc *ingestScratch) error {
 	if err != nil {
 		return err
 	}
+	sent, err := sc.batches(n, func() factwire.Header { return factwire.Header{Producer: g.producer, Seq: g.seq.Add(1)} })
+	if err != nil {
+		return err
+	}
+	if len(sc.msgs) == 0 {
+		return nil
+	}
+	if err := g.w.WriteMessages(ctx, sc.msgs...); err != nil {
+		return fmt.Errorf("write facts: %w", err)
+	}
+	g.m.published.WithLabelValues("facts").Add(float64(sent))
+	g.m.published.WithLabelValues("batches").Add(float64(len(sc.msgs)))
+	return nil
+}
+
+// batches groups sc.facts by their partition of n and encodes each group
+// as one message into sc.msgs, with the header next gives; it returns the
+// number of facts they hold.
+func (sc *ingestScratch) batches(n int, next func() factwire.Header) (int, error) {
 	for len(sc.groups) < n {
 		sc.groups = append(sc.groups, nil)
 	}
@@ -275,20 +294,15 @@ func (g *ingest) publish(ctx context.Context, sc *ingestScratch) error {
 		if len(facts) == 0 {
 			continue
 		}
-		b, err := sc.enc.Append(nil, factwire.Header{Producer: g.producer, Seq: g.seq.Add(1)}, facts)
+		b, err := sc.enc.Append(nil, next(), facts)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		k := factKey(&facts[0])
 		sc.msgs = append(sc.msgs, kafka.Message{Key: append([]byte(nil), k[:]...), Value: b})
 		sent += len(facts)
 	}
-	if err := g.w.WriteMessages(ctx, sc.msgs...); err != nil {
-		return fmt.Errorf("write facts: %w", err)
-	}
-	g.m.published.WithLabelValues("facts").Add(float64(sent))
-	g.m.published.WithLabelValues("batches").Add(float64(len(sc.msgs)))
-	return nil
+	return sent, nil
 }
 
 // partitions returns the facts topic's partition count: what the balancer
