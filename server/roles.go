@@ -179,6 +179,10 @@ func newIngest(cfg Config, r *analyzer.Resolver, logger *slog.Logger, reg promet
 		Topic:        cfg.Kafka.FactsTopic,
 		Balancer:     keyBalancer{&g.parts},
 		BatchTimeout: factsBatchTimeout,
+		// A publish is one message per partition, and nothing else waits
+		// to join it: a batch of one is flushed at once instead of after
+		// BatchTimeout.
+		BatchSize:    1,
 		BatchBytes:   factsMaxBytes,
 		RequiredAcks: kafka.RequireAll,
 		Transport:    tr,

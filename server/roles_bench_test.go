@@ -2,10 +2,13 @@ package server
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/lagscope/lagscope/analyzer"
@@ -100,4 +103,83 @@ func encodeGroups(b *testing.B, sc *ingestScratch, n int, dst [][]byte) [][]byte
 		dst = append(dst, m.Value)
 	}
 	return dst
+}
+
+// BenchmarkKafkaRoles measures, through the in-process broker, how fast one
+// instance of a role drains the traces topic: all (serve) against ingest,
+// one message of one synth trace each, as the Collector's exporter writes
+// them. Run with -benchtime=1x; it reports spans/s.
+func BenchmarkKafkaRoles(b *testing.B) {
+	const traces = 2000
+	for _, role := range []string{RoleAll, RoleIngest} {
+		b.Run(role, func(b *testing.B) {
+			addr := benchBroker(b)
+			g := synth.New(synth.Config{TracesPerRequest: 1})
+			var m ptrace.ProtoMarshaler
+			var msgs []kafka.Message
+			spans := 0
+			for range traces {
+				td, batch := g.Next(time.Now())
+				v, err := m.MarshalTraces(td)
+				if err != nil {
+					b.Fatal(err)
+				}
+				id := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).TraceID().String()
+				msgs = append(msgs, kafka.Message{Key: []byte(id), Value: v})
+				spans += batch.Spans
+			}
+			w := &kafka.Writer{Addr: kafka.TCP(addr), Topic: tracesTopic, Balancer: &kafka.Hash{}, BatchTimeout: time.Millisecond, Transport: testTransport}
+			if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+				b.Fatal(err)
+			}
+			w.Close()
+			for b.Loop() {
+				cfg := roleConfig(addr, role, "bench-"+role)
+				s, err := New(cfg, slog.New(slog.DiscardHandler))
+				if err != nil {
+					b.Fatal(err)
+				}
+				start := time.Now()
+				if err := s.Start(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+				for receivedSpans(b, s.Registry) < float64(spans) {
+					if time.Since(start) > time.Minute {
+						b.Fatal("timed out")
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				b.ReportMetric(float64(spans)/time.Since(start).Seconds(), "spans/s")
+				_ = s.Shutdown(context.Background())
+			}
+		})
+	}
+}
+
+func benchBroker(b *testing.B) string {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, tracesTopic, factsTopic))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		testTransport.CloseIdleConnections()
+		c.Close()
+	})
+	return c.ListenAddrs()[0]
+}
+
+func receivedSpans(b *testing.B, g prometheus.Gatherer) float64 {
+	mfs, err := g.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == "lagscope_received_spans_total" {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
