@@ -148,6 +148,12 @@ type ingest struct {
 	logger   *slog.Logger
 	scratch  sync.Pool // *ingestScratch
 
+	expireMu sync.Mutex
+	// unsent are appends Expire released that a failed publish kept back;
+	// bounded by the appends the Resolver holds, as a failed publish also
+	// stalls the traces consumer that parks new ones.
+	unsent []analyzer.Fact
+
 	stop    context.CancelFunc
 	running sync.WaitGroup
 }
@@ -228,13 +234,21 @@ func (g *ingest) shutdown(ctx context.Context) error {
 	return err
 }
 
-// expire publishes the appends Expire releases at now. Should the publish
-// fail, they are lost (counted by no one): the Resolver has let them go.
+// expire publishes the appends Expire releases at now, with those a failed
+// publish kept back: the Resolver has let them go, so they are retried
+// here, not by a redelivery of their traces message.
 func (g *ingest) expire(ctx context.Context, now time.Time, flush bool) error {
+	g.expireMu.Lock()
+	defer g.expireMu.Unlock()
 	sc := g.scratch.Get().(*ingestScratch)
 	defer g.scratch.Put(sc)
-	sc.facts = g.r.Expire(sc.facts[:0], now, flush)
-	return g.publish(ctx, sc)
+	sc.facts = g.r.Expire(append(sc.facts[:0], g.unsent...), now, flush)
+	if err := g.publish(ctx, sc); err != nil {
+		g.unsent = append(g.unsent[:0], sc.facts...)
+		return err
+	}
+	g.unsent = g.unsent[:0]
+	return nil
 }
 
 // ConsumeTraces resolves td and returns once its facts are published; an
