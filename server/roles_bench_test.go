@@ -56,13 +56,18 @@ func BenchmarkStages(b *testing.B) {
 			b.Fatal(err)
 		}
 		sc := &ingestScratch{}
-		n := 0
+		n, facts, bytes := 0, 0, 0
 		for i := 0; b.Loop(); i++ {
 			sc.facts = r.Resolve(sc.facts[:0], tds[i%reqs], time.Now())
 			batches = encodeGroups(b, sc, partitions, batches[:0])
 			n += tds[i%reqs].SpanCount()
+			facts += len(sc.facts)
+			for _, m := range batches {
+				bytes += len(m)
+			}
 		}
 		perSpan(b, n)
+		b.ReportMetric(float64(bytes)/float64(facts), "bytes/fact")
 	})
 	b.Run("join", func(b *testing.B) {
 		r, err := analyzer.NewResolver(cfg, prometheus.NewRegistry())
