@@ -36,6 +36,12 @@ type Config struct {
 	Forward forward.Config `yaml:"forward"`
 	// Log configures structured logs (log.*).
 	Log LogConfig `yaml:"log"`
+	// Role (role, --role) is what this instance does: all (resolve and join
+	// in one process), ingest (consume kafka.traces_topic, publish facts to
+	// kafka.facts_topic) or join (consume kafka.facts_topic in consumer
+	// group kafka.group_id + "-join", own the cqrs_* metrics). ingest and
+	// join need kafka.brokers. Default all.
+	Role string `yaml:"role"`
 	// AnalysisDisabled wires the receivers to a consumer that drops every
 	// request (hidden flag --analysis.disabled): to measure receiving alone.
 	AnalysisDisabled bool `yaml:"-"`
@@ -59,7 +65,12 @@ type WebConfig struct {
 // the offset lag exporter, which reads the same brokers.
 type KafkaConfig struct {
 	collector.KafkaConfig `yaml:",inline"`
-	Lag                   kafkalag.Config `yaml:",inline"`
+	// FactsTopic (kafka.facts_topic, --kafka.facts-topic) is the topic the
+	// ingest role publishes facts to and the join role consumes, one
+	// factwire batch per message keyed by event (aggregate for queries).
+	// Default "lagscope_facts".
+	FactsTopic string          `yaml:"facts_topic"`
+	Lag        kafkalag.Config `yaml:",inline"`
 }
 
 // LogConfig configures structured logs.
@@ -78,7 +89,8 @@ func DefaultConfig() Config {
 		Config:    analyzer.DefaultConfig(),
 		SQLSource: sqlsource.DefaultConfig(),
 		Forward:   forward.DefaultConfig(),
-		Kafka:     KafkaConfig{KafkaConfig: collector.DefaultKafkaConfig(), Lag: kafkalag.DefaultConfig()},
+		Kafka:     KafkaConfig{KafkaConfig: collector.DefaultKafkaConfig(), FactsTopic: "lagscope_facts", Lag: kafkalag.DefaultConfig()},
+		Role:      RoleAll,
 		Log:       LogConfig{Level: "info", Format: "text"},
 	}
 }
@@ -119,6 +131,18 @@ func (c Config) Validate() error {
 		if err := c.Kafka.Lag.Validate(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	switch c.Role {
+	case RoleAll, "": // "": a Config not from DefaultConfig
+	case RoleIngest, RoleJoin:
+		if !c.Kafka.Enabled() {
+			errs = append(errs, fmt.Errorf("role %s needs kafka.brokers", c.Role))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("role must be %s, %s or %s, got %q", RoleAll, RoleIngest, RoleJoin, c.Role))
+	}
+	if c.Kafka.FactsTopic == "" {
+		errs = append(errs, errors.New("kafka.facts_topic is empty"))
 	}
 	if c.SQLSource.DSN != "" {
 		if err := c.SQLSource.Validate(); err != nil {

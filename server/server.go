@@ -34,12 +34,15 @@ type Server struct {
 	cfg      Config
 	logger   *slog.Logger
 	Registry *prometheus.Registry
+	// Analyzer is nil unless the role is all.
 	Analyzer *analyzer.Analyzer
-	receiver *collector.Receiver
-	kafka    *collector.Kafka   // nil unless kafka.brokers is set
-	lag      *kafkalag.Exporter // likewise
-	forward  *forward.Forwarder // nil unless forward.endpoint is set
-	source   *sqlsource.Source  // nil unless sql_source.dsn is set
+	ingest   *ingest             // role ingest only
+	join     *join               // role join only
+	receiver *collector.Receiver // nil in role join
+	kafka    *collector.Kafka    // nil unless kafka.brokers is set
+	lag      *kafkalag.Exporter  // likewise
+	forward  *forward.Forwarder  // nil unless forward.endpoint is set
+	source   *sqlsource.Source   // nil unless sql_source.dsn is set
 	web      *http.Server
 	webLn    net.Listener
 	webDone  chan error
@@ -56,11 +59,38 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo(),
 	)
-	a, err := analyzer.New(cfg.Analyzer(), logger.With("component", "analyzer"), reg)
-	if err != nil {
-		return nil, err
+	var (
+		a    *analyzer.Analyzer
+		ing  *ingest
+		jn   *join
+		next collector.Consumer
+		err  error
+	)
+	switch cfg.Role {
+	case RoleIngest:
+		res, err := analyzer.NewResolver(cfg.Analyzer(), reg)
+		if err != nil {
+			return nil, err
+		}
+		if ing, err = newIngest(cfg, res, logger.With("component", "ingest"), reg); err != nil {
+			return nil, err
+		}
+		next = ing
+	case RoleJoin:
+		j, err := analyzer.NewJoiner(cfg.Analyzer(), logger.With("component", "join"), reg)
+		if err != nil {
+			return nil, err
+		}
+		if jn, err = newJoin(cfg, j, logger.With("component", "join"), reg); err != nil {
+			return nil, err
+		}
+		return newJoinServer(cfg, logger, reg, jn)
+	default:
+		if a, err = analyzer.New(cfg.Analyzer(), logger.With("component", "analyzer"), reg); err != nil {
+			return nil, err
+		}
+		next = a
 	}
-	var next collector.Consumer = a
 	if cfg.AnalysisDisabled {
 		next = collector.Discard
 	}
@@ -94,6 +124,33 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 			return nil, err
 		}
 	}
+	s, err := newWeb(cfg, logger, reg)
+	if err != nil {
+		return nil, err
+	}
+	s.Analyzer, s.ingest, s.receiver, s.forward, s.kafka, s.lag, s.source = a, ing, r, fwd, kafka, lag, source
+	return s, nil
+}
+
+// newJoinServer is New for role join: no OTLP receivers, the facts
+// consumer, and the offset lag exporter.
+func newJoinServer(cfg Config, logger *slog.Logger, reg *prometheus.Registry, jn *join) (*Server, error) {
+	lc := cfg.Kafka.Lag
+	lc.Brokers = cfg.Kafka.Brokers
+	lag, err := kafkalag.New(lc, logger.With("component", "kafkalag"), reg)
+	if err != nil {
+		return nil, err
+	}
+	s, err := newWeb(cfg, logger, reg)
+	if err != nil {
+		return nil, err
+	}
+	s.join, s.lag = jn, lag
+	return s, nil
+}
+
+// newWeb returns a Server with its metrics endpoint and nothing else.
+func newWeb(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Server, error) {
 	mux := http.NewServeMux()
 	scrapes := &scrapeClock{}
 	mux.Handle(cfg.Web.TelemetryPath, scrapes.wrap(promhttp.HandlerFor(reg, promhttp.HandlerOpts{
@@ -112,7 +169,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	return &Server{
-		cfg: cfg, logger: logger, Registry: reg, Analyzer: a, receiver: r, forward: fwd, kafka: kafka, lag: lag, source: source, scrapes: scrapes, webTLS: webTLS,
+		cfg: cfg, logger: logger, Registry: reg, scrapes: scrapes, webTLS: webTLS,
 		web: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
 	}, nil
 }
@@ -124,8 +181,10 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			err = errors.Join(err, s.Shutdown(context.WithoutCancel(ctx)))
 		}
 	}()
-	if err := s.Analyzer.Start(ctx); err != nil {
-		return fmt.Errorf("start analyzer: %w", err)
+	if s.Analyzer != nil {
+		if err := s.Analyzer.Start(ctx); err != nil {
+			return fmt.Errorf("start analyzer: %w", err)
+		}
 	}
 	ln, err := net.Listen("tcp", s.cfg.Web.ListenAddress)
 	if err != nil {
@@ -158,6 +217,17 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("start forwarding to %s: %w", s.cfg.Forward.Endpoint, err)
 		}
 	}
+	if s.join != nil {
+		s.join.start()
+		if err := s.lag.Start(ctx); err != nil {
+			return fmt.Errorf("start the Kafka offset lag exporter: %w", err)
+		}
+		s.logger.Info("lagscope serving", "role", RoleJoin, "facts_topic", s.cfg.Kafka.FactsTopic, "metrics", s.MetricsURL(), "join_deadline", s.cfg.Join.Deadline)
+		return nil
+	}
+	if s.ingest != nil {
+		s.ingest.start()
+	}
 	if err := s.receiver.Start(ctx); err != nil {
 		return fmt.Errorf("start OTLP receivers: %w", err)
 	}
@@ -169,7 +239,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("start the Kafka offset lag exporter: %w", err)
 		}
 	}
-	s.logger.Info("lagscope serving",
+	s.logger.Info("lagscope serving", "role", s.cfg.Role,
 		"otlp_grpc", addrString(s.receiver.GRPCAddr()), "otlp_http", addrString(s.receiver.HTTPAddr()),
 		"metrics", s.MetricsURL(), "join_deadline", s.cfg.Join.Deadline)
 	return nil
@@ -184,21 +254,38 @@ func (s *Server) Start(ctx context.Context) (err error) {
 // it is what the shutdown budget is for.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
+	if s.join != nil {
+		// Applies the batch in hand, commits what was applied.
+		if err := s.join.shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if s.kafka != nil {
 		// Before the receiver: the consumer hands its messages to the
 		// receiver's core, and commits what it finished.
 		if err := s.kafka.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop the Kafka consumer: %w", err))
 		}
+	}
+	if s.lag != nil {
 		if err := s.lag.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop the Kafka offset lag exporter: %w", err))
 		}
 	}
-	if err := s.receiver.Shutdown(ctx); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-			s.logger.Warn("cut OTLP requests still in flight at the end of the shutdown budget", "err", err)
-		} else {
-			errs = append(errs, fmt.Errorf("stop OTLP receivers: %w", err))
+	if s.receiver != nil {
+		if err := s.receiver.Shutdown(ctx); err != nil {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				s.logger.Warn("cut OTLP requests still in flight at the end of the shutdown budget", "err", err)
+			} else {
+				errs = append(errs, fmt.Errorf("stop OTLP receivers: %w", err))
+			}
+		}
+	}
+	if s.ingest != nil {
+		// After every consumer of the traces: what they resolved is
+		// published, then the appends still waiting for their command.
+		if err := s.ingest.shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop the ingest role: %w", err))
 		}
 	}
 	if s.forward != nil {
@@ -210,10 +297,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		cancel()
 	}
-	if err := s.Analyzer.Shutdown(ctx); err != nil {
-		errs = append(errs, err)
+	if s.Analyzer != nil {
+		if err := s.Analyzer.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		s.Analyzer.Tick(time.Now())
 	}
-	s.Analyzer.Tick(time.Now())
 	if s.source != nil {
 		if err := s.source.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop SQL position source: %w", err))
@@ -264,10 +353,21 @@ func (s *Server) MetricsURL() string {
 }
 
 // GRPCAddr and HTTPAddr are the OTLP endpoints after Start.
-func (s *Server) GRPCAddr() net.Addr { return s.receiver.GRPCAddr() }
+// Both are nil in role join, which receives no OTLP.
+func (s *Server) GRPCAddr() net.Addr {
+	if s.receiver == nil {
+		return nil
+	}
+	return s.receiver.GRPCAddr()
+}
 
 // HTTPAddr is the OTLP/HTTP endpoint after Start.
-func (s *Server) HTTPAddr() net.Addr { return s.receiver.HTTPAddr() }
+func (s *Server) HTTPAddr() net.Addr {
+	if s.receiver == nil {
+		return nil
+	}
+	return s.receiver.HTTPAddr()
+}
 
 func addrString(a net.Addr) string {
 	if a == nil {

@@ -105,6 +105,8 @@ func bindServeFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&k.TracesTopic, "kafka.traces-topic", k.TracesTopic, "topic the OpenTelemetry Collector's kafka exporter writes traces to")
 	fs.StringVar(&k.TracesEncoding, "kafka.traces-encoding", k.TracesEncoding, "encoding of its messages: otlp_proto or otlp_json")
 	fs.StringVar(&k.GroupID, "kafka.group-id", k.GroupID, "consumer group lagscope consumes the traces topic in")
+	fs.StringVar(&k.FactsTopic, "kafka.facts-topic", k.FactsTopic, "topic the ingest role publishes facts to and the join role consumes (in group kafka.group_id + \"-join\")")
+	fs.StringVar(&c.Role, "role", c.Role, "`role` of this instance: all (one process), ingest (traces topic -> facts topic) or join (facts topic -> cqrs_* metrics)")
 	fs.Var((*listValue)(&k.Lag.Groups), "kafka.lag-groups", "`group,...` whose offset lag to export (empty: every group)")
 	durationVar(fs, &k.Lag.Interval, "kafka.lag-interval", "time between two reads of the consumer groups' offsets")
 	fs.IntVar(&k.Lag.MaxGroups, "kafka.lag-max-groups", k.Lag.MaxGroups, "consumer groups exported at most")

@@ -1,0 +1,430 @@
+// Package factwire is the wire format of analyzer.Fact batches between
+// lagscope's two stages: `serve --role=ingest` resolves spans into facts
+// and publishes them, one batch per Kafka message; `serve --role=join`
+// decodes the batches and applies them to its Joiner.
+//
+// # Format, version 1
+//
+// A batch is, in order (uvarint and varint as encoding/binary writes them;
+// varint values are zig-zag signed):
+//
+//	byte     version (1)
+//	8 bytes  producer: the publishing instance's random id, big endian
+//	uvarint  seq: the batch's sequence number at that producer
+//	uvarint  number of strings in the dictionary, then each string as
+//	         uvarint length + bytes; index 0 is implicitly "" and not sent
+//	uvarint  number of facts, then each fact:
+//	  byte     kind (1 append, 2 project, 3 query)
+//	  byte     flags:
+//	             0x01 EventID is empty
+//	             0x02 EventID is the lowercase canonical UUID text of Event
+//	             0x04 Event is analyzer.KeyOf(EventID) and is not sent
+//	             0x08 TraceID is that of the previous fact and is not sent
+//	             0x10 CommandStart is 0 and is not sent
+//	  16 bytes Event, unless flag 0x04
+//	  string   EventID as uvarint length + bytes, unless flag 0x01 or 0x02
+//	  uvarint  dictionary index of EventType, AggregateType, AggregateID,
+//	           Command, Projection and Query, in that order
+//	  varint   Version
+//	  varint   Start - CommandStart, unless flag 0x10
+//	  16 bytes TraceID, unless flag 0x08
+//	  8 bytes  SpanID
+//	  varint   Start - the previous fact's Start (the first fact's: - 0)
+//	  varint   End - Start
+//
+// Nothing may follow the last fact. The labels a batch repeats (types,
+// commands, projections, aggregates) are sent once per batch, a UUID event
+// id costs 16 bytes (its key), and timestamps are deltas: a fact of the
+// synthetic CQRS stream takes about 50 bytes (see BenchmarkEncode).
+//
+// A new field of analyzer.Fact, or any change to this layout, takes a new
+// version byte; Decode refuses versions it does not know (ErrVersion).
+package factwire
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"unsafe"
+
+	"github.com/lagscope/lagscope/analyzer"
+)
+
+// Version is the version byte of the batches Append writes.
+const Version = 1
+
+// Header is what a batch says of its producer, so that a consumer can tell a
+// batch it has already applied (the same producer and sequence number).
+type Header struct {
+	// Producer identifies the publishing instance; random per process.
+	Producer uint64
+	// Seq numbers the producer's batches.
+	Seq uint64
+}
+
+// Errors Decode returns, wrapped; check them with errors.Is.
+var (
+	// ErrVersion: the batch's version byte is not one this package reads.
+	ErrVersion = errors.New("unknown factwire version")
+	// ErrMalformed: the batch is truncated, has trailing bytes, or holds a
+	// value out of range.
+	ErrMalformed = errors.New("malformed fact batch")
+)
+
+const (
+	flagNoEventID    = 0x01
+	flagUUIDEventID  = 0x02
+	flagKeyOfEventID = 0x04
+	flagSameTrace    = 0x08
+	flagNoCmdStart   = 0x10
+	flagsKnown       = 0x1f
+)
+
+// minFactBytes is the least a fact takes on the wire: kind, flags, six
+// one-byte indexes, version, span id, start and end deltas.
+const minFactBytes = 2 + 6 + 1 + 8 + 1 + 1
+
+// Encoder writes batches. Its dictionary scratch is reused between batches;
+// the zero value is ready to use. Not safe for concurrent use.
+type Encoder struct {
+	dict  map[string]uint32
+	order []string
+	body  []byte
+	// last holds each string field's previous value and index: facts of a
+	// batch mostly repeat them, which spares the map lookup.
+	last [6]struct {
+		s string
+		i uint32
+	}
+}
+
+// Append appends to dst the batch of facts with header h. Facts of a kind
+// other than append, project or query are an error: they are not to leave
+// the process (kind 0 marks parked facts).
+func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, error) {
+	if e.dict == nil {
+		e.dict = make(map[string]uint32)
+	}
+	clear(e.dict)
+	e.order = e.order[:0]
+	e.last = [6]struct {
+		s string
+		i uint32
+	}{}
+	body := e.body[:0]
+	var prevTrace [16]byte
+	var prevStart int64
+	for i := range facts {
+		f := &facts[i]
+		if f.Kind < analyzer.FactAppend || f.Kind > analyzer.FactQuery {
+			return dst, fmt.Errorf("encode fact %d: kind %v is not sent", i, f.Kind)
+		}
+		var flags byte
+		switch {
+		case f.EventID == "":
+			flags |= flagNoEventID
+		case isUUIDText(f.EventID, &f.Event):
+			flags |= flagUUIDEventID
+		case analyzer.KeyOf(f.EventID) == f.Event:
+			flags |= flagKeyOfEventID
+		}
+		if i > 0 && f.TraceID == prevTrace {
+			flags |= flagSameTrace
+		}
+		if f.CommandStart == 0 {
+			flags |= flagNoCmdStart
+		}
+		body = append(body, byte(f.Kind), flags)
+		if flags&flagKeyOfEventID == 0 {
+			body = append(body, f.Event[:]...)
+		}
+		if flags&(flagNoEventID|flagUUIDEventID) == 0 {
+			body = binary.AppendUvarint(body, uint64(len(f.EventID)))
+			body = append(body, f.EventID...)
+		}
+		for j, s := range [...]string{f.EventType, f.AggregateType, f.AggregateID, f.Command, f.Projection, f.Query} {
+			if l := &e.last[j]; s != l.s || s == "" {
+				l.s, l.i = s, e.index(s)
+			}
+			body = binary.AppendUvarint(body, uint64(e.last[j].i))
+		}
+		body = binary.AppendVarint(body, f.Version)
+		if flags&flagNoCmdStart == 0 {
+			body = binary.AppendVarint(body, f.Start-f.CommandStart)
+		}
+		if flags&flagSameTrace == 0 {
+			body = append(body, f.TraceID[:]...)
+		}
+		body = append(body, f.SpanID[:]...)
+		body = binary.AppendVarint(body, f.Start-prevStart)
+		body = binary.AppendVarint(body, f.End-f.Start)
+		prevTrace, prevStart = f.TraceID, f.Start
+	}
+	e.body = body
+	dst = append(dst, Version)
+	dst = binary.BigEndian.AppendUint64(dst, h.Producer)
+	dst = binary.AppendUvarint(dst, h.Seq)
+	dst = binary.AppendUvarint(dst, uint64(len(e.order)))
+	for _, s := range e.order {
+		dst = binary.AppendUvarint(dst, uint64(len(s)))
+		dst = append(dst, s...)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(facts)))
+	return append(dst, body...), nil
+}
+
+// index returns s's dictionary index, adding it.
+func (e *Encoder) index(s string) uint32 {
+	if s == "" {
+		return 0
+	}
+	if i, ok := e.dict[s]; ok {
+		return i
+	}
+	e.order = append(e.order, s)
+	i := uint32(len(e.order))
+	e.dict[s] = i
+	return i
+}
+
+// Decode appends to dst the facts of batch b and returns them with b's
+// header. The facts' strings are copies (they do not refer to b). It
+// returns an error wrapping ErrVersion or ErrMalformed, and dst unchanged,
+// when b is not a whole batch of a known version.
+func Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
+	var h Header
+	if len(b) == 0 {
+		return h, dst, fmt.Errorf("decode fact batch: empty: %w", ErrMalformed)
+	}
+	if b[0] != Version {
+		return h, dst, fmt.Errorf("decode fact batch: version %d: %w", b[0], ErrVersion)
+	}
+	d := reader{b: b[1:]}
+	h.Producer = d.uint64()
+	h.Seq = d.uvarint()
+	n := d.count(1)
+	// Dictionary strings are allocated once per batch; only event ids
+	// cost an allocation per fact.
+	dict := make([]string, 1, n+1)
+	for range n {
+		dict = append(dict, d.str())
+	}
+	nf := d.count(minFactBytes)
+	if d.err != nil {
+		return h, dst, d.fail()
+	}
+	out := dst
+	// UUID event ids are written into one buffer per batch, allocated
+	// once at its final size and never written again where a string
+	// already refers to it.
+	var arena []byte
+	var prevTrace [16]byte
+	var prevStart int64
+	for i := range nf {
+		var f analyzer.Fact
+		f.Kind = analyzer.FactKind(d.byte())
+		flags := d.byte()
+		if d.err == nil && (f.Kind < analyzer.FactAppend || f.Kind > analyzer.FactQuery) {
+			d.err = fmt.Errorf("fact %d: kind %d", i, f.Kind)
+		}
+		if d.err == nil && (flags&^flagsKnown != 0 || bitsSet(flags&(flagNoEventID|flagUUIDEventID|flagKeyOfEventID)) > 1 || (i == 0 && flags&flagSameTrace != 0)) {
+			d.err = fmt.Errorf("fact %d: flags %#x", i, flags)
+		}
+		if flags&flagKeyOfEventID == 0 {
+			d.bytes(f.Event[:])
+		}
+		switch {
+		case flags&flagUUIDEventID != 0:
+			if arena == nil {
+				arena = make([]byte, 0, 36*(nf-i))
+			}
+			n := len(arena)
+			arena = appendUUID(arena, &f.Event)
+			f.EventID = unsafe.String(&arena[n], 36)
+		case flags&flagNoEventID == 0:
+			f.EventID = d.str()
+			if f.EventID == "" && d.err == nil {
+				d.err = fmt.Errorf("fact %d: empty event id without its flag", i)
+			}
+		}
+		if flags&flagKeyOfEventID != 0 {
+			f.Event = analyzer.KeyOf(f.EventID)
+		}
+		for _, p := range [...]*string{&f.EventType, &f.AggregateType, &f.AggregateID, &f.Command, &f.Projection, &f.Query} {
+			if x := d.uvarint(); x < uint64(len(dict)) {
+				*p = dict[x]
+			} else if d.err == nil {
+				d.err = fmt.Errorf("fact %d: string index %d of %d", i, x, len(dict))
+			}
+		}
+		f.Version = d.varint()
+		if flags&flagNoCmdStart == 0 {
+			f.CommandStart = d.varint() // start - command start, resolved below
+		}
+		if flags&flagSameTrace != 0 {
+			f.TraceID = prevTrace
+		} else {
+			d.bytes(f.TraceID[:])
+		}
+		d.bytes(f.SpanID[:])
+		f.Start = d.delta(prevStart)
+		f.End = d.delta(f.Start)
+		if d.err != nil {
+			return h, dst, d.fail()
+		}
+		if flags&flagNoCmdStart == 0 {
+			// Deltas wrap as they did when encoded, so every int64 survives.
+			if f.CommandStart = f.Start - f.CommandStart; f.CommandStart == 0 {
+				return h, dst, fmt.Errorf("decode fact batch: fact %d: zero command start without its flag: %w", i, ErrMalformed)
+			}
+		}
+		prevTrace, prevStart = f.TraceID, f.Start
+		out = append(out, f)
+	}
+	if len(d.b) != 0 {
+		return h, dst, fmt.Errorf("decode fact batch: %d bytes after the last fact: %w", len(d.b), ErrMalformed)
+	}
+	return h, out, nil
+}
+
+// isUUIDText reports whether s is the canonical lowercase text of k.
+func isUUIDText(s string, k *analyzer.EventKey) bool {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return false
+	}
+	for j, i := range uuidHexAt {
+		if s[i] != hexDigits[k[j]>>4] || s[i+1] != hexDigits[k[j]&15] {
+			return false
+		}
+	}
+	return true
+}
+
+// uuidHexAt are the positions of the 16 hex pairs of a canonical UUID.
+var uuidHexAt = [16]uint8{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34}
+
+const hexDigits = "0123456789abcdef"
+
+// appendUUID appends the canonical lowercase text of k.
+func appendUUID(dst []byte, k *analyzer.EventKey) []byte {
+	var buf [32]byte
+	hex.Encode(buf[:], k[:])
+	dst = append(dst, buf[0:8]...)
+	dst = append(dst, '-')
+	dst = append(dst, buf[8:12]...)
+	dst = append(dst, '-')
+	dst = append(dst, buf[12:16]...)
+	dst = append(dst, '-')
+	dst = append(dst, buf[16:20]...)
+	dst = append(dst, '-')
+	return append(dst, buf[20:32]...)
+}
+
+func bitsSet(b byte) int {
+	n := 0
+	for ; b != 0; b &= b - 1 {
+		n++
+	}
+	return n
+}
+
+// reader reads a batch; the first error sticks and later reads return zero.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (d *reader) fail() error {
+	return fmt.Errorf("decode fact batch: %v: %w", d.err, ErrMalformed)
+}
+
+func (d *reader) byte() byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) == 0 {
+		d.err = errors.New("truncated")
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *reader) bytes(dst []byte) {
+	if d.err != nil {
+		return
+	}
+	if len(d.b) < len(dst) {
+		d.err = errors.New("truncated")
+		return
+	}
+	copy(dst, d.b)
+	d.b = d.b[len(dst):]
+}
+
+func (d *reader) uint64() uint64 {
+	var b [8]byte
+	d.bytes(b[:])
+	return binary.BigEndian.Uint64(b[:])
+}
+
+func (d *reader) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errors.New("bad uvarint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *reader) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.err = errors.New("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// delta reads a varint and adds it to base, wrapping as the encoder's
+// subtraction did.
+func (d *reader) delta(base int64) int64 { return base + d.varint() }
+
+// count reads a count of items taking at least min bytes each, refusing one
+// the rest of the batch cannot hold (so a forged count allocates nothing).
+func (d *reader) count(min int) int {
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.b)/min) {
+		d.err = fmt.Errorf("count %d exceeds the %d bytes left", n, len(d.b))
+		return 0
+	}
+	if n > math.MaxInt32 {
+		return 0
+	}
+	return int(n)
+}
+
+func (d *reader) str() string {
+	n := d.uvarint()
+	if d.err != nil {
+		return ""
+	}
+	if n > uint64(len(d.b)) {
+		d.err = errors.New("truncated string")
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}

@@ -1,0 +1,286 @@
+package factwire_test
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lagscope/lagscope/analyzer"
+	"github.com/lagscope/lagscope/factwire"
+	"github.com/lagscope/lagscope/synth"
+)
+
+var update = flag.Bool("update", false, "rewrite the fuzz seed corpus under testdata/fuzz/FuzzDecode")
+
+// synthFacts resolves n requests of the synthetic CQRS stream into facts.
+func synthFacts(tb testing.TB, n int) [][]analyzer.Fact {
+	tb.Helper()
+	r, err := analyzer.NewResolver(analyzer.DefaultConfig(), prometheus.NewRegistry())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	g := synth.New(synth.Config{TracesPerRequest: 20})
+	var out [][]analyzer.Fact
+	for range n {
+		now := time.Now()
+		td, _ := g.Next(now)
+		facts := r.Resolve(nil, td, now)
+		if len(facts) == 0 {
+			tb.Fatal("synth request resolved to no facts")
+		}
+		out = append(out, facts)
+	}
+	return out
+}
+
+// everyField returns a fact with every field set to a distinct non-zero
+// value, by reflection, so that a field added to analyzer.Fact is set too.
+func everyField(tb testing.TB, seed int) analyzer.Fact {
+	tb.Helper()
+	var f analyzer.Fact
+	v := reflect.ValueOf(&f).Elem()
+	for i := range v.NumField() {
+		fv := v.Field(i)
+		switch fv.Kind() {
+		case reflect.String:
+			fv.SetString(fmt.Sprintf("%s-%d", v.Type().Field(i).Name, seed))
+		case reflect.Int64:
+			fv.SetInt(int64(1_700_000_000_000_000_000 + 1000*i + seed))
+		case reflect.Uint8:
+			fv.SetUint(uint64(analyzer.FactProject))
+		case reflect.Array:
+			for j := range fv.Len() {
+				fv.Index(j).SetUint(uint64(i*31 + j + seed))
+			}
+		default:
+			tb.Fatalf("analyzer.Fact.%s is a %s, which this test cannot fill: teach factwire and this test", v.Type().Field(i).Name, fv.Kind())
+		}
+	}
+	return f
+}
+
+// TestRoundTrip encodes and decodes batches and wants the facts back, field
+// for field: facts of the synth stream, facts with every field set, and
+// edge values.
+func TestRoundTrip(t *testing.T) {
+	// The fields the format carries (see the package doc); a new one
+	// needs a new version.
+	if got, want := reflect.TypeFor[analyzer.Fact]().NumField(), 15; got != want {
+		t.Fatalf("analyzer.Fact has %d fields, factwire version %d carries %d: add the new ones to the format (and its version)", got, factwire.Version, want)
+	}
+	uuid := analyzer.KeyOf("0190a6d4-7b1c-7def-8abc-0123456789ab")
+	tests := map[string][]analyzer.Fact{
+		"empty":       nil,
+		"every field": {everyField(t, 1), everyField(t, 2)},
+		"synth":       synthFacts(t, 1)[0],
+		"edges": {
+			{Kind: analyzer.FactAppend, Event: uuid, EventID: "0190a6d4-7b1c-7def-8abc-0123456789ab", Start: math.MinInt64, End: math.MaxInt64, CommandStart: math.MaxInt64, Version: math.MinInt64},
+			{Kind: analyzer.FactProject, Event: uuid, EventID: "0190A6D4-7B1C-7DEF-8ABC-0123456789AB", Start: math.MaxInt64, End: math.MinInt64, Version: math.MaxInt64},
+			{Kind: analyzer.FactProject, Event: analyzer.KeyOf("order-7#3"), EventID: "order-7#3"},
+			{Kind: analyzer.FactProject, Event: analyzer.EventKey{1, 2}},
+			{Kind: analyzer.FactQuery, AggregateID: "order-7", Query: "GetOrder", Version: 3, Start: -5, End: -7},
+		},
+	}
+	var enc factwire.Encoder
+	for name, facts := range tests {
+		t.Run(name, func(t *testing.T) {
+			h := factwire.Header{Producer: 0xfeedface_01020304, Seq: 1<<63 + 5}
+			b, err := enc.Append(nil, h, facts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotH, got, err := factwire.Decode(nil, b)
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			if gotH != h {
+				t.Errorf("header = %+v, want %+v", gotH, h)
+			}
+			if diff := cmp.Diff(facts, got, cmp.Comparer(func(a, b []analyzer.Fact) bool { return len(a) == 0 && len(b) == 0 || reflect.DeepEqual(a, b) })); diff != "" {
+				t.Errorf("facts differ after a round trip (-sent +decoded):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestAppendRefusesParkedFacts(t *testing.T) {
+	var enc factwire.Encoder
+	if _, err := enc.Append(nil, factwire.Header{}, []analyzer.Fact{{Kind: 0}}); err == nil {
+		t.Error("Append of a kind 0 fact succeeded, want an error")
+	}
+}
+
+// TestDecodeRejects checks that malformed batches are errors of the right
+// kind, and that every truncation of a valid batch is one.
+func TestDecodeRejects(t *testing.T) {
+	var enc factwire.Encoder
+	valid, err := enc.Append(nil, factwire.Header{Producer: 1, Seq: 2}, synthFacts(t, 1)[0][:4])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		b    []byte
+		want error
+	}{
+		{"empty", nil, factwire.ErrMalformed},
+		{"version 2", append([]byte{2}, valid[1:]...), factwire.ErrVersion},
+		{"trailing byte", append(append([]byte(nil), valid...), 0), factwire.ErrMalformed},
+		{"huge dictionary count", append(append([]byte{1}, make([]byte, 9)...), 0xff, 0xff, 0xff, 0xff, 0x0f), factwire.ErrMalformed},
+		{"kind 0", append(append([]byte{1}, make([]byte, 9)...), 0, 1, 0, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), factwire.ErrMalformed},
+	}
+	for i := 1; i < len(valid); i++ {
+		tests = append(tests, struct {
+			name string
+			b    []byte
+			want error
+		}{"truncated to " + strconv.Itoa(i), valid[:i], factwire.ErrMalformed})
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, got, err := factwire.Decode(nil, tt.b)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Decode error = %v, want %v", err, tt.want)
+			}
+			if len(got) != 0 {
+				t.Errorf("Decode returned %d facts with its error, want none", len(got))
+			}
+		})
+	}
+}
+
+// FuzzDecode checks that Decode never panics, and that what it accepts
+// encodes to a batch that decodes to the same facts.
+func FuzzDecode(f *testing.F) {
+	var enc factwire.Encoder
+	for _, facts := range synthFacts(f, 2) {
+		b, err := enc.Append(nil, factwire.Header{Producer: 7, Seq: 9}, facts[:min(3, len(facts))])
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, facts, err := factwire.Decode(nil, b)
+		if err != nil {
+			if !errors.Is(err, factwire.ErrMalformed) && !errors.Is(err, factwire.ErrVersion) {
+				t.Fatalf("Decode error %v is neither ErrMalformed nor ErrVersion", err)
+			}
+			return
+		}
+		again, err := enc.Append(nil, h, facts)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		_, got, err := factwire.Decode(nil, again)
+		if err != nil {
+			t.Fatalf("decode re-encoded: %v", err)
+		}
+		if diff := cmp.Diff(facts, got); diff != "" {
+			t.Fatalf("re-encoded facts differ (-first +second):\n%s", diff)
+		}
+	})
+}
+
+// TestSeedCorpus writes (with -update) and checks the seed corpus of
+// FuzzDecode: valid batches, and malformed ones.
+func TestSeedCorpus(t *testing.T) {
+	var enc factwire.Encoder
+	facts := synthFacts(t, 1)[0]
+	valid, err := enc.Append(nil, factwire.Header{Producer: 3, Seq: 4}, facts[:6])
+	if err != nil {
+		t.Fatal(err)
+	}
+	every, err := enc.Append(nil, factwire.Header{Producer: 5, Seq: 6}, []analyzer.Fact{everyField(t, 1), everyField(t, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seeds := map[string][]byte{
+		"valid":       valid,
+		"every_field": every,
+		"truncated":   valid[:len(valid)/2],
+		"version_0":   append([]byte{0}, valid[1:]...),
+		"bad_flags":   append(append([]byte{1}, make([]byte, 9)...), 0, 1, 1, 0xff),
+	}
+	dir := filepath.Join("testdata", "fuzz", "FuzzDecode")
+	if *update {
+		for name, b := range seeds {
+			content := "go test fuzz v1\n[]byte(" + strconv.Quote(string(b)) + ")\n"
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Each seed decodes, or not, as its name says.
+	for name := range seeds {
+		raw, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatalf("%v (run go test -update)", err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+		if len(lines) != 2 || !strings.HasPrefix(lines[1], "[]byte(") {
+			t.Fatalf("%s: not a fuzz corpus file", name)
+		}
+		b, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		_, _, err = factwire.Decode(nil, []byte(b))
+		if got, want := err == nil, name == "valid" || name == "every_field"; got != want {
+			t.Errorf("seed %s: Decode error %v, want success %t", name, err, want)
+		}
+	}
+}
+
+func BenchmarkEncode(b *testing.B) {
+	batches := synthFacts(b, 8)
+	var enc factwire.Encoder
+	var buf []byte
+	facts, bytes := 0, 0
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		fs := batches[i%len(batches)]
+		var err error
+		if buf, err = enc.Append(buf[:0], factwire.Header{Producer: 1, Seq: uint64(i)}, fs); err != nil {
+			b.Fatal(err)
+		}
+		facts += len(fs)
+		bytes += len(buf)
+	}
+	b.ReportMetric(float64(facts)/b.Elapsed().Seconds(), "facts/s")
+	b.ReportMetric(float64(bytes)/float64(facts), "bytes/fact")
+}
+
+func BenchmarkDecode(b *testing.B) {
+	var enc factwire.Encoder
+	var encoded [][]byte
+	for _, fs := range synthFacts(b, 8) {
+		buf, err := enc.Append(nil, factwire.Header{Producer: 1}, fs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		encoded = append(encoded, buf)
+	}
+	var facts []analyzer.Fact
+	n := 0
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		var err error
+		if _, facts, err = factwire.Decode(facts[:0], encoded[i%len(encoded)]); err != nil {
+			b.Fatal(err)
+		}
+		n += len(facts)
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "facts/s")
+}

@@ -1,0 +1,503 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/lagscope/lagscope/analyzer"
+	"github.com/lagscope/lagscope/factwire"
+)
+
+// The roles of `lagscope serve` (role, --role).
+const (
+	// RoleAll resolves and joins in one process: the single instance.
+	RoleAll = "all"
+	// RoleIngest consumes the traces topic, resolves spans into facts and
+	// publishes them to the facts topic.
+	RoleIngest = "ingest"
+	// RoleJoin consumes the facts topic, joins the facts and owns the
+	// cqrs_* metrics.
+	RoleJoin = "join"
+)
+
+// JoinGroupSuffix is appended to kafka.group_id to name the consumer group
+// the join role reads the facts topic in ("lagscope-join" by default): the
+// ingest instances keep kafka.group_id for the traces topic, and the two
+// stages rebalance independently.
+const JoinGroupSuffix = "-join"
+
+// Settings of the roles that are not worth a Config field.
+const (
+	// roleTick is how often the ingest role publishes the appends whose
+	// command wait ran out, and the join role ticks its Joiner.
+	roleTick = time.Second
+	// factsBatchTimeout is how long the Writer waits to fill a produce
+	// request; publishing is synchronous, so it adds to each message's
+	// handling.
+	factsBatchTimeout = 2 * time.Millisecond
+	// factsMaxBytes bounds a fetched facts batch (a message).
+	factsMaxBytes = 16 << 20
+	// replayMemory is how many batch ids the join remembers per partition
+	// to recognise a batch it already applied.
+	replayMemory = 1 << 14
+)
+
+// partitionOf maps an event key to one of n partitions; the ingest role
+// groups facts with it and its Writer's balancer routes each batch with it,
+// so all facts of one event land on one partition.
+func partitionOf(k analyzer.EventKey, n int) int {
+	h := binary.BigEndian.Uint64(k[:8]) ^ binary.BigEndian.Uint64(k[8:])*0x9e3779b97f4a7c15
+	h ^= h >> 29
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 32
+	return int(h % uint64(n))
+}
+
+// factKey is the partitioning key of a fact: its event's, or for a query
+// its aggregate's.
+func factKey(f *analyzer.Fact) analyzer.EventKey {
+	if f.Kind == analyzer.FactQuery {
+		return analyzer.KeyOf(f.AggregateID)
+	}
+	return f.Event
+}
+
+// keyBalancer routes a batch by its 16-byte key with partitionOf, and
+// records how many partitions it saw, which the next batches are grouped
+// for.
+type keyBalancer struct{ parts *atomic.Int64 }
+
+func (b keyBalancer) Balance(m kafka.Message, partitions ...int) int {
+	b.parts.Store(int64(len(partitions)))
+	var k analyzer.EventKey
+	copy(k[:], m.Key)
+	return partitions[partitionOf(k, len(partitions))]
+}
+
+// roleMetrics are the metrics of the ingest and join roles.
+type roleMetrics struct {
+	published *prometheus.CounterVec // kind: facts, batches
+	applied   prometheus.Counter
+	rejected  *prometheus.CounterVec // reason: version, malformed
+	replayed  prometheus.Counter
+}
+
+func newRoleMetrics(reg prometheus.Registerer, role string) (*roleMetrics, error) {
+	m := &roleMetrics{}
+	var cs []prometheus.Collector
+	switch role {
+	case RoleIngest:
+		m.published = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lagscope_facts_published_total",
+			Help: "Facts (unit=facts) and batches (unit=batches) the ingest role published to the facts topic, acknowledged by the brokers.",
+		}, []string{"unit"})
+		m.published.WithLabelValues("facts")
+		m.published.WithLabelValues("batches")
+		cs = append(cs, m.published)
+	case RoleJoin:
+		m.applied = prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lagscope_facts_applied_total",
+			Help: "Facts the join role decoded from the facts topic and applied to its join.",
+		})
+		m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lagscope_fact_batches_rejected_total",
+			Help: "Batches of the facts topic the join role could not decode, by reason (version: a factwire version it does not read; malformed), skipped and committed.",
+		}, []string{"reason"})
+		m.rejected.WithLabelValues("version")
+		m.rejected.WithLabelValues("malformed")
+		m.replayed = prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lagscope_replayed_facts_total",
+			Help: "Facts of batches the join role had already applied (the same producer and sequence number on the same partition), delivered again and skipped.",
+		})
+		cs = append(cs, m.applied, m.rejected, m.replayed)
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register role metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// ingest is the ingest role's collector.Consumer: it resolves each request
+// into facts and returns once they are published, so the Kafka transport
+// commits a traces message only after its facts are acknowledged. It also
+// publishes, every roleTick, the appends whose command wait ran out. Safe
+// for concurrent use.
+type ingest struct {
+	r        *analyzer.Resolver
+	w        *kafka.Writer
+	client   *kafka.Client
+	tr       *kafka.Transport // the Writer's and client's, closed by shutdown
+	topic    string
+	producer uint64
+	seq      atomic.Uint64
+	parts    atomic.Int64 // partitions of the facts topic; 0 until known
+	m        *roleMetrics
+	logger   *slog.Logger
+	scratch  sync.Pool // *ingestScratch
+
+	expireMu sync.Mutex
+	// unsent are appends Expire released that a failed publish kept back;
+	// bounded by the appends the Resolver holds, as a failed publish also
+	// stalls the traces consumer that parks new ones.
+	unsent []analyzer.Fact
+
+	stop    context.CancelFunc
+	running sync.WaitGroup
+}
+
+type ingestScratch struct {
+	facts  []analyzer.Fact
+	groups [][]analyzer.Fact
+	msgs   []kafka.Message
+	enc    factwire.Encoder
+}
+
+func newIngest(cfg Config, r *analyzer.Resolver, logger *slog.Logger, reg prometheus.Registerer) (*ingest, error) {
+	m, err := newRoleMetrics(reg, RoleIngest)
+	if err != nil {
+		return nil, err
+	}
+	var id [8]byte
+	_, _ = rand.Read(id[:]) // never fails (crypto/rand)
+	tr := &kafka.Transport{}
+	g := &ingest{
+		r: r, topic: cfg.Kafka.FactsTopic, producer: binary.BigEndian.Uint64(id[:]), m: m,
+		logger: logger.With("role", RoleIngest),
+		client: &kafka.Client{Addr: kafka.TCP(cfg.Kafka.Brokers...), Transport: tr},
+		tr:     tr,
+	}
+	g.scratch.New = func() any { return &ingestScratch{} }
+	g.w = &kafka.Writer{
+		Addr:         kafka.TCP(cfg.Kafka.Brokers...),
+		Topic:        cfg.Kafka.FactsTopic,
+		Balancer:     keyBalancer{&g.parts},
+		BatchTimeout: factsBatchTimeout,
+		// A publish is one message per partition, and nothing else waits
+		// to join it: a batch of one is flushed at once instead of after
+		// BatchTimeout.
+		BatchSize:    1,
+		BatchBytes:   factsMaxBytes,
+		RequiredAcks: kafka.RequireAll,
+		Transport:    tr,
+		ErrorLogger:  kafka.LoggerFunc(func(msg string, args ...any) { g.logger.Debug("kafka writer: " + fmt.Sprintf(msg, args...)) }),
+	}
+	return g, nil
+}
+
+// start begins the expiry ticker.
+func (g *ingest) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	g.stop = cancel
+	g.running.Go(func() {
+		t := time.NewTicker(roleTick)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				if err := g.expire(ctx, now, false); err != nil && ctx.Err() == nil {
+					g.logger.Warn("cannot publish expired appends, retrying at the next tick", "err", err)
+				}
+			}
+		}
+	})
+}
+
+// shutdown stops the ticker, publishes every append still waiting for its
+// command (as Expire's flush does: command "none") within ctx, and closes
+// the Writer. Call it after the consumers feeding ConsumeTraces stopped.
+func (g *ingest) shutdown(ctx context.Context) error {
+	if g.stop != nil {
+		g.stop()
+		g.running.Wait()
+	}
+	err := g.expire(ctx, time.Now(), true)
+	if err != nil {
+		err = fmt.Errorf("publish the appends waiting for their command: %w", err)
+	}
+	err = errors.Join(err, g.w.Close())
+	g.tr.CloseIdleConnections()
+	return err
+}
+
+// expire publishes the appends Expire releases at now, with those a failed
+// publish kept back: the Resolver has let them go, so they are retried
+// here, not by a redelivery of their traces message.
+func (g *ingest) expire(ctx context.Context, now time.Time, flush bool) error {
+	g.expireMu.Lock()
+	defer g.expireMu.Unlock()
+	sc := g.scratch.Get().(*ingestScratch)
+	defer g.scratch.Put(sc)
+	sc.facts = g.r.Expire(append(sc.facts[:0], g.unsent...), now, flush)
+	if err := g.publish(ctx, sc); err != nil {
+		g.unsent = append(g.unsent[:0], sc.facts...)
+		return err
+	}
+	g.unsent = g.unsent[:0]
+	return nil
+}
+
+// ConsumeTraces resolves td and returns once its facts are published; an
+// error (the brokers did not acknowledge) makes the Kafka transport retry
+// the message, whose facts are then resolved and published again.
+func (g *ingest) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
+	sc := g.scratch.Get().(*ingestScratch)
+	defer g.scratch.Put(sc)
+	sc.facts = g.r.Resolve(sc.facts[:0], td, time.Now())
+	if err := g.publish(ctx, sc); err != nil {
+		return fmt.Errorf("publish facts to %s: %w", g.topic, err)
+	}
+	return nil
+}
+
+// publish sends sc.facts as one batch per partition of the facts topic.
+func (g *ingest) publish(ctx context.Context, sc *ingestScratch) error {
+	if len(sc.facts) == 0 {
+		return nil
+	}
+	n, err := g.partitions(ctx)
+	if err != nil {
+		return err
+	}
+	sent, err := sc.batches(n, func() factwire.Header { return factwire.Header{Producer: g.producer, Seq: g.seq.Add(1)} })
+	if err != nil {
+		return err
+	}
+	if len(sc.msgs) == 0 {
+		return nil
+	}
+	if err := g.w.WriteMessages(ctx, sc.msgs...); err != nil {
+		return fmt.Errorf("write facts: %w", err)
+	}
+	g.m.published.WithLabelValues("facts").Add(float64(sent))
+	g.m.published.WithLabelValues("batches").Add(float64(len(sc.msgs)))
+	return nil
+}
+
+// batches groups sc.facts by their partition of n and encodes each group
+// as one message into sc.msgs, with the header next gives; it returns the
+// number of facts they hold.
+func (sc *ingestScratch) batches(n int, next func() factwire.Header) (int, error) {
+	for len(sc.groups) < n {
+		sc.groups = append(sc.groups, nil)
+	}
+	for i := range sc.groups {
+		sc.groups[i] = sc.groups[i][:0]
+	}
+	for i := range sc.facts {
+		f := &sc.facts[i]
+		if f.Kind == 0 {
+			continue // parked: not a fact to send
+		}
+		p := partitionOf(factKey(f), n)
+		sc.groups[p] = append(sc.groups[p], *f)
+	}
+	sc.msgs = sc.msgs[:0]
+	sent := 0
+	for _, facts := range sc.groups[:n] {
+		if len(facts) == 0 {
+			continue
+		}
+		b, err := sc.enc.Append(nil, next(), facts)
+		if err != nil {
+			return 0, err
+		}
+		k := factKey(&facts[0])
+		sc.msgs = append(sc.msgs, kafka.Message{Key: append([]byte(nil), k[:]...), Value: b})
+		sent += len(facts)
+	}
+	return sent, nil
+}
+
+// partitions returns the facts topic's partition count: what the balancer
+// last saw, else the brokers' metadata.
+func (g *ingest) partitions(ctx context.Context) (int, error) {
+	if n := g.parts.Load(); n > 0 {
+		return int(n), nil
+	}
+	resp, err := g.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{g.topic}})
+	if err != nil {
+		return 0, fmt.Errorf("read metadata of %s: %w", g.topic, err)
+	}
+	for _, t := range resp.Topics {
+		if t.Name == g.topic && t.Error == nil && len(t.Partitions) > 0 {
+			g.parts.CompareAndSwap(0, int64(len(t.Partitions)))
+			return int(g.parts.Load()), nil
+		}
+	}
+	return 0, fmt.Errorf("topic %s has no partitions (create it before starting the ingest role)", g.topic)
+}
+
+// join is the join role: it consumes the facts topic in a consumer group,
+// applies each batch to its Joiner, and commits a batch's offset only after
+// it is applied (an undecodable batch is counted and committed). Messages
+// are handled one at a time, in order.
+type join struct {
+	j      *analyzer.Joiner
+	m      *roleMetrics
+	logger *slog.Logger
+	rcfg   kafka.ReaderConfig
+	reader *kafka.Reader
+	seen   map[int]*batchMemory // by partition; only run touches it
+
+	stop    context.CancelFunc
+	running sync.WaitGroup
+}
+
+// batchMemory remembers the last replayMemory batch ids of a partition.
+type batchMemory struct {
+	ids  map[factwire.Header]struct{}
+	ring []factwire.Header
+	next int
+}
+
+// seen reports whether h was remembered, remembering it.
+func (b *batchMemory) seen(h factwire.Header) bool {
+	if _, ok := b.ids[h]; ok {
+		return true
+	}
+	if len(b.ring) < replayMemory {
+		b.ring = append(b.ring, h)
+	} else {
+		delete(b.ids, b.ring[b.next])
+		b.ring[b.next] = h
+		b.next = (b.next + 1) % replayMemory
+	}
+	b.ids[h] = struct{}{}
+	return false
+}
+
+func newJoin(cfg Config, j *analyzer.Joiner, logger *slog.Logger, reg prometheus.Registerer) (*join, error) {
+	m, err := newRoleMetrics(reg, RoleJoin)
+	if err != nil {
+		return nil, err
+	}
+	jn := &join{j: j, m: m, logger: logger.With("role", RoleJoin), seen: make(map[int]*batchMemory)}
+	jn.rcfg = kafka.ReaderConfig{
+		Brokers:        cfg.Kafka.Brokers,
+		GroupID:        cfg.Kafka.GroupID + JoinGroupSuffix,
+		Topic:          cfg.Kafka.FactsTopic,
+		MaxBytes:       factsMaxBytes,
+		CommitInterval: time.Second,
+		StartOffset:    kafka.FirstOffset,
+		MaxWait:        time.Second, // bounds Shutdown, as for the traces topic
+		ErrorLogger:    kafka.LoggerFunc(func(msg string, args ...any) { jn.logger.Debug("kafka reader: " + fmt.Sprintf(msg, args...)) }),
+	}
+	return jn, nil
+}
+
+func (jn *join) start() {
+	jn.reader = kafka.NewReader(jn.rcfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	jn.stop = cancel
+	jn.running.Go(func() { jn.run(ctx) })
+	jn.running.Go(func() {
+		t := time.NewTicker(roleTick)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				jn.j.Tick(now)
+			}
+		}
+	})
+	jn.logger.Info("joining facts from Kafka", "topic", jn.rcfg.Topic, "group", jn.rcfg.GroupID)
+}
+
+// shutdown stops fetching, waits for the batch in hand to be applied, then
+// closes the reader, which commits what was applied and leaves the group,
+// and ticks the Joiner a last time. ctx bounds the wait for the loops.
+func (jn *join) shutdown(ctx context.Context) error {
+	if jn.reader == nil {
+		return nil
+	}
+	jn.stop()
+	done := make(chan struct{})
+	go func() {
+		jn.running.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("stop the join of facts: %w", ctx.Err())
+	}
+	if cerr := jn.reader.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("close facts reader: %w", cerr))
+	}
+	jn.j.Tick(time.Now())
+	return err
+}
+
+func (jn *join) run(ctx context.Context) {
+	var facts []analyzer.Fact
+	backoff := 50 * time.Millisecond
+	for {
+		msg, err := jn.reader.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			jn.logger.Warn("cannot fetch facts, retrying", "err", err, "in", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		facts = jn.handle(facts[:0], msg)
+		// The Joiner has the batch: the offset may be committed. Not
+		// ctx: a stop between Apply and here must still commit.
+		if err := jn.reader.CommitMessages(context.WithoutCancel(ctx), msg); err != nil {
+			jn.logger.Warn("cannot commit facts offset", "partition", msg.Partition, "offset", msg.Offset, "err", err)
+		}
+	}
+}
+
+// handle decodes and applies one batch into scratch facts, which it returns.
+func (jn *join) handle(facts []analyzer.Fact, msg kafka.Message) []analyzer.Fact {
+	h, facts, err := factwire.Decode(facts, msg.Value)
+	if err != nil {
+		reason := "malformed"
+		if errors.Is(err, factwire.ErrVersion) {
+			reason = "version"
+		}
+		jn.m.rejected.WithLabelValues(reason).Inc()
+		jn.logger.Warn("skipped undecodable facts batch", "partition", msg.Partition, "offset", msg.Offset, "reason", reason, "err", err)
+		return facts
+	}
+	mem := jn.seen[msg.Partition]
+	if mem == nil {
+		mem = &batchMemory{ids: make(map[factwire.Header]struct{})}
+		jn.seen[msg.Partition] = mem
+	}
+	if mem.seen(h) {
+		jn.m.replayed.Add(float64(len(facts)))
+		return facts
+	}
+	jn.j.Apply(facts, time.Now())
+	jn.m.applied.Add(float64(len(facts)))
+	return facts
+}

@@ -1,0 +1,190 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/lagscope/lagscope/analyzer"
+	"github.com/lagscope/lagscope/factwire"
+	"github.com/lagscope/lagscope/synth"
+)
+
+// BenchmarkStages compares, on the synth stream and with the broker
+// excluded, the CPU per span of one process (all: Analyzer.ConsumeTraces)
+// with the two stages' (ingest: resolve, group by partition, encode; join:
+// decode, apply). The ratio (ingest+join)/all is the two-stage overhead.
+func BenchmarkStages(b *testing.B) {
+	const reqs = 64
+	cfg := analyzer.DefaultConfig()
+	var tds []ptrace.Traces
+	spans := 0
+	g := synth.New(synth.Config{TracesPerRequest: 20})
+	for range reqs {
+		td, batch := g.Next(time.Now())
+		tds = append(tds, td)
+		spans += batch.Spans
+	}
+	perSpan := func(b *testing.B, n int) {
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/span")
+	}
+	b.Run("all", func(b *testing.B) {
+		a, err := analyzer.New(cfg, nil, prometheus.NewRegistry())
+		if err != nil {
+			b.Fatal(err)
+		}
+		n := 0
+		for i := 0; b.Loop(); i++ {
+			if err := a.ConsumeTraces(context.Background(), tds[i%reqs]); err != nil {
+				b.Fatal(err)
+			}
+			n += tds[i%reqs].SpanCount()
+		}
+		perSpan(b, n)
+	})
+	// The batches the ingest stage writes, for the join stage to read.
+	var batches [][]byte
+	b.Run("ingest", func(b *testing.B) {
+		r, err := analyzer.NewResolver(cfg, prometheus.NewRegistry())
+		if err != nil {
+			b.Fatal(err)
+		}
+		sc := &ingestScratch{}
+		n, facts, bytes := 0, 0, 0
+		for i := 0; b.Loop(); i++ {
+			sc.facts = r.Resolve(sc.facts[:0], tds[i%reqs], time.Now())
+			batches = encodeGroups(b, sc, partitions, batches[:0])
+			n += tds[i%reqs].SpanCount()
+			facts += len(sc.facts)
+			for _, m := range batches {
+				bytes += len(m)
+			}
+		}
+		perSpan(b, n)
+		b.ReportMetric(float64(bytes)/float64(facts), "bytes/fact")
+	})
+	b.Run("join", func(b *testing.B) {
+		r, err := analyzer.NewResolver(cfg, prometheus.NewRegistry())
+		if err != nil {
+			b.Fatal(err)
+		}
+		j, err := analyzer.NewJoiner(cfg, nil, prometheus.NewRegistry())
+		if err != nil {
+			b.Fatal(err)
+		}
+		sc := &ingestScratch{}
+		var encoded [][][]byte
+		for _, td := range tds {
+			sc.facts = r.Resolve(sc.facts[:0], td, time.Now())
+			encoded = append(encoded, encodeGroups(b, sc, partitions, nil))
+		}
+		var facts []analyzer.Fact
+		n := 0
+		for i := 0; b.Loop(); i++ {
+			for _, batch := range encoded[i%reqs] {
+				if _, facts, err = factwire.Decode(facts[:0], batch); err != nil {
+					b.Fatal(err)
+				}
+				j.Apply(facts, time.Now())
+			}
+			n += tds[i%reqs].SpanCount()
+		}
+		perSpan(b, n)
+	})
+}
+
+// encodeGroups is publish without the write.
+func encodeGroups(b *testing.B, sc *ingestScratch, n int, dst [][]byte) [][]byte {
+	if _, err := sc.batches(n, func() factwire.Header { return factwire.Header{Producer: 1, Seq: 1} }); err != nil {
+		b.Fatal(err)
+	}
+	for _, m := range sc.msgs {
+		dst = append(dst, m.Value)
+	}
+	return dst
+}
+
+// BenchmarkKafkaRoles measures, through the in-process broker, how fast one
+// instance of a role drains the traces topic: all (serve) against ingest,
+// one message of one synth trace each, as the Collector's exporter writes
+// them. Run with -benchtime=1x; it reports spans/s.
+func BenchmarkKafkaRoles(b *testing.B) {
+	const traces = 2000
+	for _, role := range []string{RoleAll, RoleIngest} {
+		b.Run(role, func(b *testing.B) {
+			addr := benchBroker(b)
+			g := synth.New(synth.Config{TracesPerRequest: 1})
+			var m ptrace.ProtoMarshaler
+			var msgs []kafka.Message
+			spans := 0
+			for range traces {
+				td, batch := g.Next(time.Now())
+				v, err := m.MarshalTraces(td)
+				if err != nil {
+					b.Fatal(err)
+				}
+				id := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).TraceID().String()
+				msgs = append(msgs, kafka.Message{Key: []byte(id), Value: v})
+				spans += batch.Spans
+			}
+			w := &kafka.Writer{Addr: kafka.TCP(addr), Topic: tracesTopic, Balancer: &kafka.Hash{}, BatchTimeout: time.Millisecond, Transport: testTransport}
+			if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+				b.Fatal(err)
+			}
+			w.Close()
+			for b.Loop() {
+				cfg := roleConfig(addr, role, "bench-"+role)
+				s, err := New(cfg, slog.New(slog.DiscardHandler))
+				if err != nil {
+					b.Fatal(err)
+				}
+				start := time.Now()
+				if err := s.Start(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+				for receivedSpans(b, s.Registry) < float64(spans) {
+					if time.Since(start) > time.Minute {
+						b.Fatal("timed out")
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				b.ReportMetric(float64(spans)/time.Since(start).Seconds(), "spans/s")
+				_ = s.Shutdown(context.Background())
+			}
+		})
+	}
+}
+
+func benchBroker(b *testing.B) string {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, tracesTopic, factsTopic))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		testTransport.CloseIdleConnections()
+		c.Close()
+	})
+	return c.ListenAddrs()[0]
+}
+
+func receivedSpans(b *testing.B, g prometheus.Gatherer) float64 {
+	mfs, err := g.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == "lagscope_received_spans_total" {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
