@@ -8,9 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -21,77 +18,6 @@ import (
 	"github.com/lagscope/lagscope/orders/load"
 	"github.com/lagscope/lagscope/orders/projection"
 )
-
-// perProjection is a flag value "[PROJECTION=]VALUE[,...]": a value without a
-// projection applies to every projection.
-type perProjection struct {
-	name   string
-	values map[string]string // "" = every projection
-}
-
-func (p *perProjection) String() string {
-	var parts []string
-	for k, v := range p.values {
-		if k == "" {
-			parts = append(parts, v)
-		} else {
-			parts = append(parts, k+"="+v)
-		}
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, ",")
-}
-
-func (p *perProjection) Set(s string) error {
-	if p.values == nil {
-		p.values = map[string]string{}
-	}
-	for _, part := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(part, "=")
-		if !ok {
-			k, v = "", part
-		}
-		if v == "" {
-			return fmt.Errorf("empty value in %q", s)
-		}
-		p.values[k] = v
-	}
-	return nil
-}
-
-// each calls f for every projection with its value.
-func (p *perProjection) each(projections []string, f func(projection, value string) error) error {
-	for k := range p.values {
-		if k == "" {
-			continue
-		}
-		if !contains(projections, k) {
-			return demoFlagError(p.name, fmt.Errorf("unknown projection %q (have %s)", k, strings.Join(projections, ", ")))
-		}
-	}
-	for _, proj := range projections {
-		v, ok := p.values[proj]
-		if !ok {
-			v, ok = p.values[""]
-		}
-		if !ok {
-			continue
-		}
-		if err := f(proj, v); err != nil {
-			return demoFlagError(p.name, fmt.Errorf("%s: %w", proj, err))
-		}
-	}
-	return nil
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if x == y {
-			return true
-		}
-	}
-	return false
-}
 
 // runDemo is `lagscope demo`: see package demo.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -118,14 +44,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	durationVar(fs, &lc.Duration, "duration", "stop after this long (0: until Ctrl-C)")
 	fs.Int64Var(&lc.Count, "count", 0, "stop after this many commands (0: no limit)")
 	fs.IntVar(&lc.Concurrency, "concurrency", lc.Concurrency, "requests in flight at most")
-	delay := &perProjection{name: "projector-delay"}
-	drop := &perProjection{name: "drop-rate"}
-	dup := &perProjection{name: "duplicate-rate"}
-	stall := &perProjection{name: "stall"}
-	fs.Var(delay, "projector-delay", "`[PROJECTION=]D` or D1..D2 (random) delay inside every projection span, e.g. 6s or sales_summary=1s..8s")
-	fs.Var(drop, "drop-rate", "`[PROJECTION=]P` probability that a projector skips an event")
-	fs.Var(dup, "duplicate-rate", "`[PROJECTION=]P` probability that a projector processes an event twice")
-	fs.Var(stall, "stall", "`[PROJECTION=][AFTER+]FOR` a projector stops for FOR, AFTER (default 10s) after start, e.g. sales_summary=20s+30s")
+	var ff demo.FaultFlags
+	ff.Register(fs)
 	var dc demo.Config
 	dc.Interval, dc.Threshold, dc.Window = 2*time.Second, 5*time.Second, 30*time.Second
 	durationVar(fs, &dc.Interval, "interval", "time between live summaries")
@@ -165,71 +85,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(projections) == 0 {
 		projections = []string{projection.OrdersView, projection.SalesSummary}
 	}
-	faults := map[string]projection.Faults{}
-	for proj, f := range oc.Projection.Faults {
-		faults[proj] = f
-	}
-	set := func(p *perProjection, apply func(*projection.Faults, string) error) error {
-		return p.each(projections, func(proj, v string) error {
-			f := faults[proj]
-			if err := apply(&f, v); err != nil {
-				return err
-			}
-			faults[proj] = f
-			return nil
-		})
-	}
-	errs := []error{
-		set(delay, func(f *projection.Faults, v string) error {
-			lo, hi, isRange := strings.Cut(v, "..")
-			if err := (*durationValue)(&f.Delay).Set(lo); err != nil {
-				return fmt.Errorf("%q: %w", lo, err)
-			}
-			if !isRange {
-				return nil
-			}
-			if err := (*durationValue)(&f.DelayMax).Set(hi); err != nil {
-				return fmt.Errorf("%q: %w", hi, err)
-			}
-			if f.DelayMax < f.Delay {
-				// Faults would take it for a fixed delay of lo.
-				return fmt.Errorf("range %s ends before it starts (want MIN..MAX)", v)
-			}
-			return nil
-		}),
-		set(drop, func(f *projection.Faults, v string) (err error) {
-			f.DropRate, err = strconv.ParseFloat(v, 64)
-			return err
-		}),
-		set(dup, func(f *projection.Faults, v string) (err error) {
-			f.DuplicateRate, err = strconv.ParseFloat(v, 64)
-			return err
-		}),
-		set(stall, func(f *projection.Faults, v string) error {
-			after, forS, ok := strings.Cut(v, "+")
-			if !ok {
-				after, forS = "10s", v
-			}
-			if err := (*durationValue)(&f.StallAfter).Set(after); err != nil {
-				return fmt.Errorf("%q: %w", after, err)
-			}
-			if err := (*durationValue)(&f.StallFor).Set(forS); err != nil {
-				return fmt.Errorf("%q: %w", forS, err)
-			}
-			return nil
-		}),
-	}
-	for _, err := range errs {
-		if err != nil {
-			return err // the first: each is a usageError with its own hint
-		}
+	faults, err := ff.Faults(projections, oc.Projection.Faults)
+	if fe, ok := errors.AsType[*demo.FlagError](err); ok {
+		return demoFlagError(fe.Flag, fe.Err)
+	} else if err != nil {
+		return &usageError{cmd: "demo", err: err}
 	}
 	oc.Projection.Faults = faults
-	for _, proj := range projections {
-		if err := faults[proj].Validate(); err != nil {
-			return &usageError{cmd: "demo", err: fmt.Errorf("faults of %s: %w", proj, err)}
-		}
-	}
 	if oc.Store == "" {
 		dir, err := os.MkdirTemp("", "lagscope-demo-")
 		if err != nil {
