@@ -141,7 +141,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.BaseURL, "url", "http://127.0.0.1:8080", "base URL of the command API")
 	fs.StringVar(&cfg.QueryURL, "query-url", "", "base URL of the query API for reads after writes (default --url)")
-	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "target commands per second")
+	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "target commands per second; 0 sends as fast as --concurrency workers go")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (0: no limit)")
 	fs.Int64Var(&cfg.Count, "count", 0, "stop after this many commands (0: no limit)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "workers, which bounds requests in flight")
@@ -161,6 +161,9 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	cfg.NoReads = cfg.ReadAfterWrite == 0
+	if cfg.Rate == 0 {
+		cfg.NoRateLimit = true // as `lagscope loadgen --rate=0`
+	}
 	if !noProgress {
 		cfg.Progress = stderr
 	}
