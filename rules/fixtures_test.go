@@ -64,16 +64,18 @@ func handInstrumented() fixture {
 // kurrentDB: order-api (KurrentDB.Client, db.system=kurrent) appends one
 // event per streams.append; orders-projector (a catch-up subscription, the
 // same client) shows all three, sales-projector (an older EventStore.Client,
-// db.system=eventstoredb, a persistent subscription) orders 1 and 2. The
+// db.eventstoredb.*, a persistent subscription) orders 1 and 2,
+// shipping-projector (Python's kurrentdbclient, db.kurrentdb.*) all three. The
 // subscribe spans are children of the append span (the $traceId/$spanId
 // the client wrote into the event's metadata) in the writer's trace.
 func kurrentDB() fixture {
 	dotnet := map[string]any{"telemetry.sdk.language": "dotnet", "telemetry.sdk.name": "opentelemetry"}
+	python := map[string]any{"telemetry.sdk.language": "python", "telemetry.sdk.name": "opentelemetry"}
 	f := fixture{tag: 0x22}
 	orders := []struct {
-		start        float64
-		orders, sale float64 // subscribe span time - append start
-	}{{0, 30, 120}, {100, 55, 90}, {200, 40, 0}}
+		start              float64
+		orders, sale, ship float64 // subscribe span time - append start
+	}{{0, 30, 120, 25}, {100, 55, 90, 35}, {200, 40, 0, 45}}
 	for i, o := range orders {
 		tr := uint16(i + 1)
 		stream := fmt.Sprintf("order-%d", 2001+i)
@@ -93,6 +95,11 @@ func kurrentDB() fixture {
 					"db.kurrent.event.id":        eventID, "db.kurrent.event.type": "OrderPlaced",
 					"server.address": "kurrentdb.internal", "server.port": 2113, "db.user": "admin"}},
 		)
+		f.spans = append(f.spans, span{svc: "shipping-projector", res: python, scope: "kurrentdbclient", name: "streams.subscribe", kind: consumer, trace: tr, id: 5, parent: 2,
+			start: s + 5 + o.ship, end: s + 5 + o.ship, attrs: map[string]any{
+				"db.system": "kurrentdb", "db.operation": "streams.subscribe", "db.kurrentdb.stream": stream,
+				"db.kurrentdb.subscription.id": "shipping", "db.kurrentdb.event.id": eventID, "db.kurrentdb.event.type": "OrderPlaced",
+				"server.address": "kurrentdb.internal", "server.port": 2113}})
 		if o.sale != 0 {
 			f.spans = append(f.spans, span{svc: "sales-projector", res: dotnet, scope: "eventstoredb", name: "streams.subscribe", kind: consumer, trace: tr, id: 4, parent: 2,
 				start: s + 5 + o.sale, end: s + 5 + o.sale, attrs: map[string]any{

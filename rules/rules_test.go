@@ -1,7 +1,3 @@
-// Package rules holds lagscope's rule profiles (YAML files a user passes as
-// --config or pastes under rules: of lagscope.yaml) and their tests: each
-// profile is loaded with lagscope's own config decoder and run over a
-// fixture of the spans its instrumentation emits.
 package rules
 
 import (
