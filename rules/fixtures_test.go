@@ -116,7 +116,9 @@ func kurrentDB() fixture {
 // order with PutItem; two Lambda functions read the table's stream:
 // orders-projector (all three, in two invocations) and sales-projector
 // (orders 1 and 2). No trace context crosses the stream: each invocation
-// is a trace of its own, joined by the event id the item holds.
+// is a trace of its own, joined by the event id the item holds. The
+// invocation span is otellambda's (SERVER, no faas.trigger); the record
+// spans are the function's own.
 func lambdaDynamoDBStreams() fixture {
 	goSDK := map[string]any{"telemetry.sdk.language": "go", "telemetry.sdk.name": "opentelemetry", "cloud.provider": "aws", "cloud.region": "eu-west-1"}
 	lambdaRes := func(fn string) map[string]any {
@@ -139,7 +141,7 @@ func lambdaDynamoDBStreams() fixture {
 				start: s, end: s + 40, attrs: map[string]any{"http.request.method": "POST", "http.route": "/orders", "command.type": "PlaceOrder"}},
 			span{svc: "order-api", res: goSDK, scope: "go.opentelemetry.io/contrib/instrumentation/github.com/aws/aws-sdk-go-v2/otelaws", name: "DynamoDB.PutItem", kind: client, trace: tr, id: 2, parent: 1,
 				start: s + 10, end: s + 30, attrs: map[string]any{
-					"rpc.system": "aws-api", "rpc.service": "DynamoDB", "rpc.method": "PutItem", "cloud.region": "eu-west-1",
+					"rpc.system": "aws-api", "rpc.service": "DynamoDB", "rpc.method": "PutItem", "aws.region": "eu-west-1", "db.system": "dynamodb",
 					"aws.dynamodb.table_names": []string{"orders-events"}, "aws.request_id": fmt.Sprintf("R%d", i+1),
 					"event.id": o.id, "event.type": "OrderPlaced", "event.aggregate_id": o.agg}},
 		)
@@ -154,8 +156,7 @@ func lambdaDynamoDBStreams() fixture {
 		arn := "arn:aws:lambda:eu-west-1:123456789012:function:" + fn
 		f.spans = append(f.spans, span{svc: fn, res: lambdaRes(fn), scope: "go.opentelemetry.io/contrib/instrumentation/github.com/aws/aws-lambda-go/otellambda",
 			name: fn, kind: serverKind, trace: tr, id: 1, start: start, end: end, attrs: map[string]any{
-				"faas.trigger": "datasource", "faas.invocation_id": fmt.Sprintf("inv-%s-%d", fn, tr), "cloud.account.id": "123456789012",
-				"aws.lambda.invoked_arn": arn, "cloud.resource_id": arn}})
+				"faas.execution": fmt.Sprintf("inv-%s-%d", fn, tr), "faas.id": arn, "cloud.account.id": "123456789012"}})
 		for j, r := range recs {
 			o := orders[r.order]
 			f.spans = append(f.spans, span{svc: fn, res: lambdaRes(fn), scope: fn, name: "dynamodb-record", kind: internal,
