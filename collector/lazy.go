@@ -144,6 +144,12 @@ func (r *wireReader) nextTag() bool {
 	num, typ, n := protowire.ConsumeTag(r.b[r.i:])
 	if n < 0 {
 		r.fb = fallbackMalformed
+		if _, m := protowire.ConsumeVarint(r.b[r.i:]); m > 0 {
+			// A whole varint, but a field number outside protobuf's range
+			// (0, or above 2^29-1): pdata takes it for an unknown field
+			// and skips it (FuzzDecodeProto found one).
+			r.fb = fallbackUnknownField
+		}
 		return false
 	}
 	if typ == protowire.StartGroupType || typ == protowire.EndGroupType {
