@@ -434,7 +434,11 @@ func fixtures(t *testing.T) []string {
 		// billing a projection of OrderPaid, which a join instance that
 		// never sees billing does not learn (expected projections learned
 		// from traffic are per instance; join.expected is not).
-		if filepath.Base(f) == "hand_instrumented.jsonl" {
+		// messaging_semconv has the same shape (a batch consumer linking
+		// to a producer span in another trace that carries a message id),
+		// which joins only when both traces reach one ingest instance:
+		// with two, it depends on the partitions' assignment.
+		if b := filepath.Base(f); b == "hand_instrumented.jsonl" || b == "messaging_semconv.jsonl" {
 			continue
 		}
 		files = append(files, f)
