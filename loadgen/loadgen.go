@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/lagscope/lagscope/collector"
+	"github.com/lagscope/lagscope/progress"
 	"github.com/lagscope/lagscope/synth"
 )
 
@@ -163,9 +164,9 @@ func sendLoad(ctx context.Context, exp Exporter, c Config, w io.Writer) loadResu
 	if c.Rate > 0 {
 		total = int64(c.Rate * c.Duration.Seconds())
 	}
-	var prog *progress
+	var prog *progress.Bar
 	if w != nil {
-		prog = newProgress(w, total)
+		prog = progress.New(w, total, "spans", 200*time.Millisecond)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.Duration)
 	defer cancel()
@@ -221,7 +222,7 @@ func sendLoad(ctx context.Context, exp Exporter, c Config, w io.Writer) loadResu
 					local.accepted.Add(b)
 				}
 				if prog != nil {
-					prog.add(b.Spans)
+					prog.Add(b.Spans)
 				}
 			}
 			mu.Lock()
@@ -240,7 +241,7 @@ func sendLoad(ctx context.Context, exp Exporter, c Config, w io.Writer) loadResu
 	wg.Wait()
 	res.elapsed = time.Since(begin)
 	if prog != nil {
-		prog.finish()
+		prog.Finish()
 	}
 	slices.Sort(res.latencies)
 	return res

@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/lagscope/lagscope/orders/telemetry"
+	"github.com/lagscope/lagscope/progress"
 )
 
 // Kinds of request, as keys of Summary.Outcomes.
@@ -181,9 +182,9 @@ func (g *Generator) Run(ctx context.Context) (Summary, error) {
 		ctx, cancel = context.WithTimeout(ctx, g.cfg.Duration)
 		defer cancel()
 	}
-	var prog *progress
+	var prog *progress.Bar
 	if g.cfg.Progress != nil {
-		prog = newProgress(g.cfg.Progress, g.expected())
+		prog = progress.New(g.cfg.Progress, g.expected(), "commands", 100*time.Millisecond)
 	}
 	begin := time.Now()
 	jobs := make(chan struct{})
@@ -195,7 +196,7 @@ func (g *Generator) Run(ctx context.Context) (Summary, error) {
 			for range jobs {
 				g.step(context.WithoutCancel(ctx))
 				if prog != nil {
-					prog.add()
+					prog.Add(1)
 				}
 			}
 		}()
@@ -204,7 +205,7 @@ func (g *Generator) Run(ctx context.Context) (Summary, error) {
 	close(jobs)
 	wg.Wait()
 	if prog != nil {
-		prog.finish()
+		prog.Finish()
 	}
 	return g.summary(time.Since(begin)), nil
 }
