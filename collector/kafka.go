@@ -8,11 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/lagscope/lagscope/kafkaconn"
 )
 
 // Trace encodings of the OpenTelemetry Collector's kafka exporter.
@@ -49,6 +52,10 @@ type KafkaConfig struct {
 	// share the topic's partitions. A new group starts at the oldest
 	// message. Default "lagscope".
 	GroupID string `yaml:"group_id"`
+
+	// Conn is how every Kafka client of lagscope connects to Brokers: TLS
+	// (kafka.tls.*) and SASL (kafka.sasl.*). Default plaintext, no SASL.
+	Conn kafkaconn.Config `yaml:",inline"`
 }
 
 // DefaultKafkaConfig returns the configuration documented on KafkaConfig's fields.
@@ -82,6 +89,9 @@ func (c KafkaConfig) Validate() error {
 	if c.GroupID == "" {
 		errs = append(errs, errors.New("kafka.group_id is empty"))
 	}
+	if err := c.Conn.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -97,6 +107,8 @@ const (
 	// Closing the reader waits for the fetch in progress, so this bounds
 	// Shutdown too (kafka-go's default of 10s made it take 9s).
 	kafkaMaxWait = time.Second
+	// kafkaCheckTimeout bounds Start's check of the brokers' TLS and SASL.
+	kafkaCheckTimeout = 5 * time.Second
 	// Retries of a refused message (overload, consumer error) and of fetch
 	// errors back off exponentially between these.
 	kafkaMinBackoff = 50 * time.Millisecond
@@ -123,6 +135,7 @@ type Kafka struct {
 	core    *tracesCore
 	json    bool
 	maxSize int64
+	conn    *kafkaconn.Options
 	logger  *slog.Logger
 	errors  *prometheus.CounterVec
 
@@ -136,9 +149,10 @@ type Kafka struct {
 }
 
 // NewKafka returns a Kafka transport that feeds r's Consumer. It validates
-// cfg (Brokers must not be empty), registers lagscope_kafka_errors_total with
-// reg (skipped if reg is nil) and logs to logger (discarded if nil). It
-// connects to nothing until Start.
+// cfg (Brokers must not be empty), reads the files of cfg.Conn (CA, client
+// certificate, password), registers lagscope_kafka_errors_total with reg
+// (skipped if reg is nil) and logs to logger (discarded if nil). It connects
+// to nothing until Start.
 func NewKafka(cfg KafkaConfig, r *Receiver, logger *slog.Logger, reg prometheus.Registerer) (*Kafka, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid kafka config: %w", err)
@@ -151,6 +165,10 @@ func NewKafka(cfg KafkaConfig, r *Receiver, logger *slog.Logger, reg prometheus.
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	conn, err := kafkaconn.New(cfg.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("invalid kafka config: %w", err)
 	}
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lagscope_kafka_errors_total",
@@ -170,23 +188,37 @@ func NewKafka(cfg KafkaConfig, r *Receiver, logger *slog.Logger, reg prometheus.
 		core:    r.core,
 		json:    cfg.TracesEncoding == EncodingOTLPJSON,
 		maxSize: r.cfg.MaxRequestBytes,
+		conn:    conn,
 		logger:  logger.With("transport", "kafka"),
 		errors:  errs,
 	}, nil
 }
 
-// Start joins the consumer group and starts consuming in the background;
-// it returns at once (ctx is not used: joining happens in the background,
-// and broker errors are logged and retried). Start may be called once.
-func (k *Kafka) Start(context.Context) error {
+// Start checks that the brokers accept the client's TLS and SASL
+// credentials, then joins the consumer group and consumes in the
+// background. The check takes at most a few seconds within ctx: a broker
+// refusing the credentials fails Start (an error wrapping
+// kafkaconn.ErrAuthentication that names the broker and the mechanism);
+// brokers that cannot be reached are logged and retried in the background,
+// as every later broker error is. Start may be called once.
+func (k *Kafka) Start(ctx context.Context) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.started {
 		return errors.New("collector: kafka transport already started")
 	}
+	cctx, cancel := context.WithTimeout(ctx, kafkaCheckTimeout)
+	err := k.conn.Check(cctx, k.cfg.Brokers)
+	cancel()
+	if errors.Is(err, kafkaconn.ErrAuthentication) {
+		return err
+	} else if err != nil {
+		k.logger.Warn("cannot reach the Kafka brokers yet, retrying in the background", "err", err)
+	}
 	k.started = true
 	k.reader = kafka.NewReader(kafka.ReaderConfig{
 		Brokers:        k.cfg.Brokers,
+		Dialer:         k.conn.Dialer(),
 		GroupID:        k.cfg.GroupID,
 		Topic:          k.cfg.TracesTopic,
 		MaxBytes:       int(k.maxSize),
@@ -200,7 +232,7 @@ func (k *Kafka) Start(context.Context) error {
 	workCtx, stopWork := context.WithCancel(context.Background())
 	k.stopRun, k.stopWork = stopRun, stopWork
 	k.running.Go(func() { k.run(runCtx, workCtx) })
-	k.logger.Info("consuming OTLP traces from Kafka", "topic", k.cfg.TracesTopic, "group", k.cfg.GroupID, "encoding", k.cfg.TracesEncoding)
+	k.logger.Info("consuming OTLP traces from Kafka", "topic", k.cfg.TracesTopic, "group", k.cfg.GroupID, "encoding", k.cfg.TracesEncoding, "security", k.conn.String())
 	return nil
 }
 
@@ -251,7 +283,14 @@ func (k *Kafka) run(runCtx, workCtx context.Context) {
 				return
 			}
 			k.errors.WithLabelValues("fetch").Inc()
-			k.logger.Warn("cannot fetch from Kafka, retrying", "err", err, "in", backoff)
+			err = k.conn.Explain(strings.Join(k.cfg.Brokers, ","), err)
+			if kafkaconn.IsAuthError(err) {
+				// Retried all the same (credentials may be fixed, the
+				// password file is read again), but said louder.
+				k.logger.Error("the Kafka brokers refuse lagscope's credentials, retrying", "err", err, "in", backoff)
+			} else {
+				k.logger.Warn("cannot fetch from Kafka, retrying", "err", err, "in", backoff)
+			}
 			if !sleep(runCtx, backoff) {
 				return
 			}
