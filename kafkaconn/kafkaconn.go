@@ -265,6 +265,28 @@ func (o *Options) Explain(broker string, err error) error {
 	return fmt.Errorf("connect to Kafka broker %s with %s: %w", broker, o, err)
 }
 
+// Diagnose returns err, an error of a client talking to brokers, explained:
+// when it is a refusal of o's credentials, or a connection closed under the
+// client (which is how a Transport reports a failed SCRAM exchange or a TLS
+// listener it talks plaintext to), it runs Check within ctx and returns its
+// error wrapping ErrAuthentication if that is what it finds. Otherwise it
+// returns err unchanged. Call it on errors only: Check opens a connection.
+func (o *Options) Diagnose(ctx context.Context, brokers []string, err error) error {
+	if err == nil || errors.Is(err, ErrAuthentication) {
+		return err
+	}
+	if authError(err) {
+		return o.Explain(strings.Join(brokers, ","), err)
+	}
+	if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return err
+	}
+	if cerr := o.Check(ctx, brokers); errors.Is(cerr, ErrAuthentication) {
+		return fmt.Errorf("%w (%w)", cerr, err)
+	}
+	return err
+}
+
 // IsAuthError reports whether err is a broker refusing the client's TLS or
 // SASL credentials, which a retry does not cure.
 func IsAuthError(err error) bool { return errors.Is(err, ErrAuthentication) || authError(err) }

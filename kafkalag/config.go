@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/lagscope/lagscope/kafkaconn"
 )
 
 // Config configures an Exporter. Its YAML keys sit in the file's top-level
@@ -15,6 +17,11 @@ type Config struct {
 	// It is kafka.brokers, declared by collector.KafkaConfig: lagscope serve
 	// copies it here. Default empty, which New refuses.
 	Brokers []string `yaml:"-"`
+
+	// Conn is how the exporter connects to Brokers (TLS, SASL). It is
+	// kafka.tls.* and kafka.sasl.*, declared by collector.KafkaConfig:
+	// lagscope serve copies it here. Default plaintext.
+	Conn kafkaconn.Config `yaml:"-"`
 
 	// Groups (kafka.lag_groups, flag --kafka.lag-groups, comma-separated)
 	// are the consumer groups whose lag is exported. Default empty: every
@@ -60,6 +67,9 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(b); err != nil {
 			errs = append(errs, fmt.Errorf("kafka.brokers: %w", err))
 		}
+	}
+	if err := c.Conn.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	for _, g := range c.Groups {
 		if reason := checkName(g); reason != "" {

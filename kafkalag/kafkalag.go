@@ -27,6 +27,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/lagscope/lagscope/kafkaconn"
 )
 
 // fetchMaxBytes bounds what one Fetch of the oldest unconsumed message
@@ -39,6 +41,7 @@ type Exporter struct {
 	cfg     Config
 	client  *kafka.Client
 	tr      *kafka.Transport
+	conn    *kafkaconn.Options
 	metrics *metrics
 	logger  *slog.Logger
 	now     func() time.Time
@@ -53,7 +56,7 @@ type Exporter struct {
 }
 
 // New returns an Exporter for the brokers of cfg. It validates cfg (Brokers
-// must not be empty), registers the lag metrics and its own counters with
+// must not be empty), reads the files of cfg.Conn, registers the lag metrics and its own counters with
 // reg (skipped if reg is nil) and logs broker errors at Warn to logger
 // (discarded if nil). It connects to nothing until Start or Poll.
 func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Exporter, error) {
@@ -66,17 +69,22 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Exporter,
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	conn, err := kafkaconn.New(cfg.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("invalid kafka lag config: %w", err)
+	}
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err
 	}
 	cfg.Brokers = slices.Clone(cfg.Brokers)
 	cfg.Groups = slices.Clone(cfg.Groups)
-	tr := &kafka.Transport{}
+	tr := conn.Transport()
 	return &Exporter{
 		cfg:     cfg,
 		client:  &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr},
 		tr:      tr,
+		conn:    conn,
 		metrics: m,
 		logger:  logger,
 		now:     time.Now,
@@ -164,9 +172,11 @@ type round struct {
 	errs []error
 }
 
-// fail counts and keeps a failed request's error.
+// fail counts and keeps a failed request's error; a refusal of the
+// client's TLS or SASL credentials says so, with broker and mechanism.
 func (r *round) fail(o op, err error) {
 	r.e.metrics.errors[o].Inc()
+	err = r.e.conn.Diagnose(r.ctx, r.e.cfg.Brokers, err)
 	r.errs = append(r.errs, fmt.Errorf("%s: %w", o, err))
 }
 
