@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/lagscope/lagscope/analyzer"
 	"github.com/lagscope/lagscope/factwire"
+	"github.com/lagscope/lagscope/kafkaconn"
 )
 
 // The roles of `lagscope serve` (role, --role).
@@ -48,6 +50,9 @@ const (
 	factsBatchTimeout = 2 * time.Millisecond
 	// factsMaxBytes bounds a fetched facts batch (a message).
 	factsMaxBytes = 16 << 20
+	// checkTimeout bounds the join role's check of the brokers' TLS and
+	// SASL at start.
+	checkTimeout = 5 * time.Second
 	// replayMemory is how many batch ids the join remembers per partition
 	// to recognise a batch it already applied.
 	replayMemory = 1 << 14
@@ -140,6 +145,8 @@ type ingest struct {
 	w        *kafka.Writer
 	client   *kafka.Client
 	tr       *kafka.Transport // the Writer's and client's, closed by shutdown
+	conn     *kafkaconn.Options
+	brokers  []string
 	topic    string
 	producer uint64
 	seq      atomic.Uint64
@@ -170,11 +177,16 @@ func newIngest(cfg Config, r *analyzer.Resolver, logger *slog.Logger, reg promet
 	if err != nil {
 		return nil, err
 	}
+	conn, err := kafkaconn.New(cfg.Kafka.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("invalid kafka config: %w", err)
+	}
 	var id [8]byte
 	_, _ = rand.Read(id[:]) // never fails (crypto/rand)
-	tr := &kafka.Transport{}
+	tr := conn.Transport()
 	g := &ingest{
 		r: r, topic: cfg.Kafka.FactsTopic, producer: binary.BigEndian.Uint64(id[:]), m: m,
+		conn: conn, brokers: cfg.Kafka.Brokers,
 		logger: logger.With("role", RoleIngest),
 		client: &kafka.Client{Addr: kafka.TCP(cfg.Kafka.Brokers...), Transport: tr},
 		tr:     tr,
@@ -210,7 +222,7 @@ func (g *ingest) start() {
 				return
 			case now := <-t.C:
 				if err := g.expire(ctx, now, false); err != nil && ctx.Err() == nil {
-					g.logger.Warn("cannot publish expired appends, retrying at the next tick", "err", err)
+					g.logger.Warn("cannot publish expired appends, retrying at the next tick", "err", g.conn.Diagnose(ctx, g.brokers, err))
 				}
 			}
 		}
@@ -259,7 +271,7 @@ func (g *ingest) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 	defer g.scratch.Put(sc)
 	sc.facts = g.r.Resolve(sc.facts[:0], td, time.Now())
 	if err := g.publish(ctx, sc); err != nil {
-		return fmt.Errorf("publish facts to %s: %w", g.topic, err)
+		return fmt.Errorf("publish facts to %s: %w", g.topic, g.conn.Diagnose(ctx, g.brokers, err))
 	}
 	return nil
 }
@@ -348,6 +360,7 @@ func (g *ingest) partitions(ctx context.Context) (int, error) {
 // are handled one at a time, in order.
 type join struct {
 	j      *analyzer.Joiner
+	conn   *kafkaconn.Options
 	m      *roleMetrics
 	logger *slog.Logger
 	rcfg   kafka.ReaderConfig
@@ -386,9 +399,14 @@ func newJoin(cfg Config, j *analyzer.Joiner, logger *slog.Logger, reg prometheus
 	if err != nil {
 		return nil, err
 	}
-	jn := &join{j: j, m: m, logger: logger.With("role", RoleJoin), seen: make(map[int]*batchMemory)}
+	conn, err := kafkaconn.New(cfg.Kafka.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("invalid kafka config: %w", err)
+	}
+	jn := &join{j: j, conn: conn, m: m, logger: logger.With("role", RoleJoin), seen: make(map[int]*batchMemory)}
 	jn.rcfg = kafka.ReaderConfig{
 		Brokers:        cfg.Kafka.Brokers,
+		Dialer:         conn.Dialer(),
 		GroupID:        cfg.Kafka.GroupID + JoinGroupSuffix,
 		Topic:          cfg.Kafka.FactsTopic,
 		MaxBytes:       factsMaxBytes,
@@ -400,10 +418,22 @@ func newJoin(cfg Config, j *analyzer.Joiner, logger *slog.Logger, reg prometheus
 	return jn, nil
 }
 
-func (jn *join) start() {
+// start checks, within ctx and a few seconds, that the brokers accept the
+// client's credentials (an error wrapping kafkaconn.ErrAuthentication if
+// they refuse them; unreachable brokers are logged and retried), then
+// starts consuming and ticking.
+func (jn *join) start(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	err := jn.conn.Check(cctx, jn.rcfg.Brokers)
+	cancel()
+	if errors.Is(err, kafkaconn.ErrAuthentication) {
+		return err
+	} else if err != nil {
+		jn.logger.Warn("cannot reach the Kafka brokers yet, retrying in the background", "err", err)
+	}
 	jn.reader = kafka.NewReader(jn.rcfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	jn.stop = cancel
+	ctx, stop := context.WithCancel(context.Background())
+	jn.stop = stop
 	jn.running.Go(func() { jn.run(ctx) })
 	jn.running.Go(func() {
 		t := time.NewTicker(roleTick)
@@ -417,7 +447,8 @@ func (jn *join) start() {
 			}
 		}
 	})
-	jn.logger.Info("joining facts from Kafka", "topic", jn.rcfg.Topic, "group", jn.rcfg.GroupID)
+	jn.logger.Info("joining facts from Kafka", "topic", jn.rcfg.Topic, "group", jn.rcfg.GroupID, "security", jn.conn.String())
+	return nil
 }
 
 // shutdown stops fetching, waits for the batch in hand to be applied, then
@@ -455,7 +486,7 @@ func (jn *join) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			jn.logger.Warn("cannot fetch facts, retrying", "err", err, "in", backoff)
+			jn.logger.Warn("cannot fetch facts, retrying", "err", jn.conn.Explain(strings.Join(jn.rcfg.Brokers, ","), err), "in", backoff)
 			t := time.NewTimer(backoff)
 			select {
 			case <-ctx.Done():

@@ -113,7 +113,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 			return nil, err
 		}
 		lc := cfg.Kafka.Lag
-		lc.Brokers = cfg.Kafka.Brokers
+		lc.Brokers, lc.Conn = cfg.Kafka.Brokers, cfg.Kafka.Conn
 		if lag, err = kafkalag.New(lc, logger.With("component", "kafkalag"), reg); err != nil {
 			return nil, err
 		}
@@ -136,7 +136,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 // consumer, and the offset lag exporter.
 func newJoinServer(cfg Config, logger *slog.Logger, reg *prometheus.Registry, jn *join) (*Server, error) {
 	lc := cfg.Kafka.Lag
-	lc.Brokers = cfg.Kafka.Brokers
+	lc.Brokers, lc.Conn = cfg.Kafka.Brokers, cfg.Kafka.Conn
 	lag, err := kafkalag.New(lc, logger.With("component", "kafkalag"), reg)
 	if err != nil {
 		return nil, err
@@ -218,7 +218,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 	}
 	if s.join != nil {
-		s.join.start()
+		if err := s.join.start(ctx); err != nil {
+			return fmt.Errorf("start the join of %s: %w", s.cfg.Kafka.FactsTopic, err)
+		}
 		if err := s.lag.Start(ctx); err != nil {
 			return fmt.Errorf("start the Kafka offset lag exporter: %w", err)
 		}
