@@ -112,6 +112,16 @@ func bindServeFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&k.Lag.MaxGroups, "kafka.lag-max-groups", k.Lag.MaxGroups, "consumer groups exported at most")
 	fs.IntVar(&k.Lag.MaxTopics, "kafka.lag-max-topics", k.Lag.MaxTopics, "topics per group exported at most")
 	fs.IntVar(&k.Lag.MaxPartitions, "kafka.lag-max-partitions", k.Lag.MaxPartitions, "partitions per topic exported at most")
+	kt, ks := &k.Conn.TLS, &k.Conn.SASL
+	fs.BoolVar(&kt.Enabled, "kafka.tls.enabled", kt.Enabled, "connect to the Kafka brokers over TLS (also on when any other --kafka.tls.* is set)")
+	fs.StringVar(&kt.CAFile, "kafka.tls.ca-file", kt.CAFile, "CA `file` (PEM) to verify the Kafka brokers with (default: the system's roots)")
+	fs.StringVar(&kt.CertFile, "kafka.tls.cert-file", kt.CertFile, "client certificate `file` (PEM) for brokers that want one (mTLS)")
+	fs.StringVar(&kt.KeyFile, "kafka.tls.key-file", kt.KeyFile, "its private key `file`")
+	fs.StringVar(&kt.ServerName, "kafka.tls.server-name", kt.ServerName, "`name` to verify in the brokers' certificates, if not each broker's host")
+	fs.BoolVar(&kt.InsecureSkipVerify, "kafka.tls.insecure-skip-verify", kt.InsecureSkipVerify, "do not verify the brokers' certificates (testing only)")
+	fs.StringVar(&ks.Mechanism, "kafka.sasl.mechanism", ks.Mechanism, "SASL `mechanism` to authenticate to the brokers with: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (empty: no SASL)")
+	fs.StringVar(&ks.Username, "kafka.sasl.username", ks.Username, "SASL `user`")
+	fs.StringVar(&ks.PasswordFile, "kafka.sasl.password-file", ks.PasswordFile, "`file` holding the SASL password (read at each new connection; never a password on the command line)")
 
 	fs.StringVar(&c.Log.Level, "log.level", c.Log.Level, "log `level`: debug, info, warn, error")
 	fs.StringVar(&c.Log.Format, "log.format", c.Log.Format, "log format: text or json")
