@@ -81,6 +81,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// In the demo --kafka.brokers names the order system's bus; lagscope
 	// receives the spans over OTLP and reads no trace topic.
 	cfg.Kafka.Brokers = nil
+	// The bus connects as lagscope's Kafka clients would (--kafka.tls.*,
+	// --kafka.sasl.*).
+	kt, ks := cfg.Kafka.Conn.TLS, cfg.Kafka.Conn.SASL
+	oc.Kafka.TLS = kafka.TLSConfig{Enabled: kt.Enabled, CAFile: kt.CAFile, CertFile: kt.CertFile, KeyFile: kt.KeyFile, ServerName: kt.ServerName, InsecureSkipVerify: kt.InsecureSkipVerify}
+	oc.Kafka.SASL = kafka.SASLConfig{Mechanism: ks.Mechanism, Username: ks.Username, PasswordFile: ks.PasswordFile}
 	projections := oc.Projection.Projections
 	if len(projections) == 0 {
 		projections = []string{projection.OrdersView, projection.SalesSummary}

@@ -2,7 +2,8 @@
 // generator.
 //
 //	orders serve --role all|command|projector|query --store sqlite:PATH|postgres://... --listen ADDR \
-//	    [--bus store|kafka --kafka.brokers HOST:PORT,... --kafka.topic orders.events] \
+//	    [--bus store|kafka --kafka.brokers HOST:PORT,... --kafka.topic orders.events \
+//	     --kafka.tls.ca-file FILE --kafka.sasl.mechanism SCRAM-SHA-512 --kafka.sasl.username U --kafka.sasl.password-file FILE] \
 //	    [--otlp-endpoint HOST:PORT --otlp-protocol grpc|http] [--fault NAME:key=value,...]
 //	orders load --url http://ADDR [--rate 50 --duration 1m --count N --concurrency 4]
 //
@@ -114,6 +115,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&bus, "bus", string(app.BusStore), "how events reach the projectors: store (they read the store) or kafka (the command side's outbox relay publishes them to --kafka.topic; each projection consumes it with a consumer group named after it)")
 	fs.StringVar(&brokers, "kafka.brokers", "", "Kafka bootstrap brokers of --bus kafka, host:port,...")
 	fs.StringVar(&cfg.Kafka.Topic, "kafka.topic", cfg.Kafka.Topic, "topic of the events with --bus kafka (created with one partition if missing)")
+	kt, ks := &cfg.Kafka.TLS, &cfg.Kafka.SASL
+	fs.BoolVar(&kt.Enabled, "kafka.tls.enabled", false, "connect to the Kafka brokers over TLS (also on when any other --kafka.tls.* is set)")
+	fs.StringVar(&kt.CAFile, "kafka.tls.ca-file", "", "CA file (PEM) to verify the brokers with (default: the system's roots)")
+	fs.StringVar(&kt.CertFile, "kafka.tls.cert-file", "", "client certificate file (PEM) for brokers that want one (mTLS)")
+	fs.StringVar(&kt.KeyFile, "kafka.tls.key-file", "", "its private key file")
+	fs.StringVar(&kt.ServerName, "kafka.tls.server-name", "", "name to verify in the brokers' certificates, if not each broker's host")
+	fs.BoolVar(&kt.InsecureSkipVerify, "kafka.tls.insecure-skip-verify", false, "do not verify the brokers' certificates (testing only)")
+	fs.StringVar(&ks.Mechanism, "kafka.sasl.mechanism", "", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (empty: no SASL)")
+	fs.StringVar(&ks.Username, "kafka.sasl.username", "", "SASL user")
+	fs.StringVar(&ks.PasswordFile, "kafka.sasl.password-file", "", "file holding the SASL password (read at each new connection)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}

@@ -28,6 +28,7 @@ type Feed struct {
 	// it is made, and a group joined before the topic exists gets no
 	// partition (kafka-go then waits for a rebalance that may not come).
 	reader *kafka.Reader
+	dialer *kafka.Dialer // with cfg's TLS and SASL
 
 	// pending holds the messages fetched and not committed, in fetch
 	// order; pos is the event's position, 0 for a message that cannot be
@@ -59,7 +60,12 @@ func NewFeed(cfg Config, group string, logger *slog.Logger) (*Feed, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	sec, err := newSecurity(cfg)
+	if err != nil {
+		return nil, err
+	}
 	return &Feed{
+		dialer: sec.dialer(),
 		cfg:    cfg,
 		group:  group,
 		logger: logger,
@@ -70,6 +76,7 @@ func NewFeed(cfg Config, group string, logger *slog.Logger) (*Feed, error) {
 func (f *Feed) newReader() *kafka.Reader {
 	return kafka.NewReader(kafka.ReaderConfig{
 		Brokers:        f.cfg.Brokers,
+		Dialer:         f.dialer,
 		GroupID:        f.group,
 		Topic:          f.cfg.Topic,
 		MinBytes:       1,

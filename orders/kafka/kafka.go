@@ -79,6 +79,11 @@ type Config struct {
 	// MaxWait is how long a fetch waits at the broker for new messages.
 	// Default 250ms.
 	MaxWait time.Duration `yaml:"max_wait"`
+	// TLS and SASL are how the relay and the feeds connect (flags
+	// --kafka.tls.* and --kafka.sasl.*, named as lagscope's). Default
+	// plaintext without SASL.
+	TLS  TLSConfig  `yaml:"tls"`
+	SASL SASLConfig `yaml:"sasl"`
 }
 
 // DefaultConfig returns the default configuration (without brokers).
@@ -116,7 +121,7 @@ func (c Config) Validate() error {
 	if c.BatchSize < 0 || c.PollInterval < 0 || c.MaxWait < 0 {
 		return errors.New("kafka: batch size, poll interval and max wait must not be negative")
 	}
-	return nil
+	return c.validateSecurity()
 }
 
 func (c Config) withDefaults() Config {
@@ -141,11 +146,23 @@ func (c Config) withDefaults() Config {
 
 // EnsureTopic creates cfg.Topic with one partition if it does not exist,
 // and reports an error if it has more than one (see the package comment).
+// It connects first with cfg's TLS and SASL: brokers that refuse them give
+// an error naming the broker and the mechanism.
 func EnsureTopic(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
 	cfg = cfg.withDefaults()
+	sec, err := newSecurity(cfg)
+	if err != nil {
+		return err
+	}
+	if err := sec.check(ctx, cfg.Brokers); err != nil {
+		return err
+	}
 	// An own transport, closed on return: the default one keeps
 	// connections (and goroutines) for the life of the process.
-	tr := &kafka.Transport{}
+	tr := sec.transport()
 	defer tr.CloseIdleConnections()
 	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: tr}
 	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{

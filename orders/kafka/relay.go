@@ -65,7 +65,11 @@ func NewRelay(cfg Config, store orders.Store, views orders.Views, tp trace.Trace
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	tr := &kafka.Transport{}
+	sec, err := newSecurity(cfg)
+	if err != nil {
+		return nil, err
+	}
+	tr := sec.transport()
 	return &Relay{
 		cfg:    cfg,
 		tr:     tr,
