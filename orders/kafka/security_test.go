@@ -84,7 +84,9 @@ func TestSecurityConfigValidate(t *testing.T) {
 	}{
 		{"plaintext", func(*okafka.Config) {}, true},
 		{"cert without key", func(c *okafka.Config) { c.TLS.CertFile = "c.crt" }, false},
-		{"unknown mechanism", func(c *okafka.Config) { c.SASL = okafka.SASLConfig{Mechanism: "GSSAPI", Username: "u", PasswordFile: "p"} }, false},
+		{"unknown mechanism", func(c *okafka.Config) {
+			c.SASL = okafka.SASLConfig{Mechanism: "GSSAPI", Username: "u", PasswordFile: "p"}
+		}, false},
 		{"no password file", func(c *okafka.Config) { c.SASL = okafka.SASLConfig{Mechanism: "PLAIN", Username: "u"} }, false},
 		{"user without mechanism", func(c *okafka.Config) { c.SASL.Username = "u" }, false},
 		{"scram", func(c *okafka.Config) {
