@@ -107,6 +107,11 @@ const (
 	// Closing the reader waits for the fetch in progress, so this bounds
 	// Shutdown too (kafka-go's default of 10s made it take 9s).
 	kafkaMaxWait = time.Second
+	// KafkaSessionTimeout is how long the group coordinator waits for a
+	// member's heartbeat before it gives the member's partitions to the
+	// others: how long a killed instance's partitions stand still. 10s is
+	// the Java client's default before Kafka 3.0 (kafka-go's is 30s).
+	KafkaSessionTimeout = 10 * time.Second
 	// kafkaCheckTimeout bounds Start's check of the brokers' TLS and SASL.
 	kafkaCheckTimeout = 5 * time.Second
 	// Retries of a refused message (overload, consumer error) and of fetch
@@ -226,6 +231,7 @@ func (k *Kafka) Start(ctx context.Context) error {
 		CommitInterval: kafkaCommitInterval,
 		StartOffset:    kafka.FirstOffset,
 		MaxWait:        kafkaMaxWait,
+		SessionTimeout: KafkaSessionTimeout,
 		ErrorLogger:    kafka.LoggerFunc(func(msg string, args ...any) { k.logger.Debug("kafka reader: " + fmt.Sprintf(msg, args...)) }),
 	})
 	runCtx, stopRun := context.WithCancel(context.Background())

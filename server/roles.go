@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/lagscope/lagscope/analyzer"
+	"github.com/lagscope/lagscope/collector"
 	"github.com/lagscope/lagscope/factwire"
 	"github.com/lagscope/lagscope/kafkaconn"
 )
@@ -413,6 +414,7 @@ func newJoin(cfg Config, j *analyzer.Joiner, logger *slog.Logger, reg prometheus
 		CommitInterval: time.Second,
 		StartOffset:    kafka.FirstOffset,
 		MaxWait:        time.Second, // bounds Shutdown, as for the traces topic
+		SessionTimeout: collector.KafkaSessionTimeout,
 		ErrorLogger:    kafka.LoggerFunc(func(msg string, args ...any) { jn.logger.Debug("kafka reader: " + fmt.Sprintf(msg, args...)) }),
 	}
 	return jn, nil
