@@ -59,6 +59,11 @@ type WebConfig struct {
 	// /-/healthy and /-/ready, exactly as node_exporter's
 	// --web.config.file. Default "" (plain HTTP, no auth).
 	ConfigFile string `yaml:"config_file"`
+	// SystemdSocket (web.systemd_socket, --web.systemd-socket) serves the
+	// metrics on the one socket systemd passes (socket activation, as
+	// node_exporter's flag of that name), in place of ListenAddress.
+	// Default false.
+	SystemdSocket bool `yaml:"systemd_socket"`
 }
 
 // KafkaConfig is the kafka: section: the collector's Kafka transport and

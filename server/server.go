@@ -15,6 +15,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -186,9 +187,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("start analyzer: %w", err)
 		}
 	}
-	ln, err := net.Listen("tcp", s.cfg.Web.ListenAddress)
+	ln, err := s.webListener()
 	if err != nil {
-		return fmt.Errorf("listen for metrics on %s: %w", s.cfg.Web.ListenAddress, err)
+		return err
 	}
 	s.webLn = ln
 	s.webDone = make(chan error, 1)
@@ -343,6 +344,31 @@ func (s *Server) Run(ctx context.Context) error {
 		s.logger.Info("shut down cleanly")
 	}
 	return err
+}
+
+// webListener listens on web.listen_address, or takes the socket systemd
+// passed (web.systemd_socket).
+func (s *Server) webListener() (net.Listener, error) {
+	if !s.cfg.Web.SystemdSocket {
+		ln, err := net.Listen("tcp", s.cfg.Web.ListenAddress)
+		if err != nil {
+			return nil, fmt.Errorf("listen for metrics on %s: %w", s.cfg.Web.ListenAddress, err)
+		}
+		return ln, nil
+	}
+	ls, err := activation.Listeners()
+	if err != nil {
+		return nil, fmt.Errorf("take the metrics socket from systemd: %w", err)
+	}
+	if len(ls) != 1 || ls[0] == nil {
+		for _, l := range ls {
+			if l != nil {
+				l.Close()
+			}
+		}
+		return nil, fmt.Errorf("web.systemd_socket: want one stream socket from systemd (LISTEN_FDS), got %d", len(ls))
+	}
+	return ls[0], nil
 }
 
 // MetricsURL is the URL of the metrics endpoint after Start.
