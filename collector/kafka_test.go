@@ -328,6 +328,9 @@ func TestKafkaConfigValidate(t *testing.T) {
 		{"no topic", func(c *KafkaConfig) { c.TracesTopic = "" }, "kafka.traces_topic"},
 		{"bad encoding", func(c *KafkaConfig) { c.TracesEncoding = "zipkin_proto" }, "kafka.traces_encoding"},
 		{"no group", func(c *KafkaConfig) { c.GroupID = "" }, "kafka.group_id"},
+		{"sasl without user", func(c *KafkaConfig) { c.Conn.SASL.Mechanism, c.Conn.SASL.PasswordFile = "PLAIN", "p" }, "kafka.sasl.username"},
+		{"bad mechanism", func(c *KafkaConfig) { c.Conn.SASL.Mechanism = "OAUTHBEARER" }, "kafka.sasl.mechanism"},
+		{"key without cert", func(c *KafkaConfig) { c.Conn.TLS.KeyFile = "k" }, "kafka.tls.cert_file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/lagscope/lagscope/kafkaconn"
@@ -60,5 +63,46 @@ func TestRolesOverTLSAndSASL(t *testing.T) {
 	}
 	if got := sample(t, "cqrs_events_appended_total", st.joinRegs()...); got == 0 {
 		t.Error("the join role counted no append over TLS and SASL")
+	}
+}
+
+// TestKafkaSecurityKeys reads kafka.tls.* and kafka.sasl.* from a config
+// file into the one setting every Kafka client uses.
+func TestKafkaSecurityKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lagscope.yaml")
+	yaml := `kafka:
+  brokers: [b1:9093]
+  tls:
+    ca_file: /ca.crt
+    cert_file: /c.crt
+    key_file: /c.key
+    server_name: kafka.internal
+    insecure_skip_verify: true
+    enabled: true
+  sasl:
+    mechanism: SCRAM-SHA-512
+    username: lagscope
+    password_file: /pw
+`
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	if err := LoadConfigFile(path, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	want := kafkaconn.Config{
+		TLS:  kafkaconn.TLSConfig{Enabled: true, CAFile: "/ca.crt", CertFile: "/c.crt", KeyFile: "/c.key", ServerName: "kafka.internal", InsecureSkipVerify: true},
+		SASL: kafkaconn.SASLConfig{Mechanism: "SCRAM-SHA-512", Username: "lagscope", PasswordFile: "/pw"},
+	}
+	if diff := cmp.Diff(want, cfg.Kafka.Conn); diff != "" {
+		t.Errorf("kafka connection settings (-want +got):\n%s", diff)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+	cfg.Kafka.Conn.SASL.Mechanism = "scram"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "kafka.sasl.mechanism") {
+		t.Errorf("Validate of a bad mechanism: %v, want an error naming kafka.sasl.mechanism", err)
 	}
 }
