@@ -317,7 +317,9 @@ func TestGRPCStalledStreamsAreBoundedAndCut(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxInflightBytes = 64 << 20
 	cfg.MaxConcurrentStreams = 16
-	cfg.ReadTimeout = time.Second
+	// Long enough that no stream is cut before the last one opens: opening
+	// 2,200 streams took over a second under -race on two busy cores.
+	cfg.ReadTimeout = 5 * time.Second
 	r, _ := startReceiver(t, cfg, &recorder{})
 	addr := r.GRPCAddr().String()
 	goroutines, heap := runtime.NumGoroutine(), heapInUse()
