@@ -37,7 +37,7 @@ func TestDemoCommand(t *testing.T) {
 	if m == nil {
 		t.Fatalf("final report has no load summary of 30 commands:\n%s", final)
 	}
-	if rate, _ := strconv.ParseFloat(m[1], 64); rate <= 20 { // 10/s sends 30 in 2.9s
+	if rate, _ := strconv.ParseFloat(m[1], 64); rate <= 12 { // 10/s sends 30 in 2.9s (10.3/s); unlimited measured 16/s on two busy cores, hundreds idle
 		t.Errorf("--rate=0 sent %v commands/s, want as fast as possible (at the default 10/s, about 10)", rate)
 	}
 	for _, proj := range []string{"orders_view", "sales_summary"} {
