@@ -31,6 +31,9 @@ type Config struct {
 	// as the Collector's kafka exporter writes them, and exports the offset
 	// lag of consumer groups (kafka.*).
 	Kafka KafkaConfig `yaml:"kafka"`
+	// Zipkin, when zipkin.endpoint is set, accepts Zipkin v2 spans on
+	// POST /api/v2/spans through the OTLP receiver's limits (zipkin.*).
+	Zipkin collector.ZipkinConfig `yaml:"zipkin"`
 	// Forward, when forward.endpoint is set, sends every span received,
 	// unchanged, to a tracing backend over OTLP (forward.*).
 	Forward forward.Config `yaml:"forward"`
@@ -89,6 +92,7 @@ func DefaultConfig() Config {
 		Config:    analyzer.DefaultConfig(),
 		SQLSource: sqlsource.DefaultConfig(),
 		Forward:   forward.DefaultConfig(),
+		Zipkin:    collector.DefaultZipkinConfig(),
 		Kafka:     KafkaConfig{KafkaConfig: collector.DefaultKafkaConfig(), FactsTopic: "lagscope_facts", Lag: kafkalag.DefaultConfig()},
 		Role:      RoleAll,
 		Log:       LogConfig{Level: "info", Format: "text"},
@@ -126,6 +130,12 @@ func (c Config) Validate() error {
 	}
 	if err := c.Kafka.KafkaConfig.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.Zipkin.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Zipkin.Enabled() && c.Role == RoleJoin {
+		errs = append(errs, errors.New("zipkin.endpoint is set, but role join receives no spans"))
 	}
 	if c.Kafka.Enabled() {
 		if err := c.Kafka.Lag.Validate(); err != nil {

@@ -82,6 +82,12 @@ func bindServeFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&q.CheckpointsQuery, "sql-source.checkpoints-query", q.CheckpointsQuery, "SQL returning (projection, position) rows")
 	fs.IntVar(&q.MaxProjections, "sql-source.max-projections", q.MaxProjections, "projections exported at most")
 
+	z := &c.Zipkin
+	fs.StringVar(&z.Endpoint, "zipkin.endpoint", z.Endpoint, "`host:port` accepting Zipkin v2 spans on POST /api/v2/spans, JSON or protobuf (empty: off; localhost:9411 is Zipkin's)")
+	fs.StringVar(&z.TLS.CertFile, "zipkin.tls.cert-file", z.TLS.CertFile, "server certificate (PEM) `file` for the Zipkin endpoint; reloaded when it changes")
+	fs.StringVar(&z.TLS.KeyFile, "zipkin.tls.key-file", z.TLS.KeyFile, "its private key `file`")
+	fs.StringVar(&z.TLS.ClientCAFile, "zipkin.tls.client-ca-file", z.TLS.ClientCAFile, "require Zipkin clients' certificates signed by this CA `file` (mTLS)")
+
 	w := &c.Forward
 	fs.StringVar(&w.Endpoint, "forward.endpoint", w.Endpoint, "`host:port` of a tracing backend (Jaeger, Tempo, a Collector) to send every received span to, over OTLP (empty: off)")
 	fs.StringVar(&w.Protocol, "forward.protocol", w.Protocol, "OTLP transport of the forwarding: grpc or http")
