@@ -11,6 +11,7 @@ import (
 	"github.com/lagscope/lagscope/configfile"
 	"github.com/lagscope/lagscope/forward"
 	"github.com/lagscope/lagscope/kafkalag"
+	"github.com/lagscope/lagscope/report"
 	"github.com/lagscope/lagscope/sqlsource"
 )
 
@@ -62,6 +63,13 @@ type WebConfig struct {
 	// /-/healthy and /-/ready, exactly as node_exporter's
 	// --web.config.file. Default "" (plain HTTP, no auth).
 	ConfigFile string `yaml:"config_file"`
+	// TraceURLTemplate (web.trace_url_template, --web.trace-url-template)
+	// is the URL of a trace in a trace viewer, with {trace_id} where its
+	// id goes: http://jaeger:16686/trace/{trace_id}, or a Grafana Explore
+	// URL for Tempo. Logs that name a trace (a trace_id attribute) get a
+	// trace_url beside it, and analyze and explain print the links of
+	// unprojected and slowest events. Default "": no links.
+	TraceURLTemplate string `yaml:"trace_url_template"`
 }
 
 // KafkaConfig is the kafka: section: the collector's Kafka transport and
@@ -122,6 +130,9 @@ func (c Config) Validate() error {
 	}
 	if c.Web.TelemetryPath == "" || c.Web.TelemetryPath[0] != '/' {
 		errs = append(errs, fmt.Errorf("web.telemetry_path must start with /, got %q", c.Web.TelemetryPath))
+	}
+	if _, err := report.NewTraceLinks(c.Web.TraceURLTemplate); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Forward.Enabled() {
 		if err := c.Forward.Validate(); err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/lagscope/lagscope/collector"
 	"github.com/lagscope/lagscope/forward"
 	"github.com/lagscope/lagscope/kafkalag"
+	"github.com/lagscope/lagscope/report"
 	"github.com/lagscope/lagscope/sqlsource"
 )
 
@@ -54,6 +55,11 @@ type Server struct {
 // New builds a Server from a validated config; nothing listens until
 // Start.
 func New(cfg Config, logger *slog.Logger) (*Server, error) {
+	links, err := report.NewTraceLinks(cfg.Web.TraceURLTemplate)
+	if err != nil {
+		return nil, err
+	}
+	logger = withTraceLinks(logger, links)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -65,7 +71,6 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		ing  *ingest
 		jn   *join
 		next collector.Consumer
-		err  error
 	)
 	switch cfg.Role {
 	case RoleIngest:

@@ -56,6 +56,7 @@ func bindServeFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.Web.TelemetryPath, "web.telemetry-path", c.Web.TelemetryPath, "`path` of the metrics endpoint")
 	// Named as node_exporter's, not after its key (web.config_file).
 	fs.StringVar(&c.Web.ConfigFile, "web.config.file", c.Web.ConfigFile, "exporter-toolkit web config `file` (TLS, client certificates, basic auth) for the metrics endpoint")
+	fs.StringVar(&c.Web.TraceURLTemplate, "web.trace-url-template", c.Web.TraceURLTemplate, "`URL` of a trace in a trace viewer, {trace_id} where its id goes (e.g. http://jaeger:16686/trace/{trace_id}): logs naming a trace carry the link")
 
 	j := &c.Join
 	durationVar(fs, &j.Deadline, "join.deadline", "how long a projection may take to show an event before it counts as unprojected")
