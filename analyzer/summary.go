@@ -117,7 +117,7 @@ type projExtra struct {
 	orphans      uint64
 	samples      []int64
 	unprojIDs    []EventKey
-	unprojTraces [][16]byte // of unprojIDs
+	unprojTraces [][16]byte  // of unprojIDs
 	slow         []tracedLag // the SlowestKept largest lags, in no order
 }
 
