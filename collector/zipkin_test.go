@@ -664,3 +664,30 @@ func TestScanZipkinJSONCounts(t *testing.T) {
 		t.Errorf("scanZipkinProto = %+v, want %+v as the JSON", gotProto, got)
 	}
 }
+
+// FuzzDecodeZipkin: no Zipkin body, JSON or protobuf, panics the decoder
+// or the translator, and one that decodes holds what the scan counted.
+func FuzzDecodeZipkin(f *testing.F) {
+	f.Add([]byte(zipkinJSON), true)
+	f.Add(zipkinProto(f), false)
+	f.Add([]byte(`[{"traceId":"1","id":"2","shared":true,"parentId":"2","tags":{"otlp.link.0":"a|b|c|d|e","span.kind":"internal","error":"true"}}]`), true)
+	f.Add([]byte(`[{"traceId":"463ac35c9f6413ad463ac35c9f6413ad","id":"1","annotations":[{"timestamp":1,"value":"x|{\"a\":[1,{\"b\":2}]}"}]}]`), true)
+	f.Add([]byte{}, false)
+	core := &tracesCore{limiter: newByteLimiter(64 << 20), limits: testConfig().decodeLimits(), retryAfter: time.Second}
+	f.Fuzz(func(t *testing.T, b []byte, isJSON bool) {
+		td, reserved, rerr := core.decodeZipkin(b, isJSON)
+		core.limiter.release(reserved)
+		if rerr != nil {
+			return
+		}
+		var counts zipkinCounts
+		if isJSON {
+			counts, _ = scanZipkinJSON(b, core.limits)
+		} else {
+			counts, _ = scanZipkinProto(b, core.limits)
+		}
+		if n := td.SpanCount(); n > counts.spans {
+			t.Errorf("decoded %d spans, the scan counted %d", n, counts.spans)
+		}
+	})
+}
