@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	zipkinhttp "github.com/openzipkin/zipkin-go/reporter/http"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 )
 
 // zspan is what the Zipkin tests compare of a span that reached the consumer.
@@ -690,4 +692,47 @@ func FuzzDecodeZipkin(f *testing.F) {
 			t.Errorf("decoded %d spans, the scan counted %d", n, counts.spans)
 		}
 	})
+}
+
+// TestZipkinIsForwardedAsOTLP: with a Tee (forward.endpoint), an accepted
+// Zipkin request reaches it as an OTLP protobuf request of its spans, and a
+// refused one does not.
+func TestZipkinIsForwardedAsOTLP(t *testing.T) {
+	var refuse atomic.Bool
+	next := consumerFunc(func(context.Context, ptrace.Traces) error {
+		if refuse.Load() {
+			return overloadError{}
+		}
+		return nil
+	})
+	r, _ := startReceiver(t, testConfig(), next)
+	tee := &teeRecorder{}
+	r.SetTee(tee)
+	z, err := newZipkin(ZipkinConfig{Endpoint: "127.0.0.1:0"}, r, nil, testReloadInterval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := z.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = z.Shutdown(context.Background()) })
+	if got := postZipkin(t, z, http.MethodPost, "application/json", "", []byte(zipkinJSON)); got.code != 202 {
+		t.Fatalf("status %d", got.code)
+	}
+	refuse.Store(true)
+	if got := postZipkin(t, z, http.MethodPost, "application/json", "", []byte(zipkinJSON)); got.code != 429 {
+		t.Fatalf("refused: status %d, want 429", got.code)
+	}
+	tee.mu.Lock()
+	defer tee.mu.Unlock()
+	if len(tee.bodies) != 1 || tee.json[0] || tee.spans[0] != 5 {
+		t.Fatalf("tee got %d bodies (json %v, spans %v), want one protobuf request of 5 spans", len(tee.bodies), tee.json, tee.spans)
+	}
+	req := ptraceotlp.NewExportRequest()
+	if err := req.UnmarshalProto(tee.bodies[0]); err != nil {
+		t.Fatalf("forwarded body is not OTLP protobuf: %v", err)
+	}
+	if n := req.Traces().SpanCount(); n != 5 {
+		t.Errorf("forwarded %d spans, want 5", n)
+	}
 }
