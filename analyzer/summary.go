@@ -78,17 +78,6 @@ type ProjectionSummary struct {
 	Slowest           []TracedLag `json:"-"`
 }
 
-// TracedLag is one command to projection lag and the trace it was
-// measured in, as its exemplar names it.
-type TracedLag struct {
-	Lag     time.Duration
-	TraceID string // hex
-}
-
-// SlowestKept is how many of its largest lags a projection's summary keeps
-// with their traces (KeepSamples only).
-const SlowestKept = 3
-
 // LagStats summarises observed lags. Quantiles are exact with KeepSamples,
 // else interpolated within LagBuckets as Prometheus' histogram_quantile does.
 type LagStats struct {
@@ -396,3 +385,14 @@ func bucketQuantile(buckets []uint64, count uint64, q float64) time.Duration {
 	}
 	return 0
 }
+
+// TracedLag is one command to projection lag and the trace it was
+// measured in, as its exemplar names it.
+type TracedLag struct {
+	Lag     time.Duration
+	TraceID string // hex
+}
+
+// SlowestKept is how many of its largest lags a projection's summary keeps
+// with their traces (KeepSamples only).
+const SlowestKept = 3
