@@ -614,7 +614,7 @@ func (j *joinShard) project(e *eventEntry, p uint16, start, end, now int64) {
 		credible = false
 	default:
 		j.observeLag(e, p, lag, now)
-		j.extra.observe(p, lag)
+		j.extra.observe(p, lag, e.trace)
 	}
 	if credible {
 		j.observeStage(stageDelivery, start-e.appendEnd)
@@ -779,7 +779,7 @@ func (j *joinShard) declare(e *eventEntry) {
 	for b := missing; b != 0; b &= b - 1 {
 		p := uint16(bits.TrailingZeros64(b))
 		j.unproj.inc(e.typ, p)
-		j.extra.unprojected(p, e.key)
+		j.extra.unprojected(p, e.key, e.trace)
 	}
 	e.unproj = missing
 	for b := e.pending; b != 0; b &= b - 1 {

@@ -1,6 +1,9 @@
 package analyzer
 
 import (
+	"bytes"
+	"cmp"
+	"encoding/hex"
 	"math"
 	"slices"
 	"strings"
@@ -67,6 +70,12 @@ type ProjectionSummary struct {
 	Lag           LagStats      `json:"lag"`
 	// UnprojectedIDs lists the events it did not show (KeepSamples only).
 	UnprojectedIDs []string `json:"unprojected_ids,omitempty"`
+	// UnprojectedTraces are the traces (hex) of UnprojectedIDs, in the
+	// same order, and Slowest the SlowestKept largest lags with their
+	// traces, largest first (KeepSamples only). They are not in the JSON
+	// of `lagscope analyze`, which shows them with their links.
+	UnprojectedTraces []string    `json:"-"`
+	Slowest           []TracedLag `json:"-"`
 }
 
 // LagStats summarises observed lags. Quantiles are exact with KeepSamples,
@@ -93,10 +102,17 @@ type summaryExtra struct {
 // the projection spans dropped without their event, which
 // lagscope_join_evictions_total{reason=~"orphan_.*"} counts only in total.
 type projExtra struct {
-	max       int64
-	orphans   uint64
-	samples   []int64
-	unprojIDs []EventKey
+	max          int64
+	orphans      uint64
+	samples      []int64
+	unprojIDs    []EventKey
+	unprojTraces [][16]byte  // of unprojIDs
+	slow         []tracedLag // the SlowestKept largest lags, in no order
+}
+
+type tracedLag struct {
+	lag   int64
+	trace [16]byte
 }
 
 func newSummaryExtra(keep bool) *summaryExtra {
@@ -107,17 +123,36 @@ func newSummaryExtra(keep bool) *summaryExtra {
 	return s
 }
 
-func (s *summaryExtra) observe(p uint16, lag int64) {
+func (s *summaryExtra) observe(p uint16, lag int64, trace [16]byte) {
 	x := &s.proj[p]
 	x.max = max(x.max, lag)
 	if s.keep {
 		x.samples = append(x.samples, lag)
+		x.slow = keepSlow(x.slow, tracedLag{lag, trace})
 	}
 }
 
-func (s *summaryExtra) unprojected(p uint16, k EventKey) {
+// keepSlow adds l to slow if it is among the SlowestKept largest.
+func keepSlow(slow []tracedLag, l tracedLag) []tracedLag {
+	if len(slow) < SlowestKept {
+		return append(slow, l)
+	}
+	least := 0
+	for i := range slow {
+		if slow[i].lag < slow[least].lag {
+			least = i
+		}
+	}
+	if l.lag > slow[least].lag {
+		slow[least] = l
+	}
+	return slow
+}
+
+func (s *summaryExtra) unprojected(p uint16, k EventKey, trace [16]byte) {
 	if s.keep {
 		s.proj[p].unprojIDs = append(s.proj[p].unprojIDs, k)
+		s.proj[p].unprojTraces = append(s.proj[p].unprojTraces, trace)
 	}
 }
 
@@ -209,7 +244,8 @@ func (j *Joiner) summary() Summary {
 	// What the metrics do not hold, by projection id.
 	np := min(j.sh.projections.len(), maxProjections)
 	var extra [maxProjections]projExtra
-	var unprojIDs [maxProjections][]string
+	type tracedID struct{ id, trace string }
+	var unprojIDs [maxProjections][]tracedID
 	for _, s := range j.shards {
 		s.locked(func() {
 			for p := range np {
@@ -217,8 +253,11 @@ func (j *Joiner) summary() Summary {
 				m.max = max(m.max, x.max)
 				m.orphans += x.orphans
 				m.samples = append(m.samples, x.samples...)
-				for _, k := range x.unprojIDs {
-					unprojIDs[p] = append(unprojIDs[p], s.extra.ids[k])
+				for _, l := range x.slow {
+					m.slow = keepSlow(m.slow, l)
+				}
+				for i, k := range x.unprojIDs {
+					unprojIDs[p] = append(unprojIDs[p], tracedID{s.extra.ids[k], hex.EncodeToString(x.unprojTraces[i][:])})
 				}
 			}
 		})
@@ -237,8 +276,21 @@ func (j *Joiner) summary() Summary {
 			sorted := x.samples
 			slices.Sort(sorted)
 			p.Lag.P50, p.Lag.P95, p.Lag.P99 = exactQuantile(sorted, 0.5), exactQuantile(sorted, 0.95), exactQuantile(sorted, 0.99)
-			p.UnprojectedIDs = unprojIDs[id]
-			slices.Sort(p.UnprojectedIDs)
+			ids := unprojIDs[id]
+			slices.SortStableFunc(ids, func(a, b tracedID) int { return strings.Compare(a.id, b.id) })
+			for _, t := range ids {
+				p.UnprojectedIDs = append(p.UnprojectedIDs, t.id)
+				p.UnprojectedTraces = append(p.UnprojectedTraces, t.trace)
+			}
+			slices.SortFunc(x.slow, func(a, b tracedLag) int {
+				if c := cmp.Compare(b.lag, a.lag); c != 0 {
+					return c
+				}
+				return bytes.Compare(a.trace[:], b.trace[:])
+			})
+			for _, l := range x.slow {
+				p.Slowest = append(p.Slowest, TracedLag{Lag: time.Duration(l.lag), TraceID: hex.EncodeToString(l.trace[:])})
+			}
 		} else if b := buckets[p.Name]; b != nil {
 			p.Lag.P50 = bucketQuantile(b[:], p.Lag.Count, 0.5)
 			p.Lag.P95 = bucketQuantile(b[:], p.Lag.Count, 0.95)
@@ -333,3 +385,14 @@ func bucketQuantile(buckets []uint64, count uint64, q float64) time.Duration {
 	}
 	return 0
 }
+
+// TracedLag is one command to projection lag and the trace it was
+// measured in, as its exemplar names it.
+type TracedLag struct {
+	Lag     time.Duration
+	TraceID string // hex
+}
+
+// SlowestKept is how many of its largest lags a projection's summary keeps
+// with their traces (KeepSamples only).
+const SlowestKept = 3

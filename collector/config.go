@@ -198,7 +198,7 @@ func (c Config) Validate() error {
 	if int64(c.MaxConcurrentStreams) > math.MaxUint32 {
 		errs = append(errs, fmt.Errorf("otlp.max_concurrent_streams must be at most %d, got %d", uint32(math.MaxUint32), c.MaxConcurrentStreams))
 	}
-	errs = append(errs, c.TLS.validate()...)
+	errs = append(errs, c.TLS.validate("otlp")...)
 	return errors.Join(errs...)
 }
 

@@ -21,11 +21,15 @@ import (
 // tracesPath is the OTLP/HTTP path for traces.
 const tracesPath = "/v1/traces"
 
-// httpTraces is the OTLP/HTTP transport of tracesCore: it serves POST /v1/traces.
+// httpTraces is the OTLP/HTTP transport of tracesCore: it serves POST
+// /v1/traces. With transport transportZipkin it serves Zipkin v2 spans
+// instead (POST /api/v2/spans, zipkin.go) through the same reading, limits
+// and budget: only decoding and the answers differ.
 type httpTraces struct {
-	core     *tracesCore
-	auth     *bearerAuth // nil: no authentication
-	maxBytes int64
+	core      *tracesCore
+	auth      *bearerAuth // nil: no authentication
+	maxBytes  int64
+	transport transport // transportHTTP (OTLP) or transportZipkin
 }
 
 // httpEncoding is one of the two OTLP/HTTP payload encodings.
@@ -64,13 +68,13 @@ func encodingFor(contentType string) *httpEncoding {
 
 func (h *httpTraces) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	defer func() { h.core.metrics.requestDuration[transportHTTP].Observe(time.Since(start).Seconds()) }()
+	defer func() { h.core.metrics.requestDuration[h.transport].Observe(time.Since(start).Seconds()) }()
 	req := &httpRequest{w: w, r: r, rc: http.NewResponseController(w)}
 	// Registered first so that it runs last: the releases deferred below
 	// have run by then, so that neither a panic nor a drain holds budget.
 	defer func() {
 		if v := recover(); v != nil {
-			h.fail(req, h.core.recovered(r.Context(), transportHTTP, v))
+			h.fail(req, h.core.recovered(r.Context(), h.transport, v))
 		}
 		if req.drain {
 			// The answer goes out now, after the releases, then the rest of
@@ -86,6 +90,9 @@ func (h *httpTraces) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	req.enc = encodingFor(r.Header.Get("Content-Type"))
+	if req.enc == nil && h.transport == transportZipkin && r.Header.Get("Content-Type") == "" {
+		req.enc = jsonEncoding // Zipkin's default, as its own server has it
+	}
 	// Before anything else is looked at, and before the body is read.
 	if h.auth != nil && !h.auth.authorized(r.Header.Values("Authorization")) {
 		req.unauthenticated = true
@@ -144,6 +151,10 @@ func (h *httpTraces) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// waiting for the next request times out).
 	_ = req.rc.SetReadDeadline(time.Time{})
 
+	if h.transport == transportZipkin {
+		h.serveZipkin(req, buf.b)
+		return
+	}
 	td, decoded, rerr := h.core.decode(buf.b, req.enc == jsonEncoding)
 	defer h.core.limiter.release(decoded)
 	if rerr != nil {
@@ -270,8 +281,8 @@ var gzipReaderPool = sync.Pool{New: func() any { return new(gzip.Reader) }}
 // in the request's encoding, as OTLP says, or plain text if it has none we know.
 func (h *httpTraces) fail(req *httpRequest, e *requestError) {
 	w, r := req.w, req.r
-	h.core.metrics.rejectedRequests[transportHTTP][e.reason].Inc()
-	h.core.logger.DebugContext(r.Context(), "refused OTLP/HTTP request", "reason", e.reason.String(), "err", e)
+	h.core.metrics.rejectedRequests[h.transport][e.reason].Inc()
+	h.core.logger.DebugContext(r.Context(), "refused request", "transport", h.transport.String(), "reason", e.reason.String(), "err", e)
 
 	// A body not read to its end is answered first, so that an overloaded or
 	// refused client learns it before sending the rest, and the connection is
@@ -289,7 +300,7 @@ func (h *httpTraces) fail(req *httpRequest, e *requestError) {
 	}
 	var b []byte
 	contentType := "text/plain; charset=utf-8"
-	if req.enc != nil {
+	if req.enc != nil && h.transport != transportZipkin { // Zipkin's errors are plain text
 		var err error
 		if b, err = req.enc.marshalStatus(status.New(grpcCode, e.Error()).Proto()); err == nil {
 			contentType = req.enc.contentType

@@ -456,6 +456,7 @@ func TestMetricsExposition(t *testing.T) {
 lagscope_received_spans_total{transport="grpc"} 0
 lagscope_received_spans_total{transport="http"} 4
 lagscope_received_spans_total{transport="kafka"} 0
+lagscope_received_spans_total{transport="zipkin"} 0
 # HELP lagscope_rejected_spans_total Decoded spans that were not handed on, by reason.
 # TYPE lagscope_rejected_spans_total counter
 lagscope_rejected_spans_total{reason="consumer_error"} 0
@@ -467,31 +468,38 @@ lagscope_rejected_spans_total{reason="overloaded"} 0
 lagscope_rejected_requests_total{reason="consumer_error",transport="grpc"} 0
 lagscope_rejected_requests_total{reason="consumer_error",transport="http"} 0
 lagscope_rejected_requests_total{reason="consumer_error",transport="kafka"} 0
+lagscope_rejected_requests_total{reason="consumer_error",transport="zipkin"} 0
 lagscope_rejected_requests_total{reason="decode_error",transport="grpc"} 0
 lagscope_rejected_requests_total{reason="decode_error",transport="http"} 0
 lagscope_rejected_requests_total{reason="decode_error",transport="kafka"} 0
+lagscope_rejected_requests_total{reason="decode_error",transport="zipkin"} 0
 lagscope_rejected_requests_total{reason="method_not_allowed",transport="grpc"} 0
 lagscope_rejected_requests_total{reason="method_not_allowed",transport="http"} 0
+lagscope_rejected_requests_total{reason="method_not_allowed",transport="zipkin"} 0
 lagscope_rejected_requests_total{reason="overloaded",transport="grpc"} 0
 lagscope_rejected_requests_total{reason="overloaded",transport="http"} 0
 lagscope_rejected_requests_total{reason="overloaded",transport="kafka"} 0
+lagscope_rejected_requests_total{reason="overloaded",transport="zipkin"} 0
 lagscope_rejected_requests_total{reason="panic",transport="grpc"} 0
 lagscope_rejected_requests_total{reason="panic",transport="http"} 0
 lagscope_rejected_requests_total{reason="panic",transport="kafka"} 0
+lagscope_rejected_requests_total{reason="panic",transport="zipkin"} 0
 lagscope_rejected_requests_total{reason="too_large",transport="grpc"} 0
 lagscope_rejected_requests_total{reason="too_large",transport="http"} 0
 lagscope_rejected_requests_total{reason="too_large",transport="kafka"} 0
+lagscope_rejected_requests_total{reason="too_large",transport="zipkin"} 0
 lagscope_rejected_requests_total{reason="unauthenticated",transport="grpc"} 0
 lagscope_rejected_requests_total{reason="unauthenticated",transport="http"} 0
 lagscope_rejected_requests_total{reason="unsupported_media_type",transport="grpc"} 0
 lagscope_rejected_requests_total{reason="unsupported_media_type",transport="http"} 1
+lagscope_rejected_requests_total{reason="unsupported_media_type",transport="zipkin"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"lagscope_received_spans_total", "lagscope_rejected_spans_total", "lagscope_rejected_requests_total"); err != nil {
 		t.Error(err)
 	}
-	if n := testutil.CollectAndCount(reg, "lagscope_request_duration_seconds"); n != 3 {
-		t.Errorf("lagscope_request_duration_seconds has %d series, want 3", n)
+	if n := testutil.CollectAndCount(reg, "lagscope_request_duration_seconds"); n != 4 {
+		t.Errorf("lagscope_request_duration_seconds has %d series, want 4", n)
 	}
 }
 

@@ -243,8 +243,8 @@ func TestKafkaConsumesCollectorExporterMessages(t *testing.T) {
 			if got := testutil.ToFloat64(r.core.metrics.rejectedRequests[transportKafka][reasonDecodeError]); got != 1 {
 				t.Errorf("lagscope_rejected_requests_total{transport=kafka,reason=decode_error} = %v, want 1", got)
 			}
-			if n := testutil.CollectAndCount(reg, "lagscope_rejected_requests_total"); n != 2*len(requestReasons)+len(kafkaReasons) {
-				t.Errorf("lagscope_rejected_requests_total has %d series, want %d", n, 2*len(requestReasons)+len(kafkaReasons))
+			if n := testutil.CollectAndCount(reg, "lagscope_rejected_requests_total"); n != 2*len(requestReasons)+len(kafkaReasons)+len(zipkinReasons) {
+				t.Errorf("lagscope_rejected_requests_total has %d series, want %d", n, 2*len(requestReasons)+len(kafkaReasons)+len(zipkinReasons))
 			}
 
 			// Shutdown commits everything consumed: every message of both

@@ -13,11 +13,12 @@ const (
 	transportGRPC transport = iota
 	transportHTTP
 	transportKafka
+	transportZipkin
 	numTransports
 )
 
 func (t transport) String() string {
-	return [...]string{"grpc", "http", "kafka"}[t]
+	return [...]string{"grpc", "http", "kafka", "zipkin"}[t]
 }
 
 // reason names why spans or a request were refused; its String is the metrics label value.
@@ -59,12 +60,18 @@ var (
 	requestReasons = []reason{reasonDecodeError, reasonTooLarge, reasonUnsupportedMediaType, reasonMethodNotAllowed, reasonOverloaded, reasonConsumerError, reasonPanic, reasonUnauthenticated}
 	// A Kafka message has no media type, no method and no token to refuse.
 	kafkaReasons = []reason{reasonDecodeError, reasonTooLarge, reasonOverloaded, reasonConsumerError, reasonPanic}
+	// The Zipkin endpoint asks for no token (zipkin.tls.client_ca_file
+	// authenticates clients in the handshake, before any request).
+	zipkinReasons = []reason{reasonDecodeError, reasonTooLarge, reasonUnsupportedMediaType, reasonMethodNotAllowed, reasonOverloaded, reasonConsumerError, reasonPanic}
 )
 
 // reasons returns the request reasons that apply to t.
 func (t transport) reasons() []reason {
-	if t == transportKafka {
+	switch t {
+	case transportKafka:
 		return kafkaReasons
+	case transportZipkin:
+		return zipkinReasons
 	}
 	return requestReasons
 }

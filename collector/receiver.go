@@ -83,7 +83,7 @@ func newReceiver(cfg Config, next Consumer, logger *slog.Logger, reg prometheus.
 	var srvTLS *serverTLS
 	if cfg.TLS.enabled() {
 		var err error
-		if srvTLS, err = newServerTLS(cfg.TLS, reloadInterval, logger); err != nil {
+		if srvTLS, err = newServerTLS(cfg.TLS, "otlp", reloadInterval, logger); err != nil {
 			return nil, err
 		}
 	}
@@ -158,7 +158,7 @@ func (r *Receiver) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("listen for OTLP/HTTP on %s: %w", r.cfg.HTTPEndpoint, err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle(tracesPath, &httpTraces{core: r.core, auth: r.auth, maxBytes: r.cfg.MaxRequestBytes})
+		mux.Handle(tracesPath, &httpTraces{core: r.core, auth: r.auth, maxBytes: r.cfg.MaxRequestBytes, transport: transportHTTP})
 		srv := &http.Server{
 			Handler:           withReadDeadline(mux, r.cfg.ReadTimeout),
 			ReadHeaderTimeout: min(readHeaderTimeout, r.cfg.ReadTimeout),

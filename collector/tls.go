@@ -10,7 +10,8 @@ import (
 	"time"
 )
 
-// TLSConfig is the TLS both OTLP servers (gRPC and HTTP) serve with. The
+// TLSConfig is the TLS both OTLP servers (gRPC and HTTP) serve with, and
+// (under zipkin.tls) the Zipkin server. The
 // files are PEM; they are read at New, and again when they change (their
 // modification time or size, looked at no more than once a second, on a
 // client's handshake), so that certificates rotate without a restart. A file
@@ -36,13 +37,15 @@ type TLSConfig struct {
 // enabled reports whether the servers use TLS.
 func (c TLSConfig) enabled() bool { return c.CertFile != "" || c.KeyFile != "" }
 
-func (c TLSConfig) validate() []error {
+// validate reports what cannot be used, naming the keys under section
+// (otlp, zipkin).
+func (c TLSConfig) validate(section string) []error {
 	var errs []error
 	if (c.CertFile == "") != (c.KeyFile == "") {
-		errs = append(errs, errors.New("otlp.tls.cert_file and otlp.tls.key_file must be set together"))
+		errs = append(errs, errors.New(section+".tls.cert_file and "+section+".tls.key_file must be set together"))
 	}
 	if c.ClientCAFile != "" && c.CertFile == "" {
-		errs = append(errs, errors.New("otlp.tls.client_ca_file needs otlp.tls.cert_file and otlp.tls.key_file"))
+		errs = append(errs, errors.New(section+".tls.client_ca_file needs "+section+".tls.cert_file and "+section+".tls.key_file"))
 	}
 	return errs
 }
@@ -66,18 +69,21 @@ type serverTLS struct {
 	material *reloading[tlsMaterial]
 }
 
-func newServerTLS(c TLSConfig, interval time.Duration, logger *slog.Logger) (*serverTLS, error) {
-	r, err := newReloading("OTLP TLS certificates", c.files(), interval, logger, func() (*tlsMaterial, error) { return loadTLS(c) })
+// newServerTLS loads c, whose keys sit under section (otlp, zipkin) in
+// errors and logs.
+func newServerTLS(c TLSConfig, section string, interval time.Duration, logger *slog.Logger) (*serverTLS, error) {
+	what := section + ".tls certificates"
+	r, err := newReloading(what, c.files(), interval, logger, func() (*tlsMaterial, error) { return loadTLS(c, section) })
 	if err != nil {
-		return nil, fmt.Errorf("load OTLP TLS certificates: %w", err)
+		return nil, fmt.Errorf("load %s: %w", what, err)
 	}
 	return &serverTLS{material: r}, nil
 }
 
-func loadTLS(c TLSConfig) (*tlsMaterial, error) {
+func loadTLS(c TLSConfig, section string) (*tlsMaterial, error) {
 	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("otlp.tls.cert_file %s, otlp.tls.key_file %s: %w", c.CertFile, c.KeyFile, err)
+		return nil, fmt.Errorf("%s.tls.cert_file %s, %s.tls.key_file %s: %w", section, c.CertFile, section, c.KeyFile, err)
 	}
 	base := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
@@ -86,11 +92,11 @@ func loadTLS(c TLSConfig) (*tlsMaterial, error) {
 	if c.ClientCAFile != "" {
 		b, err := os.ReadFile(c.ClientCAFile)
 		if err != nil {
-			return nil, fmt.Errorf("otlp.tls.client_ca_file: %w", err)
+			return nil, fmt.Errorf("%s.tls.client_ca_file: %w", section, err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("otlp.tls.client_ca_file %s: no PEM certificate in it", c.ClientCAFile)
+			return nil, fmt.Errorf("%s.tls.client_ca_file %s: no PEM certificate in it", section, c.ClientCAFile)
 		}
 		base.ClientAuth = tls.RequireAndVerifyClientCert
 		base.ClientCAs = pool

@@ -55,6 +55,28 @@ func readAll(ctx context.Context, name string, all ptrace.Traces, warn io.Writer
 // service and kind, its role and what gave it, the fields read, and what it
 // waits for.
 func WriteExplanations(w io.Writer, exps []analyzer.SpanExplanation) error {
+	return WriteLinkedExplanations(w, exps, TraceLinks{})
+}
+
+// LinkedExplanation is a SpanExplanation with the link to its trace: the
+// JSON of `lagscope explain --format json` with a trace URL template.
+type LinkedExplanation struct {
+	analyzer.SpanExplanation
+	TraceURL string `json:"trace_url,omitempty"`
+}
+
+// Linked returns exps with the links of their traces.
+func Linked(exps []analyzer.SpanExplanation, links TraceLinks) []LinkedExplanation {
+	out := make([]LinkedExplanation, len(exps))
+	for i, e := range exps {
+		out[i] = LinkedExplanation{SpanExplanation: e, TraceURL: links.URL(e.TraceID)}
+	}
+	return out
+}
+
+// WriteLinkedExplanations is WriteExplanations with, in each block, the
+// link to the span's trace when links are enabled.
+func WriteLinkedExplanations(w io.Writer, exps []analyzer.SpanExplanation, links TraceLinks) error {
 	roles := map[string]int{}
 	for i, e := range exps {
 		if i > 0 {
@@ -78,6 +100,9 @@ func WriteExplanations(w io.Writer, exps []analyzer.SpanExplanation) error {
 		}
 		if e.Waits != "" {
 			fmt.Fprintf(w, "  waits: %s\n", e.Waits)
+		}
+		if u := links.URL(e.TraceID); u != "" {
+			fmt.Fprintf(w, "  trace: %s\n", u)
 		}
 	}
 	fmt.Fprintf(w, "\n%d span(s): %d command, %d append, %d project, %d query, %d ignored.\n", len(exps),

@@ -33,6 +33,12 @@ type Report struct {
 	File  string `json:"file,omitempty"`
 	Input Input  `json:"input"`
 	analyzer.Summary
+	// UnprojectedTraces and SlowestTraces are the traces of the
+	// unprojected events and of the slowest lags (analyzer.SlowestKept per
+	// projection), with their links: only from AnalyzeLinked with links
+	// enabled.
+	UnprojectedTraces []TracedEvent `json:"unprojected_traces,omitempty"`
+	SlowestTraces     []TracedEvent `json:"slowest_traces,omitempty"`
 }
 
 // Config returns the analyzer configuration of an offline analysis: samples
@@ -65,6 +71,12 @@ func Offline(cfg analyzer.Config, expected map[string][]string) analyzer.Config 
 // truncated last document of a file is reported on warn and skipped; any
 // other problem is an error naming the file and the place.
 func Analyze(ctx context.Context, files []string, cfg analyzer.Config, warn io.Writer) (Report, error) {
+	return AnalyzeLinked(ctx, files, cfg, TraceLinks{}, warn)
+}
+
+// AnalyzeLinked is Analyze that, when links are enabled, also lists the
+// traces of the unprojected events and of the slowest lags, with links.
+func AnalyzeLinked(ctx context.Context, files []string, cfg analyzer.Config, links TraceLinks, warn io.Writer) (Report, error) {
 	a, err := analyzer.New(cfg, nil, prometheus.NewRegistry())
 	if err != nil {
 		return Report{}, err
@@ -77,7 +89,11 @@ func Analyze(ctx context.Context, files []string, cfg analyzer.Config, warn io.W
 		in.Files++
 	}
 	a.Flush()
-	return Report{Input: in, Summary: a.Summary()}, nil
+	rep := Report{Input: in, Summary: a.Summary()}
+	if links.Enabled() {
+		rep.UnprojectedTraces, rep.SlowestTraces = tracedEvents(rep.Summary, links)
+	}
+	return rep, nil
 }
 
 // analyzeFile feeds every request of a trace file to the analyzer. A
@@ -142,6 +158,26 @@ func WriteText(w io.Writer, rep Report) error {
 	for _, p := range s.Projections {
 		if len(p.UnprojectedIDs) > 0 {
 			fmt.Fprintf(w, "\nUnprojected by %s (%d): %s\n", p.Name, len(p.UnprojectedIDs), strings.Join(p.UnprojectedIDs, " "))
+		}
+	}
+	if len(rep.UnprojectedTraces) > 0 {
+		fmt.Fprintln(w, "\nTraces of unprojected events:")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, e := range rep.UnprojectedTraces {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", e.Projection, e.EventID, e.URL)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if len(rep.SlowestTraces) > 0 {
+		fmt.Fprintln(w, "\nSlowest traces:")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, e := range rep.SlowestTraces {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", e.Projection, dur(e.Lag), e.URL)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
 		}
 	}
 	return nil

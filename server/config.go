@@ -11,6 +11,7 @@ import (
 	"github.com/lagscope/lagscope/configfile"
 	"github.com/lagscope/lagscope/forward"
 	"github.com/lagscope/lagscope/kafkalag"
+	"github.com/lagscope/lagscope/report"
 	"github.com/lagscope/lagscope/sqlsource"
 )
 
@@ -31,6 +32,9 @@ type Config struct {
 	// as the Collector's kafka exporter writes them, and exports the offset
 	// lag of consumer groups (kafka.*).
 	Kafka KafkaConfig `yaml:"kafka"`
+	// Zipkin, when zipkin.endpoint is set, accepts Zipkin v2 spans on
+	// POST /api/v2/spans through the OTLP receiver's limits (zipkin.*).
+	Zipkin collector.ZipkinConfig `yaml:"zipkin"`
 	// Forward, when forward.endpoint is set, sends every span received,
 	// unchanged, to a tracing backend over OTLP (forward.*).
 	Forward forward.Config `yaml:"forward"`
@@ -64,6 +68,13 @@ type WebConfig struct {
 	// node_exporter's flag of that name), in place of ListenAddress.
 	// Default false.
 	SystemdSocket bool `yaml:"systemd_socket"`
+	// TraceURLTemplate (web.trace_url_template, --web.trace-url-template)
+	// is the URL of a trace in a trace viewer, with {trace_id} where its
+	// id goes: http://jaeger:16686/trace/{trace_id}, or a Grafana Explore
+	// URL for Tempo. Logs that name a trace (a trace_id attribute) get a
+	// trace_url beside it, and analyze and explain print the links of
+	// unprojected and slowest events. Default "": no links.
+	TraceURLTemplate string `yaml:"trace_url_template"`
 }
 
 // KafkaConfig is the kafka: section: the collector's Kafka transport and
@@ -94,6 +105,7 @@ func DefaultConfig() Config {
 		Config:    analyzer.DefaultConfig(),
 		SQLSource: sqlsource.DefaultConfig(),
 		Forward:   forward.DefaultConfig(),
+		Zipkin:    collector.DefaultZipkinConfig(),
 		Kafka:     KafkaConfig{KafkaConfig: collector.DefaultKafkaConfig(), FactsTopic: "lagscope_facts", Lag: kafkalag.DefaultConfig()},
 		Role:      RoleAll,
 		Log:       LogConfig{Level: "info", Format: "text"},
@@ -124,6 +136,9 @@ func (c Config) Validate() error {
 	if c.Web.TelemetryPath == "" || c.Web.TelemetryPath[0] != '/' {
 		errs = append(errs, fmt.Errorf("web.telemetry_path must start with /, got %q", c.Web.TelemetryPath))
 	}
+	if _, err := report.NewTraceLinks(c.Web.TraceURLTemplate); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Forward.Enabled() {
 		if err := c.Forward.Validate(); err != nil {
 			errs = append(errs, err)
@@ -131,6 +146,12 @@ func (c Config) Validate() error {
 	}
 	if err := c.Kafka.KafkaConfig.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.Zipkin.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Zipkin.Enabled() && c.Role == RoleJoin {
+		errs = append(errs, errors.New("zipkin.endpoint is set, but role join receives no spans"))
 	}
 	if c.Kafka.Enabled() {
 		if err := c.Kafka.Lag.Validate(); err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/lagscope/lagscope/collector"
 	"github.com/lagscope/lagscope/forward"
 	"github.com/lagscope/lagscope/kafkalag"
+	"github.com/lagscope/lagscope/report"
 	"github.com/lagscope/lagscope/sqlsource"
 )
 
@@ -41,6 +42,7 @@ type Server struct {
 	join     *join               // role join only
 	receiver *collector.Receiver // nil in role join
 	kafka    *collector.Kafka    // nil unless kafka.brokers is set
+	zipkin   *collector.Zipkin   // nil unless zipkin.endpoint is set
 	lag      *kafkalag.Exporter  // likewise
 	forward  *forward.Forwarder  // nil unless forward.endpoint is set
 	source   *sqlsource.Source   // nil unless sql_source.dsn is set
@@ -54,6 +56,11 @@ type Server struct {
 // New builds a Server from a validated config; nothing listens until
 // Start.
 func New(cfg Config, logger *slog.Logger) (*Server, error) {
+	links, err := report.NewTraceLinks(cfg.Web.TraceURLTemplate)
+	if err != nil {
+		return nil, err
+	}
+	logger = withTraceLinks(logger, links)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -65,7 +72,6 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		ing  *ingest
 		jn   *join
 		next collector.Consumer
-		err  error
 	)
 	switch cfg.Role {
 	case RoleIngest:
@@ -107,6 +113,12 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		}
 		r.SetTee(tee{fwd})
 	}
+	var zipkin *collector.Zipkin
+	if cfg.Zipkin.Enabled() {
+		if zipkin, err = collector.NewZipkin(cfg.Zipkin, r, logger.With("component", "zipkin")); err != nil {
+			return nil, err
+		}
+	}
 	var kafka *collector.Kafka
 	var lag *kafkalag.Exporter
 	if cfg.Kafka.Enabled() {
@@ -130,6 +142,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.Analyzer, s.ingest, s.receiver, s.forward, s.kafka, s.lag, s.source = a, ing, r, fwd, kafka, lag, source
+	s.zipkin = zipkin
 	return s, nil
 }
 
@@ -234,6 +247,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.receiver.Start(ctx); err != nil {
 		return fmt.Errorf("start OTLP receivers: %w", err)
 	}
+	if s.zipkin != nil {
+		if err := s.zipkin.Start(ctx); err != nil {
+			return fmt.Errorf("start the Zipkin receiver: %w", err)
+		}
+	}
 	if s.kafka != nil {
 		if err := s.kafka.Start(ctx); err != nil {
 			return fmt.Errorf("start the Kafka consumer of %s: %w", s.cfg.Kafka.TracesTopic, err)
@@ -273,6 +291,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.lag != nil {
 		if err := s.lag.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop the Kafka offset lag exporter: %w", err))
+		}
+	}
+	if s.zipkin != nil {
+		// Before the receiver, as Kafka: it hands its requests to the
+		// receiver's core.
+		if err := s.zipkin.Shutdown(ctx); err != nil {
+			s.logger.Warn("cut Zipkin requests still in flight at the end of the shutdown budget", "err", err)
 		}
 	}
 	if s.receiver != nil {
@@ -395,6 +420,15 @@ func (s *Server) HTTPAddr() net.Addr {
 		return nil
 	}
 	return s.receiver.HTTPAddr()
+}
+
+// ZipkinAddr is the Zipkin endpoint after Start, nil without
+// zipkin.endpoint.
+func (s *Server) ZipkinAddr() net.Addr {
+	if s.zipkin == nil {
+		return nil
+	}
+	return s.zipkin.Addr()
 }
 
 func addrString(a net.Addr) string {

@@ -36,6 +36,7 @@ func runAnalyze(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var expected expectedFlag
 	config := fs.String("config", "", "lagscope config `file` whose rules: (and join:, metrics:) to apply")
 	fs.Var(&expected, "expect", "`type=projection[,projection]` an event type must be shown by (repeatable; type * for all)")
+	traceURL := fs.String("web.trace-url-template", "", "`URL` of a trace, {trace_id} where its id goes: list the traces of unprojected and slowest events with links (default: the config file's web.trace_url_template)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -51,6 +52,10 @@ func runAnalyze(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 	}
+	links, err := traceLinks(*traceURL, base)
+	if err != nil {
+		return &usageError{cmd: "analyze", err: err}
+	}
 	groups := [][]string{fs.Args()}
 	if *perFile {
 		groups = nil
@@ -60,7 +65,7 @@ func runAnalyze(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	var reps []analyzeReport
 	for _, files := range groups {
-		rep, err := report.Analyze(ctx, files, report.Offline(base.Analyzer(), expected.m), stderr)
+		rep, err := report.AnalyzeLinked(ctx, files, report.Offline(base.Analyzer(), expected.m), links, stderr)
 		if err != nil {
 			return err
 		}
@@ -89,6 +94,15 @@ func runAnalyze(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	return nil
+}
+
+// traceLinks returns the links of the --web.trace-url-template flag, or
+// else of the config file's web.trace_url_template.
+func traceLinks(flagValue string, c Config) (report.TraceLinks, error) {
+	if flagValue == "" {
+		flagValue = c.Web.TraceURLTemplate
+	}
+	return report.NewTraceLinks(flagValue)
 }
 
 // expectedFlag collects --expect type=projection,projection.

@@ -57,6 +57,7 @@ func bindServeFlags(fs *flag.FlagSet, c *Config) {
 	// Named as node_exporter's, not after its key (web.config_file).
 	fs.StringVar(&c.Web.ConfigFile, "web.config.file", c.Web.ConfigFile, "exporter-toolkit web config `file` (TLS, client certificates, basic auth) for the metrics endpoint")
 	fs.BoolVar(&c.Web.SystemdSocket, "web.systemd-socket", c.Web.SystemdSocket, "serve the metrics on the socket systemd passes (socket activation) instead of --web.listen-address")
+	fs.StringVar(&c.Web.TraceURLTemplate, "web.trace-url-template", c.Web.TraceURLTemplate, "`URL` of a trace in a trace viewer, {trace_id} where its id goes (e.g. http://jaeger:16686/trace/{trace_id}): logs naming a trace carry the link")
 
 	j := &c.Join
 	durationVar(fs, &j.Deadline, "join.deadline", "how long a projection may take to show an event before it counts as unprojected")
@@ -82,6 +83,12 @@ func bindServeFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&q.HeadQuery, "sql-source.head-query", q.HeadQuery, "SQL returning the store's head position")
 	fs.StringVar(&q.CheckpointsQuery, "sql-source.checkpoints-query", q.CheckpointsQuery, "SQL returning (projection, position) rows")
 	fs.IntVar(&q.MaxProjections, "sql-source.max-projections", q.MaxProjections, "projections exported at most")
+
+	z := &c.Zipkin
+	fs.StringVar(&z.Endpoint, "zipkin.endpoint", z.Endpoint, "`host:port` accepting Zipkin v2 spans on POST /api/v2/spans, JSON or protobuf (empty: off; localhost:9411 is Zipkin's)")
+	fs.StringVar(&z.TLS.CertFile, "zipkin.tls.cert-file", z.TLS.CertFile, "server certificate (PEM) `file` for the Zipkin endpoint; reloaded when it changes")
+	fs.StringVar(&z.TLS.KeyFile, "zipkin.tls.key-file", z.TLS.KeyFile, "its private key `file`")
+	fs.StringVar(&z.TLS.ClientCAFile, "zipkin.tls.client-ca-file", z.TLS.ClientCAFile, "require Zipkin clients' certificates signed by this CA `file` (mTLS)")
 
 	w := &c.Forward
 	fs.StringVar(&w.Endpoint, "forward.endpoint", w.Endpoint, "`host:port` of a tracing backend (Jaeger, Tempo, a Collector) to send every received span to, over OTLP (empty: off)")

@@ -25,6 +25,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlagSet("explain", explainSynopsis, stdout)
 	format := fs.String("format", "text", "output format: text, or json (one object per span and line)")
 	config := fs.String("config", "", "lagscope config `file` whose rules: to apply")
+	traceURL := fs.String("web.trace-url-template", "", "`URL` of a trace, {trace_id} where its id goes: each span's trace link (default: the config file's web.trace_url_template)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -40,18 +41,22 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 	}
+	links, err := traceLinks(*traceURL, cfg)
+	if err != nil {
+		return &usageError{cmd: "explain", err: err}
+	}
 	exps, err := report.Explain(ctx, fs.Args(), cfg.Analyzer(), stderr)
 	if err != nil {
 		return err
 	}
 	if *format == "json" {
 		enc := json.NewEncoder(stdout)
-		for _, e := range exps {
+		for _, e := range report.Linked(exps, links) {
 			if err := enc.Encode(e); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	return report.WriteExplanations(stdout, exps)
+	return report.WriteLinkedExplanations(stdout, exps, links)
 }

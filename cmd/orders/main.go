@@ -178,6 +178,9 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if !noProgress {
 		cfg.Progress = stderr
 	}
+	if err := telemetry.UsePropagatorsFromEnv(); err != nil {
+		return err
+	}
 	if otlp.Endpoint != "" {
 		tp, err := telemetry.NewTracerProvider(ctx, otlp)
 		if err != nil {

@@ -119,6 +119,11 @@ func New(cfg Config, logger *slog.Logger) (*App, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	// Every part propagates the trace context as OTEL_PROPAGATORS says
+	// (W3C trace context by default, B3 with b3 or b3multi).
+	if err := telemetry.UsePropagatorsFromEnv(); err != nil {
+		return nil, fmt.Errorf("orders config: %w", err)
+	}
 	a := &App{cfg: cfg, logger: logger, done: make(chan struct{})}
 	ctx := context.Background()
 	a.tp = cfg.TracerProvider

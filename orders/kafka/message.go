@@ -3,12 +3,15 @@ package kafka
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
 	"github.com/lagscope/lagscope/orders"
+	"github.com/lagscope/lagscope/orders/telemetry"
 )
 
 // wireEvent is the JSON value of a relayed event's message: the stored
@@ -26,8 +29,10 @@ type wireEvent struct {
 }
 
 // Message returns the message that relays e: key = aggregate id, value =
-// the event as JSON, headers = trace context (traceCtx: traceparent and
-// tracestate), event id, type and store position.
+// the event as JSON, headers = trace context (traceCtx, as
+// telemetry.Propagator wrote it: traceparent and tracestate by default,
+// x-b3-* or b3 with OTEL_PROPAGATORS=b3multi or b3), event id, type and
+// store position.
 func Message(e orders.Event, traceCtx map[string]string) (kafka.Message, error) {
 	v, err := json.Marshal(wireEvent{
 		ID: e.ID, AggregateType: e.AggregateType, AggregateID: e.AggregateID, Version: e.Version,
@@ -36,8 +41,8 @@ func Message(e orders.Event, traceCtx map[string]string) (kafka.Message, error) 
 	if err != nil {
 		return kafka.Message{}, fmt.Errorf("encode event %s: %w", e.ID, err)
 	}
-	h := make([]kafka.Header, 0, 6)
-	for _, k := range []string{HeaderTraceparent, HeaderTracestate} {
+	h := make([]kafka.Header, 0, len(traceCtx)+4)
+	for _, k := range slices.Sorted(maps.Keys(traceCtx)) { // in a stable order
 		if s := traceCtx[k]; s != "" {
 			h = append(h, kafka.Header{Key: k, Value: []byte(s)})
 		}
@@ -64,8 +69,9 @@ func Event(m kafka.Message) (orders.Event, error) {
 		return orders.Event{}, fmt.Errorf("decode message at offset %d: no event id or position", m.Offset)
 	}
 	md := map[string]string{}
+	fields := telemetry.Propagator.Fields()
 	for _, h := range m.Headers {
-		if h.Key == HeaderTraceparent || h.Key == HeaderTracestate {
+		if slices.Contains(fields, h.Key) || h.Key == HeaderTraceparent || h.Key == HeaderTracestate {
 			md[h.Key] = string(h.Value)
 		}
 	}

@@ -142,3 +142,25 @@ func attrs(s sdktrace.ReadOnlySpan) map[attribute.Key]string {
 	}
 	return m
 }
+
+// TestMessageCarriesB3: with OTEL_PROPAGATORS=b3multi the relay's message
+// carries the x-b3-* headers and a consumer reads them back.
+func TestMessageCarriesB3(t *testing.T) {
+	t.Setenv(telemetry.EnvPropagators, "b3multi")
+	if err := telemetry.UsePropagatorsFromEnv(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = telemetry.UsePropagatorsFromEnv() })
+	tc := map[string]string{"x-b3-traceid": "0102030405060708090a0b0c0d0e0f10", "x-b3-spanid": "0102030405060708", "x-b3-sampled": "1"}
+	m, err := okafka.Message(orders.Event{ID: "e1", AggregateID: "o1", Position: 1, Metadata: map[string]string{"traceparent": "00-0102030405060708090a0b0c0d0e0f10-1112131415161718-01"}}, tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := okafka.Event(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(tc, e.Metadata); diff != "" {
+		t.Errorf("metadata (-want +got):\n%s", diff)
+	}
+}

@@ -1,6 +1,7 @@
 // Package telemetry holds the span conventions that lagscope reads from the
-// order system (attribute keys and values), the W3C trace-context propagation
-// through event metadata, and the construction of an OTLP-exporting tracer
+// order system (attribute keys and values), the trace-context propagation
+// through HTTP, event metadata and Kafka headers (W3C by default, B3 and
+// others as OTEL_PROPAGATORS says), and the construction of an OTLP-exporting tracer
 // provider.
 //
 // The conventions, which are lagscope's public contract:
@@ -47,7 +48,12 @@ package telemetry
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
 
+	"go.opentelemetry.io/contrib/propagators/autoprop"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 )
@@ -101,11 +107,85 @@ const (
 // each stored event when it writes several.
 const EventName = "cqrs.event"
 
-// Propagator is the W3C TraceContext propagator used between the command side
-// and the projectors, through event metadata.
-var Propagator propagation.TextMapPropagator = propagation.TraceContext{}
+// Propagator is the propagator between the order system's parts: HTTP
+// requests (the API server and the load generator), event metadata (the
+// command side to the projectors) and Kafka message headers. It is the one
+// the OTEL_PROPAGATORS environment variable names (tracecontext, baggage,
+// b3, b3multi, jaeger, xray, ottrace, none, comma-separated; default
+// tracecontext,baggage), read when the program starts and again by
+// UsePropagatorsFromEnv. It is safe for concurrent use, and a value taken
+// from it follows later changes.
+var Propagator propagation.TextMapPropagator = current
 
-// Inject writes ctx's span context into md as traceparent (and tracestate).
+// current is what Propagator delegates to.
+var current = func() *switchable {
+	s := &switchable{}
+	p, err := PropagatorFromEnv()
+	if err != nil {
+		p = defaultPropagator() // the error is UsePropagatorsFromEnv's to report
+	}
+	s.p.Store(&p)
+	return s
+}()
+
+// PropagatorFromEnv returns the propagator OTEL_PROPAGATORS names, built by
+// go.opentelemetry.io/contrib/propagators/autoprop, or tracecontext,baggage
+// when it is unset or empty. It returns an error naming an unknown value.
+func PropagatorFromEnv() (propagation.TextMapPropagator, error) {
+	v := strings.TrimSpace(os.Getenv(EnvPropagators))
+	if v == "" {
+		return defaultPropagator(), nil
+	}
+	var names []string
+	for _, n := range strings.Split(v, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			names = append(names, n)
+		}
+	}
+	p, err := autoprop.TextMapPropagator(names...)
+	if err != nil {
+		return nil, fmt.Errorf("%s=%q: %w", EnvPropagators, v, err)
+	}
+	return p, nil
+}
+
+// EnvPropagators is the environment variable that names the propagators.
+const EnvPropagators = "OTEL_PROPAGATORS"
+
+// UsePropagatorsFromEnv makes Propagator the one OTEL_PROPAGATORS names now
+// (see PropagatorFromEnv), and returns an error, leaving it as it was, if
+// the variable names an unknown propagator.
+func UsePropagatorsFromEnv() error {
+	p, err := PropagatorFromEnv()
+	if err != nil {
+		return err
+	}
+	current.p.Store(&p)
+	return nil
+}
+
+func defaultPropagator() propagation.TextMapPropagator {
+	return propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+}
+
+// switchable is a TextMapPropagator whose implementation can be replaced
+// while it is in use.
+type switchable struct {
+	p atomic.Pointer[propagation.TextMapPropagator]
+}
+
+func (s *switchable) Inject(ctx context.Context, c propagation.TextMapCarrier) {
+	(*s.p.Load()).Inject(ctx, c)
+}
+
+func (s *switchable) Extract(ctx context.Context, c propagation.TextMapCarrier) context.Context {
+	return (*s.p.Load()).Extract(ctx, c)
+}
+
+func (s *switchable) Fields() []string { return (*s.p.Load()).Fields() }
+
+// Inject writes ctx's span context into md, under the keys of Propagator
+// (traceparent and tracestate by default; x-b3-* with b3multi, b3 with b3).
 func Inject(ctx context.Context, md map[string]string) {
 	Propagator.Inject(ctx, propagation.MapCarrier(md))
 }
