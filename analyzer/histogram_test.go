@@ -1,8 +1,11 @@
 package analyzer
 
 import (
+	"math"
 	"math/rand/v2"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,19 +16,34 @@ import (
 )
 
 // TestShardedHistogramMatchesVec: observations spread over the parts of a
-// shardedHistogram are exposed as a HistogramVec given the same
-// observations exposes them.
+// shardedHistogram are exposed as a HistogramVec with native buckets given
+// the same observations exposes them: classic buckets, exemplars, and the
+// native schema, zero threshold and count, spans and deltas, field by field
+// (the sum within rounding: it is added up per part).
 func TestShardedHistogramMatchesVec(t *testing.T) {
-	opts := prometheus.HistogramOpts{Name: "h_seconds", Help: "A histogram.", Buckets: LagBuckets}
+	opts := prometheus.HistogramOpts{
+		Name: "h_seconds", Help: "A histogram.", Buckets: LagBuckets,
+		NativeHistogramBucketFactor: nativeBucketFactor, NativeHistogramMaxExemplars: -1,
+	}
 	vec := prometheus.NewHistogramVec(opts, []string{"a", "b"})
 	sh := newShardedHistogram(opts, []string{"a", "b"}, 0)
 	rng := rand.New(rand.NewPCG(3, 4))
-	series := [][2]string{{"x", "y"}, {"x", "z"}, {"w", "y"}}
-	for i := range 3000 {
+	series := [][2]string{{"x", "y"}, {"x", "z"}, {"w", "y"}, {"sparse", "gaps"}}
+	for i := range 6000 {
 		s := series[rng.IntN(len(series))]
 		v := rng.ExpFloat64() * 2
-		if i%3 == 0 {
-			v = float64(rng.IntN(400)) // some above the last bound
+		switch i % 6 {
+		case 0:
+			v = float64(rng.IntN(400)) // some above the last bound, some 0
+		case 1: // on a native bound, where rounding decides the bucket
+			v = nativeUpper(nativeMinKey + 2 + rng.IntN(530+478))
+		case 2: // whole nanoseconds, as the analyzer observes
+			v = seconds(rng.Int64N(int64(time.Hour)))
+		case 3:
+			v = seconds(int64(1 + rng.IntN(3)))
+		}
+		if s[0] == "sparse" { // buckets far apart: one span each
+			v = float64(int(1) << rng.IntN(20))
 		}
 		part, _ := sh.part(rng.IntN(5), s[0], s[1])
 		child := vec.WithLabelValues(s[0], s[1])
@@ -49,6 +67,142 @@ func TestShardedHistogramMatchesVec(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got, opt); diff != "" {
 		t.Errorf("sharded histogram differs from HistogramVec (-vec +sharded):\n%s", diff)
+	}
+	for _, m := range got[0].Metric {
+		h := m.GetHistogram()
+		if h.GetSchema() != nativeSchema || len(h.GetPositiveSpan()) == 0 || h.CreatedTimestamp == nil {
+			t.Errorf("series %v: schema %d, %d spans, created %v: want schema %d, spans and a created timestamp",
+				m.Label, h.GetSchema(), len(h.GetPositiveSpan()), h.CreatedTimestamp, nativeSchema)
+		}
+	}
+}
+
+// TestShardedHistogramEmptySeries: a series touched at 0 is a native
+// histogram with no buckets, as client_golang's before its first
+// observation.
+func TestShardedHistogramEmptySeries(t *testing.T) {
+	opts := prometheus.HistogramOpts{
+		Name: "h_seconds", Help: "A histogram.", Buckets: LagBuckets,
+		NativeHistogramBucketFactor: nativeBucketFactor, NativeHistogramMaxExemplars: -1,
+	}
+	vec := prometheus.NewHistogramVec(opts, []string{"a"})
+	vec.WithLabelValues("zero")
+	sh := newShardedHistogram(opts, []string{"a"}, 0)
+	sh.touch("zero")
+	opt := cmp.Options{protocmp.Transform(), protocmp.IgnoreFields(&dto.Histogram{}, "created_timestamp")}
+	if diff := cmp.Diff(gather(t, vec), gather(t, sh), opt); diff != "" {
+		t.Errorf("empty series differs (-vec +sharded):\n%s", diff)
+	}
+}
+
+// TestNativeBucketsClamped: values outside the range of native buckets a
+// part holds (none of which the analyzer observes) are counted at its
+// ends, negative ones and 0 in the zero bucket, and NaN in none, so that no
+// value can grow a part.
+func TestNativeBucketsClamped(t *testing.T) {
+	first, last := nativeUpper(nativeMinKey), nativeUpper(nativeMinKey+nativeKeys-1)
+	tests := []struct {
+		name     string
+		v        float64
+		wantKey  int // bucket key, or:
+		wantZero bool
+		wantNone bool
+	}{
+		{name: "1ns", v: 1e-9, wantKey: -478},
+		{name: "292 years", v: seconds(math.MaxInt64), wantKey: 530},
+		{name: "first bound", v: first, wantKey: nativeMinKey},
+		{name: "below first", v: first / 1000, wantKey: nativeMinKey},
+		{name: "just over zero threshold", v: 1e-38, wantKey: nativeMinKey},
+		{name: "last bound", v: last, wantKey: nativeMinKey + nativeKeys - 1},
+		{name: "above last", v: last * 2, wantKey: nativeMinKey + nativeKeys - 1},
+		{name: "max float", v: math.MaxFloat64, wantKey: nativeMinKey + nativeKeys - 1},
+		{name: "+Inf", v: math.Inf(1), wantKey: nativeMinKey + nativeKeys - 1},
+		{name: "zero", v: 0, wantZero: true},
+		{name: "negative", v: -3, wantZero: true},
+		{name: "-Inf", v: math.Inf(-1), wantZero: true},
+		{name: "NaN", v: math.NaN(), wantNone: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sh := newShardedHistogram(prometheus.HistogramOpts{Name: "h_seconds", Help: "A histogram.", Buckets: LagBuckets}, nil, 0)
+			p, _ := sh.part(0)
+			p.observe(tt.v)
+			h := gather(t, sh)[0].Metric[0].GetHistogram()
+			var gotKeys []int
+			key := 0
+			for _, s := range h.GetPositiveSpan() {
+				key += int(s.GetOffset())
+				for range s.GetLength() {
+					gotKeys = append(gotKeys, key)
+					key++
+				}
+			}
+			switch {
+			case tt.wantNone:
+				if len(gotKeys) != 0 || h.GetZeroCount() != 0 {
+					t.Errorf("keys %v, zero count %d: want none", gotKeys, h.GetZeroCount())
+				}
+			case tt.wantZero:
+				if len(gotKeys) != 0 || h.GetZeroCount() != 1 {
+					t.Errorf("keys %v, zero count %d: want the zero bucket", gotKeys, h.GetZeroCount())
+				}
+			default:
+				if len(gotKeys) != 1 || gotKeys[0] != tt.wantKey || h.GetZeroCount() != 0 {
+					t.Errorf("keys %v, zero count %d: want key %d", gotKeys, h.GetZeroCount(), tt.wantKey)
+				}
+			}
+		})
+	}
+}
+
+// TestShardedHistogramConsistentWhileObserved: scrapes concurrent with
+// observations see the count equal to the zero bucket plus the native
+// buckets, as Prometheus requires of a native histogram, and cumulative
+// classic buckets that never decrease, within the count.
+func TestShardedHistogramConsistentWhileObserved(t *testing.T) {
+	sh := newShardedHistogram(prometheus.HistogramOpts{Name: "h_seconds", Help: "A histogram.", Buckets: LagBuckets}, nil, 0)
+	const writers = 3
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range writers {
+		p, _ := sh.part(w)
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				p.observe(rng.ExpFloat64() * float64(w))
+			}
+		})
+	}
+	defer func() { close(done); wg.Wait() }()
+	var last uint64
+	for scrapes := 0; scrapes < 200 || last == 0; scrapes++ {
+		h := gather(t, sh)[0].Metric[0].GetHistogram()
+		var native int64
+		var inSpan int64
+		for _, d := range h.GetPositiveDelta() {
+			inSpan += d
+			native += inSpan
+		}
+		count := h.GetSampleCount()
+		if got := uint64(native) + h.GetZeroCount(); got != count {
+			t.Fatalf("scrape %d: native buckets hold %d, count %d", scrapes, got, count)
+		}
+		prev := uint64(0)
+		for _, b := range h.GetBucket() {
+			if c := b.GetCumulativeCount(); c < prev || c > count {
+				t.Fatalf("scrape %d: classic bucket le=%g has %d after %d, count %d", scrapes, b.GetUpperBound(), c, prev, count)
+			}
+			prev = b.GetCumulativeCount()
+		}
+		if count < last {
+			t.Fatalf("scrape %d: count went down from %d to %d", scrapes, last, count)
+		}
+		last = count
 	}
 }
 
@@ -90,6 +244,59 @@ func TestShardedCounterMatchesVec(t *testing.T) {
 	for _, m := range got[0].Metric {
 		if m.Counter.CreatedTimestamp == nil {
 			t.Errorf("series %v has no created timestamp", m.Label)
+		}
+	}
+}
+
+// BenchmarkHistogramObserve: the cost of one observation of a part, with
+// the native buckets (observe) and without them (classic: what observe did
+// before them, kept here for the ratio), over lags of 1 ms to 10 s.
+func BenchmarkHistogramObserve(b *testing.B) {
+	sh := newShardedHistogram(prometheus.HistogramOpts{Name: "h_seconds", Help: "A histogram.", Buckets: LagBuckets}, nil, 0)
+	p, _ := sh.part(0)
+	rng := rand.New(rand.NewPCG(1, 2))
+	vs := make([]float64, 1024)
+	for i := range vs {
+		vs[i] = math.Exp(math.Log(0.001) + rng.Float64()*math.Log(10_000))
+	}
+	classic := func(v float64) {
+		p.counts[p.bucket(v)].Add(1)
+		p.sum.Store(math.Float64bits(math.Float64frombits(p.sum.Load()) + v))
+	}
+	b.Run("classic", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			classic(vs[i&1023])
+		}
+	})
+	b.Run("native", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			p.observe(vs[i&1023])
+		}
+	})
+}
+
+// TestNativeKey: nativeKey gives the key client_golang's way of computing
+// it (math.Frexp and a search of the bounds) gives, on every bound of the
+// range, one ulp either side, and at random.
+func TestNativeKey(t *testing.T) {
+	want := func(v float64) int {
+		frac, exp := math.Frexp(v)
+		return sort.SearchFloat64s(nativeBounds[:16], frac) + (exp-1)*16
+	}
+	var vs []float64
+	for k := nativeMinKey; k < nativeMinKey+nativeKeys; k++ {
+		b := nativeUpper(k)
+		vs = append(vs, b, math.Nextafter(b, 0), math.Nextafter(b, math.Inf(1)))
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	for range 100_000 {
+		vs = append(vs, math.Ldexp(0.5+rng.Float64()/2, rng.IntN(60)-30))
+	}
+	for _, v := range vs {
+		if got, want := nativeKey(v), want(v); got != want {
+			t.Fatalf("nativeKey(%v) = %d, want %d", v, got, want)
 		}
 	}
 }
