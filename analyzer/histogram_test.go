@@ -300,3 +300,34 @@ func TestNativeKey(t *testing.T) {
 		}
 	}
 }
+
+// TestLagBucketsValidate: metrics.lag_buckets takes 1 to 100 strictly
+// increasing positive finite bounds, and an error names the key.
+func TestLagBucketsValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		buckets []float64
+		ok      bool
+	}{
+		{name: "default", buckets: LagBuckets, ok: true},
+		{name: "one", buckets: []float64{6}, ok: true},
+		{name: "empty", buckets: nil},
+		{name: "unsorted", buckets: []float64{1, 5, 2}},
+		{name: "repeated", buckets: []float64{1, 1}},
+		{name: "zero", buckets: []float64{0, 1}},
+		{name: "negative", buckets: []float64{-1, 1}},
+		{name: "NaN", buckets: []float64{1, math.NaN()}},
+		{name: "+Inf", buckets: []float64{1, math.Inf(1)}},
+		{name: "too many", buckets: make([]float64, maxLagBuckets+1)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Metrics.LagBuckets = tt.buckets
+			err := cfg.Validate()
+			if tt.ok != (err == nil) || err != nil && !strings.Contains(err.Error(), "metrics.lag_buckets") {
+				t.Errorf("Validate() = %v, want ok=%v naming metrics.lag_buckets", err, tt.ok)
+			}
+		})
+	}
+}
