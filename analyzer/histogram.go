@@ -2,6 +2,7 @@ package analyzer
 
 import (
 	"math"
+	"sort"
 	"sync/atomic"
 	"time"
 
@@ -13,7 +14,7 @@ import (
 // Native (sparse exponential) buckets. Schema 4 puts 16 buckets in every
 // power of two: each bucket's upper bound is 2^(1/16) ≈ 1.0443 times its
 // lower bound. A quantile estimated anywhere inside the bucket that holds it
-// (PromQL's histogram_quantile, or nativeQuantile) is then at most 4.43 %
+// (PromQL's histogram_quantile, or NativeBuckets.Quantile) is then at most 4.43 %
 // above (upper bound for a value just over the lower one) or 4.24 % below
 // (lower bound for a value at the upper one) the exact value of that rank,
 // whatever the distribution: within 5 %. Schema 3 (factor 1.0905) could be
@@ -167,9 +168,12 @@ func newShardedHistogram(opts prometheus.HistogramOpts, labels []string, limit i
 }
 
 // bucket returns the index of the bucket v falls in: the first bound at or
-// above it, or the +Inf bucket. Linear, as client_golang's for few
-// buckets: lags fall in the first few.
+// above it, or the +Inf bucket. Linear, as client_golang's for fewer than
+// 35 buckets (lags fall in the first few), else a binary search.
 func (p *histPart) bucket(v float64) int {
+	if len(p.bounds) >= 35 {
+		return sort.SearchFloat64s(p.bounds, v)
+	}
 	for i, b := range p.bounds {
 		if v <= b {
 			return i

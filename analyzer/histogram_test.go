@@ -22,8 +22,21 @@ import (
 // native schema, zero threshold and count, spans and deltas, field by field
 // (the sum within rounding: it is added up per part).
 func TestShardedHistogramMatchesVec(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		buckets []float64
+	}{
+		{"default buckets", LagBuckets},
+		{"40 buckets (binary search)", prometheus.ExponentialBuckets(0.001, 1.3, 40)},
+		{"one bucket", []float64{6}},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testShardedHistogramMatchesVec(t, tt.buckets) })
+	}
+}
+
+func testShardedHistogramMatchesVec(t *testing.T, buckets []float64) {
 	opts := prometheus.HistogramOpts{
-		Name: "h_seconds", Help: "A histogram.", Buckets: LagBuckets,
+		Name: "h_seconds", Help: "A histogram.", Buckets: buckets,
 		NativeHistogramBucketFactor: nativeBucketFactor, NativeHistogramMaxExemplars: -1,
 	}
 	vec := prometheus.NewHistogramVec(opts, []string{"a", "b"})
