@@ -11,6 +11,9 @@ package alerts
 import (
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -22,6 +25,12 @@ type Config struct {
 	// the age of the oldest event a projection has not shown yet. A value
 	// exactly at the threshold does not fire. Default 5s.
 	LagThreshold time.Duration
+	// LagBuckets are the classic bucket bounds, in seconds, of the lag
+	// histogram lagscope exports (its metrics.lag_buckets), for Warnings:
+	// where Prometheus reads the classic buckets, a threshold that is not
+	// one of them is compared with an interpolated p99. Default nil: not
+	// known, no warning.
+	LagBuckets []float64
 	// For is how long the lag must stay above LagThreshold before
 	// CQRSProjectionLagHigh fires. Default 1m.
 	For time.Duration
@@ -75,6 +84,31 @@ func DefaultConfig() Config {
 		Job:            "lagscope",
 		RunbookURL:     "https://github.com/lagscope/lagscope/blob/main/alerts/README.md",
 	}
+}
+
+// Warnings returns what is valid in c but likely a mistake: a
+// LagThreshold that is not one of LagBuckets.
+func (c Config) Warnings() []string {
+	if c.LagBuckets == nil {
+		return nil
+	}
+	th := c.LagThreshold.Seconds()
+	for _, b := range c.LagBuckets {
+		// Durations are whole nanoseconds: a bound within half of one is it.
+		if math.Abs(b-th) < 0.5e-9 {
+			return nil
+		}
+	}
+	return []string{fmt.Sprintf("lag threshold %s is not a bound of the classic lag buckets (%s): where Prometheus reads the classic buckets, the p99 CQRSProjectionLagHigh compares with it is interpolated between two bounds and may be far off; add %s to lagscope's metrics.lag_buckets and --lag-buckets",
+		c.LagThreshold, formatBounds(c.LagBuckets), strconv.FormatFloat(th, 'g', -1, 64))}
+}
+
+func formatBounds(bounds []float64) string {
+	parts := make([]string, len(bounds))
+	for i, b := range bounds {
+		parts[i] = strconv.FormatFloat(b, 'g', -1, 64)
+	}
+	return strings.Join(parts, ",")
 }
 
 // Validate reports every setting that is out of range, naming it.

@@ -111,8 +111,11 @@ func Check(content []byte) error {
 }
 
 func recordingRules() []rulefmt.Rule {
+	// From the native buckets where Prometheus ingests them (within 5 %;
+	// Prometheus before 2.45 with native histograms on ingests only them),
+	// else from the classic ones.
 	quantile := func(name, q string) rulefmt.Rule {
-		return record(name, fmt.Sprintf("histogram_quantile(%s, %s)", q, RecordLagBucketRate))
+		return record(name, fmt.Sprintf("histogram_quantile(%s, sum by (job, projection) (rate(cqrs_command_to_projection_lag_seconds[5m])))\nor\nhistogram_quantile(%s, %s)", q, q, RecordLagBucketRate))
 	}
 	return []rulefmt.Rule{
 		record(RecordLagBucketRate,

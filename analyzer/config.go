@@ -3,7 +3,9 @@ package analyzer
 import (
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
+	"slices"
 	"time"
 	"unicode/utf8"
 )
@@ -132,6 +134,37 @@ type MetricsConfig struct {
 	// and, at worst, 4.1-4.7 MiB in 50 ms (TestScrapeAtSeriesBudget).
 	// Default 500.
 	MaxHistogramSeries int `yaml:"max_histogram_series"`
+	// LagBuckets are the classic bucket boundaries, in seconds, of the lag
+	// and stage histograms (YAML metrics.lag_buckets), for scrapers without
+	// native histograms: strictly increasing, positive and finite, 1 to
+	// 100 of them (+Inf is implicit). The native buckets are always there
+	// beside them. Keep the lag alert's threshold (`lagscope alerts
+	// --lag-threshold`) among them, so that "above the threshold" is
+	// counted rather than interpolated: the generator warns otherwise.
+	// Default LagBuckets.
+	LagBuckets []float64 `yaml:"lag_buckets"`
+}
+
+// maxLagBuckets bounds metrics.lag_buckets: every bucket is a sample of
+// every lag series in the exposition.
+const maxLagBuckets = 100
+
+// validateBuckets reports why bounds are not classic bucket boundaries
+// lagscope takes: 1 to maxLagBuckets, strictly increasing, positive and
+// finite.
+func validateBuckets(bounds []float64) error {
+	if len(bounds) == 0 || len(bounds) > maxLagBuckets {
+		return fmt.Errorf("want 1 to %d bounds, got %d", maxLagBuckets, len(bounds))
+	}
+	for i, b := range bounds {
+		switch {
+		case math.IsNaN(b) || math.IsInf(b, 0) || b <= 0:
+			return fmt.Errorf("bound %g is not a positive finite number of seconds", b)
+		case i > 0 && b <= bounds[i-1]:
+			return fmt.Errorf("bounds must increase: %g after %g", b, bounds[i-1])
+		}
+	}
+	return nil
 }
 
 // minShardEntries is the least a shard holds of each bounded kind of entry.
@@ -167,6 +200,7 @@ func DefaultConfig() Config {
 			MaxLabelLength:     128,
 			MaxSeries:          2_000,
 			MaxHistogramSeries: 500,
+			LagBuckets:         slices.Clone(LagBuckets),
 		},
 	}
 }
@@ -219,6 +253,9 @@ func (c Config) Validate() error {
 	}
 	if c.Metrics.MaxHistogramSeries < 1 {
 		errs = append(errs, fmt.Errorf("metrics.max_histogram_series must be at least 1, got %d", c.Metrics.MaxHistogramSeries))
+	}
+	if err := validateBuckets(c.Metrics.LagBuckets); err != nil {
+		errs = append(errs, fmt.Errorf("metrics.lag_buckets: %w", err))
 	}
 	if c.Join.MaxLag <= 0 {
 		errs = append(errs, fmt.Errorf("join.max_lag must be positive, got %s", c.Join.MaxLag))

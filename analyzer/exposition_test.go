@@ -1,6 +1,7 @@
 package analyzer
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -141,5 +143,43 @@ func checkExpositionWith(t testing.TB, reg *prometheus.Registry, maxLen int, dir
 	}
 	for _, p := range problems {
 		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+// TestNativeHistogramExposition: the lag histogram of a running analyzer is
+// a native histogram (schema 4) with its classic buckets in the protobuf
+// exposition Prometheus scrapes with native histograms on, and classic
+// buckets only in the text one.
+func TestNativeHistogramExposition(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	sh := newShardedHistogram(prometheus.HistogramOpts{Name: "cqrs_command_to_projection_lag_seconds", Help: "Lag.", Buckets: LagBuckets}, []string{"projection"}, 0)
+	reg.MustRegister(sh)
+	p, _ := sh.part(0, "orders_view")
+	for _, v := range []float64{0.004, 6, 6.01, 7} {
+		p.observe(v)
+	}
+	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true})
+	get := func(accept string) (*http.Response, []byte) {
+		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		req.Header.Set("Accept", accept)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Result(), rec.Body.Bytes()
+	}
+	// What Prometheus 2.42 sends with --enable-feature=native-histograms.
+	resp, body := get("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3")
+	dec := expfmt.NewDecoder(bytes.NewReader(body), expfmt.ResponseFormat(resp.Header))
+	var mf dto.MetricFamily
+	if err := dec.Decode(&mf); err != nil {
+		t.Fatalf("decode protobuf exposition (%s): %v", resp.Header.Get("Content-Type"), err)
+	}
+	hist := mf.GetMetric()[0].GetHistogram()
+	if hist.GetSchema() != nativeSchema || len(hist.GetPositiveSpan()) == 0 || len(hist.GetBucket()) != len(LagBuckets) || hist.GetSampleCount() != 4 {
+		t.Errorf("protobuf: schema %d, %d spans, %d classic buckets, count %d: want schema %d, spans, %d classic buckets, count 4",
+			hist.GetSchema(), len(hist.GetPositiveSpan()), len(hist.GetBucket()), hist.GetSampleCount(), nativeSchema, len(LagBuckets))
+	}
+	_, text := get(acceptText)
+	if !bytes.Contains(text, []byte(`cqrs_command_to_projection_lag_seconds_bucket{projection="orders_view",le="5"} 1`)) {
+		t.Errorf("text exposition lacks the classic buckets:\n%s", text)
 	}
 }

@@ -2,13 +2,15 @@ package analyzer
 
 import (
 	"errors"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// LagBuckets are the bucket boundaries (seconds) of the lag and stage
-// histograms. 5 is a boundary on purpose: the headline alert's threshold, so
-// "lag above 5s" is exact rather than interpolated.
+// LagBuckets are the default classic bucket boundaries (seconds) of the
+// lag and stage histograms (MetricsConfig.LagBuckets). 5 is a boundary on
+// purpose: the headline alert's default threshold, so "lag above 5s" is
+// exact rather than interpolated.
 var LagBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300}
 
 // metrics holds every metric the Joiner exports. The names are a public
@@ -152,16 +154,17 @@ var stageNames = [...]string{"command", "delivery", "projection"}
 // and registers them with reg.
 func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 	maxSeries := cfg.Metrics.MaxSeries
+	buckets := slices.Clone(cfg.Metrics.LagBuckets) // not the caller's to change later
 	m := &metrics{
 		lag: newShardedHistogram(prometheus.HistogramOpts{
 			Name:    "cqrs_command_to_projection_lag_seconds",
 			Help:    "Time from the start of a command to the end of the projection span that made its event visible in a read model.",
-			Buckets: LagBuckets,
+			Buckets: buckets,
 		}, []string{"command", "event_type", "projection"}, cfg.Metrics.MaxHistogramSeries),
 		stage: newShardedHistogram(prometheus.HistogramOpts{
 			Name:    "cqrs_stage_duration_seconds",
 			Help:    "Duration of each stage of an event's path: command (command start to append end), delivery (append end to projection start), projection (projection span).",
-			Buckets: LagBuckets,
+			Buckets: buckets,
 		}, []string{"stage"}, 0), // three series, fixed
 		appended: newShardedCounter(prometheus.CounterOpts{
 			Name: "cqrs_events_appended_total",

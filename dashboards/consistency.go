@@ -17,7 +17,25 @@ const (
 )
 
 func lagQuantile(q string, by string, window string) string {
-	return "histogram_quantile(" + q + ", sum by (le, " + by + ") (rate(cqrs_command_to_projection_lag_seconds_bucket" + selLag + "[" + window + "])))"
+	return histogramQuantile(q, "cqrs_command_to_projection_lag_seconds", selLag, by, window)
+}
+
+// histogramQuantile is the q-quantile of histogram metric by the labels by
+// over window: from its native buckets where Prometheus ingests them
+// (within 5 %; Prometheus before 2.45 with native histograms on ingests
+// only them), else from its classic ones. Where it has both, "or" keeps the
+// native one, whose labels are the same.
+func histogramQuantile(q, metric, sel, by, window string) string {
+	return "histogram_quantile(" + q + ", sum by (" + by + ") (rate(" + metric + sel + "[" + window + "])))\nor\n" +
+		"histogram_quantile(" + q + ", sum by (le, " + by + ") (rate(" + metric + "_bucket" + sel + "[" + window + "])))"
+}
+
+// histogramMean is the mean of histogram metric by the labels by over
+// window, from the native histogram or else the classic _sum and _count.
+func histogramMean(metric, sel, by, window string) string {
+	rate := func(m string) string { return "sum by (" + by + ") (rate(" + m + sel + "[" + window + "]))" }
+	return "histogram_sum(" + rate(metric) + ")\n/\nhistogram_count(" + rate(metric) + ")\nor\n" +
+		rate(metric+"_sum") + "\n/\n" + rate(metric+"_count")
 }
 
 // projectedPerAppended is the ratio of projected events to appended events of
@@ -105,9 +123,9 @@ func consistency() (dashboard.Dashboard, error) {
 	}, thresholds(step(lag, "red"))))
 	b.WithPanel(latencyHeatmap(panel{
 		title:       "Lag distribution",
-		description: "Command-to-projection lag of the selected projections and event types, from the histogram buckets (events per second in each bucket). Exemplars open the trace of an event.",
+		description: "Command-to-projection lag of the selected projections and event types, from the histogram buckets (events per second in each bucket): the native ones where Prometheus has them, else the classic ones. Exemplars open the trace of an event.",
 		unit:        unitSeconds, width: 12, height: 10,
-		queries: []query{{expr: "sum by (le) (rate(cqrs_command_to_projection_lag_seconds_bucket" + selLag + "[$__rate_interval]))", legend: "{{le}}", exemplar: true}},
+		queries: []query{{expr: "sum(rate(cqrs_command_to_projection_lag_seconds" + selLag + "[$__rate_interval]))\nor\nsum by (le) (rate(cqrs_command_to_projection_lag_seconds_bucket" + selLag + "[$__rate_interval]))", legend: "{{le}}", exemplar: true}},
 	}))
 	b.WithPanel(timeSeries(panel{
 		title:       "p99 lag by command and event type",
@@ -196,13 +214,13 @@ func consistency() (dashboard.Dashboard, error) {
 		title:       "p99 duration by stage",
 		description: "p99 of each stage of the lag: command (handling the command up to the append), delivery (append to the projector receiving the event), projection (updating the read model). All projections together.",
 		unit:        unitSeconds, width: 12, height: 9,
-		queries: []query{{expr: "histogram_quantile(0.99, sum by (le, stage) (rate(cqrs_stage_duration_seconds_bucket" + selJob + "[$__rate_interval])))", legend: "{{stage}}"}},
+		queries: []query{{expr: histogramQuantile("0.99", "cqrs_stage_duration_seconds", selJob, "stage", "$__rate_interval"), legend: "{{stage}}"}},
 	}, nil))
 	b.WithPanel(stacked(timeSeries(panel{
 		title:       "Mean duration by stage (stacked)",
 		description: "Mean time spent in each stage, stacked: how the end-to-end lag divides between command handling, delivery and projection.",
 		unit:        unitSeconds, width: 12, height: 9,
-		queries: []query{{expr: "sum by (stage) (rate(cqrs_stage_duration_seconds_sum" + selJob + "[$__rate_interval]))\n/\nsum by (stage) (rate(cqrs_stage_duration_seconds_count" + selJob + "[$__rate_interval]))", legend: "{{stage}}"}},
+		queries: []query{{expr: histogramMean("cqrs_stage_duration_seconds", selJob, "stage", "$__rate_interval"), legend: "{{stage}}"}},
 	}, nil)))
 
 	return b.Build()

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/lagscope/lagscope/analyzer"
 )
 
 // snapshot is what the live summary reads from lagscope's own registry: the
@@ -28,6 +30,7 @@ type projSnapshot struct {
 	pending, oldest                          float64
 	positionLag                              float64             // NaN when no SQL position source
 	buckets                                  map[float64]float64 // le -> cumulative count
+	native                                   analyzer.NativeBuckets
 }
 
 func takeSnapshot(g prometheus.Gatherer, at time.Time) (*snapshot, error) {
@@ -77,6 +80,7 @@ func takeSnapshot(g prometheus.Gatherer, at time.Time) (*snapshot, error) {
 					p.buckets[b.GetUpperBound()] += float64(b.GetCumulativeCount())
 				}
 				p.buckets[math.Inf(1)] += float64(h.GetSampleCount())
+				p.native.Add(h)
 			}
 		}
 	}
@@ -122,6 +126,17 @@ func quantile(q float64, cur, old map[float64]float64) float64 {
 		prevLE, prevN = b.le, b.n
 	}
 	return math.NaN()
+}
+
+// lagQuantiles returns the p50 and p99 of the lags between two snapshots
+// of a projection: from the native buckets, within 5 % (the classic ones,
+// 66 % off with a 6s lag, only for a histogram without native buckets).
+func lagQuantiles(cur, old *projSnapshot) (p50, p99 float64) {
+	if len(cur.native.Counts) > 0 || cur.native.Zero > 0 {
+		n := cur.native.Since(old.native)
+		return n.Quantile(0.5), n.Quantile(0.99)
+	}
+	return quantile(0.5, cur.buckets, old.buckets), quantile(0.99, cur.buckets, old.buckets)
 }
 
 // liveView renders the demo's summary from successive snapshots.
@@ -190,8 +205,7 @@ func (v *liveView) rows() (cmdRate, appendRate float64, rows []projRow) {
 		if o, ok := old.projs[name]; ok && old != cur {
 			op = o
 		}
-		r.p50 = quantile(0.5, p.buckets, op.buckets)
-		r.p99 = quantile(0.99, p.buckets, op.buckets)
+		r.p50, r.p99 = lagQuantiles(p, op)
 		if dt > 0 {
 			r.rate = (p.projected - op.projected) / dt
 		}
@@ -247,7 +261,7 @@ func legend(width int) []string {
 		"UNPROJECTED: not shown within the join deadline",
 		"OLDEST_PENDING: age of the oldest pending event",
 		"BEHIND_HEAD: events from the checkpoint to the store's head",
-		"LAG_*, PER_S: over the lag window")
+		"LAG_*, PER_S: over the lag window; LAG_* within 5 % (native buckets)")
 	return append(lines, pack(width, "", "", "ALERT: FIRING while the condition of an alert of the rules holds "+
 		"(without its for: wait): lag (CQRSProjectionLagHigh: p99 or oldest pending above the threshold), "+
 		"unprojected (CQRSEventsUnprojected), stalled (CQRSProjectionStalled), "+

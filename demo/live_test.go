@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/lagscope/lagscope/analyzer"
 )
 
 func TestQuantile(t *testing.T) {
@@ -230,5 +232,21 @@ func TestFit(t *testing.T) {
 	want := []string{"short", "a line to…", "… (a tall…"}
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("fit (-got +want):\n%s", diff)
+	}
+}
+
+// TestLagQuantilesNative: with native buckets the window's p50 and p99 come
+// from them, within 5 % of a 6s lag (the classic buckets read 7.5s and
+// 9.95s), counting only the window's observations.
+func TestLagQuantilesNative(t *testing.T) {
+	// Key 42 is (5.91s, 6.17s], key -160 about 1ms.
+	old := &projSnapshot{native: analyzer.NativeBuckets{Counts: map[int]float64{-160: 1000}}}
+	cur := &projSnapshot{native: analyzer.NativeBuckets{Counts: map[int]float64{-160: 1000, 42: 200}},
+		buckets: map[float64]float64{5: 0, 10: 200, math.Inf(1): 200}}
+	p50, p99 := lagQuantiles(cur, old)
+	for _, got := range []float64{p50, p99} {
+		if got < 5.7 || got > 6.3 {
+			t.Errorf("p50 %g, p99 %g: want both within 5 %% of 6s", p50, p99)
+		}
 	}
 }

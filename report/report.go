@@ -155,6 +155,18 @@ func WriteText(w io.Writer, rep Report) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	// Say what the quantiles are: every projection's are of one kind.
+	for _, p := range s.Projections {
+		switch p.Lag.Quantiles {
+		case analyzer.QuantilesExact:
+			fmt.Fprintln(w, "LAG_P*: exact, the nearest rank among every lag.")
+		case analyzer.QuantilesNative:
+			fmt.Fprintln(w, "LAG_P*: within 5 %, from the native histogram buckets.")
+		default:
+			continue
+		}
+		break
+	}
 	for _, p := range s.Projections {
 		if len(p.UnprojectedIDs) > 0 {
 			fmt.Fprintf(w, "\nUnprojected by %s (%d): %s\n", p.Name, len(p.UnprojectedIDs), strings.Join(p.UnprojectedIDs, " "))

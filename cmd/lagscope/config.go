@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 
 	"github.com/lagscope/lagscope/server"
@@ -74,6 +75,7 @@ func bindServeFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&m.MaxLabelLength, "metrics.max-label-length", m.MaxLabelLength, "bytes per label value; longer ones are cut")
 	fs.IntVar(&m.MaxSeries, "metrics.max-series", m.MaxSeries, "series per counter family before new label combinations go to \"other\"")
 	fs.IntVar(&m.MaxHistogramSeries, "metrics.max-histogram-series", m.MaxHistogramSeries, "series of the lag histogram before new label combinations go to \"other\"")
+	fs.Var((*floatListValue)(&m.LagBuckets), "metrics.lag-buckets", "classic bucket bounds (comma-separated `seconds`) of the lag and stage histograms (native buckets are always there); include the lag alert's threshold")
 
 	q := &c.SQLSource
 	fs.StringVar(&q.DSN, "sql-source.dsn", q.DSN, "event store to poll for head and checkpoint positions (cqrs_projection_position_lag); empty disables")
@@ -148,6 +150,33 @@ func (l *listValue) Set(s string) error {
 			*l = append(*l, v)
 		}
 	}
+	return nil
+}
+
+// floatListValue is a comma-separated list of numbers (seconds).
+type floatListValue []float64
+
+func (l *floatListValue) String() string {
+	parts := make([]string, len(*l))
+	for i, v := range *l {
+		parts[i] = strconv.FormatFloat(v, 'g', -1, 64)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l *floatListValue) Set(s string) error {
+	var out []float64
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v == "" {
+			continue
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("parse %q as seconds: %w", v, err)
+		}
+		out = append(out, f)
+	}
+	*l = out
 	return nil
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -51,6 +52,8 @@ func TestConfigPrecedence(t *testing.T) {
 			p := c.PositionSource()
 			return p.Driver + " " + p.DSN + " " + p.Interval.String() + " " + p.Timeout.String()
 		}, "sqlite /tmp/orders.db 10s 2s"},
+		{"lag buckets from file", "metrics:\n  lag_buckets: [1, 6, 7.5]\n", nil, func(c Config) string { return fmt.Sprint(c.Metrics.LagBuckets) }, "[1 6 7.5]"},
+		{"lag buckets flag over file", "metrics:\n  lag_buckets: [1, 6]\n", []string{"--metrics.lag-buckets=0.5, 6,12"}, func(c Config) string { return fmt.Sprint(c.Metrics.LagBuckets) }, "[0.5 6 12]"},
 		{"long deadline raises retention", "", []string{"--join.deadline=10m"}, func(c Config) string { return c.Join.Retention.String() }, (100 * time.Minute).String()},
 	}
 	for _, tt := range tests {
@@ -86,6 +89,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"zero label values", "metrics:\n  max_label_values: 0\n", nil, "metrics.max_label_values"},
 		{"bad sql source driver", "sql_source:\n  driver: oracle\n  dsn: x\n", nil, "sql_source"},
 		{"bad flag value", "", []string{"--join.deadline=soon"}, "join.deadline"},
+		{"unsorted lag buckets", "metrics:\n  lag_buckets: [5, 1]\n", nil, "metrics.lag_buckets"},
+		{"lag bucket not a number", "", []string{"--metrics.lag-buckets=1,5s"}, "metrics.lag-buckets"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -124,7 +129,7 @@ func TestEveryKeyHasAFlag(t *testing.T) {
 			case reflect.Struct:
 				walk(f.Type, key+".")
 			case reflect.Slice:
-				if f.Type.Elem().Kind() == reflect.String {
+				if k := f.Type.Elem().Kind(); k == reflect.String || k == reflect.Float64 {
 					keys[key] = true // a comma-separated list flag
 				}
 			case reflect.Map:

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/lagscope/lagscope/alerts"
+	"github.com/lagscope/lagscope/analyzer"
 	"github.com/lagscope/lagscope/dashboards"
 )
 
@@ -37,9 +39,11 @@ func runDashboards(args []string, stdout, stderr io.Writer) error {
 
 func runAlerts(args []string, stdout, stderr io.Writer) error {
 	cfg := alerts.DefaultConfig()
+	cfg.LagBuckets = slices.Clone(analyzer.LagBuckets)
 	fs := newFlagSet("alerts", "alerts [flags]", stdout)
 	out := fs.String("out", "-", "`file` to write the Prometheus rule file to (- for standard output)")
 	durationVar(fs, &cfg.LagThreshold, "lag-threshold", "lag above which CQRSProjectionLagHigh fires")
+	fs.Var((*floatListValue)(&cfg.LagBuckets), "lag-buckets", "lagscope's metrics.lag_buckets (comma-separated `seconds`): warn if --lag-threshold is not one of them")
 	durationVar(fs, &cfg.For, "for", "how long the lag must stay above the threshold")
 	durationVar(fs, &cfg.StallFor, "stall-for", "how long a projection may project nothing while events are appended")
 	durationVar(fs, &cfg.UnprojectedFor, "unprojected-for", "how long unprojected events must keep being counted")
@@ -59,6 +63,9 @@ func runAlerts(args []string, stdout, stderr io.Writer) error {
 	b, err := alerts.Generate(cfg)
 	if err != nil {
 		return err
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
 	}
 	if *out == "-" {
 		_, err := stdout.Write(b)
