@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"syscall"
 	"testing"
 	"time"
 
@@ -187,4 +188,115 @@ func receivedSpans(b *testing.B, g prometheus.Gatherer) float64 {
 		}
 	}
 	return sum
+}
+
+// BenchmarkStagesRatio measures, in one run, the CPU per span of the two
+// stages (ingest: Resolve, group by partition, encode; join: decode, apply)
+// against one process (all: Analyzer.ConsumeTraces), broker excluded, and
+// reports (ingest+join)/all as "ratio" (issue 13's target: at most 1.5).
+// Each round refills the same requests with new traces (untimed: a request
+// replayed unchanged would be all retries), then runs the three phases on
+// them in turn, so that the machine's drift between runs cancels out. CPU is
+// the process's (getrusage), so the garbage collector's workers count too;
+// "wall-ratio" is the same from the phases' elapsed time. The analysis'
+// tables are grown first (warm rounds), as in BenchmarkServeGRPC.
+//
+//	go test -run '^$' -bench StagesRatio -benchtime=400x -count 3 ./server
+func BenchmarkStagesRatio(b *testing.B) {
+	const (
+		reqs = 8 // of 50 ten-span traces: 4000 spans a round
+		warm = 250
+	)
+	cfg := analyzer.DefaultConfig()
+	a, err := analyzer.New(cfg, nil, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := analyzer.NewResolver(cfg, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	j, err := analyzer.NewJoiner(cfg, nil, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := synth.New(synth.Config{})
+	tds := make([]ptrace.Traces, reqs)
+	for i := range tds {
+		tds[i], _ = g.Next(time.Now())
+	}
+	sc := &ingestScratch{}
+	var batches [][]byte
+	var facts []analyzer.Fact
+	var cpu, wall [3]time.Duration
+	spans := 0
+	phases := [3]func(now time.Time){
+		func(time.Time) {
+			for _, td := range tds {
+				if err := a.ConsumeTraces(context.Background(), td); err != nil {
+					b.Fatal(err)
+				}
+			}
+		},
+		func(now time.Time) {
+			batches = batches[:0]
+			for _, td := range tds {
+				sc.facts = r.Resolve(sc.facts[:0], td, now)
+				batches = encodeGroups(b, sc, partitions, batches)
+			}
+		},
+		func(now time.Time) {
+			for _, batch := range batches {
+				if _, facts, err = factwire.Decode(facts[:0], batch); err != nil {
+					b.Fatal(err)
+				}
+				j.Apply(facts, now)
+			}
+		},
+	}
+	// The phases' order turns round by round (join always after ingest),
+	// so that none always pays for the garbage the one before left.
+	orders := [...][3]int{{0, 1, 2}, {1, 0, 2}, {1, 2, 0}}
+	n := 0
+	round := func(timed bool) {
+		now := time.Now()
+		for _, td := range tds {
+			g.Refill(td, now)
+		}
+		for _, p := range orders[n%len(orders)] {
+			c0, w0 := processCPU(b), time.Now()
+			phases[p](now)
+			if timed {
+				cpu[p] += processCPU(b) - c0
+				wall[p] += time.Since(w0)
+			}
+		}
+		n++
+		if timed {
+			for _, td := range tds {
+				spans += td.SpanCount()
+			}
+		}
+	}
+	for range warm {
+		round(false)
+	}
+	for b.Loop() {
+		round(true)
+	}
+	per := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(spans) }
+	b.ReportMetric(per(cpu[0]), "all-ns/span")
+	b.ReportMetric(per(cpu[1]), "ingest-ns/span")
+	b.ReportMetric(per(cpu[2]), "join-ns/span")
+	b.ReportMetric(float64(cpu[1]+cpu[2])/float64(cpu[0]), "ratio")
+	b.ReportMetric(float64(wall[1]+wall[2])/float64(wall[0]), "wall-ratio")
+}
+
+// processCPU returns the CPU time the process has used, user and system.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
