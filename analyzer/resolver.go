@@ -709,7 +709,18 @@ func appendBase(sp ptrace.Span) Fact {
 		SpanID:  sp.SpanID(),
 		Start:   unixNano(sp.StartTimestamp()),
 		End:     unixNano(sp.EndTimestamp()),
+		Weight:  spanWeight(sp),
 	}
+}
+
+// spanWeight is the Fact.Weight of sp: the adjusted count of the sampling
+// threshold in its tracestate.
+func spanWeight(sp ptrace.Span) float64 {
+	ts := sp.TraceState().AsRaw()
+	if ts == "" {
+		return 0
+	}
+	return adjustedCount(ts)
 }
 
 // eventFacts appends one fact per event an append or project span carries.
@@ -771,6 +782,7 @@ func projectFacts(dst []Fact, prod []spanKey, sp ptrace.Span, a *spanAttrs, serv
 		Start:      unixNano(sp.StartTimestamp()),
 		End:        unixNano(sp.EndTimestamp()),
 		Projection: first(a.projection, a.msgGroup, a.msgSubscription, service),
+		Weight:     spanWeight(sp),
 	}
 	n := len(dst)
 	dst = eventFacts(dst, base, sp, a)
@@ -818,6 +830,7 @@ func queryFact(sp ptrace.Span, a *spanAttrs) Fact {
 		SpanID:      sp.SpanID(),
 		Start:       unixNano(sp.StartTimestamp()),
 		End:         unixNano(sp.EndTimestamp()),
+		Weight:      spanWeight(sp),
 	}
 }
 

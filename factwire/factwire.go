@@ -3,12 +3,12 @@
 // and publishes them, one batch per Kafka message; `serve --role=join`
 // decodes the batches and applies them to its Joiner.
 //
-// # Format, version 1
+// # Format, version 2
 //
 // A batch is, in order (uvarint and varint as encoding/binary writes them;
 // varint values are zig-zag signed):
 //
-//	byte     version (1)
+//	byte     version (2; 1 for a batch none of whose facts has a weight)
 //	8 bytes  producer: the publishing instance's random id, big endian
 //	uvarint  seq: the batch's sequence number at that producer
 //	uvarint  number of strings in the dictionary, then each string as
@@ -21,6 +21,7 @@
 //	             0x04 Event is analyzer.KeyOf(EventID) and is not sent
 //	             0x08 TraceID is that of the previous fact and is not sent
 //	             0x10 CommandStart is 0 and is not sent
+//	             0x20 Weight is sent (version 2 only; without it Weight is 0)
 //	  16 bytes Event, unless flag 0x04
 //	  string   EventID as uvarint length + bytes, unless flag 0x01 or 0x02
 //	  uvarint  dictionary index of EventType, AggregateType, AggregateID,
@@ -31,6 +32,8 @@
 //	  8 bytes  SpanID
 //	  varint   Start - the previous fact's Start (the first fact's: - 0)
 //	  varint   End - Start
+//	  8 bytes  Weight, IEEE 754 binary64 big endian, if flag 0x20: a
+//	           sampled span's adjusted count, from 1 to 2^56
 //
 // Nothing may follow the last fact. The labels a batch repeats (types,
 // commands, projections, aggregates) are sent once per batch, a UUID event
@@ -39,6 +42,16 @@
 //
 // A new field of analyzer.Fact, or any change to this layout, takes a new
 // version byte; Decode refuses versions it does not know (ErrVersion).
+//
+// # Versions
+//
+// Version 1 is version 2 without flag 0x20 (Fact.Weight, issue 12's
+// sampling weights). Decode reads both. Append writes version 1 when no fact
+// of the batch has a weight, so that join instances that read only version
+// 1 keep reading unsampled traffic during a rolling upgrade; upgrade the
+// join instances before the ingest ones when spans carry sampling
+// thresholds (an old join counts a version 2 batch as rejected, reason
+// version, and skips it).
 package factwire
 
 import (
@@ -52,8 +65,13 @@ import (
 	"github.com/lagscope/lagscope/analyzer"
 )
 
-// Version is the version byte of the batches Append writes.
-const Version = 1
+// Version is the version byte of the batches Append writes when a fact has
+// a weight; it writes VersionUnweighted otherwise.
+const Version = 2
+
+// VersionUnweighted is the version byte of a batch none of whose facts has
+// a weight: the layout of Version without flag 0x20.
+const VersionUnweighted = 1
 
 // Header is what a batch says of its producer, so that a consumer can tell a
 // batch it has already applied (the same producer and sequence number).
@@ -79,8 +97,16 @@ const (
 	flagKeyOfEventID = 0x04
 	flagSameTrace    = 0x08
 	flagNoCmdStart   = 0x10
-	flagsKnown       = 0x1f
+	flagWeight       = 0x20
+	flagsKnownV1     = 0x1f
+	flagsKnown       = 0x3f
 )
+
+// maxWeight is the largest adjusted count: a threshold of 2^56-1.
+const maxWeight = 1 << 56
+
+// validWeight reports whether w is a Fact.Weight to send: an adjusted count.
+func validWeight(w float64) bool { return w >= 1 && w <= maxWeight }
 
 // minFactBytes is the least a fact takes on the wire: kind, flags, six
 // one-byte indexes, version, span id, start and end deltas.
@@ -116,12 +142,20 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 	body := e.body[:0]
 	var prevTrace [16]byte
 	var prevStart int64
+	version := byte(VersionUnweighted)
 	for i := range facts {
 		f := &facts[i]
 		if f.Kind < analyzer.FactAppend || f.Kind > analyzer.FactQuery {
 			return dst, fmt.Errorf("encode fact %d: kind %v is not sent", i, f.Kind)
 		}
 		var flags byte
+		if f.Weight != 0 {
+			if !validWeight(f.Weight) {
+				return dst, fmt.Errorf("encode fact %d: weight %v is not an adjusted count", i, f.Weight)
+			}
+			flags |= flagWeight
+			version = Version
+		}
 		switch {
 		case f.EventID == "":
 			flags |= flagNoEventID
@@ -160,10 +194,13 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 		body = append(body, f.SpanID[:]...)
 		body = binary.AppendVarint(body, f.Start-prevStart)
 		body = binary.AppendVarint(body, f.End-f.Start)
+		if flags&flagWeight != 0 {
+			body = binary.BigEndian.AppendUint64(body, math.Float64bits(f.Weight))
+		}
 		prevTrace, prevStart = f.TraceID, f.Start
 	}
 	e.body = body
-	dst = append(dst, Version)
+	dst = append(dst, version)
 	dst = binary.BigEndian.AppendUint64(dst, h.Producer)
 	dst = binary.AppendUvarint(dst, h.Seq)
 	dst = binary.AppendUvarint(dst, uint64(len(e.order)))
@@ -198,7 +235,12 @@ func Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
 	if len(b) == 0 {
 		return h, dst, fmt.Errorf("decode fact batch: empty: %w", ErrMalformed)
 	}
-	if b[0] != Version {
+	known := byte(flagsKnown)
+	switch b[0] {
+	case Version:
+	case VersionUnweighted:
+		known = flagsKnownV1
+	default:
 		return h, dst, fmt.Errorf("decode fact batch: version %d: %w", b[0], ErrVersion)
 	}
 	d := reader{b: b[1:]}
@@ -229,7 +271,7 @@ func Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
 		if d.err == nil && (f.Kind < analyzer.FactAppend || f.Kind > analyzer.FactQuery) {
 			d.err = fmt.Errorf("fact %d: kind %d", i, f.Kind)
 		}
-		if d.err == nil && (flags&^flagsKnown != 0 || bitsSet(flags&(flagNoEventID|flagUUIDEventID|flagKeyOfEventID)) > 1 || (i == 0 && flags&flagSameTrace != 0)) {
+		if d.err == nil && (flags&^known != 0 || bitsSet(flags&(flagNoEventID|flagUUIDEventID|flagKeyOfEventID)) > 1 || (i == 0 && flags&flagSameTrace != 0)) {
 			d.err = fmt.Errorf("fact %d: flags %#x", i, flags)
 		}
 		if flags&flagKeyOfEventID == 0 {
@@ -271,6 +313,12 @@ func Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
 		d.bytes(f.SpanID[:])
 		f.Start = d.delta(prevStart)
 		f.End = d.delta(f.Start)
+		if flags&flagWeight != 0 {
+			f.Weight = math.Float64frombits(d.uint64())
+			if d.err == nil && !validWeight(f.Weight) {
+				d.err = fmt.Errorf("fact %d: weight %v", i, f.Weight)
+			}
+		}
 		if d.err != nil {
 			return h, dst, d.fail()
 		}
