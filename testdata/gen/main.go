@@ -899,6 +899,83 @@ func handInstrumented() *fixture {
 	return f
 }
 
+// multiEventConsumer is issue 12's consumer of a multi-event producer: a
+// CONSUMER span without an event id, the child of (or linked to) a PRODUCER
+// span that appended several events, projects every one of them.
+func multiEventConsumer() *fixture {
+	f := &fixture{file: "multi_event_consumer.jsonl", events: 5, num: 21, title: "Consumers without event id of a producer span that appended several events",
+		scenario: "The hand-instrumented shape (fixture 14) with a `store_events` PRODUCER span that appends several events, recorded as span events " +
+			"named `cqrs.event` (as fixture 5), under `handle_place_order` (`command.type=PlaceOrder`). query-service's `process_events` CONSUMER span " +
+			"carries no event id and is a child of `store_events`: it projects every event that span appended (issue 12: \"projects the event of " +
+			"the producer span\"; all of them when there are several), each with the lag `process_events` end - `handle_place_order` start.\n" +
+			"  - o1: three events (`OrderCreated` v1, `OrderLineAdded` v2, v3); also a billing CONSUMER span, the root of its own trace with a span " +
+			"link to `store_events` and `projection.name=billing`: it projects the three too.\n" +
+			"  - o2: two events (`OrderCreated` v1, `OrderLineAdded` v2); query-service's line is exported before the command side (the consumer " +
+			"waits for its producer span, then projects both). billing never sees o2: its two events are unprojected for billing, which projects " +
+			"both types elsewhere."}
+	resCmd := &resource{"command-service", "command-1"}
+	resQuery := &resource{"query-service", "query-1"}
+	type o struct {
+		t0               time.Duration
+		types            []string
+		lag, billingLag  time.Duration
+		queryFirst, bill bool
+	}
+	orders := []o{
+		{0, []string{"OrderCreated", "OrderLineAdded", "OrderLineAdded"}, 70 * ms, 210 * ms, false, true},
+		{3 * time.Second, []string{"OrderCreated", "OrderLineAdded"}, 95 * ms, 0, true, false},
+	}
+	query := projExpect{projection: "query-service"}
+	billing := projExpect{projection: "billing"}
+	ev := 0
+	for n, x := range orders {
+		tr := f.newTrace()
+		t0 := x.t0
+		agg := f.orderID(n + 1)
+		h := f.span(tr, nil, resCmd, scHTTP, "handle_place_order", ptrace.SpanKindServer, t0, t0+8*ms, s("command.type", "PlaceOrder"))
+		st := f.span(tr, h, resCmd, scApp, "store_events", ptrace.SpanKindProducer, t0+3*ms, t0+6*ms, s("aggregate.type", "Order"))
+		var evs []evt
+		for k, typ := range x.types {
+			ev++
+			e := f.order(n+1, typ, int64(k+1), ev)
+			e.aggID = agg
+			evs = append(evs, e)
+			st.events = append(st.events, spanEvent{name: "cqrs.event", at: t0 + 5*ms, attrs: e.attrs()})
+		}
+		end := t0 + x.lag
+		pe := f.span(tr, st, resQuery, scProj, "process_events", ptrace.SpanKindConsumer, end-5*ms, end, s("event.aggregate_id", agg))
+		pr := f.span(tr, pe, resQuery, scProj, "project_read_model", ptrace.SpanKindInternal, end-4*ms, end-1*ms)
+		cmdLine, queryLine := []*span{st, h}, []*span{pr, pe}
+		if x.queryFirst {
+			f.line(queryLine...)
+			f.line(cmdLine...)
+		} else {
+			f.line(cmdLine...)
+			f.line(queryLine...)
+		}
+		if x.bill {
+			bend := t0 + x.billingLag
+			b := f.span(f.newTrace(), nil, resQuery, scProj, "process_events", ptrace.SpanKindConsumer, bend-4*ms, bend, s("projection.name", "billing"))
+			b.links = []link{st.linkTo()}
+			f.line(b)
+		}
+		for _, e := range evs {
+			query.appended++
+			query.projected++
+			query.lags = append(query.lags, lagExpect{e.id, e.typ, "PlaceOrder", x.lag})
+			billing.appended++
+			if x.bill {
+				billing.projected++
+				billing.lags = append(billing.lags, lagExpect{e.id, e.typ, "PlaceOrder", x.billingLag})
+			} else {
+				billing.unprojected = append(billing.unprojected, e.id)
+			}
+		}
+	}
+	f.expect = []projExpect{billing, query}
+	return f
+}
+
 // customRules is a system that neither the span conventions nor the
 // aliases describe, read with the rules of rules/custom.yaml.
 func customRules() *fixture {
@@ -1010,6 +1087,7 @@ func main() {
 		happyPath(), projectionBeforeAppend(), missingProjection(), twoProjections(), multiEventAppend(),
 		spanLink(), messagingSemconv(), clockSkew(), noise(), duplicatesOutOfOrder(), brokenPropagation(),
 		noCommand(), intermediateSpans(), handInstrumented(), customRules(),
+		multiEventConsumer(),
 	}
 	failed := false
 	for _, f := range fixtures {
@@ -1232,37 +1310,41 @@ func analyze(spans []*rspan, rules func(*rspan) string, cmp func(a, b *rspan) in
 			r.role = "project"
 		}
 	}
-	// A projection span without event id projects the event of the
-	// producer span it links to, or else is a child of: the one event that
-	// span appended, else the span itself.
-	producerKey := func(p *rspan) string {
+	// A projection span without event id projects the events of the
+	// producer span it links to, or else is a child of: the events that
+	// span appended (all of them when it appended several), else the span
+	// itself.
+	producerKeys := func(p *rspan) []string {
 		if p == nil || p.role != "append" {
-			return ""
+			return nil
+		}
+		var keys []string
+		for _, e := range p.events {
+			if k, _ := e["cqrs.event.id"].(string); k != "" {
+				keys = append(keys, k)
+			}
 		}
 		switch {
-		case len(p.events) == 1:
-			k, _ := p.events[0]["cqrs.event.id"].(string)
-			return k
-		case len(p.events) > 1:
-			return ""
+		case len(keys) > 0:
+			return keys
 		case p.str("cqrs.event.id") != "":
-			return p.str("cqrs.event.id")
+			return []string{p.str("cqrs.event.id")}
 		case p.str("messaging.message.id") != "":
-			return p.str("messaging.message.id")
+			return []string{p.str("messaging.message.id")}
 		}
-		return idKey(p.trace, p.id)
+		return []string{idKey(p.trace, p.id)}
 	}
-	projEvent := map[*rspan]string{}
+	projEvent := map[*rspan][]string{}
 	for _, r := range spans {
 		if r.role != "project" || r.has("cqrs.event.id") || r.has("messaging.message.id") || len(r.events) > 0 {
 			continue
 		}
 		if len(r.links) > 0 {
-			projEvent[r] = producerKey(byID[sk{r.links[0].trace, r.links[0].span}])
+			projEvent[r] = producerKeys(byID[sk{r.links[0].trace, r.links[0].span}])
 		} else if r.parent != ([8]byte{}) {
-			projEvent[r] = producerKey(byID[sk{r.trace, r.parent}])
+			projEvent[r] = producerKeys(byID[sk{r.trace, r.parent}])
 		}
-		if projEvent[r] == "" {
+		if len(projEvent[r]) == 0 {
 			r.role = "" // names no event: no fact
 		}
 	}
@@ -1328,23 +1410,22 @@ func analyze(spans []*rspan, rules func(*rspan) string, cmp func(a, b *rspan) in
 		if name == "" {
 			name = r.svc
 		}
-		key := projEvent[r]
-		if key == "" {
-			key = r.str("cqrs.event.id")
+		keys := projEvent[r]
+		if len(keys) == 0 {
+			keys = []string{first(r.str("cqrs.event.id"), r.str("messaging.message.id"))}
 		}
-		if key == "" {
-			key = r.str("messaging.message.id")
+		for _, key := range keys {
+			ev := events[key]
+			if ev == nil {
+				res.orphans++
+				continue
+			}
+			if types[name] == nil {
+				types[name] = map[string]bool{}
+			}
+			types[name][ev.typ] = true
+			ps = append(ps, pspan{r, name, ev})
 		}
-		ev := events[key]
-		if ev == nil {
-			res.orphans++
-			continue
-		}
-		if types[name] == nil {
-			types[name] = map[string]bool{}
-		}
-		types[name][ev.typ] = true
-		ps = append(ps, pspan{r, name, ev})
 	}
 	slices.SortStableFunc(ps, func(a, b pspan) int { return cmp(a.r, b.r) })
 	var names []string
@@ -1394,6 +1475,15 @@ func analyze(spans []*rspan, rules func(*rspan) string, cmp func(a, b *rspan) in
 }
 
 // README.
+
+func first(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
 
 func fmtLag(d time.Duration) string {
 	if d < 0 {
