@@ -903,7 +903,7 @@ func handInstrumented() *fixture {
 // CONSUMER span without an event id, the child of (or linked to) a PRODUCER
 // span that appended several events, projects every one of them.
 func multiEventConsumer() *fixture {
-	f := &fixture{file: "multi_event_consumer.jsonl", events: 5, num: 21, title: "Consumers without event id of a producer span that appended several events",
+	f := &fixture{file: "multi_event_consumer.jsonl", events: 6, num: 21, title: "Consumers without event id of a producer span that appended several events",
 		scenario: "The hand-instrumented shape (fixture 14) with a `store_events` PRODUCER span that appends several events, recorded as span events " +
 			"named `cqrs.event` (as fixture 5), under `handle_place_order` (`command.type=PlaceOrder`). query-service's `process_events` CONSUMER span " +
 			"carries no event id and is a child of `store_events`: it projects every event that span appended (issue 12: \"projects the event of " +
@@ -912,7 +912,9 @@ func multiEventConsumer() *fixture {
 			"link to `store_events` and `projection.name=billing`: it projects the three too.\n" +
 			"  - o2: two events (`OrderCreated` v1, `OrderLineAdded` v2); query-service's line is exported before the command side (the consumer " +
 			"waits for its producer span, then projects both). billing never sees o2: its two events are unprojected for billing, which projects " +
-			"both types elsewhere."}
+			"both types elsewhere.\n" +
+			"  - o3: one event (`OrderCreated` v1), projected by both consumers as in fixture 14 (and billing, having shown an event appended " +
+			"after o2's, is not stalled: its oldest-pending gauge is 0)."}
 	resCmd := &resource{"command-service", "command-1"}
 	resQuery := &resource{"query-service", "query-1"}
 	type o struct {
@@ -924,6 +926,7 @@ func multiEventConsumer() *fixture {
 	orders := []o{
 		{0, []string{"OrderCreated", "OrderLineAdded", "OrderLineAdded"}, 70 * ms, 210 * ms, false, true},
 		{3 * time.Second, []string{"OrderCreated", "OrderLineAdded"}, 95 * ms, 0, true, false},
+		{6 * time.Second, []string{"OrderCreated"}, 55 * ms, 120 * ms, false, true},
 	}
 	query := projExpect{projection: "query-service"}
 	billing := projExpect{projection: "billing"}
