@@ -32,6 +32,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -103,6 +104,7 @@ type span struct {
 	attrs      []kv
 	events     []spanEvent
 	links      []link
+	tracestate string // W3C tracestate, e.g. ot=th:8 (sampled at 1/2)
 }
 
 func (sp *span) linkTo() link { return link{sp.trace, sp.id} }
@@ -135,6 +137,10 @@ type fixture struct {
 	expect   []projExpect
 	queries  int // query spans
 	events   int // events appended in the whole file
+	// sampled fixtures carry sampling thresholds: their expectations
+	// include the weighted counts, and queriesWeighted.
+	sampled         bool
+	queriesWeighted float64
 	// rules, when set, is the reference of the fixture's rules (config
 	// in config, written next to the fixture): it gives a span its role
 	// and sets the cqrs.* attributes the rule's fields read, or returns
@@ -152,6 +158,13 @@ type projExpect struct {
 	duplicated, outOfOrder int
 	clockSkew              int
 	lags                   []lagExpect // first projection span per event, in event order
+	// weighted are the counts weighted by the adjusted count of the
+	// append span's sampling threshold (fixtures with sampled: true).
+	weighted weightedExpect
+}
+
+type weightedExpect struct {
+	appended, projected, unprojected, duplicated float64
 }
 
 type lagExpect struct {
@@ -784,6 +797,7 @@ func (sp *span) fill(out ptrace.Span) {
 	out.SetKind(sp.kind)
 	out.SetStartTimestamp(ts(sp.start))
 	out.SetEndTimestamp(ts(sp.end))
+	out.TraceState().FromRaw(sp.tracestate)
 	putAttrs(out.Attributes(), sp.attrs)
 	for _, e := range sp.events {
 		oe := out.Events().AppendEmpty()
@@ -979,6 +993,83 @@ func multiEventConsumer() *fixture {
 	return f
 }
 
+// sampled is head sampling with the OpenTelemetry threshold in tracestate:
+// each trace's spans carry the threshold their root was sampled with.
+func sampled() *fixture {
+	f := &fixture{file: "sampled.jsonl", events: 5, num: 22, title: "Probability-sampled traces (tracestate ot=th)", sampled: true, queries: 1,
+		scenario: "Five order commands shaped like the happy path, each trace sampled at its root by the OpenTelemetry consistent probability " +
+			"sampler, so that every span of a trace carries the same W3C `tracestate` (`ot=th:...`; adjusted count = 2^56 / (2^56 - threshold)). " +
+			"lagscope counts each event with its append span's adjusted count, and a query with its own.\n" +
+			"  - s1 `ot=th:8` (kept at 1/2, counts 2): both projections, a `GetOrder` query (2), and a second `orders_view` span for the same " +
+			"event (a duplicate: 2).\n" +
+			"  - s2 `ot=th:c` (1/4, counts 4): `orders_view` only: unprojected for `sales_summary` (4).\n" +
+			"  - s3 no tracestate (counts 1): both.\n" +
+			"  - s4 `PayOrder` `ot=th:4` (3/4, counts 4/3, not an integer): `orders_view` only (`sales_summary` never projects `OrderPaid`).\n" +
+			"  - s5 `ot=th:8;rv:00000000000001`: an explicit randomness below the threshold, which the specification calls inconsistent: " +
+			"the adjusted count is unknown and the event counts 1; both.\n" +
+			"The lag histogram is not weighted (client_golang has no weighted observation): one observation per kept event.",
+		queriesWeighted: 2}
+	type o struct {
+		t0                time.Duration
+		cmd               string
+		ev                evt
+		ts                string
+		viewLag, salesLag time.Duration // 0: no projection span
+		weight            float64
+	}
+	orders := []o{
+		{0, "CreateOrder", f.order(1, "OrderCreated", 1, 1), "ot=th:8", 110 * ms, 300 * ms, 2},
+		{2 * time.Second, "CreateOrder", f.order(2, "OrderCreated", 1, 2), "ot=th:c", 140 * ms, 0, 4},
+		{4 * time.Second, "CreateOrder", f.order(3, "OrderCreated", 1, 3), "", 90 * ms, 260 * ms, 1},
+		{6 * time.Second, "PayOrder", f.order(1, "OrderPaid", 2, 4), "ot=th:4", 75 * ms, 0, 4.0 / 3},
+		{8 * time.Second, "CreateOrder", f.order(4, "OrderCreated", 1, 5), "ot=th:8;rv:00000000000001", 130 * ms, 410 * ms, 1},
+	}
+	view := projExpect{projection: "orders_view"}
+	sales := projExpect{projection: "sales_summary"}
+	for n, x := range orders {
+		fl := f.commandFlow(x.t0, "POST", "/orders", x.cmd, x.ev)
+		api := []*span{fl.app, fl.cmd, fl.http}
+		var proj []*span
+		pv := f.projectChild(fl, "orders_view", x.viewLag)
+		proj = append(proj, pv)
+		view.appended++
+		view.projected++
+		view.weighted.appended += x.weight
+		view.weighted.projected += x.weight
+		view.lags = append(view.lags, lagExpect{x.ev.id, x.ev.typ, x.cmd, x.viewLag})
+		if n == 0 {
+			q := f.span(fl.trace, fl.http, resAPI, scApp, "GetOrder", ptrace.SpanKindInternal, pv.end+5*ms, pv.end+8*ms,
+				s("cqrs.operation", "query"), s("cqrs.query.name", "GetOrder"),
+				s("cqrs.aggregate.id", x.ev.aggID), i("cqrs.aggregate.version", x.ev.version))
+			fl.http.end = q.end + 1*ms
+			api = append(api, q)
+			proj = append(proj, f.projectChild(fl, "orders_view", x.viewLag+50*ms)) // a redelivery
+			view.duplicated++
+			view.weighted.duplicated += x.weight
+		}
+		if x.ev.typ == "OrderCreated" {
+			sales.appended++
+			sales.weighted.appended += x.weight
+			if x.salesLag > 0 {
+				proj = append(proj, f.projectChild(fl, "sales_summary", x.salesLag))
+				sales.projected++
+				sales.weighted.projected += x.weight
+				sales.lags = append(sales.lags, lagExpect{x.ev.id, x.ev.typ, x.cmd, x.salesLag})
+			} else {
+				sales.unprojected = append(sales.unprojected, x.ev.id)
+				sales.weighted.unprojected += x.weight
+			}
+		}
+		for _, sp := range append(api, proj...) {
+			sp.tracestate = x.ts
+		}
+		f.line(api...)
+		f.line(proj...)
+	}
+	f.expect = []projExpect{view, sales}
+	return f
+}
+
 // customRules is a system that neither the span conventions nor the
 // aliases describe, read with the rules of rules/custom.yaml.
 func customRules() *fixture {
@@ -1090,7 +1181,7 @@ func main() {
 		happyPath(), projectionBeforeAppend(), missingProjection(), twoProjections(), multiEventAppend(),
 		spanLink(), messagingSemconv(), clockSkew(), noise(), duplicatesOutOfOrder(), brokenPropagation(),
 		noCommand(), intermediateSpans(), handInstrumented(), customRules(),
-		multiEventConsumer(),
+		multiEventConsumer(), sampled(),
 	}
 	failed := false
 	for _, f := range fixtures {
@@ -1138,6 +1229,7 @@ type rspan struct {
 	seq        int // input order
 	role       string
 	res        map[string]any // resource attributes
+	weight     float64        // adjusted count of the tracestate's threshold; 1 when none
 }
 
 func (r *rspan) str(k string) string {
@@ -1185,7 +1277,7 @@ func verify(f *fixture, path string, want int) error {
 					}
 					r := &rspan{svc: svc.Str(), res: rs.Resource().Attributes().AsRaw(), trace: sp.TraceID(), id: sp.SpanID(), parent: sp.ParentSpanID(),
 						kind: sp.Kind(), name: sp.Name(), start: sp.StartTimestamp().AsTime(), end: sp.EndTimestamp().AsTime(),
-						attrs: sp.Attributes().AsRaw(), seq: len(spans)}
+						attrs: sp.Attributes().AsRaw(), seq: len(spans), weight: refWeight(sp.TraceState().AsRaw())}
 					for _, e := range sp.Events().All() {
 						if e.Name() == "cqrs.event" {
 							r.events = append(r.events, e.Attributes().AsRaw())
@@ -1210,8 +1302,17 @@ func verify(f *fixture, path string, want int) error {
 	if d := diff(byInput, byEnd); d != "" {
 		return fmt.Errorf("input order and end-time order disagree (ambiguous fixture):\n%s", d)
 	}
+	if !f.sampled {
+		for i := range byInput.proj {
+			byInput.proj[i].weighted = weightedExpect{}
+		}
+		byInput.queriesW = 0
+	}
 	if d := diff(byInput.proj, f.expect); d != "" {
 		return fmt.Errorf("reference analysis differs from expectation:\n%s", d)
+	}
+	if byInput.queriesW != f.queriesWeighted {
+		return fmt.Errorf("weighted queries %v, want %v", byInput.queriesW, f.queriesWeighted)
 	}
 	if byInput.orphans != 0 || byInput.queries != f.queries || byInput.events != f.events {
 		return fmt.Errorf("orphan projections %d (want 0), queries %d (want %d), events %d (want %d)",
@@ -1225,13 +1326,53 @@ type appended struct {
 	key, typ, aggID, command string
 	version                  int64
 	base                     time.Time
+	weight                   float64 // the append span's
 }
 
 type analysis struct {
-	proj    []projExpect
-	orphans int
-	queries int
-	events  int
+	proj     []projExpect
+	orphans  int
+	queries  int
+	queriesW float64
+	events   int
+}
+
+// refWeight is the reference reading of a tracestate's OpenTelemetry
+// sampling threshold (https://opentelemetry.io/docs/specs/otel/trace/tracestate-probability-sampling/):
+// th is 1 to 14 lowercase hex digits, padded with zeros to 14, T; the
+// adjusted count is 2^56/(2^56-T); an rv below T, or a value that cannot be
+// read, leaves it unknown: 1.
+func refWeight(ts string) float64 {
+	for _, m := range strings.Split(ts, ",") {
+		v, ok := strings.CutPrefix(strings.TrimSpace(m), "ot=")
+		if !ok {
+			continue
+		}
+		var th, rv string
+		for _, kv := range strings.Split(v, ";") {
+			if x, ok := strings.CutPrefix(kv, "th:"); ok {
+				th = x
+			}
+			if x, ok := strings.CutPrefix(kv, "rv:"); ok {
+				rv = x
+			}
+		}
+		if th == "" || len(th) > 14 || strings.ToLower(th) != th {
+			return 1
+		}
+		t, err := strconv.ParseUint(th+strings.Repeat("0", 14-len(th)), 16, 64)
+		if err != nil || t == 0 {
+			return 1
+		}
+		if rv != "" {
+			r, err := strconv.ParseUint(rv, 16, 64)
+			if err != nil || len(rv) != 14 || r < t {
+				return 1
+			}
+		}
+		return float64(uint64(1)<<56) / float64(uint64(1)<<56-t)
+	}
+	return 1
 }
 
 func diff(a, b any) string {
@@ -1358,6 +1499,7 @@ func analyze(spans []*rspan, rules func(*rspan) string, cmp func(a, b *rspan) in
 		switch r.role {
 		case "query":
 			res.queries++
+			res.queriesW += r.weight
 		case "append":
 			command, base := "none", r.end
 			for p := byID[sk{r.trace, r.parent}]; p != nil; p = byID[sk{p.trace, p.parent}] {
@@ -1380,7 +1522,7 @@ func analyze(spans []*rspan, rules func(*rspan) string, cmp func(a, b *rspan) in
 				typ, _ := a["cqrs.event.type"].(string)
 				agg, _ := a["cqrs.aggregate.id"].(string)
 				v, _ := a["cqrs.aggregate.version"].(int64)
-				events[key] = &appended{key: key, typ: typ, aggID: agg, version: v, command: command, base: base}
+				events[key] = &appended{key: key, typ: typ, aggID: agg, version: v, command: command, base: base, weight: r.weight}
 				order = append(order, key)
 			}
 			if len(r.events) > 0 {
@@ -1446,6 +1588,7 @@ func analyze(spans []*rspan, rules func(*rspan) string, cmp func(a, b *rspan) in
 			}
 			if first[p.ev.key] != nil {
 				pe.duplicated++
+				pe.weighted.duplicated += p.ev.weight
 			} else {
 				first[p.ev.key] = p.r
 			}
@@ -1460,12 +1603,15 @@ func analyze(spans []*rspan, rules func(*rspan) string, cmp func(a, b *rspan) in
 				continue
 			}
 			pe.appended++
+			pe.weighted.appended += ev.weight
 			r := first[key]
 			if r == nil {
 				pe.unprojected = append(pe.unprojected, key)
+				pe.weighted.unprojected += ev.weight
 				continue
 			}
 			pe.projected++
+			pe.weighted.projected += ev.weight
 			lag := r.end.Sub(ev.base)
 			if lag < 0 {
 				pe.clockSkew++
@@ -1487,6 +1633,10 @@ func first(vs ...string) string {
 	}
 	return ""
 }
+
+// fmtW writes a weighted count: exact when it is an integer, else to 6
+// significant digits.
+func fmtW(w float64) string { return strconv.FormatFloat(w, 'g', 6, 64) }
 
 func fmtLag(d time.Duration) string {
 	if d < 0 {
@@ -1542,6 +1692,15 @@ Conventions shared by all fixtures:
 		for _, p := range f.expect {
 			fmt.Fprintf(&b, "| `%s` | %d | %d | %d | %d | %d | %d |\n", p.projection, p.appended, p.projected,
 				len(p.unprojected), p.duplicated, p.outOfOrder, p.clockSkew)
+		}
+		if f.sampled {
+			b.WriteString("\nWeighted by the adjusted count of each append span's sampling threshold (what the `cqrs_*` counters hold):\n\n" +
+				"| projection | appended | projected | unprojected | duplicated |\n|---|---|---|---|---|\n")
+			for _, p := range f.expect {
+				w := p.weighted
+				fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", p.projection, fmtW(w.appended), fmtW(w.projected), fmtW(w.unprojected), fmtW(w.duplicated))
+			}
+			fmt.Fprintf(&b, "\nQueries weighted: %s.\n", fmtW(f.queriesWeighted))
 		}
 		b.WriteString("\nLags (first projection span per event):\n\n| event | type | command | projection | lag |\n|---|---|---|---|---|\n")
 		for _, p := range f.expect {
