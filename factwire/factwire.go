@@ -229,8 +229,23 @@ func (e *Encoder) index(s string) uint32 {
 // Decode appends to dst the facts of batch b and returns them with b's
 // header. The facts' strings are copies (they do not refer to b). It
 // returns an error wrapping ErrVersion or ErrMalformed, and dst unchanged,
-// when b is not a whole batch of a known version.
+// when b is not a whole batch of a known version. A Decoder does the same
+// with one allocation fewer per batch.
 func Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
+	var d Decoder
+	return d.Decode(dst, b)
+}
+
+// Decoder decodes batches, reusing its dictionary scratch between them; the
+// zero value is ready to use. Not safe for concurrent use.
+type Decoder struct {
+	dict []string
+}
+
+// Decode is the package's Decode. Every string of the batch (dictionary and
+// event ids) is copied into one allocation, which the facts share: keeping
+// one of its strings keeps the batch's (bounded by the batch's size).
+func (dec *Decoder) Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
 	var h Header
 	if len(b) == 0 {
 		return h, dst, fmt.Errorf("decode fact batch: empty: %w", ErrMalformed)
@@ -247,21 +262,43 @@ func Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
 	h.Producer = d.uint64()
 	h.Seq = d.uvarint()
 	n := d.count(1)
-	// Dictionary strings are allocated once per batch; only event ids
-	// cost an allocation per fact.
-	dict := make([]string, 1, n+1)
+	// The dictionary's bytes, then the count of facts: a first pass
+	// measures them, so that one buffer holds every string of the batch.
+	scan := d
+	size := 0
 	for range n {
-		dict = append(dict, d.str())
+		k := scan.uvarint()
+		if scan.err == nil && k > uint64(len(scan.b)) {
+			scan.err = errors.New("truncated string")
+		}
+		if scan.err != nil {
+			break
+		}
+		size += int(k)
+		scan.b = scan.b[k:]
 	}
-	nf := d.count(minFactBytes)
+	nf := scan.count(minFactBytes)
+	if scan.err != nil {
+		d.err = scan.err
+		return h, dst, d.fail()
+	}
+	// With room for a UUID text per fact (36 bytes; the usual event id):
+	// other event ids take it if it is left, else their own allocation.
+	arena := make([]byte, 0, size+36*nf)
+	if cap(dec.dict) < n+1 {
+		dec.dict = make([]string, 0, n+1)
+	}
+	dict := append(dec.dict[:0], "")
+	for range n {
+		dict = append(dict, d.strIn(&arena))
+	}
+	dec.dict = dict
+	defer clear(dec.dict) // keep no string of the batch
+	d.count(minFactBytes)
 	if d.err != nil {
 		return h, dst, d.fail()
 	}
 	out := dst
-	// UUID event ids are written into one buffer per batch, allocated
-	// once at its final size and never written again where a string
-	// already refers to it.
-	var arena []byte
 	var prevTrace [16]byte
 	var prevStart int64
 	for i := range nf {
@@ -279,14 +316,11 @@ func Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
 		}
 		switch {
 		case flags&flagUUIDEventID != 0:
-			if arena == nil {
-				arena = make([]byte, 0, 36*(nf-i))
-			}
 			n := len(arena)
 			arena = appendUUID(arena, &f.Event)
 			f.EventID = unsafe.String(&arena[n], 36)
 		case flags&flagNoEventID == 0:
-			f.EventID = d.str()
+			f.EventID = d.strIn(&arena)
 			if f.EventID == "" && d.err == nil {
 				d.err = fmt.Errorf("fact %d: empty event id without its flag", i)
 			}
@@ -463,7 +497,10 @@ func (d *reader) count(min int) int {
 	return int(n)
 }
 
-func (d *reader) str() string {
+// strIn reads a string into arena when it has room left (never growing
+// it: the bytes a string refers to are never written again), else into a
+// string of its own.
+func (d *reader) strIn(arena *[]byte) string {
 	n := d.uvarint()
 	if d.err != nil {
 		return ""
@@ -472,7 +509,18 @@ func (d *reader) str() string {
 		d.err = errors.New("truncated string")
 		return ""
 	}
-	s := string(d.b[:n])
+	if n == 0 {
+		return ""
+	}
+	if n > uint64(cap(*arena)-len(*arena)) {
+		s := string(d.b[:n])
+		d.b = d.b[n:]
+		return s
+	}
+	a := *arena
+	k := len(a)
+	a = append(a, d.b[:n]...)
+	*arena = a
 	d.b = d.b[n:]
-	return s
+	return unsafe.String(&a[k], int(n))
 }

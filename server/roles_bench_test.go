@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -59,7 +61,7 @@ func BenchmarkStages(b *testing.B) {
 		sc := &ingestScratch{}
 		n, facts, bytes := 0, 0, 0
 		for i := 0; b.Loop(); i++ {
-			sc.facts = r.Resolve(sc.facts[:0], tds[i%reqs], time.Now())
+			sc.facts = r.ResolveView(sc.facts[:0], tds[i%reqs], time.Now())
 			batches = encodeGroups(b, sc, partitions, batches[:0])
 			n += tds[i%reqs].SpanCount()
 			facts += len(sc.facts)
@@ -100,13 +102,15 @@ func BenchmarkStages(b *testing.B) {
 	})
 }
 
-// encodeGroups is publish without the write.
+// encodeGroups is publish without the write, which it stands for with a
+// copy of each message (the Writer copies them into its produce request;
+// publish reuses their buffers).
 func encodeGroups(b *testing.B, sc *ingestScratch, n int, dst [][]byte) [][]byte {
 	if _, err := sc.batches(n, func() factwire.Header { return factwire.Header{Producer: 1, Seq: 1} }); err != nil {
 		b.Fatal(err)
 	}
 	for _, m := range sc.msgs {
-		dst = append(dst, m.Value)
+		dst = append(dst, append([]byte(nil), m.Value...))
 	}
 	return dst
 }
@@ -201,12 +205,20 @@ func receivedSpans(b *testing.B, g prometheus.Gatherer) float64 {
 // "wall-ratio" is the same from the phases' elapsed time. The analysis'
 // tables are grown first (warm rounds), as in BenchmarkServeGRPC.
 //
+// traces=1 is the shape of the Collector's kafka exporter with
+// partition_traces_by_id (one trace a message, so one Resolve and one facts
+// batch per partition for every 10 spans); traces=50 that of OTLP requests.
+//
 //	go test -run '^$' -bench StagesRatio -benchtime=400x -count 3 ./server
 func BenchmarkStagesRatio(b *testing.B) {
-	const (
-		reqs = 8 // of 50 ten-span traces: 4000 spans a round
-		warm = 250
-	)
+	for _, traces := range []int{50, 1} {
+		b.Run(fmt.Sprintf("traces=%d", traces), func(b *testing.B) { benchStagesRatio(b, traces) })
+	}
+}
+
+func benchStagesRatio(b *testing.B, traces int) {
+	// 4000 spans a round; tables grown by 1M spans first.
+	reqs, warm := 400/traces, 250
 	cfg := analyzer.DefaultConfig()
 	a, err := analyzer.New(cfg, nil, prometheus.NewRegistry())
 	if err != nil {
@@ -220,7 +232,7 @@ func BenchmarkStagesRatio(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	g := synth.New(synth.Config{})
+	g := synth.New(synth.Config{TracesPerRequest: traces})
 	tds := make([]ptrace.Traces, reqs)
 	for i := range tds {
 		tds[i], _ = g.Next(time.Now())
@@ -228,7 +240,10 @@ func BenchmarkStagesRatio(b *testing.B) {
 	sc := &ingestScratch{}
 	var batches [][]byte
 	var facts []analyzer.Fact
+	var dec factwire.Decoder // as join.handle
 	var cpu, wall [3]time.Duration
+	var allocs [3]uint64
+	var ms runtime.MemStats
 	spans := 0
 	phases := [3]func(now time.Time){
 		func(time.Time) {
@@ -241,13 +256,13 @@ func BenchmarkStagesRatio(b *testing.B) {
 		func(now time.Time) {
 			batches = batches[:0]
 			for _, td := range tds {
-				sc.facts = r.Resolve(sc.facts[:0], td, now)
+				sc.facts = r.ResolveView(sc.facts[:0], td, now) // as ingest.ConsumeTraces
 				batches = encodeGroups(b, sc, partitions, batches)
 			}
 		},
 		func(now time.Time) {
 			for _, batch := range batches {
-				if _, facts, err = factwire.Decode(facts[:0], batch); err != nil {
+				if _, facts, err = dec.Decode(facts[:0], batch); err != nil {
 					b.Fatal(err)
 				}
 				j.Apply(facts, now)
@@ -264,11 +279,16 @@ func BenchmarkStagesRatio(b *testing.B) {
 			g.Refill(td, now)
 		}
 		for _, p := range orders[n%len(orders)] {
+			runtime.ReadMemStats(&ms) // outside the timed part: it stops the world
+			m0 := ms.Mallocs
 			c0, w0 := processCPU(b), time.Now()
 			phases[p](now)
+			c1, w1 := processCPU(b), time.Now()
+			runtime.ReadMemStats(&ms)
 			if timed {
-				cpu[p] += processCPU(b) - c0
-				wall[p] += time.Since(w0)
+				cpu[p] += c1 - c0
+				wall[p] += w1.Sub(w0)
+				allocs[p] += ms.Mallocs - m0
 			}
 		}
 		n++
@@ -289,6 +309,8 @@ func BenchmarkStagesRatio(b *testing.B) {
 	b.ReportMetric(per(cpu[1]), "ingest-ns/span")
 	b.ReportMetric(per(cpu[2]), "join-ns/span")
 	b.ReportMetric(float64(cpu[1]+cpu[2])/float64(cpu[0]), "ratio")
+	b.ReportMetric(float64(allocs[1]+allocs[2])/float64(spans), "stages-allocs/span")
+	b.ReportMetric(float64(allocs[0])/float64(spans), "all-allocs/span")
 	b.ReportMetric(float64(wall[1]+wall[2])/float64(wall[0]), "wall-ratio")
 }
 
