@@ -63,3 +63,15 @@ func BenchmarkAdjustedCount(b *testing.B) {
 		adjustedCount("congo=t61rcWkgMzE,ot=rv:e8233f7e3a1516;th:c")
 	}
 }
+
+// FuzzAdjustedCount: any tracestate gives no weight or an adjusted count.
+func FuzzAdjustedCount(f *testing.F) {
+	for _, s := range []string{"ot=th:8", "ot=th:c;rv:e8233f7e3a1516", "a=b,ot=th:ffffffffffffff", "ot=th:", ",,ot=th:0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, ts string) {
+		if w := adjustedCount(ts); w != 0 && !(w >= 1 && w <= maxAdjusted) {
+			t.Fatalf("adjustedCount(%q) = %v, not an adjusted count", ts, w)
+		}
+	})
+}
