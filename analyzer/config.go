@@ -53,9 +53,9 @@ type JoinConfig struct {
 	// MaxPendingEvents bounds the events held by the join. When full, the
 	// oldest are evicted (never the newest dropped). With several shards
 	// each holds MaxPendingEvents/shards and evicts its own oldest. An
-	// event is a fixed 112 bytes whatever its strings, 176 with its index
-	// and per-aggregate state (BenchmarkPendingEvents): 1,048,576 events
-	// hold about 180 MiB. Default 1,048,576.
+	// event is a fixed 120 bytes whatever its strings, about 186 with its
+	// index and per-aggregate state (BenchmarkPendingEvents): 1,048,576
+	// events hold about 190 MiB. Default 1,048,576.
 	MaxPendingEvents int `yaml:"max_pending_events"`
 	// MaxPendingProjections bounds projection spans held while their
 	// append span has not arrived (a fixed 72 bytes each), and also append

@@ -4,8 +4,9 @@ import "slices"
 
 // Selection is what the analysis reads of an OTLP request besides the fields
 // of a span it always reads (trace and span ids, parent span id, name, kind,
-// start and end times, status code, the names of its events and the ids of
-// its links): the attributes it reads, and the span events whose attributes
+// start and end times, status code, the names of its events, the ids of
+// its links, and its tracestate when that holds a sampling threshold,
+// `th:`): the attributes it reads, and the span events whose attributes
 // it reads. A receiver that decodes no more than this (the collector's
 // selective decoder, collector.Config.Keep, whose Selection has the same
 // fields so that a program converts one into the other) loses nothing the

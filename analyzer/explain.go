@@ -77,6 +77,7 @@ func Explain(cfg Config, td ptrace.Traces) ([]SpanExplanation, error) {
 	commands := map[spanKey]string{}
 	producers := map[spanKey]EventKey{} // append spans of one event
 	producerIDs := map[spanKey]string{}
+	multis := map[spanKey][]Fact{} // append spans of several events
 	appended := map[EventKey]bool{}
 	var rsc ruleScratch
 	for _, rs := range td.ResourceSpans().All() {
@@ -116,6 +117,8 @@ func Explain(cfg Config, td ptrace.Traces) ([]SpanExplanation, error) {
 						if len(s.facts) == 1 && !s.dup {
 							producers[key] = s.facts[0].Event
 							producerIDs[key] = s.facts[0].DisplayID()
+						} else if len(s.facts) > 1 && !s.dup {
+							multis[key] = s.facts
 						}
 						for _, f := range s.facts {
 							appended[f.Event] = true
@@ -203,6 +206,15 @@ func Explain(cfg Config, td ptrace.Traces) ([]SpanExplanation, error) {
 					id := hex.EncodeToString(pk.trace[:]) + ":" + hex.EncodeToString(pk.span[:])
 					if pe, ok := producers[pk]; ok {
 						ev = pe
+					} else if fs, ok := multis[pk]; ok {
+						// It projects every event its producer appended.
+						for _, pf := range fs {
+							e.Events = append(e.Events, pf.DisplayID())
+							if !appended[pf.Event] {
+								waits = append(waits, fmt.Sprintf("the append of event %s is not in the input", pf.DisplayID()))
+							}
+						}
+						continue
 					} else if _, ok := parents[pk]; !ok {
 						waits = append(waits, fmt.Sprintf("its producer span %s is not in the input (waits join.command_wait, then keyed by that span)", id))
 						e.Events = append(e.Events, id)

@@ -24,6 +24,7 @@ func TestExplainGolden(t *testing.T) {
 		{"rules/custom", "", "rules_custom"}, // the same spans without their rules
 		{"noise", "", "noise"},
 		{"messaging_semconv", "", "messaging_semconv"},
+		{"multi_event_consumer", "", "multi_event_consumer"},
 	} {
 		name := tt.name
 		t.Run(name, func(t *testing.T) {

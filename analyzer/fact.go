@@ -73,6 +73,23 @@ type Fact struct {
 	SpanID  [8]byte
 	// Start and End are the span's start and end (Unix ns).
 	Start, End int64
+	// Weight is the adjusted count of the span the fact came from, by the
+	// OpenTelemetry probability-sampling threshold in its tracestate
+	// (`ot=th:...`): the number of spans it stands for, at least 1. Zero
+	// when the span has no threshold (or th:0, or one that cannot be read):
+	// it counts once. The Joiner counts an event (appended, projected,
+	// unprojected, duplicated, out of order, late, clock skew) with its
+	// append's weight and a query with its own.
+	Weight float64
+}
+
+// weight returns the number of events or queries f counts for: Weight, or
+// 1 when it is 0 (or, from a hostile source, not an adjusted count).
+func (f *Fact) weight() float64 {
+	if f.Weight > 1 && f.Weight <= maxAdjusted {
+		return f.Weight
+	}
+	return 1
 }
 
 // Clone returns f with its strings copied, safe to keep after the request

@@ -141,6 +141,10 @@ func TestFixtures(t *testing.T) {
 		{"rules/custom", []proj{
 			{name: "shop", expected: 2, projected: 2, lags: []int{90, 130}},
 		}, "rules/custom.yaml"},
+		{"multi_event_consumer", []proj{
+			{name: "billing", expected: 6, projected: 4, unprojected: 2, lags: []int{210, 210, 210, 120}, unprojectedIDs: []string{"evt-21-004", "evt-21-005"}},
+			{name: "query-service", expected: 6, projected: 6, lags: []int{70, 70, 70, 95, 95, 55}},
+		}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file+tt.rules, func(t *testing.T) {

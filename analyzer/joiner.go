@@ -14,7 +14,7 @@ import (
 )
 
 // eventEntry is an appended event held by the join. Label values are interned
-// ids and projections are bits, so an entry is a fixed 112 bytes.
+// ids and projections are bits, so an entry is a fixed 120 bytes.
 type eventEntry struct {
 	key       EventKey
 	trace     [16]byte
@@ -23,6 +23,9 @@ type eventEntry struct {
 	arrived   int64
 	aggHash   uint64
 	version   int64
+	// weight is the append's Fact.weight: every count of the event is
+	// weighted by it (sampling).
+	weight float64
 	// expected: projections the event is expected by; pending: those of
 	// them still counted in cqrs_projection_pending_events; seen: those that
 	// showed it; unproj: those declared unprojected at the deadline.
@@ -301,7 +304,9 @@ type cachedCounter struct {
 	over bool
 }
 
-func (c *counters2) inc(x, y uint16) {
+// add adds weight w (an event's or query's Fact.weight) to the series of
+// interned ids x, y.
+func (c *counters2) add(x, y uint16, w float64) {
 	k := [2]uint16{x, y}
 	ctr, ok := c.m[k]
 	if !ok {
@@ -312,7 +317,7 @@ func (c *counters2) inc(x, y uint16) {
 	} else if ctr.over {
 		c.vec.countOver()
 	}
-	ctr.p.inc()
+	ctr.p.add(w)
 }
 
 // newJoinShared returns the shared state of joiner shards, with n aggregate
@@ -495,6 +500,7 @@ func (j *joinShard) appendEvent(f *Fact, now int64) {
 		arrived:   now,
 		aggHash:   aggHash(f.AggregateID),
 		version:   f.Version,
+		weight:    f.weight(),
 		typ:       typ,
 		aggType:   j.aggTypes.id(f.AggregateType),
 		command:   j.commands.id(f.Command),
@@ -519,7 +525,7 @@ func (j *joinShard) appendEvent(f *Fact, now int64) {
 	for b := e.pending; b != 0; b &= b - 1 {
 		j.pending[bits.TrailingZeros64(b)]++
 	}
-	j.appended.inc(typ, e.aggType)
+	j.appended.add(typ, e.aggType, e.weight)
 	if e.aggHash != 0 && e.version > 0 {
 		j.sh.noteVersion(e.aggHash, e.version, f.End)
 	}
@@ -585,7 +591,7 @@ func (j *joinShard) projectFact(f *Fact, now int64) {
 func (j *joinShard) project(e *eventEntry, p uint16, start, end, now int64) {
 	bit := uint64(1) << p
 	if e.seen&bit != 0 {
-		j.duplicated.inc(e.typ, p)
+		j.duplicated.add(e.typ, p, e.weight)
 		return
 	}
 	e.seen |= bit
@@ -594,9 +600,9 @@ func (j *joinShard) project(e *eventEntry, p uint16, start, end, now int64) {
 		e.pending &^= bit
 		j.pending[p]--
 	}
-	j.projected.inc(e.typ, p)
+	j.projected.add(e.typ, p, e.weight)
 	if e.unproj&bit != 0 {
-		j.late.inc(e.typ, p)
+		j.late.add(e.typ, p, e.weight)
 	}
 	// Timestamps that are not credible give no lag or stage duration:
 	// one absurd span would add centuries to the sums.
@@ -607,7 +613,7 @@ func (j *joinShard) project(e *eventEntry, p uint16, start, end, now int64) {
 	}
 	switch lag := end - e.lagFrom; {
 	case lag < 0:
-		j.sh.projSeries[p].skew.Inc()
+		j.sh.projSeries[p].skew.Add(e.weight)
 	case !credible:
 	case lag > j.maxLag:
 		j.m.invalidTime[timeBeyondMaxLag].Inc()
@@ -624,7 +630,7 @@ func (j *joinShard) project(e *eventEntry, p uint16, start, end, now int64) {
 		j.progress[p] = e.appendEnd
 	}
 	if e.aggHash != 0 && e.version > 0 && j.sh.outOfOrder(p, e.aggHash, e.version, start) {
-		j.outOfOrder.inc(e.typ, p)
+		j.outOfOrder.add(e.typ, p, e.weight)
 	}
 }
 
@@ -732,7 +738,7 @@ func (sh *joinShared) query(f *Fact) {
 	} else if c.over {
 		sh.m.queries.countOver()
 	}
-	c.p.inc()
+	c.p.add(f.weight())
 }
 
 const (
@@ -778,7 +784,7 @@ func (j *joinShard) declare(e *eventEntry) {
 	missing := e.expected &^ e.seen
 	for b := missing; b != 0; b &= b - 1 {
 		p := uint16(bits.TrailingZeros64(b))
-		j.unproj.inc(e.typ, p)
+		j.unproj.add(e.typ, p, e.weight)
 		j.extra.unprojected(p, e.key, e.trace)
 	}
 	e.unproj = missing

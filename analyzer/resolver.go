@@ -118,12 +118,31 @@ func NewResolver(cfg Config, reg prometheus.Registerer) (*Resolver, error) {
 // by a later call or by Expire. It never fails for the content of td: spans
 // it cannot use are counted as ignored, label values are sanitized.
 func (r *Resolver) Resolve(dst []Fact, td ptrace.Traces, now time.Time) []Fact {
+	return r.resolveTo(dst, td, now, true)
+}
+
+// ResolveView is Resolve without the copies: the facts' strings may refer
+// into td, so they are valid only while td is neither modified nor reused
+// (those that waited for their command own theirs). For a caller that uses
+// the facts at once and keeps nothing of them, as the ingest role, which
+// encodes them: a copy of every fact's strings was its largest cost after
+// the resolution itself (BenchmarkStagesRatio, 1 allocation per fact).
+func (r *Resolver) ResolveView(dst []Fact, td ptrace.Traces, now time.Time) []Fact {
+	return r.resolveTo(dst, td, now, false)
+}
+
+func (r *Resolver) resolveTo(dst []Fact, td ptrace.Traces, now time.Time, own bool) []Fact {
 	sc := r.pool.Get().(*scratch)
 	r.resolve(sc, td, now.UnixNano())
 	dst = append(dst, sc.pre...) // parked, so cloned already
 	for i := range sc.facts {
-		if sc.facts[i].Kind != 0 {
+		if sc.facts[i].Kind == 0 {
+			continue
+		}
+		if own {
 			dst = append(dst, ownStrings(sc.facts[i]))
+		} else {
+			dst = append(dst, sc.facts[i])
 		}
 	}
 	dst = append(dst, sc.post...)
@@ -332,6 +351,12 @@ type traceResolver struct {
 	// event's key, for the consumer spans that are its children or link to
 	// it and carry no event id.
 	producers *genMap[spanKey, EventKey]
+	// multis maps a recent append span that gave several events to their
+	// keys in keys, for the same consumer spans: such a span projects all
+	// of them (multi_event_append's shape with consumers that carry no
+	// event id).
+	multis *genMap[spanKey, keyRun]
+	keys   keyRing
 	// dups counts retried spans since the Resolver last reported them.
 	dups uint64
 }
@@ -347,7 +372,52 @@ func newTraceResolver(cfg Config, n int) *traceResolver {
 		waiting:  make(map[spanKey][]int32),
 		// As many as commands: about one append per command.
 		producers: newGenMap[spanKey, EventKey](cfg.Join.MaxTraceSpans / 8 / n),
+		// Appends of several events are rarer: an eighth of those of
+		// one, and as many keys as two such appends of 8 events each.
+		multis: newGenMap[spanKey, keyRun](max(1, cfg.Join.MaxTraceSpans/64/n)),
+		keys:   keyRing{size: max(maxRunKeys, cfg.Join.MaxTraceSpans/64/n*16)},
 	}
+}
+
+// maxRunKeys bounds the events of one append span that its consumers
+// without an event id project: the first maxRunKeys (an append of more is
+// a batch import, not a command's events).
+const maxRunKeys = 256
+
+// keyRun locates the event keys of one append span in a keyRing.
+type keyRun struct {
+	seq uint64 // the ring position of the first key
+	n   uint32
+}
+
+// keyRing is a bounded ring of event keys: a run stays readable until the
+// ring wraps over it (then its consumers keep their producer span's key and
+// join nothing, as a producer forgotten by the tables does).
+type keyRing struct {
+	keys []EventKey // made at size on first use
+	size int
+	next uint64 // positions written so far
+}
+
+// add appends the keys of facts to the ring and returns their run.
+func (r *keyRing) add(facts []Fact) keyRun {
+	if r.keys == nil {
+		r.keys = make([]EventKey, r.size)
+	}
+	run := keyRun{seq: r.next, n: uint32(min(len(facts), maxRunKeys))}
+	for i := range int(run.n) {
+		r.keys[r.next%uint64(len(r.keys))] = facts[i].Event
+		r.next++
+	}
+	return run
+}
+
+// at returns key i of run, and false when the ring has wrapped over it.
+func (r *keyRing) at(run keyRun, i int) (EventKey, bool) {
+	if r.next-run.seq > uint64(len(r.keys)) || len(r.keys) == 0 {
+		return EventKey{}, false
+	}
+	return r.keys[(run.seq+uint64(i))%uint64(len(r.keys))], true
 }
 
 // spanRec is a span of the request as the resolver's tables see it.
@@ -377,13 +447,13 @@ type appendRec struct {
 	rec    int32 // its spanRec in the same shardWork
 }
 
-// prodRec is an append span of the request that gave one event: key is
-// the span, event the event's join key.
+// prodRec is an append span of the request that gave events: key is the
+// span, its facts are scratch.facts[lo:hi].
 type prodRec struct {
-	key   spanKey
-	hash  uint64
-	event EventKey
-	rec   int32 // its spanRec in the same shardWork
+	key    spanKey
+	hash   uint64
+	lo, hi int32
+	rec    int32 // its spanRec in the same shardWork
 }
 
 // projRec is a projection fact (scratch.facts[idx]) without event id that
@@ -532,12 +602,10 @@ func (sc *scratch) spanFacts(w *shardWork, sp ptrace.Span, a *spanAttrs, role Ro
 		}
 		sc.facts = eventFacts(sc.facts, appendBase(sp), sp, a)
 		boundFacts(sc.facts[lo:], maxLabel)
-		switch len(sc.facts) - lo {
-		case 0:
+		if len(sc.facts) == lo {
 			return
-		case 1:
-			w.prods = append(w.prods, prodRec{key: key, hash: h, event: sc.facts[lo].Event, rec: ri})
 		}
+		w.prods = append(w.prods, prodRec{key: key, hash: h, lo: int32(lo), hi: int32(len(sc.facts)), rec: ri})
 		w.appends = append(w.appends, appendRec{trace: key.trace, parent: sp.ParentSpanID(), lo: int32(lo), hi: int32(len(sc.facts)), rec: ri})
 	case RoleQuery:
 		sc.facts = append(sc.facts, queryFact(sp, a))
@@ -606,8 +674,13 @@ func (r *traceResolver) resolve(sc *scratch, w *shardWork, now int64) {
 		r.commands.putHash(w.cmds[i].key, w.cmds[i].hash, w.cmds[i].info)
 	}
 	for i := range w.prods {
-		if p := &w.prods[i]; !w.recs[p.rec].dup {
-			r.producers.putHash(p.key, p.hash, p.event)
+		p := &w.prods[i]
+		switch {
+		case w.recs[p.rec].dup:
+		case p.hi-p.lo == 1:
+			r.producers.putHash(p.key, p.hash, sc.facts[p.lo].Event)
+		default:
+			r.multis.putHash(p.key, p.hash, r.keys.add(sc.facts[p.lo:p.hi]))
 		}
 	}
 	for _, rec := range matched {
@@ -652,8 +725,11 @@ func (r *traceResolver) resolve(sc *scratch, w *shardWork, now int64) {
 }
 
 // resolveProjection gives projection fact pr the event of its producer
-// span: the one event that span appended, or (it arrived and appended no
-// single event) the key of the span itself, which the fact has already.
+// span: the one event that span appended; each of the events it appended
+// when there are several (the fact takes the first, sc.post gets one more
+// fact for each other: the consumer projected them all, as it is the
+// child of, or links to, the span that wrote them); or (it arrived and
+// appended none) the key of the span itself, which the fact has already.
 // While the producer span has not arrived, the fact waits for it like an
 // append for its command (join.command_wait), then keeps the span's key.
 // The shard holding pr's producer must be locked.
@@ -666,11 +742,34 @@ func (r *traceResolver) resolveProjection(sc *scratch, pr projRec, now int64) {
 		f.Event = ev
 		return
 	}
+	if run, ok := r.multis.getHash(pr.key, pr.hash); ok {
+		if _, ok := r.keys.at(run, 0); ok {
+			sc.post = r.projectRun(sc.post, f, run, true)
+			return
+		}
+	}
 	if _, ok := r.edges.getHash(pr.key, pr.hash); ok {
 		return
 	}
 	r.park(f.Clone(), pr.key, now, true)
 	*f = Fact{}
+}
+
+// projectRun gives projection fact f the first event of run and appends
+// to dst a copy of f for each other (cloned when clone is set: f points
+// into the request). The ring must hold run. f may point into dst: it is
+// read before dst grows.
+func (r *traceResolver) projectRun(dst []Fact, f *Fact, run keyRun, clone bool) []Fact {
+	f.Event, _ = r.keys.at(run, 0)
+	more := *f
+	if clone && run.n > 1 {
+		more = more.Clone()
+	}
+	for i := 1; i < int(run.n); i++ {
+		more.Event, _ = r.keys.at(run, i)
+		dst = append(dst, more)
+	}
+	return dst
 }
 
 type walkResult uint8
@@ -709,7 +808,18 @@ func appendBase(sp ptrace.Span) Fact {
 		SpanID:  sp.SpanID(),
 		Start:   unixNano(sp.StartTimestamp()),
 		End:     unixNano(sp.EndTimestamp()),
+		Weight:  spanWeight(sp),
 	}
+}
+
+// spanWeight is the Fact.Weight of sp: the adjusted count of the sampling
+// threshold in its tracestate.
+func spanWeight(sp ptrace.Span) float64 {
+	ts := sp.TraceState().AsRaw()
+	if ts == "" {
+		return 0
+	}
+	return adjustedCount(ts)
 }
 
 // eventFacts appends one fact per event an append or project span carries.
@@ -771,6 +881,7 @@ func projectFacts(dst []Fact, prod []spanKey, sp ptrace.Span, a *spanAttrs, serv
 		Start:      unixNano(sp.StartTimestamp()),
 		End:        unixNano(sp.EndTimestamp()),
 		Projection: first(a.projection, a.msgGroup, a.msgSubscription, service),
+		Weight:     spanWeight(sp),
 	}
 	n := len(dst)
 	dst = eventFacts(dst, base, sp, a)
@@ -818,6 +929,7 @@ func queryFact(sp ptrace.Span, a *spanAttrs) Fact {
 		SpanID:      sp.SpanID(),
 		Start:       unixNano(sp.StartTimestamp()),
 		End:         unixNano(sp.EndTimestamp()),
+		Weight:      spanWeight(sp),
 	}
 }
 
@@ -913,6 +1025,15 @@ func (r *traceResolver) rewalk(dst []Fact, key spanKey, now int64) []Fact {
 			f := e.fact
 			if ev, ok := r.producers.get(key); ok {
 				f.Event = ev
+			} else if run, ok := r.multis.get(key); ok {
+				if _, ok := r.keys.at(run, 0); ok {
+					// Parked, so cloned already: the copies share it.
+					i := len(dst)
+					dst = append(dst, f)
+					dst = r.projectRun(dst, &dst[i], run, false)
+					r.release(idx)
+					continue
+				}
 			}
 			dst = append(dst, f)
 			r.release(idx)

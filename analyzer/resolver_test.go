@@ -6,6 +6,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -86,5 +87,39 @@ func TestResolveFactsOwnStrings(t *testing.T) {
 		if checked == 0 {
 			t.Errorf("%s: no fact strings checked", filepath.Base(file))
 		}
+	}
+}
+
+// TestResolveView: ResolveView gives the facts Resolve gives, on every
+// fixture (span links, multi-event producers and parked facts included).
+func TestResolveView(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "testdata", "*.jsonl"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no fixtures: %v", err)
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			owned, err := NewResolver(DefaultConfig(), prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			view, err := NewResolver(DefaultConfig(), prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := time.Unix(1795780800, 0)
+			n := 0
+			for i, td := range readRequests(t, file) {
+				want := owned.Resolve(nil, td, now)
+				got := view.ResolveView(nil, td, now)
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Fatalf("request %d: ResolveView differs from Resolve (-Resolve +ResolveView):\n%s", i, diff)
+				}
+				n += len(got)
+			}
+			if n == 0 {
+				t.Error("no facts: the comparison compared nothing")
+			}
+		})
 	}
 }

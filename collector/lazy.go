@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"bytes"
 	"math"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -340,6 +341,10 @@ func (s *selectiveDecoder) scopeSpans(buf []byte, ss ptrace.ScopeSpans) fallback
 	return r.fb
 }
 
+// thresholdKey marks a tracestate that may carry an OpenTelemetry sampling
+// threshold (ot=th:...), the only part of it the analysis reads.
+var thresholdKey = []byte("th:")
+
 func (s *selectiveDecoder) span(buf []byte, sp ptrace.Span) fallbackReason {
 	r := wireReader{b: buf}
 	for r.next() {
@@ -357,7 +362,12 @@ func (s *selectiveDecoder) span(buf []byte, sp ptrace.Span) fallbackReason {
 				sp.SetParentSpanID(pcommon.SpanID(r.id8(b)))
 			}
 		case spanTraceState:
-			r.skip(protowire.BytesType)
+			// Kept only when it may hold a sampling threshold (ot=th:...),
+			// which weights the span's counts (analyzer's Fact.Weight):
+			// other tracestates would cost an allocation per span.
+			if b, ok := r.bytes(); ok && bytes.Contains(b, thresholdKey) {
+				sp.TraceState().FromRaw(string(b))
+			}
 		case spanName:
 			if b, ok := r.bytes(); ok {
 				sp.SetName(string(b))

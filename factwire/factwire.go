@@ -3,12 +3,12 @@
 // and publishes them, one batch per Kafka message; `serve --role=join`
 // decodes the batches and applies them to its Joiner.
 //
-// # Format, version 1
+// # Format, version 2
 //
 // A batch is, in order (uvarint and varint as encoding/binary writes them;
 // varint values are zig-zag signed):
 //
-//	byte     version (1)
+//	byte     version (2; 1 for a batch none of whose facts has a weight)
 //	8 bytes  producer: the publishing instance's random id, big endian
 //	uvarint  seq: the batch's sequence number at that producer
 //	uvarint  number of strings in the dictionary, then each string as
@@ -21,6 +21,7 @@
 //	             0x04 Event is analyzer.KeyOf(EventID) and is not sent
 //	             0x08 TraceID is that of the previous fact and is not sent
 //	             0x10 CommandStart is 0 and is not sent
+//	             0x20 Weight is sent (version 2 only; without it Weight is 0)
 //	  16 bytes Event, unless flag 0x04
 //	  string   EventID as uvarint length + bytes, unless flag 0x01 or 0x02
 //	  uvarint  dictionary index of EventType, AggregateType, AggregateID,
@@ -31,6 +32,8 @@
 //	  8 bytes  SpanID
 //	  varint   Start - the previous fact's Start (the first fact's: - 0)
 //	  varint   End - Start
+//	  8 bytes  Weight, IEEE 754 binary64 big endian, if flag 0x20: a
+//	           sampled span's adjusted count, from 1 to 2^56
 //
 // Nothing may follow the last fact. The labels a batch repeats (types,
 // commands, projections, aggregates) are sent once per batch, a UUID event
@@ -39,6 +42,16 @@
 //
 // A new field of analyzer.Fact, or any change to this layout, takes a new
 // version byte; Decode refuses versions it does not know (ErrVersion).
+//
+// # Versions
+//
+// Version 1 is version 2 without flag 0x20 (Fact.Weight, issue 12's
+// sampling weights). Decode reads both. Append writes version 1 when no fact
+// of the batch has a weight, so that join instances that read only version
+// 1 keep reading unsampled traffic during a rolling upgrade; upgrade the
+// join instances before the ingest ones when spans carry sampling
+// thresholds (an old join counts a version 2 batch as rejected, reason
+// version, and skips it).
 package factwire
 
 import (
@@ -52,8 +65,13 @@ import (
 	"github.com/lagscope/lagscope/analyzer"
 )
 
-// Version is the version byte of the batches Append writes.
-const Version = 1
+// Version is the version byte of the batches Append writes when a fact has
+// a weight; it writes VersionUnweighted otherwise.
+const Version = 2
+
+// VersionUnweighted is the version byte of a batch none of whose facts has
+// a weight: the layout of Version without flag 0x20.
+const VersionUnweighted = 1
 
 // Header is what a batch says of its producer, so that a consumer can tell a
 // batch it has already applied (the same producer and sequence number).
@@ -79,8 +97,16 @@ const (
 	flagKeyOfEventID = 0x04
 	flagSameTrace    = 0x08
 	flagNoCmdStart   = 0x10
-	flagsKnown       = 0x1f
+	flagWeight       = 0x20
+	flagsKnownV1     = 0x1f
+	flagsKnown       = 0x3f
 )
+
+// maxWeight is the largest adjusted count: a threshold of 2^56-1.
+const maxWeight = 1 << 56
+
+// validWeight reports whether w is a Fact.Weight to send: an adjusted count.
+func validWeight(w float64) bool { return w >= 1 && w <= maxWeight }
 
 // minFactBytes is the least a fact takes on the wire: kind, flags, six
 // one-byte indexes, version, span id, start and end deltas.
@@ -116,12 +142,20 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 	body := e.body[:0]
 	var prevTrace [16]byte
 	var prevStart int64
+	version := byte(VersionUnweighted)
 	for i := range facts {
 		f := &facts[i]
 		if f.Kind < analyzer.FactAppend || f.Kind > analyzer.FactQuery {
 			return dst, fmt.Errorf("encode fact %d: kind %v is not sent", i, f.Kind)
 		}
 		var flags byte
+		if f.Weight != 0 {
+			if !validWeight(f.Weight) {
+				return dst, fmt.Errorf("encode fact %d: weight %v is not an adjusted count", i, f.Weight)
+			}
+			flags |= flagWeight
+			version = Version
+		}
 		switch {
 		case f.EventID == "":
 			flags |= flagNoEventID
@@ -160,10 +194,13 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 		body = append(body, f.SpanID[:]...)
 		body = binary.AppendVarint(body, f.Start-prevStart)
 		body = binary.AppendVarint(body, f.End-f.Start)
+		if flags&flagWeight != 0 {
+			body = binary.BigEndian.AppendUint64(body, math.Float64bits(f.Weight))
+		}
 		prevTrace, prevStart = f.TraceID, f.Start
 	}
 	e.body = body
-	dst = append(dst, Version)
+	dst = append(dst, version)
 	dst = binary.BigEndian.AppendUint64(dst, h.Producer)
 	dst = binary.AppendUvarint(dst, h.Seq)
 	dst = binary.AppendUvarint(dst, uint64(len(e.order)))
@@ -192,34 +229,76 @@ func (e *Encoder) index(s string) uint32 {
 // Decode appends to dst the facts of batch b and returns them with b's
 // header. The facts' strings are copies (they do not refer to b). It
 // returns an error wrapping ErrVersion or ErrMalformed, and dst unchanged,
-// when b is not a whole batch of a known version.
+// when b is not a whole batch of a known version. A Decoder does the same
+// with one allocation fewer per batch.
 func Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
+	var d Decoder
+	return d.Decode(dst, b)
+}
+
+// Decoder decodes batches, reusing its dictionary scratch between them; the
+// zero value is ready to use. Not safe for concurrent use.
+type Decoder struct {
+	dict []string
+}
+
+// Decode is the package's Decode. Every string of the batch (dictionary and
+// event ids) is copied into one allocation, which the facts share: keeping
+// one of its strings keeps the batch's (bounded by the batch's size).
+func (dec *Decoder) Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
 	var h Header
 	if len(b) == 0 {
 		return h, dst, fmt.Errorf("decode fact batch: empty: %w", ErrMalformed)
 	}
-	if b[0] != Version {
+	known := byte(flagsKnown)
+	switch b[0] {
+	case Version:
+	case VersionUnweighted:
+		known = flagsKnownV1
+	default:
 		return h, dst, fmt.Errorf("decode fact batch: version %d: %w", b[0], ErrVersion)
 	}
 	d := reader{b: b[1:]}
 	h.Producer = d.uint64()
 	h.Seq = d.uvarint()
 	n := d.count(1)
-	// Dictionary strings are allocated once per batch; only event ids
-	// cost an allocation per fact.
-	dict := make([]string, 1, n+1)
+	// The dictionary's bytes, then the count of facts: a first pass
+	// measures them, so that one buffer holds every string of the batch.
+	scan := d
+	size := 0
 	for range n {
-		dict = append(dict, d.str())
+		k := scan.uvarint()
+		if scan.err == nil && k > uint64(len(scan.b)) {
+			scan.err = errors.New("truncated string")
+		}
+		if scan.err != nil {
+			break
+		}
+		size += int(k)
+		scan.b = scan.b[k:]
 	}
-	nf := d.count(minFactBytes)
+	nf := scan.count(minFactBytes)
+	if scan.err != nil {
+		d.err = scan.err
+		return h, dst, d.fail()
+	}
+	// With room for a UUID text per fact (36 bytes; the usual event id):
+	// other event ids take it if it is left, else their own allocation.
+	arena := make([]byte, 0, size+36*nf)
+	if cap(dec.dict) < n+1 {
+		dec.dict = make([]string, 0, n+1)
+	}
+	dict := append(dec.dict[:0], "")
+	for range n {
+		dict = append(dict, d.strIn(&arena))
+	}
+	dec.dict = dict
+	defer clear(dec.dict) // keep no string of the batch
+	d.count(minFactBytes)
 	if d.err != nil {
 		return h, dst, d.fail()
 	}
 	out := dst
-	// UUID event ids are written into one buffer per batch, allocated
-	// once at its final size and never written again where a string
-	// already refers to it.
-	var arena []byte
 	var prevTrace [16]byte
 	var prevStart int64
 	for i := range nf {
@@ -229,7 +308,7 @@ func Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
 		if d.err == nil && (f.Kind < analyzer.FactAppend || f.Kind > analyzer.FactQuery) {
 			d.err = fmt.Errorf("fact %d: kind %d", i, f.Kind)
 		}
-		if d.err == nil && (flags&^flagsKnown != 0 || bitsSet(flags&(flagNoEventID|flagUUIDEventID|flagKeyOfEventID)) > 1 || (i == 0 && flags&flagSameTrace != 0)) {
+		if d.err == nil && (flags&^known != 0 || bitsSet(flags&(flagNoEventID|flagUUIDEventID|flagKeyOfEventID)) > 1 || (i == 0 && flags&flagSameTrace != 0)) {
 			d.err = fmt.Errorf("fact %d: flags %#x", i, flags)
 		}
 		if flags&flagKeyOfEventID == 0 {
@@ -237,14 +316,11 @@ func Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
 		}
 		switch {
 		case flags&flagUUIDEventID != 0:
-			if arena == nil {
-				arena = make([]byte, 0, 36*(nf-i))
-			}
 			n := len(arena)
 			arena = appendUUID(arena, &f.Event)
 			f.EventID = unsafe.String(&arena[n], 36)
 		case flags&flagNoEventID == 0:
-			f.EventID = d.str()
+			f.EventID = d.strIn(&arena)
 			if f.EventID == "" && d.err == nil {
 				d.err = fmt.Errorf("fact %d: empty event id without its flag", i)
 			}
@@ -271,6 +347,12 @@ func Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
 		d.bytes(f.SpanID[:])
 		f.Start = d.delta(prevStart)
 		f.End = d.delta(f.Start)
+		if flags&flagWeight != 0 {
+			f.Weight = math.Float64frombits(d.uint64())
+			if d.err == nil && !validWeight(f.Weight) {
+				d.err = fmt.Errorf("fact %d: weight %v", i, f.Weight)
+			}
+		}
 		if d.err != nil {
 			return h, dst, d.fail()
 		}
@@ -415,7 +497,10 @@ func (d *reader) count(min int) int {
 	return int(n)
 }
 
-func (d *reader) str() string {
+// strIn reads a string into arena when it has room left (never growing
+// it: the bytes a string refers to are never written again), else into a
+// string of its own.
+func (d *reader) strIn(arena *[]byte) string {
 	n := d.uvarint()
 	if d.err != nil {
 		return ""
@@ -424,7 +509,18 @@ func (d *reader) str() string {
 		d.err = errors.New("truncated string")
 		return ""
 	}
-	s := string(d.b[:n])
+	if n == 0 {
+		return ""
+	}
+	if n > uint64(cap(*arena)-len(*arena)) {
+		s := string(d.b[:n])
+		d.b = d.b[n:]
+		return s
+	}
+	a := *arena
+	k := len(a)
+	a = append(a, d.b[:n]...)
+	*arena = a
 	d.b = d.b[n:]
-	return s
+	return unsafe.String(&a[k], int(n))
 }

@@ -171,6 +171,10 @@ type ingestScratch struct {
 	groups [][]analyzer.Fact
 	msgs   []kafka.Message
 	enc    factwire.Encoder
+	// bufs and keys are the messages' values and keys by partition,
+	// reused: the Writer is done with them when WriteMessages returns.
+	bufs [][]byte
+	keys [][16]byte
 }
 
 func newIngest(cfg Config, r *analyzer.Resolver, logger *slog.Logger, reg prometheus.Registerer) (*ingest, error) {
@@ -270,7 +274,10 @@ func (g *ingest) expire(ctx context.Context, now time.Time, flush bool) error {
 func (g *ingest) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 	sc := g.scratch.Get().(*ingestScratch)
 	defer g.scratch.Put(sc)
-	sc.facts = g.r.Resolve(sc.facts[:0], td, time.Now())
+	// Views into td, encoded before this returns; cleared after, so that
+	// the pooled scratch keeps nothing of td.
+	sc.facts = g.r.ResolveView(sc.facts[:0], td, time.Now())
+	defer clear(sc.facts)
 	if err := g.publish(ctx, sc); err != nil {
 		return fmt.Errorf("publish facts to %s: %w", g.topic, g.conn.Diagnose(ctx, g.brokers, err))
 	}
@@ -307,6 +314,8 @@ func (g *ingest) publish(ctx context.Context, sc *ingestScratch) error {
 func (sc *ingestScratch) batches(n int, next func() factwire.Header) (int, error) {
 	for len(sc.groups) < n {
 		sc.groups = append(sc.groups, nil)
+		sc.bufs = append(sc.bufs, nil)
+		sc.keys = append(sc.keys, [16]byte{})
 	}
 	for i := range sc.groups {
 		sc.groups[i] = sc.groups[i][:0]
@@ -321,17 +330,19 @@ func (sc *ingestScratch) batches(n int, next func() factwire.Header) (int, error
 	}
 	sc.msgs = sc.msgs[:0]
 	sent := 0
-	for _, facts := range sc.groups[:n] {
+	for p, facts := range sc.groups[:n] {
 		if len(facts) == 0 {
 			continue
 		}
-		b, err := sc.enc.Append(nil, next(), facts)
+		b, err := sc.enc.Append(sc.bufs[p][:0], next(), facts)
 		if err != nil {
 			return 0, err
 		}
-		k := factKey(&facts[0])
-		sc.msgs = append(sc.msgs, kafka.Message{Key: append([]byte(nil), k[:]...), Value: b})
+		sc.bufs[p] = b
+		sc.keys[p] = factKey(&facts[0])
+		sc.msgs = append(sc.msgs, kafka.Message{Key: sc.keys[p][:], Value: b})
 		sent += len(facts)
+		clear(facts) // keep nothing of the request once encoded
 	}
 	return sent, nil
 }
@@ -367,6 +378,7 @@ type join struct {
 	rcfg   kafka.ReaderConfig
 	reader *kafka.Reader
 	seen   map[int]*batchMemory // by partition; only run touches it
+	dec    factwire.Decoder     // only run touches it
 
 	stop    context.CancelFunc
 	running sync.WaitGroup
@@ -511,7 +523,7 @@ func (jn *join) run(ctx context.Context) {
 
 // handle decodes and applies one batch into scratch facts, which it returns.
 func (jn *join) handle(facts []analyzer.Fact, msg kafka.Message) []analyzer.Fact {
-	h, facts, err := factwire.Decode(facts, msg.Value)
+	h, facts, err := jn.dec.Decode(facts, msg.Value)
 	if err != nil {
 		reason := "malformed"
 		if errors.Is(err, factwire.ErrVersion) {

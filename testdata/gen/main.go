@@ -32,6 +32,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -103,6 +104,7 @@ type span struct {
 	attrs      []kv
 	events     []spanEvent
 	links      []link
+	tracestate string // W3C tracestate, e.g. ot=th:8 (sampled at 1/2)
 }
 
 func (sp *span) linkTo() link { return link{sp.trace, sp.id} }
@@ -135,6 +137,10 @@ type fixture struct {
 	expect   []projExpect
 	queries  int // query spans
 	events   int // events appended in the whole file
+	// sampled fixtures carry sampling thresholds: their expectations
+	// include the weighted counts, and queriesWeighted.
+	sampled         bool
+	queriesWeighted float64
 	// rules, when set, is the reference of the fixture's rules (config
 	// in config, written next to the fixture): it gives a span its role
 	// and sets the cqrs.* attributes the rule's fields read, or returns
@@ -152,6 +158,13 @@ type projExpect struct {
 	duplicated, outOfOrder int
 	clockSkew              int
 	lags                   []lagExpect // first projection span per event, in event order
+	// weighted are the counts weighted by the adjusted count of the
+	// append span's sampling threshold (fixtures with sampled: true).
+	weighted weightedExpect
+}
+
+type weightedExpect struct {
+	appended, projected, unprojected, duplicated float64
 }
 
 type lagExpect struct {
@@ -784,6 +797,7 @@ func (sp *span) fill(out ptrace.Span) {
 	out.SetKind(sp.kind)
 	out.SetStartTimestamp(ts(sp.start))
 	out.SetEndTimestamp(ts(sp.end))
+	out.TraceState().FromRaw(sp.tracestate)
 	putAttrs(out.Attributes(), sp.attrs)
 	for _, e := range sp.events {
 		oe := out.Events().AppendEmpty()
@@ -899,6 +913,163 @@ func handInstrumented() *fixture {
 	return f
 }
 
+// multiEventConsumer is issue 12's consumer of a multi-event producer: a
+// CONSUMER span without an event id, the child of (or linked to) a PRODUCER
+// span that appended several events, projects every one of them.
+func multiEventConsumer() *fixture {
+	f := &fixture{file: "multi_event_consumer.jsonl", events: 6, num: 21, title: "Consumers without event id of a producer span that appended several events",
+		scenario: "The hand-instrumented shape (fixture 14) with a `store_events` PRODUCER span that appends several events, recorded as span events " +
+			"named `cqrs.event` (as fixture 5), under `handle_place_order` (`command.type=PlaceOrder`). query-service's `process_events` CONSUMER span " +
+			"carries no event id and is a child of `store_events`: it projects every event that span appended (issue 12: \"projects the event of " +
+			"the producer span\"; all of them when there are several), each with the lag `process_events` end - `handle_place_order` start.\n" +
+			"  - o1: three events (`OrderCreated` v1, `OrderLineAdded` v2, v3); also a billing CONSUMER span, the root of its own trace with a span " +
+			"link to `store_events` and `projection.name=billing`: it projects the three too.\n" +
+			"  - o2: two events (`OrderCreated` v1, `OrderLineAdded` v2); query-service's line is exported before the command side (the consumer " +
+			"waits for its producer span, then projects both). billing never sees o2: its two events are unprojected for billing, which projects " +
+			"both types elsewhere.\n" +
+			"  - o3: one event (`OrderCreated` v1), projected by both consumers as in fixture 14 (and billing, having shown an event appended " +
+			"after o2's, is not stalled: its oldest-pending gauge is 0)."}
+	resCmd := &resource{"command-service", "command-1"}
+	resQuery := &resource{"query-service", "query-1"}
+	type o struct {
+		t0               time.Duration
+		types            []string
+		lag, billingLag  time.Duration
+		queryFirst, bill bool
+	}
+	orders := []o{
+		{0, []string{"OrderCreated", "OrderLineAdded", "OrderLineAdded"}, 70 * ms, 210 * ms, false, true},
+		{3 * time.Second, []string{"OrderCreated", "OrderLineAdded"}, 95 * ms, 0, true, false},
+		{6 * time.Second, []string{"OrderCreated"}, 55 * ms, 120 * ms, false, true},
+	}
+	query := projExpect{projection: "query-service"}
+	billing := projExpect{projection: "billing"}
+	ev := 0
+	for n, x := range orders {
+		tr := f.newTrace()
+		t0 := x.t0
+		agg := f.orderID(n + 1)
+		h := f.span(tr, nil, resCmd, scHTTP, "handle_place_order", ptrace.SpanKindServer, t0, t0+8*ms, s("command.type", "PlaceOrder"))
+		st := f.span(tr, h, resCmd, scApp, "store_events", ptrace.SpanKindProducer, t0+3*ms, t0+6*ms, s("aggregate.type", "Order"))
+		var evs []evt
+		for k, typ := range x.types {
+			ev++
+			e := f.order(n+1, typ, int64(k+1), ev)
+			e.aggID = agg
+			evs = append(evs, e)
+			st.events = append(st.events, spanEvent{name: "cqrs.event", at: t0 + 5*ms, attrs: e.attrs()})
+		}
+		end := t0 + x.lag
+		pe := f.span(tr, st, resQuery, scProj, "process_events", ptrace.SpanKindConsumer, end-5*ms, end, s("event.aggregate_id", agg))
+		pr := f.span(tr, pe, resQuery, scProj, "project_read_model", ptrace.SpanKindInternal, end-4*ms, end-1*ms)
+		cmdLine, queryLine := []*span{st, h}, []*span{pr, pe}
+		if x.queryFirst {
+			f.line(queryLine...)
+			f.line(cmdLine...)
+		} else {
+			f.line(cmdLine...)
+			f.line(queryLine...)
+		}
+		if x.bill {
+			bend := t0 + x.billingLag
+			b := f.span(f.newTrace(), nil, resQuery, scProj, "process_events", ptrace.SpanKindConsumer, bend-4*ms, bend, s("projection.name", "billing"))
+			b.links = []link{st.linkTo()}
+			f.line(b)
+		}
+		for _, e := range evs {
+			query.appended++
+			query.projected++
+			query.lags = append(query.lags, lagExpect{e.id, e.typ, "PlaceOrder", x.lag})
+			billing.appended++
+			if x.bill {
+				billing.projected++
+				billing.lags = append(billing.lags, lagExpect{e.id, e.typ, "PlaceOrder", x.billingLag})
+			} else {
+				billing.unprojected = append(billing.unprojected, e.id)
+			}
+		}
+	}
+	f.expect = []projExpect{billing, query}
+	return f
+}
+
+// sampled is head sampling with the OpenTelemetry threshold in tracestate:
+// each trace's spans carry the threshold their root was sampled with.
+func sampled() *fixture {
+	f := &fixture{file: "sampled.jsonl", events: 5, num: 22, title: "Probability-sampled traces (tracestate ot=th)", sampled: true, queries: 1,
+		scenario: "Five order commands shaped like the happy path, each trace sampled at its root by the OpenTelemetry consistent probability " +
+			"sampler, so that every span of a trace carries the same W3C `tracestate` (`ot=th:...`; adjusted count = 2^56 / (2^56 - threshold)). " +
+			"lagscope counts each event with its append span's adjusted count, and a query with its own.\n" +
+			"  - s1 `ot=th:8` (kept at 1/2, counts 2): both projections, a `GetOrder` query (2), and a second `orders_view` span for the same " +
+			"event (a duplicate: 2).\n" +
+			"  - s2 `ot=th:c` (1/4, counts 4): `orders_view` only: unprojected for `sales_summary` (4).\n" +
+			"  - s3 no tracestate (counts 1): both.\n" +
+			"  - s4 `PayOrder` `ot=th:4` (3/4, counts 4/3, not an integer): `orders_view` only (`sales_summary` never projects `OrderPaid`).\n" +
+			"  - s5 `ot=th:8;rv:00000000000001`: an explicit randomness below the threshold, which the specification calls inconsistent: " +
+			"the adjusted count is unknown and the event counts 1; both.\n" +
+			"The lag histogram is not weighted (client_golang has no weighted observation): one observation per kept event.",
+		queriesWeighted: 2}
+	type o struct {
+		t0                time.Duration
+		cmd               string
+		ev                evt
+		ts                string
+		viewLag, salesLag time.Duration // 0: no projection span
+		weight            float64
+	}
+	orders := []o{
+		{0, "CreateOrder", f.order(1, "OrderCreated", 1, 1), "ot=th:8", 110 * ms, 300 * ms, 2},
+		{2 * time.Second, "CreateOrder", f.order(2, "OrderCreated", 1, 2), "ot=th:c", 140 * ms, 0, 4},
+		{4 * time.Second, "CreateOrder", f.order(3, "OrderCreated", 1, 3), "", 90 * ms, 260 * ms, 1},
+		{6 * time.Second, "PayOrder", f.order(1, "OrderPaid", 2, 4), "ot=th:4", 75 * ms, 0, 4.0 / 3},
+		{8 * time.Second, "CreateOrder", f.order(4, "OrderCreated", 1, 5), "ot=th:8;rv:00000000000001", 130 * ms, 410 * ms, 1},
+	}
+	view := projExpect{projection: "orders_view"}
+	sales := projExpect{projection: "sales_summary"}
+	for n, x := range orders {
+		fl := f.commandFlow(x.t0, "POST", "/orders", x.cmd, x.ev)
+		api := []*span{fl.app, fl.cmd, fl.http}
+		var proj []*span
+		pv := f.projectChild(fl, "orders_view", x.viewLag)
+		proj = append(proj, pv)
+		view.appended++
+		view.projected++
+		view.weighted.appended += x.weight
+		view.weighted.projected += x.weight
+		view.lags = append(view.lags, lagExpect{x.ev.id, x.ev.typ, x.cmd, x.viewLag})
+		if n == 0 {
+			q := f.span(fl.trace, fl.http, resAPI, scApp, "GetOrder", ptrace.SpanKindInternal, pv.end+5*ms, pv.end+8*ms,
+				s("cqrs.operation", "query"), s("cqrs.query.name", "GetOrder"),
+				s("cqrs.aggregate.id", x.ev.aggID), i("cqrs.aggregate.version", x.ev.version))
+			fl.http.end = q.end + 1*ms
+			api = append(api, q)
+			proj = append(proj, f.projectChild(fl, "orders_view", x.viewLag+50*ms)) // a redelivery
+			view.duplicated++
+			view.weighted.duplicated += x.weight
+		}
+		if x.ev.typ == "OrderCreated" {
+			sales.appended++
+			sales.weighted.appended += x.weight
+			if x.salesLag > 0 {
+				proj = append(proj, f.projectChild(fl, "sales_summary", x.salesLag))
+				sales.projected++
+				sales.weighted.projected += x.weight
+				sales.lags = append(sales.lags, lagExpect{x.ev.id, x.ev.typ, x.cmd, x.salesLag})
+			} else {
+				sales.unprojected = append(sales.unprojected, x.ev.id)
+				sales.weighted.unprojected += x.weight
+			}
+		}
+		for _, sp := range append(api, proj...) {
+			sp.tracestate = x.ts
+		}
+		f.line(api...)
+		f.line(proj...)
+	}
+	f.expect = []projExpect{view, sales}
+	return f
+}
+
 // customRules is a system that neither the span conventions nor the
 // aliases describe, read with the rules of rules/custom.yaml.
 func customRules() *fixture {
@@ -1010,6 +1181,7 @@ func main() {
 		happyPath(), projectionBeforeAppend(), missingProjection(), twoProjections(), multiEventAppend(),
 		spanLink(), messagingSemconv(), clockSkew(), noise(), duplicatesOutOfOrder(), brokenPropagation(),
 		noCommand(), intermediateSpans(), handInstrumented(), customRules(),
+		multiEventConsumer(), sampled(),
 	}
 	failed := false
 	for _, f := range fixtures {
@@ -1057,6 +1229,7 @@ type rspan struct {
 	seq        int // input order
 	role       string
 	res        map[string]any // resource attributes
+	weight     float64        // adjusted count of the tracestate's threshold; 1 when none
 }
 
 func (r *rspan) str(k string) string {
@@ -1104,7 +1277,7 @@ func verify(f *fixture, path string, want int) error {
 					}
 					r := &rspan{svc: svc.Str(), res: rs.Resource().Attributes().AsRaw(), trace: sp.TraceID(), id: sp.SpanID(), parent: sp.ParentSpanID(),
 						kind: sp.Kind(), name: sp.Name(), start: sp.StartTimestamp().AsTime(), end: sp.EndTimestamp().AsTime(),
-						attrs: sp.Attributes().AsRaw(), seq: len(spans)}
+						attrs: sp.Attributes().AsRaw(), seq: len(spans), weight: refWeight(sp.TraceState().AsRaw())}
 					for _, e := range sp.Events().All() {
 						if e.Name() == "cqrs.event" {
 							r.events = append(r.events, e.Attributes().AsRaw())
@@ -1129,8 +1302,17 @@ func verify(f *fixture, path string, want int) error {
 	if d := diff(byInput, byEnd); d != "" {
 		return fmt.Errorf("input order and end-time order disagree (ambiguous fixture):\n%s", d)
 	}
+	if !f.sampled {
+		for i := range byInput.proj {
+			byInput.proj[i].weighted = weightedExpect{}
+		}
+		byInput.queriesW = 0
+	}
 	if d := diff(byInput.proj, f.expect); d != "" {
 		return fmt.Errorf("reference analysis differs from expectation:\n%s", d)
+	}
+	if byInput.queriesW != f.queriesWeighted {
+		return fmt.Errorf("weighted queries %v, want %v", byInput.queriesW, f.queriesWeighted)
 	}
 	if byInput.orphans != 0 || byInput.queries != f.queries || byInput.events != f.events {
 		return fmt.Errorf("orphan projections %d (want 0), queries %d (want %d), events %d (want %d)",
@@ -1144,13 +1326,53 @@ type appended struct {
 	key, typ, aggID, command string
 	version                  int64
 	base                     time.Time
+	weight                   float64 // the append span's
 }
 
 type analysis struct {
-	proj    []projExpect
-	orphans int
-	queries int
-	events  int
+	proj     []projExpect
+	orphans  int
+	queries  int
+	queriesW float64
+	events   int
+}
+
+// refWeight is the reference reading of a tracestate's OpenTelemetry
+// sampling threshold (https://opentelemetry.io/docs/specs/otel/trace/tracestate-probability-sampling/):
+// th is 1 to 14 lowercase hex digits, padded with zeros to 14, T; the
+// adjusted count is 2^56/(2^56-T); an rv below T, or a value that cannot be
+// read, leaves it unknown: 1.
+func refWeight(ts string) float64 {
+	for _, m := range strings.Split(ts, ",") {
+		v, ok := strings.CutPrefix(strings.TrimSpace(m), "ot=")
+		if !ok {
+			continue
+		}
+		var th, rv string
+		for _, kv := range strings.Split(v, ";") {
+			if x, ok := strings.CutPrefix(kv, "th:"); ok {
+				th = x
+			}
+			if x, ok := strings.CutPrefix(kv, "rv:"); ok {
+				rv = x
+			}
+		}
+		if th == "" || len(th) > 14 || strings.ToLower(th) != th {
+			return 1
+		}
+		t, err := strconv.ParseUint(th+strings.Repeat("0", 14-len(th)), 16, 64)
+		if err != nil || t == 0 {
+			return 1
+		}
+		if rv != "" {
+			r, err := strconv.ParseUint(rv, 16, 64)
+			if err != nil || len(rv) != 14 || r < t {
+				return 1
+			}
+		}
+		return float64(uint64(1)<<56) / float64(uint64(1)<<56-t)
+	}
+	return 1
 }
 
 func diff(a, b any) string {
@@ -1232,37 +1454,41 @@ func analyze(spans []*rspan, rules func(*rspan) string, cmp func(a, b *rspan) in
 			r.role = "project"
 		}
 	}
-	// A projection span without event id projects the event of the
-	// producer span it links to, or else is a child of: the one event that
-	// span appended, else the span itself.
-	producerKey := func(p *rspan) string {
+	// A projection span without event id projects the events of the
+	// producer span it links to, or else is a child of: the events that
+	// span appended (all of them when it appended several), else the span
+	// itself.
+	producerKeys := func(p *rspan) []string {
 		if p == nil || p.role != "append" {
-			return ""
+			return nil
+		}
+		var keys []string
+		for _, e := range p.events {
+			if k, _ := e["cqrs.event.id"].(string); k != "" {
+				keys = append(keys, k)
+			}
 		}
 		switch {
-		case len(p.events) == 1:
-			k, _ := p.events[0]["cqrs.event.id"].(string)
-			return k
-		case len(p.events) > 1:
-			return ""
+		case len(keys) > 0:
+			return keys
 		case p.str("cqrs.event.id") != "":
-			return p.str("cqrs.event.id")
+			return []string{p.str("cqrs.event.id")}
 		case p.str("messaging.message.id") != "":
-			return p.str("messaging.message.id")
+			return []string{p.str("messaging.message.id")}
 		}
-		return idKey(p.trace, p.id)
+		return []string{idKey(p.trace, p.id)}
 	}
-	projEvent := map[*rspan]string{}
+	projEvent := map[*rspan][]string{}
 	for _, r := range spans {
 		if r.role != "project" || r.has("cqrs.event.id") || r.has("messaging.message.id") || len(r.events) > 0 {
 			continue
 		}
 		if len(r.links) > 0 {
-			projEvent[r] = producerKey(byID[sk{r.links[0].trace, r.links[0].span}])
+			projEvent[r] = producerKeys(byID[sk{r.links[0].trace, r.links[0].span}])
 		} else if r.parent != ([8]byte{}) {
-			projEvent[r] = producerKey(byID[sk{r.trace, r.parent}])
+			projEvent[r] = producerKeys(byID[sk{r.trace, r.parent}])
 		}
-		if projEvent[r] == "" {
+		if len(projEvent[r]) == 0 {
 			r.role = "" // names no event: no fact
 		}
 	}
@@ -1273,6 +1499,7 @@ func analyze(spans []*rspan, rules func(*rspan) string, cmp func(a, b *rspan) in
 		switch r.role {
 		case "query":
 			res.queries++
+			res.queriesW += r.weight
 		case "append":
 			command, base := "none", r.end
 			for p := byID[sk{r.trace, r.parent}]; p != nil; p = byID[sk{p.trace, p.parent}] {
@@ -1295,7 +1522,7 @@ func analyze(spans []*rspan, rules func(*rspan) string, cmp func(a, b *rspan) in
 				typ, _ := a["cqrs.event.type"].(string)
 				agg, _ := a["cqrs.aggregate.id"].(string)
 				v, _ := a["cqrs.aggregate.version"].(int64)
-				events[key] = &appended{key: key, typ: typ, aggID: agg, version: v, command: command, base: base}
+				events[key] = &appended{key: key, typ: typ, aggID: agg, version: v, command: command, base: base, weight: r.weight}
 				order = append(order, key)
 			}
 			if len(r.events) > 0 {
@@ -1328,23 +1555,22 @@ func analyze(spans []*rspan, rules func(*rspan) string, cmp func(a, b *rspan) in
 		if name == "" {
 			name = r.svc
 		}
-		key := projEvent[r]
-		if key == "" {
-			key = r.str("cqrs.event.id")
+		keys := projEvent[r]
+		if len(keys) == 0 {
+			keys = []string{first(r.str("cqrs.event.id"), r.str("messaging.message.id"))}
 		}
-		if key == "" {
-			key = r.str("messaging.message.id")
+		for _, key := range keys {
+			ev := events[key]
+			if ev == nil {
+				res.orphans++
+				continue
+			}
+			if types[name] == nil {
+				types[name] = map[string]bool{}
+			}
+			types[name][ev.typ] = true
+			ps = append(ps, pspan{r, name, ev})
 		}
-		ev := events[key]
-		if ev == nil {
-			res.orphans++
-			continue
-		}
-		if types[name] == nil {
-			types[name] = map[string]bool{}
-		}
-		types[name][ev.typ] = true
-		ps = append(ps, pspan{r, name, ev})
 	}
 	slices.SortStableFunc(ps, func(a, b pspan) int { return cmp(a.r, b.r) })
 	var names []string
@@ -1362,6 +1588,7 @@ func analyze(spans []*rspan, rules func(*rspan) string, cmp func(a, b *rspan) in
 			}
 			if first[p.ev.key] != nil {
 				pe.duplicated++
+				pe.weighted.duplicated += p.ev.weight
 			} else {
 				first[p.ev.key] = p.r
 			}
@@ -1376,12 +1603,15 @@ func analyze(spans []*rspan, rules func(*rspan) string, cmp func(a, b *rspan) in
 				continue
 			}
 			pe.appended++
+			pe.weighted.appended += ev.weight
 			r := first[key]
 			if r == nil {
 				pe.unprojected = append(pe.unprojected, key)
+				pe.weighted.unprojected += ev.weight
 				continue
 			}
 			pe.projected++
+			pe.weighted.projected += ev.weight
 			lag := r.end.Sub(ev.base)
 			if lag < 0 {
 				pe.clockSkew++
@@ -1394,6 +1624,19 @@ func analyze(spans []*rspan, rules func(*rspan) string, cmp func(a, b *rspan) in
 }
 
 // README.
+
+func first(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// fmtW writes a weighted count: exact when it is an integer, else to 6
+// significant digits.
+func fmtW(w float64) string { return strconv.FormatFloat(w, 'g', 6, 64) }
 
 func fmtLag(d time.Duration) string {
 	if d < 0 {
@@ -1449,6 +1692,15 @@ Conventions shared by all fixtures:
 		for _, p := range f.expect {
 			fmt.Fprintf(&b, "| `%s` | %d | %d | %d | %d | %d | %d |\n", p.projection, p.appended, p.projected,
 				len(p.unprojected), p.duplicated, p.outOfOrder, p.clockSkew)
+		}
+		if f.sampled {
+			b.WriteString("\nWeighted by the adjusted count of each append span's sampling threshold (what the `cqrs_*` counters hold):\n\n" +
+				"| projection | appended | projected | unprojected | duplicated |\n|---|---|---|---|---|\n")
+			for _, p := range f.expect {
+				w := p.weighted
+				fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", p.projection, fmtW(w.appended), fmtW(w.projected), fmtW(w.unprojected), fmtW(w.duplicated))
+			}
+			fmt.Fprintf(&b, "\nQueries weighted: %s.\n", fmtW(f.queriesWeighted))
 		}
 		b.WriteString("\nLags (first projection span per event):\n\n| event | type | command | projection | lag |\n|---|---|---|---|---|\n")
 		for _, p := range f.expect {
