@@ -270,18 +270,39 @@ func (g *ingest) expire(ctx context.Context, now time.Time, flush bool) error {
 
 // ConsumeTraces resolves td and returns once its facts are published; an
 // error (the brokers did not acknowledge) makes the Kafka transport retry
-// the message, whose facts are then resolved and published again.
+// the message. The Resolver has seen its spans by then, and takes them for
+// retries the second time: so the facts of a failed publish are kept (as
+// copies: they are views into td) and published with the next message's,
+// which is how the retried message is committed only once they are
+// acknowledged.
 func (g *ingest) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 	sc := g.scratch.Get().(*ingestScratch)
 	defer g.scratch.Put(sc)
+	g.expireMu.Lock()
+	sc.facts = append(sc.facts[:0], g.unsent...)
+	g.unsent = g.unsent[:0]
+	g.expireMu.Unlock()
 	// Views into td, encoded before this returns; cleared after, so that
 	// the pooled scratch keeps nothing of td.
-	sc.facts = g.r.ResolveView(sc.facts[:0], td, time.Now())
+	sc.facts = g.r.ResolveView(sc.facts, td, time.Now())
 	defer clear(sc.facts)
 	if err := g.publish(ctx, sc); err != nil {
+		g.keepUnsent(sc.facts)
 		return fmt.Errorf("publish facts to %s: %w", g.topic, g.conn.Diagnose(ctx, g.brokers, err))
 	}
 	return nil
+}
+
+// keepUnsent keeps copies of the facts a failed publish did not send, for
+// the next publish.
+func (g *ingest) keepUnsent(facts []analyzer.Fact) {
+	g.expireMu.Lock()
+	defer g.expireMu.Unlock()
+	for i := range facts {
+		if facts[i].Kind != 0 {
+			g.unsent = append(g.unsent, facts[i].Clone())
+		}
+	}
 }
 
 // publish sends sc.facts as one batch per partition of the facts topic.
