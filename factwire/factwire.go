@@ -3,12 +3,12 @@
 // and publishes them, one batch per Kafka message; `serve --role=join`
 // decodes the batches and applies them to its Joiner.
 //
-// # Format, version 1
+// # Format, version 2
 //
 // A batch is, in order (uvarint and varint as encoding/binary writes them;
 // varint values are zig-zag signed):
 //
-//	byte     version (1)
+//	byte     version (2)
 //	8 bytes  producer: the publishing instance's random id, big endian
 //	uvarint  seq: the batch's sequence number at that producer
 //	uvarint  number of strings in the dictionary, then each string as
@@ -24,13 +24,19 @@
 //	  16 bytes Event, unless flag 0x04
 //	  string   EventID as uvarint length + bytes, unless flag 0x01 or 0x02
 //	  uvarint  dictionary index of EventType, AggregateType, AggregateID,
-//	           Command, Projection and Query, in that order
+//	           Command, Projection, Query and Service, in that order
 //	  varint   Version
 //	  varint   Start - CommandStart, unless flag 0x10
 //	  16 bytes TraceID, unless flag 0x08
 //	  8 bytes  SpanID
 //	  varint   Start - the previous fact's Start (the first fact's: - 0)
 //	  varint   End - Start
+//	  uvarint  LinkedTraces
+//
+// Version 1 is version 2 without Service and LinkedTraces (issue 14 added
+// them); Decode still reads it, with both zero, so that a join instance
+// upgraded first keeps reading the batches of ingest instances not yet
+// upgraded.
 //
 // Nothing may follow the last fact. The labels a batch repeats (types,
 // commands, projections, aggregates) are sent once per batch, a UUID event
@@ -53,7 +59,7 @@ import (
 )
 
 // Version is the version byte of the batches Append writes.
-const Version = 1
+const Version = 2
 
 // Header is what a batch says of its producer, so that a consumer can tell a
 // batch it has already applied (the same producer and sequence number).
@@ -82,8 +88,8 @@ const (
 	flagsKnown       = 0x1f
 )
 
-// minFactBytes is the least a fact takes on the wire: kind, flags, six
-// one-byte indexes, version, span id, start and end deltas.
+// minFactBytes is the least a fact takes on the wire (version 1): kind,
+// flags, six one-byte indexes, version, span id, start and end deltas.
 const minFactBytes = 2 + 6 + 1 + 8 + 1 + 1
 
 // Encoder writes batches. Its dictionary scratch is reused between batches;
@@ -94,7 +100,7 @@ type Encoder struct {
 	body  []byte
 	// last holds each string field's previous value and index: facts of a
 	// batch mostly repeat them, which spares the map lookup.
-	last [6]struct {
+	last [7]struct {
 		s string
 		i uint32
 	}
@@ -109,7 +115,7 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 	}
 	clear(e.dict)
 	e.order = e.order[:0]
-	e.last = [6]struct {
+	e.last = [7]struct {
 		s string
 		i uint32
 	}{}
@@ -144,7 +150,7 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 			body = binary.AppendUvarint(body, uint64(len(f.EventID)))
 			body = append(body, f.EventID...)
 		}
-		for j, s := range [...]string{f.EventType, f.AggregateType, f.AggregateID, f.Command, f.Projection, f.Query} {
+		for j, s := range [...]string{f.EventType, f.AggregateType, f.AggregateID, f.Command, f.Projection, f.Query, f.Service} {
 			if l := &e.last[j]; s != l.s || s == "" {
 				l.s, l.i = s, e.index(s)
 			}
@@ -160,6 +166,7 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 		body = append(body, f.SpanID[:]...)
 		body = binary.AppendVarint(body, f.Start-prevStart)
 		body = binary.AppendVarint(body, f.End-f.Start)
+		body = binary.AppendUvarint(body, f.LinkedTraces)
 		prevTrace, prevStart = f.TraceID, f.Start
 	}
 	e.body = body
@@ -198,8 +205,9 @@ func Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
 	if len(b) == 0 {
 		return h, dst, fmt.Errorf("decode fact batch: empty: %w", ErrMalformed)
 	}
-	if b[0] != Version {
-		return h, dst, fmt.Errorf("decode fact batch: version %d: %w", b[0], ErrVersion)
+	v := b[0]
+	if v != 1 && v != Version {
+		return h, dst, fmt.Errorf("decode fact batch: version %d: %w", v, ErrVersion)
 	}
 	d := reader{b: b[1:]}
 	h.Producer = d.uint64()
@@ -252,7 +260,11 @@ func Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
 		if flags&flagKeyOfEventID != 0 {
 			f.Event = analyzer.KeyOf(f.EventID)
 		}
-		for _, p := range [...]*string{&f.EventType, &f.AggregateType, &f.AggregateID, &f.Command, &f.Projection, &f.Query} {
+		strs := []*string{&f.EventType, &f.AggregateType, &f.AggregateID, &f.Command, &f.Projection, &f.Query, &f.Service}
+		if v == 1 {
+			strs = strs[:6] // no Service in version 1
+		}
+		for _, p := range strs {
 			if x := d.uvarint(); x < uint64(len(dict)) {
 				*p = dict[x]
 			} else if d.err == nil {
@@ -271,6 +283,9 @@ func Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fact, error) {
 		d.bytes(f.SpanID[:])
 		f.Start = d.delta(prevStart)
 		f.End = d.delta(f.Start)
+		if v >= 2 {
+			f.LinkedTraces = d.uvarint()
+		}
 		if d.err != nil {
 			return h, dst, d.fail()
 		}

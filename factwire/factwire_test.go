@@ -59,6 +59,8 @@ func everyField(tb testing.TB, seed int) analyzer.Fact {
 			fv.SetInt(int64(1_700_000_000_000_000_000 + 1000*i + seed))
 		case reflect.Uint8:
 			fv.SetUint(uint64(analyzer.FactProject))
+		case reflect.Uint64:
+			fv.SetUint(0xa5a5_0000_0000_0000 + uint64(1000*i+seed))
 		case reflect.Array:
 			for j := range fv.Len() {
 				fv.Index(j).SetUint(uint64(i*31 + j + seed))
@@ -76,7 +78,7 @@ func everyField(tb testing.TB, seed int) analyzer.Fact {
 func TestRoundTrip(t *testing.T) {
 	// The fields the format carries (see the package doc); a new one
 	// needs a new version.
-	if got, want := reflect.TypeFor[analyzer.Fact]().NumField(), 15; got != want {
+	if got, want := reflect.TypeFor[analyzer.Fact]().NumField(), 17; got != want {
 		t.Fatalf("analyzer.Fact has %d fields, factwire version %d carries %d: add the new ones to the format (and its version)", got, factwire.Version, want)
 	}
 	uuid := analyzer.KeyOf("0190a6d4-7b1c-7def-8abc-0123456789ab")
@@ -114,6 +116,31 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// TestDecodeVersion1 reads a batch of version 1 (written before issue 14
+// added Service and LinkedTraces): a join instance upgraded first must keep
+// reading its ingest instances' batches.
+func TestDecodeVersion1(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "version1.batch"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b[0] != 1 {
+		t.Fatalf("testdata/version1.batch has version %d, want 1", b[0])
+	}
+	_, facts, err := factwire.Decode(nil, b)
+	if err != nil {
+		t.Fatalf("Decode of a version 1 batch: %v", err)
+	}
+	if len(facts) != 6 {
+		t.Fatalf("decoded %d facts, want 6", len(facts))
+	}
+	for i, f := range facts {
+		if f.Kind == 0 || f.Service != "" || f.LinkedTraces != 0 {
+			t.Errorf("fact %d: kind %v, service %q, linked traces %#x; want a kind and neither of the version 2 fields", i, f.Kind, f.Service, f.LinkedTraces)
+		}
+	}
+}
+
 func TestAppendRefusesParkedFacts(t *testing.T) {
 	var enc factwire.Encoder
 	if _, err := enc.Append(nil, factwire.Header{}, []analyzer.Fact{{Kind: 0}}); err == nil {
@@ -135,7 +162,7 @@ func TestDecodeRejects(t *testing.T) {
 		want error
 	}{
 		{"empty", nil, factwire.ErrMalformed},
-		{"version 2", append([]byte{2}, valid[1:]...), factwire.ErrVersion},
+		{"version 3", append([]byte{3}, valid[1:]...), factwire.ErrVersion},
 		{"trailing byte", append(append([]byte(nil), valid...), 0), factwire.ErrMalformed},
 		{"huge dictionary count", append(append([]byte{1}, make([]byte, 9)...), 0xff, 0xff, 0xff, 0xff, 0x0f), factwire.ErrMalformed},
 		{"kind 0", append(append([]byte{1}, make([]byte, 9)...), 0, 1, 0, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), factwire.ErrMalformed},
