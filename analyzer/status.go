@@ -80,9 +80,14 @@ type statusSample struct {
 	spans   uint64 // projection spans received, cumulative
 }
 
-// maxStatusSamples bounds a window: ticks closer than window/
-// (maxStatusSamples-1) replace the newest sample instead of adding one.
-const maxStatusSamples = 64
+// maxStatusSamples bounds a window: a tick closer than window/
+// statusSteps to the sample before the newest replaces the newest instead
+// of adding one, so that any two samples two apart are a step apart and a
+// window holds at most 2*statusSteps+1 of them, its oldest before it.
+const (
+	statusSteps      = 32
+	maxStatusSamples = 2*statusSteps + 2
+)
 
 // judgeStatus is the status machine: the status of a projection over
 // samples, oldest first, of a window of length window (ns). It is a pure
@@ -128,7 +133,7 @@ type statusWindow struct {
 // the window (keeping the newest one before it, so that the window covers
 // its whole length once it can) and returns the status judged over it.
 func (w *statusWindow) add(s statusSample, window int64) ProjectionStatus {
-	if n := len(w.samples); n >= 2 && s.at-w.samples[n-2].at < window/(maxStatusSamples-1) {
+	if n := len(w.samples); n >= 2 && s.at-w.samples[n-2].at < window/statusSteps {
 		w.samples[n-1] = s // too close to the previous: replace the newest
 	} else {
 		w.samples = append(w.samples, s)
