@@ -45,6 +45,10 @@ type Config struct {
 	// RejectRatio is the fraction of received spans lagscope may reject
 	// before LagscopeRejectingSpans fires. Default 0.01.
 	RejectRatio float64
+	// StaleReadRatio is the fraction of a query's reads (those whose
+	// freshness is known) that may be stale before CQRSStaleReads fires,
+	// for For. Default 0.01.
+	StaleReadRatio float64
 	// SelfFor is how long LagscopeRejectingSpans and LagscopeJoinEvictions
 	// conditions must hold before they fire. Default 10m.
 	SelfFor time.Duration
@@ -70,6 +74,7 @@ func DefaultConfig() Config {
 		DriftTolerance: 0.1,
 		DriftFor:       15 * time.Minute,
 		RejectRatio:    0.01,
+		StaleReadRatio: 0.01,
 		SelfFor:        10 * time.Minute,
 		DownFor:        5 * time.Minute,
 		Job:            "lagscope",
@@ -99,6 +104,9 @@ func (c Config) Validate() error {
 	}
 	if c.RejectRatio < 0 || c.RejectRatio >= 1 {
 		errs = append(errs, fmt.Errorf("reject ratio must be in [0, 1), got %g", c.RejectRatio))
+	}
+	if c.StaleReadRatio < 0 || c.StaleReadRatio >= 1 {
+		errs = append(errs, fmt.Errorf("stale read ratio must be in [0, 1), got %g", c.StaleReadRatio))
 	}
 	if c.Job == "" {
 		errs = append(errs, errors.New("job must not be empty"))
