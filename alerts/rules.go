@@ -239,12 +239,16 @@ max by (job, projection) (cqrs_projection_status{status="`+st+`"}) == 1`, summar
 			"Projection {{ $labels.projection }} loses the trace context of the events it projects",
 			"Projection spans of {{ $labels.projection }} (job {{ $labels.job }}) are joined to their events by event id only, {{ $value | humanize }}/s over 5m: they are neither in the append's trace nor linked to it. Lag is still measured, but a slow projection cannot be followed to the command that caused it."),
 		alert(cfg, "CQRSStaleReads", "warning", cfg.For,
-			`sum by (job, query) (rate(cqrs_stale_reads_total[5m]))
+			`(
+    sum by (job, query) (rate(cqrs_read_staleness_seconds_count[5m]))
+  -
+    sum by (job, query) (rate(cqrs_read_staleness_seconds_bucket{le="`+seconds(cfg.StaleReadAfter)+`"}[5m]))
+)
 /
 sum by (job, query) (rate(cqrs_queries_total{result=~"fresh|stale"}[5m]))
 > `+ratio(cfg.StaleReadRatio),
-			"Query {{ $labels.query }} returns stale data to {{ $value | humanizePercentage }} of its reads",
-			"Over the last 5m {{ $value | humanizePercentage }} of the reads of query {{ $labels.query }} (job {{ $labels.job }}) returned an older version of an aggregate than one appended before the query started, above "+percent(cfg.StaleReadRatio)+": users do not see what they just saved. See cqrs_read_staleness_seconds for how stale."),
+			"Query {{ $labels.query }} returns data over "+model.Duration(cfg.StaleReadAfter).String()+" stale to {{ $value | humanizePercentage }} of its reads",
+			"Over the last 5m {{ $value | humanizePercentage }} of the reads of query {{ $labels.query }} (job {{ $labels.job }}) returned an older version of an aggregate than one appended more than "+model.Duration(cfg.StaleReadAfter).String()+" before the query started, above "+percent(cfg.StaleReadRatio)+": users do not see what they saved. See cqrs_stale_reads_total for all stale reads, however fresh."),
 		alert(cfg, "CQRSClockSkew", "warning", cfg.SelfFor,
 			`sum by (job, from_service, to_service) (rate(cqrs_clock_skew_seconds_count[5m]))
 -

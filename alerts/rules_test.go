@@ -143,6 +143,8 @@ func TestConfigValidate(t *testing.T) {
 		{"drift tolerance 0", func(c *Config) { c.DriftTolerance = 0 }},
 		{"drift tolerance 1", func(c *Config) { c.DriftTolerance = 1 }},
 		{"reject ratio 1", func(c *Config) { c.RejectRatio = 1 }},
+		{"stale read ratio 1", func(c *Config) { c.StaleReadRatio = 1 }},
+		{"stale read after between buckets", func(c *Config) { c.StaleReadAfter = 1500 * time.Millisecond }},
 		{"empty job", func(c *Config) { c.Job = "" }},
 		{"empty runbook", func(c *Config) { c.RunbookURL = "" }},
 	}

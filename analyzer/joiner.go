@@ -14,7 +14,8 @@ import (
 )
 
 // eventEntry is an appended event held by the join. Label values are interned
-// ids and projections are bits, so an entry is a fixed 112 bytes.
+// ids and projections are bits, so an entry is a fixed 120 bytes (112
+// before issue 14 added the append's service, for clock skew).
 type eventEntry struct {
 	key       EventKey
 	trace     [16]byte

@@ -222,7 +222,7 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 		staleness: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "cqrs_read_staleness_seconds",
 			Help:    "How stale a stale read was: query start minus the append end of the newest version it did not see.",
-			Buckets: LagBuckets,
+			Buckets: StalenessBuckets,
 		}, []string{"query"}),
 		status: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cqrs_projection_status",

@@ -11,6 +11,12 @@ package analyzer
 // read is judged against the newest appended before it started, which is one
 // of them unless two more versions were appended while the query ran.
 
+// StalenessBuckets are the bucket boundaries (seconds) of
+// cqrs_read_staleness_seconds: the lag histogram's defaults, kept apart
+// from them so that configuring the lag buckets cannot remove the boundary
+// the CQRSStaleReads alert reads (alerts.Config.StaleReadAfter, 1s).
+var StalenessBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300}
+
 // with returns v after version was appended at appendEnd, and whether that
 // changed it: v keeps the two newest versions whatever order their appends
 // arrive in.
