@@ -59,10 +59,10 @@ type orderVal struct {
 }
 
 // versionAt holds the two newest versions of an aggregate and their
-// appends' ends (staleness.go).
+// appends' ends, the older one as distances from the newer (staleness.go).
 type versionAt struct {
-	version, appendEnd   int64
-	prevVersion, prevEnd int64
+	version, appendEnd int64
+	prevBack, prevAge  uint32
 }
 
 // Joiner is step 2 of the analysis: it joins facts by event id, whatever the
