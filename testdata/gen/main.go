@@ -517,13 +517,13 @@ func clockSkew() *fixture {
 		scenario: "Two `CreateOrder` traces, each projected by `orders_view`. The first is projected on projector-1 normally. " +
 			"The second is projected on projector-2 (same service, another `host.name`) whose clock runs 2s behind: its project span " +
 			"ends 250ms BEFORE the command span starts, a lag of -250ms, which is counted as clock skew and not observed as a lag: its span started 274ms before the append ended. " +
-			"A third trace (`PayOrder`, `OrderPaid`) is projected by `sales_summary` in the sales-projector service, whose clock runs a little behind: its 6ms project span " +
+			"A third trace (`RefundOrder`, `OrderRefunded`, a type no other fixture has, so that no other projection expects it when fixtures are analysed together) is projected by `sales_summary` in the sales-projector service, whose clock runs a little behind: its 6ms project span " +
 			"starts 5ms before the append ends. Its lag (19ms) is positive, so it is observed, and short by the skew: the clock-skew histogram counts it, the clock-skew column does not."}
 	resSkewed := &resource{"order-projector", "projector-2"}
 	resSales := &resource{"sales-projector", "sales-1"}
 	f1 := f.commandFlow(0, "POST", "/orders", "CreateOrder", f.order(1, "OrderCreated", 1, 1))
 	f2 := f.commandFlow(4*time.Second, "POST", "/orders", "CreateOrder", f.order(2, "OrderCreated", 1, 2))
-	f3 := f.commandFlow(8*time.Second, "PUT", "/orders/{id}/payment", "PayOrder", f.order(1, "OrderPaid", 2, 3))
+	f3 := f.commandFlow(8*time.Second, "POST", "/orders/{id}/refund", "RefundOrder", f.order(1, "OrderRefunded", 2, 3))
 	p1 := f.projectChild(f1, "orders_view", 300*ms)
 	p2 := f.project(f2.trace, f2.app, resSkewed, "orders_view", f2.ev, f2.cmdStart-250*ms)
 	p3 := f.project(f3.trace, f3.app, resSales, "sales_summary", f3.ev, f3.appendEnd+1*ms)
@@ -538,7 +538,7 @@ func clockSkew() *fixture {
 			{f.eventID(2), "OrderCreated", "CreateOrder", -250 * ms},
 		}},
 		{projection: "sales_summary", appended: 1, projected: 1, lags: []lagExpect{
-			{f.eventID(3), "OrderPaid", "PayOrder", 19 * ms},
+			{f.eventID(3), "OrderRefunded", "RefundOrder", 19 * ms},
 		}},
 	}
 	f.skew = []skewExpect{
@@ -710,10 +710,11 @@ func brokenPropagation() *fixture {
 
 func staleReads() *fixture {
 	f := &fixture{file: "stale_reads.jsonl", events: 5, num: 16, title: "Stale reads (read after write)",
-		scenario: "Two orders, each written then read by a user who expects to see the write. order-1601: `CreateOrder` (v1) at 0s, `PayOrder` (v2) at 2s, " +
+		scenario: "Two draft orders, each written then read by a user who expects to see the write (event types no other fixture has, so that no other projection expects them when fixtures are analysed together). " +
+			"order-1601: `DraftOrder` (v1) at 0s, `ConfirmOrder` (v2) at 2s, " +
 			"whose projection by `orders_view` is slow (1.5s). `GetOrder` reads v1 at 2.010s, while v2's append is still running (it ends at 2.020s): fresh, " +
-			"v2 was not appended yet; again at 2.300s: stale, 280ms after v2's append ended; and v2 at 4s: fresh. order-1602: `CreateOrder` (v1) at 6s, " +
-			"`AddLine` (v2) at 6.5s, `AddLine` (v3) at 7s; `GetOrderSummary` reads v1 at 7.010s, before v3's append ended but after v2's: stale by 490ms, " +
+			"v2 was not appended yet; again at 2.300s: stale, 280ms after v2's append ended; and v2 at 4s: fresh. order-1602: `DraftOrder` (v1) at 6s, " +
+			"`AddNote` (v2) at 6.5s, `AddNote` (v3) at 7s; `GetOrderSummary` reads v1 at 7.010s, before v3's append ended but after v2's: stale by 490ms, " +
 			"measured from v2, the newest version appended before the query started. Each read is a query span under its own `GET` HTTP span.",
 		queries: 4}
 	type w struct {
@@ -724,11 +725,11 @@ func staleReads() *fixture {
 		lag           time.Duration
 	}
 	writes := []w{
-		{0, "POST", "/orders", "CreateOrder", f.order(1, "OrderCreated", 1, 1), 100 * ms},
-		{2 * time.Second, "PUT", "/orders/{id}/payment", "PayOrder", f.order(1, "OrderPaid", 2, 2), 1500 * ms},
-		{6 * time.Second, "POST", "/orders", "CreateOrder", f.order(2, "OrderCreated", 1, 3), 100 * ms},
-		{6500 * ms, "POST", "/orders/{id}/lines", "AddLine", f.order(2, "OrderLineAdded", 2, 4), 900 * ms},
-		{7 * time.Second, "POST", "/orders/{id}/lines", "AddLine", f.order(2, "OrderLineAdded", 3, 5), 600 * ms},
+		{0, "POST", "/drafts", "DraftOrder", f.order(1, "OrderDrafted", 1, 1), 100 * ms},
+		{2 * time.Second, "PUT", "/drafts/{id}/confirmation", "ConfirmOrder", f.order(1, "OrderConfirmed", 2, 2), 1500 * ms},
+		{6 * time.Second, "POST", "/drafts", "DraftOrder", f.order(2, "OrderDrafted", 1, 3), 100 * ms},
+		{6500 * ms, "POST", "/drafts/{id}/notes", "AddNote", f.order(2, "OrderNoteAdded", 2, 4), 900 * ms},
+		{7 * time.Second, "POST", "/drafts/{id}/notes", "AddNote", f.order(2, "OrderNoteAdded", 3, 5), 600 * ms},
 	}
 	var apps, projs []*span
 	pe := projExpect{projection: "orders_view", appended: 5, projected: 5}
