@@ -12,9 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lagscope/lagscope/analyzer"
 )
 
 // Config holds the thresholds of the generated rules. The zero value is not
@@ -54,6 +57,17 @@ type Config struct {
 	// RejectRatio is the fraction of received spans lagscope may reject
 	// before LagscopeRejectingSpans fires. Default 0.01.
 	RejectRatio float64
+	// StaleReadRatio is the fraction of a query's reads (those whose
+	// freshness is known) that may be stale by more than StaleReadAfter
+	// before CQRSStaleReads fires, for For. Default 0.01.
+	StaleReadRatio float64
+	// StaleReadAfter is the staleness from which a stale read counts
+	// towards CQRSStaleReads: a read that missed a version appended this
+	// long before it started. A read right after a write is often stale by
+	// a few milliseconds in a healthy eventually consistent system; one that
+	// misses a version a second old is what users notice. It must be a
+	// bucket boundary of analyzer.StalenessBuckets. Default 1s.
+	StaleReadAfter time.Duration
 	// SelfFor is how long LagscopeRejectingSpans and LagscopeJoinEvictions
 	// conditions must hold before they fire. Default 10m.
 	SelfFor time.Duration
@@ -79,6 +93,8 @@ func DefaultConfig() Config {
 		DriftTolerance: 0.1,
 		DriftFor:       15 * time.Minute,
 		RejectRatio:    0.01,
+		StaleReadRatio: 0.01,
+		StaleReadAfter: time.Second,
 		SelfFor:        10 * time.Minute,
 		DownFor:        5 * time.Minute,
 		Job:            "lagscope",
@@ -133,6 +149,12 @@ func (c Config) Validate() error {
 	}
 	if c.RejectRatio < 0 || c.RejectRatio >= 1 {
 		errs = append(errs, fmt.Errorf("reject ratio must be in [0, 1), got %g", c.RejectRatio))
+	}
+	if c.StaleReadRatio < 0 || c.StaleReadRatio >= 1 {
+		errs = append(errs, fmt.Errorf("stale read ratio must be in [0, 1), got %g", c.StaleReadRatio))
+	}
+	if !slices.Contains(analyzer.StalenessBuckets, c.StaleReadAfter.Seconds()) {
+		errs = append(errs, fmt.Errorf("stale read after must be a bucket boundary of cqrs_read_staleness_seconds (%v seconds), got %s", analyzer.StalenessBuckets, c.StaleReadAfter))
 	}
 	if c.Job == "" {
 		errs = append(errs, errors.New("job must not be empty"))

@@ -147,7 +147,7 @@ sum by (job, instance) (rate(lagscope_received_spans_total[5m]))`),
 
 func cqrsAlerts(cfg Config) []rulefmt.Rule {
 	lag := seconds(cfg.LagThreshold)
-	return []rulefmt.Rule{
+	rules := []rulefmt.Rule{
 		alert(cfg, "CQRSProjectionLagHigh", "critical", cfg.For,
 			`max by (job, projection) (
     label_replace(`+RecordLagP99+`, "signal", "p99", "", "")
@@ -205,6 +205,60 @@ and on (job, projection) `+RecordAppended+` > 0
 and on (job, projection) `+RecordProjected+` > 0`,
 			"Projection {{ $labels.projection }} projects {{ $value | humanizePercentage }} of the events appended for it",
 			"Over the last 5m projection {{ $labels.projection }} (job {{ $labels.job }}) projected {{ $value | humanizePercentage }} of the events appended for its event types, outside "+percent(1-cfg.DriftTolerance)+" to "+percent(1+cfg.DriftTolerance)+". It is falling behind, skipping events or projecting some twice."),
+	}
+	return append(rules, consistencyAlerts(cfg)...)
+}
+
+// SkewAlertSeconds is the clock skew above which CQRSClockSkew counts a
+// projection span: a bucket boundary of analyzer.SkewBuckets (a test keeps
+// it one), and 2% of the default 5s lag objective, so that a skew below it
+// cannot move a lag across the objective by itself.
+const SkewAlertSeconds = "0.1"
+
+// consistencyAlerts are the alerts of issue 14's consistency failures: one
+// per bad projection status (cqrs_projection_status, judged without
+// thresholds as Burrow judges consumers), broken trace propagation, stale
+// reads and clock skew. The status alerts show the projection's pending
+// events as their value.
+func consistencyAlerts(cfg Config) []rulefmt.Rule {
+	status := func(name, severity, st string, forDur time.Duration, summary, description string) rulefmt.Rule {
+		return alert(cfg, name, severity, forDur,
+			`max by (job, projection) (cqrs_projection_pending_events)
+and on (job, projection)
+max by (job, projection) (cqrs_projection_status{status="`+st+`"}) == 1`, summary, description)
+	}
+	return []rulefmt.Rule{
+		status("CQRSProjectionStatusSlow", "warning", "slow", cfg.StallFor,
+			"Projection {{ $labels.projection }} is falling behind ({{ $value | humanize }} events pending)",
+			"Projection {{ $labels.projection }} (job {{ $labels.job }}) shows events, but its pending events never decreased over the join deadline and grew to {{ $value | humanize }}: events arrive faster than it projects them."),
+		status("CQRSProjectionStatusStalled", "critical", "stalled", cfg.For,
+			"Projection {{ $labels.projection }} is stalled with {{ $value | humanize }} events pending",
+			"Projection {{ $labels.projection }} (job {{ $labels.job }}) sends projection spans but has shown no new event over the join deadline, while {{ $value | humanize }} events wait for it: it retries an event it cannot apply, or projects events lagscope never saw appended."),
+		status("CQRSProjectionStatusStopped", "critical", "stopped", cfg.For,
+			"Projection {{ $labels.projection }} has stopped ({{ $value | humanize }} events pending)",
+			"No projection span of projection {{ $labels.projection }} (job {{ $labels.job }}) reached lagscope over the join deadline while {{ $value | humanize }} events wait for it: it is down, or its spans are not exported."),
+		alert(cfg, "CQRSTracePropagationBroken", "warning", cfg.SelfFor,
+			`sum by (job, projection) (rate(cqrs_trace_propagation_broken_total[5m])) > 0`,
+			"Projection {{ $labels.projection }} loses the trace context of the events it projects",
+			"Projection spans of {{ $labels.projection }} (job {{ $labels.job }}) are joined to their events by event id only, {{ $value | humanize }}/s over 5m: they are neither in the append's trace nor linked to it. Lag is still measured, but a slow projection cannot be followed to the command that caused it."),
+		alert(cfg, "CQRSStaleReads", "warning", cfg.For,
+			`(
+    sum by (job, query) (rate(cqrs_read_staleness_seconds_count[5m]))
+  -
+    sum by (job, query) (rate(cqrs_read_staleness_seconds_bucket{le="`+seconds(cfg.StaleReadAfter)+`"}[5m]))
+)
+/
+sum by (job, query) (rate(cqrs_queries_total{result=~"fresh|stale"}[5m]))
+> `+ratio(cfg.StaleReadRatio),
+			"Query {{ $labels.query }} returns data over "+model.Duration(cfg.StaleReadAfter).String()+" stale to {{ $value | humanizePercentage }} of its reads",
+			"Over the last 5m {{ $value | humanizePercentage }} of the reads of query {{ $labels.query }} (job {{ $labels.job }}) returned an older version of an aggregate than one appended more than "+model.Duration(cfg.StaleReadAfter).String()+" before the query started, above "+percent(cfg.StaleReadRatio)+": users do not see what they saved. See cqrs_stale_reads_total for all stale reads, however fresh."),
+		alert(cfg, "CQRSClockSkew", "warning", cfg.SelfFor,
+			`sum by (job, from_service, to_service) (rate(cqrs_clock_skew_seconds_count[5m]))
+-
+sum by (job, from_service, to_service) (rate(cqrs_clock_skew_seconds_bucket{le="`+SkewAlertSeconds+`"}[5m]))
+> 0`,
+			"Clocks of {{ $labels.from_service }} and {{ $labels.to_service }} disagree by more than "+SkewAlertSeconds+"s",
+			"Projection spans of {{ $labels.to_service }} (job {{ $labels.job }}) start more than "+SkewAlertSeconds+"s before the end of the {{ $labels.from_service }} appends they project, {{ $value | humanize }}/s over 5m: the hosts' clocks disagree, and every lag between the two services is off by as much."),
 	}
 }
 

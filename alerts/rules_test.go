@@ -6,12 +6,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/lagscope/lagscope/analyzer"
 )
 
 var update = flag.Bool("update", false, "rewrite "+FileName+" from DefaultConfig")
@@ -59,6 +63,7 @@ func TestRulesShape(t *testing.T) {
 	p := parser.NewParser(parser.Options{})
 	wantAlerts := []string{
 		"CQRSProjectionLagHigh", "CQRSProjectionStalled", "CQRSProjectionPositionStalled", "CQRSConsumerGroupStalled", "CQRSEventsUnprojected", "CQRSProjectionDrift",
+		"CQRSProjectionStatusSlow", "CQRSProjectionStatusStalled", "CQRSProjectionStatusStopped", "CQRSTracePropagationBroken", "CQRSStaleReads", "CQRSClockSkew",
 		"LagscopeRejectingSpans", "LagscopeJoinEvictions", "LagscopeRecoveredPanics", "LagscopeDown",
 	}
 	readme, err := os.ReadFile("README.md")
@@ -98,6 +103,19 @@ func TestRulesShape(t *testing.T) {
 	}
 }
 
+// TestSkewAlertIsABucketBoundary: CQRSClockSkew reads the bucket at
+// SkewAlertSeconds, which must be one of the histogram's, or the alert
+// compares with a series that does not exist.
+func TestSkewAlertIsABucketBoundary(t *testing.T) {
+	want, err := strconv.ParseFloat(SkewAlertSeconds, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(analyzer.SkewBuckets, want) {
+		t.Errorf("SkewAlertSeconds %s is not a bucket boundary of analyzer.SkewBuckets %v", SkewAlertSeconds, analyzer.SkewBuckets)
+	}
+}
+
 func TestThresholdsAreParameters(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.LagThreshold = 2500 * time.Millisecond
@@ -125,6 +143,8 @@ func TestConfigValidate(t *testing.T) {
 		{"drift tolerance 0", func(c *Config) { c.DriftTolerance = 0 }},
 		{"drift tolerance 1", func(c *Config) { c.DriftTolerance = 1 }},
 		{"reject ratio 1", func(c *Config) { c.RejectRatio = 1 }},
+		{"stale read ratio 1", func(c *Config) { c.StaleReadRatio = 1 }},
+		{"stale read after between buckets", func(c *Config) { c.StaleReadAfter = 1500 * time.Millisecond }},
 		{"empty job", func(c *Config) { c.Job = "" }},
 		{"empty runbook", func(c *Config) { c.RunbookURL = "" }},
 	}

@@ -53,12 +53,12 @@ type JoinConfig struct {
 	// MaxPendingEvents bounds the events held by the join. When full, the
 	// oldest are evicted (never the newest dropped). With several shards
 	// each holds MaxPendingEvents/shards and evicts its own oldest. An
-	// event is a fixed 120 bytes whatever its strings, about 186 with its
+	// event is a fixed 128 bytes whatever its strings, about 210 with its
 	// index and per-aggregate state (BenchmarkPendingEvents): 1,048,576
-	// events hold about 190 MiB. Default 1,048,576.
+	// events hold about 210 MiB. Default 1,048,576.
 	MaxPendingEvents int `yaml:"max_pending_events"`
 	// MaxPendingProjections bounds projection spans held while their
-	// append span has not arrived (a fixed 72 bytes each), and also append
+	// append span has not arrived (a fixed 80 bytes each), and also append
 	// facts waiting for their command span and projection facts waiting
 	// for their producer span (CommandWait). Those keep strings, bounded at
 	// the boundary: the event id cut to 64 bytes, an aggregate id over 64

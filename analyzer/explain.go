@@ -113,7 +113,7 @@ func Explain(cfg Config, td ptrace.Traces) ([]SpanExplanation, error) {
 						}
 						commands[key] = name
 					case RoleAppend:
-						s.facts = eventFacts(nil, appendBase(sp), sp, &s.a)
+						s.facts = eventFacts(nil, appendBase(sp, ""), sp, &s.a)
 						if len(s.facts) == 1 && !s.dup {
 							producers[key] = s.facts[0].Event
 							producerIDs[key] = s.facts[0].DisplayID()

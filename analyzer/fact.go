@@ -81,6 +81,16 @@ type Fact struct {
 	// unprojected, duplicated, out of order, late, clock skew) with its
 	// append's weight and a query with its own.
 	Weight float64
+	// Service is the service.name of the span's resource (append and
+	// project facts), for the clock-skew histogram's from_service and
+	// to_service labels.
+	Service string
+	// LinkedTraces is a 64-bit Bloom filter (two bits per trace) of the
+	// trace ids of the projection span's links; 0 when it has none. The
+	// Joiner tests the append's trace id against it to tell a projection
+	// linked to its event's trace from one whose context was lost
+	// (linkedTo): a fixed 8 bytes however many links a batch consumer has.
+	LinkedTraces uint64
 }
 
 // weight returns the number of events or queries f counts for: Weight, or
@@ -90,6 +100,20 @@ func (f *Fact) weight() float64 {
 		return f.Weight
 	}
 	return 1
+}
+
+// LinkBloom returns the bits of trace id t in Fact.LinkedTraces.
+func LinkBloom(t [16]byte) uint64 {
+	h := mix64(getUint64(t[:8]) ^ mix64(getUint64(t[8:])))
+	return 1<<(h&63) | 1<<((h>>6)&63)
+}
+
+// linkedTo reports whether a span whose links give bloom may link to trace
+// t: never false for a linked trace, true by chance for about one trace in
+// 500 with one link (the broken-propagation count errs low, never high).
+func linkedTo(bloom uint64, t [16]byte) bool {
+	b := LinkBloom(t)
+	return bloom&b == b
 }
 
 // Clone returns f with its strings copied, safe to keep after the request
@@ -102,6 +126,7 @@ func (f Fact) Clone() Fact {
 	f.Command = clone(f.Command)
 	f.Projection = clone(f.Projection)
 	f.Query = clone(f.Query)
+	f.Service = clone(f.Service)
 	return f
 }
 

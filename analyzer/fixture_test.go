@@ -69,6 +69,7 @@ func readRequests(t testing.TB, path string) []ptrace.Traces {
 type proj struct {
 	name                                             string
 	expected, projected, unprojected, dup, ooo, skew uint64
+	broken                                           uint64 // broken propagation
 	lags                                             []int
 	unprojectedIDs                                   []string
 }
@@ -106,10 +107,11 @@ func TestFixtures(t *testing.T) {
 			{name: "orders_view", expected: 2, projected: 2, lags: []int{400, 700}},
 		}, ""},
 		{"messaging_semconv", []proj{
-			{name: "orders-view", expected: 5, projected: 5, lags: []int{60, 75, 140, 310, 520}},
+			{name: "orders-view", expected: 5, projected: 5, broken: 1, lags: []int{60, 75, 140, 310, 520}},
 		}, ""},
 		{"clock_skew", []proj{
 			{name: "orders_view", expected: 2, projected: 2, skew: 1, lags: []int{300}},
+			{name: "sales_summary", expected: 1, projected: 1, lags: []int{19}},
 		}, ""},
 		{"noise", []proj{
 			{name: "orders_view", expected: 2, projected: 2, lags: []int{210, 160}},
@@ -120,8 +122,11 @@ func TestFixtures(t *testing.T) {
 			{name: "sales_summary", expected: 3, projected: 3, lags: []int{450, 350, 400}},
 		}, ""},
 		{"broken_propagation", []proj{
-			{name: "orders_view", expected: 2, projected: 2, lags: []int{180, 260}},
-			{name: "sales_summary", expected: 2, projected: 2, lags: []int{520, 1100}},
+			{name: "orders_view", expected: 3, projected: 3, broken: 2, lags: []int{180, 260, 140}},
+			{name: "sales_summary", expected: 3, projected: 3, broken: 3, lags: []int{520, 1100, 700}},
+		}, ""},
+		{"stale_reads", []proj{
+			{name: "orders_view", expected: 5, projected: 5, lags: []int{100, 1500, 100, 900, 600}},
 		}, ""},
 		{"no_command", []proj{
 			{name: "orders_view", expected: 2, projected: 2, lags: []int{180, 240}},
@@ -189,7 +194,7 @@ func TestFixtures(t *testing.T) {
 			for _, p := range sum.Projections {
 				fromSummary = append(fromSummary, proj{
 					name: p.Name, expected: p.Expected, projected: p.Projected, unprojected: p.Unprojected,
-					dup: p.Duplicated, ooo: p.OutOfOrder, skew: p.ClockSkew, unprojectedIDs: p.UnprojectedIDs,
+					dup: p.Duplicated, ooo: p.OutOfOrder, skew: p.ClockSkew, broken: p.BrokenPropagation, unprojectedIDs: p.UnprojectedIDs,
 					lags: []int{int(p.Lag.Count), int(p.Lag.Sum / time.Millisecond), int(p.Lag.Max / time.Millisecond)},
 				})
 			}
@@ -234,6 +239,7 @@ func scrapedProjections(t *testing.T, reg *prometheus.Registry) []proj {
 	add("cqrs_events_out_of_order_total", func(p *proj, n uint64) { p.ooo += n })
 	add("cqrs_events_late_total", func(p *proj, n uint64) { late[p.name] += n })
 	add("cqrs_clock_skew_total", func(p *proj, n uint64) { p.skew += n })
+	add("cqrs_trace_propagation_broken_total", func(p *proj, n uint64) { p.broken += n })
 	for _, m := range mfs["cqrs_command_to_projection_lag_seconds"].GetMetric() {
 		name := labelOf(m, "projection")
 		lagCount[name] += m.GetHistogram().GetSampleCount()
@@ -273,4 +279,98 @@ func rulesOf(t testing.TB, path string) []Rule {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return c.Rules
+}
+
+// TestConsistencyFixtures checks the stale reads and the clock skews of the
+// fixtures against testdata/README.md (issue 14), through the exposition
+// (series: count and sum in ms) and through Summary. Every fixture is
+// listed: one with none must expose none.
+func TestConsistencyFixtures(t *testing.T) {
+	type series map[string][2]int // labels -> count, sum ms
+	tests := []struct {
+		file        string
+		stale, skew series
+	}{
+		{"happy_path", nil, nil},
+		{"projection_before_append", nil, nil},
+		{"missing_projection", nil, nil},
+		{"two_projections", nil, nil},
+		{"multi_event_append", nil, nil},
+		{"span_link", nil, nil},
+		{"messaging_semconv", nil, nil},
+		{"clock_skew", nil, series{"order-api -> order-projector": {1, 274}, "order-api -> sales-projector": {1, 5}}},
+		{"noise", nil, nil},
+		{"duplicates_out_of_order", nil, nil},
+		{"broken_propagation", nil, nil},
+		{"no_command", nil, nil},
+		{"intermediate_spans", nil, nil},
+		{"hand_instrumented", nil, nil},
+		{"stale_reads", series{"GetOrder": {1, 280}, "GetOrderSummary": {1, 490}}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.KeepSamples = true
+			a, reg := analyzeFile(t, filepath.Join("..", "testdata", tt.file+".jsonl"), cfg)
+			body := scrape(t, reg, acceptText).body
+			parser := expfmt.NewTextParser(model.UTF8Validation)
+			mfs, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+			if err != nil {
+				t.Fatalf("parse scrape: %v", err)
+			}
+			hist := func(family string, key func(*dto.Metric) string) series {
+				out := series{}
+				for _, m := range mfs[family].GetMetric() {
+					if h := m.GetHistogram(); h.GetSampleCount() > 0 {
+						out[key(m)] = [2]int{int(h.GetSampleCount()), int(math.Round(h.GetSampleSum() * 1000))}
+					}
+				}
+				return out
+			}
+			staleKey := func(m *dto.Metric) string { return labelOf(m, "query") }
+			skewKey := func(m *dto.Metric) string { return labelOf(m, "from_service") + " -> " + labelOf(m, "to_service") }
+			wantStale, wantSkew := tt.stale, tt.skew
+			if wantStale == nil {
+				wantStale = series{}
+			}
+			if wantSkew == nil {
+				wantSkew = series{}
+			}
+			if diff := cmp.Diff(wantStale, hist("cqrs_read_staleness_seconds", staleKey)); diff != "" {
+				t.Errorf("cqrs_read_staleness_seconds (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(wantSkew, hist("cqrs_clock_skew_seconds", skewKey)); diff != "" {
+				t.Errorf("cqrs_clock_skew_seconds (-want +got):\n%s", diff)
+			}
+			staleTotal := series{}
+			var stale uint64
+			for _, m := range mfs["cqrs_stale_reads_total"].GetMetric() {
+				if n := int(m.GetCounter().GetValue()); n > 0 {
+					staleTotal[labelOf(m, "query")] = [2]int{n, wantStale[labelOf(m, "query")][1]}
+					stale += uint64(n)
+				}
+			}
+			if diff := cmp.Diff(wantStale, staleTotal); diff != "" {
+				t.Errorf("cqrs_stale_reads_total disagrees with the staleness histogram (-want +got):\n%s", diff)
+			}
+			sum := a.Summary()
+			if sum.Queries.Stale != stale {
+				t.Errorf("cqrs_queries_total{result=\"stale\"} = %d, cqrs_stale_reads_total = %d; want the same", sum.Queries.Stale, stale)
+			}
+			fromSummary := series{}
+			for _, q := range sum.StaleReads {
+				fromSummary[q.Query] = [2]int{int(q.Count), int(q.Staleness / time.Millisecond)}
+			}
+			if diff := cmp.Diff(wantStale, fromSummary); diff != "" {
+				t.Errorf("Summary.StaleReads (-want +got):\n%s", diff)
+			}
+			fromSummary = series{}
+			for _, c := range sum.ClockSkew {
+				fromSummary[c.From+" -> "+c.To] = [2]int{int(c.Count), int(c.Sum / time.Millisecond)}
+			}
+			if diff := cmp.Diff(wantSkew, fromSummary); diff != "" {
+				t.Errorf("Summary.ClockSkew (-want +got):\n%s", diff)
+			}
+		})
+	}
 }

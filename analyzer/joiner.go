@@ -14,7 +14,8 @@ import (
 )
 
 // eventEntry is an appended event held by the join. Label values are interned
-// ids and projections are bits, so an entry is a fixed 120 bytes.
+// ids and projections are bits, so an entry is a fixed 128 bytes (112
+// before the sampling weight and, for clock skew, the append's service).
 type eventEntry struct {
 	key       EventKey
 	trace     [16]byte
@@ -31,7 +32,8 @@ type eventEntry struct {
 	// showed it; unproj: those declared unprojected at the deadline.
 	expected, pending, seen, unproj uint64
 	typ, aggType, command           uint16
-	declared                        bool // the deadline has been evaluated
+	service                         uint16 // the append's, for clock skew
+	declared                        bool   // the deadline has been evaluated
 	// badTime: the append's timestamps were not credible (counted then),
 	// so no lag or stage duration is observed for the event.
 	badTime bool
@@ -44,7 +46,9 @@ type orphanEntry struct {
 	start, end int64
 	arrived    int64
 	prev       uint64 // seq+1 of the previous orphan of the same event; 0 when none
+	links      uint64 // Fact.LinkedTraces
 	projection uint16
+	service    uint16
 	consumed   bool
 }
 
@@ -57,8 +61,11 @@ type orderVal struct {
 	version, start int64
 }
 
+// versionAt holds the two newest versions of an aggregate and their
+// appends' ends, the older one as distances from the newer (staleness.go).
 type versionAt struct {
 	version, appendEnd int64
+	prevBack, prevAge  uint32
 }
 
 // Joiner is step 2 of the analysis: it joins facts by event id, whatever the
@@ -230,6 +237,9 @@ type joinShard struct {
 	late       counters2
 	extra      *summaryExtra
 	chain      []uint64
+
+	skewParts map[[2]uint16]skewPart // skew.go
+	st        statusCounts           // status.go
 }
 
 // joinShared is the state the Joiner shards share. Labels are interned by
@@ -239,6 +249,7 @@ type joinShard struct {
 type joinShared struct {
 	m                                            *metrics
 	types, aggTypes, commands, projections, qrys *labelSet
+	services                                     *labelSet // of clock skew's labels
 
 	// expected holds, per event type id, the projections expected to show
 	// its events: those configured, and those that ever showed one.
@@ -254,6 +265,11 @@ type joinShared struct {
 	otherLag lagSeries
 
 	aggs []aggShard
+
+	// windows are the status machine's, by projection id; statusWindow
+	// is their length (status.go). Written by refreshGauges only.
+	windows      [maxProjections]statusWindow
+	statusWindow int64
 
 	exemplarGap int64
 	keep        bool
@@ -286,6 +302,8 @@ type lagPart struct {
 type projSeries struct {
 	skew            prometheus.Counter
 	pending, oldest prometheus.Gauge
+	broken          prometheus.Counter
+	status          [len(statusNames)]prometheus.Gauge
 }
 
 // counters2 caches a shard's parts of a two-label counter vector by
@@ -337,15 +355,17 @@ func newJoinShared(cfg Config, m *metrics, n int) *joinShared {
 		// "other", and no counters (m.labels has none for "command"), so
 		// that an overflow or a cut is counted once, by the Resolver,
 		// whichever process it runs in.
-		commands:    newLabelSet("command", cfg.Metrics.MaxLabelValues+2, ml, m.labels["command"]),
-		projections: newLabelSet("projection", projLimit, ml, m.labels["projection"]),
-		qrys:        newLabelSet("query", cfg.Metrics.MaxLabelValues, ml, m.labels["query"]),
-		expected:    make([]atomic.Uint64, min(cfg.Metrics.MaxLabelValues, 1<<16-1)+1),
-		cfgByType:   make(map[string]uint64),
-		lagSeries:   make(map[[3]uint16]*lagSeries),
-		aggs:        make([]aggShard, n),
-		exemplarGap: int64(100 * time.Millisecond),
-		keep:        cfg.KeepSamples,
+		commands:     newLabelSet("command", cfg.Metrics.MaxLabelValues+2, ml, m.labels["command"]),
+		projections:  newLabelSet("projection", projLimit, ml, m.labels["projection"]),
+		qrys:         newLabelSet("query", cfg.Metrics.MaxLabelValues, ml, m.labels["query"]),
+		services:     newLabelSet("service", cfg.Metrics.MaxLabelValues, ml, m.labels["service"]),
+		expected:     make([]atomic.Uint64, min(cfg.Metrics.MaxLabelValues, 1<<16-1)+1),
+		cfgByType:    make(map[string]uint64),
+		lagSeries:    make(map[[3]uint16]*lagSeries),
+		aggs:         make([]aggShard, n),
+		exemplarGap:  int64(100 * time.Millisecond),
+		statusWindow: int64(cfg.Join.Deadline),
+		keep:         cfg.KeepSamples,
 	}
 	for i := range sh.aggs {
 		sh.aggs[i].id = i
@@ -361,8 +381,11 @@ func newJoinShared(cfg Config, m *metrics, n int) *joinShared {
 			skew:    m.skew.WithLabelValues(name),
 			pending: m.pending.WithLabelValues(name),
 			oldest:  m.oldest.WithLabelValues(name),
+			broken:  m.broken.WithLabelValues(name),
+			status:  statusGauges(m.status, name),
 		}
 	}
+	sh.qrys.onAdd = func(_ uint16, name string) { sh.touchStaleReads(name) }
 	sh.types.onAdd = func(t uint16, name string) {
 		mask := sh.cfgAll | sh.cfgByType[name]
 		sh.expected[t].Store(mask)
@@ -504,6 +527,7 @@ func (j *joinShard) appendEvent(f *Fact, now int64) {
 		typ:       typ,
 		aggType:   j.aggTypes.id(f.AggregateType),
 		command:   j.commands.id(f.Command),
+		service:   j.sh.services.id(f.Service),
 	}
 	if f.End < f.Start {
 		j.m.invalidTime[timeEndBeforeStart].Inc()
@@ -546,8 +570,9 @@ func (sh *joinShared) noteVersion(agg uint64, version, appendEnd int64) {
 	a := sh.agg(agg)
 	lock(&a.mu)
 	defer a.mu.Unlock()
-	if v, ok := a.latest.get(aggKey(agg)); !ok || v.version < version {
-		a.latest.put(aggKey(agg), versionAt{version: version, appendEnd: appendEnd})
+	v, _ := a.latest.get(aggKey(agg))
+	if v, changed := v.with(version, appendEnd); changed {
+		a.latest.put(aggKey(agg), v)
 	}
 }
 
@@ -566,14 +591,21 @@ func (j *joinShard) applyOrphans(e *eventEntry, newest uint64, now int64) {
 	for i := len(j.chain) - 1; i >= 0; i-- {
 		o := j.orphans.at(j.chain[i])
 		o.consumed = true
+		j.checkCause(e, o.projection, projSpan{trace: o.trace, links: o.links, service: o.service, start: o.start})
 		j.project(e, o.projection, o.start, o.end, now)
 	}
 }
 
 func (j *joinShard) projectFact(f *Fact, now int64) {
 	p := j.projections.id(f.Projection)
+	if int(p) < maxProjections {
+		j.st.spans[p]++
+	}
+	svc := j.sh.services.id(f.Service)
 	if seq, ok := j.index.find(f.Event, &j.events); ok {
-		j.project(j.events.at(seq), p, f.Start, f.End, now)
+		e := j.events.at(seq)
+		j.checkCause(e, p, projSpan{trace: f.TraceID, links: f.LinkedTraces, service: svc, start: f.Start})
+		j.project(e, p, f.Start, f.End, now)
 		return
 	}
 	for j.orphans.len() >= j.maxOrphans {
@@ -581,7 +613,7 @@ func (j *joinShard) projectFact(f *Fact, now int64) {
 	}
 	seq := j.orphans.push(orphanEntry{
 		key: f.Event, trace: f.TraceID, start: f.Start, end: f.End, arrived: now,
-		prev: j.orphanIdx[f.Event], projection: p,
+		prev: j.orphanIdx[f.Event], projection: p, links: f.LinkedTraces, service: svc,
 	})
 	j.orphanIdx[f.Event] = seq + 1
 }
@@ -601,6 +633,7 @@ func (j *joinShard) project(e *eventEntry, p uint16, start, end, now int64) {
 		j.pending[p]--
 	}
 	j.projected.add(e.typ, p, e.weight)
+	j.st.shown[p]++
 	if e.unproj&bit != 0 {
 		j.late.add(e.typ, p, e.weight)
 	}
@@ -723,8 +756,9 @@ func (sh *joinShared) query(f *Fact) {
 	if h != 0 && f.Version > 0 {
 		if v, ok := a.latest.get(aggKey(h)); ok {
 			result = queryFresh
-			if v.version > f.Version && v.appendEnd <= f.Start {
+			if ok, d := v.staleFor(f.Version, f.Start); ok {
 				result = queryStale
+				sh.observeStale(q, d)
 			}
 		}
 	}
@@ -837,14 +871,17 @@ func (j *joinShard) retireOrphan(forRoom bool) {
 func (sh *joinShared) refreshGauges(shards []*joinShard, now int64) {
 	np := min(sh.projections.len(), maxProjections)
 	var pending, progress [maxProjections]int64
+	var shown, spans [maxProjections]uint64
 	for _, j := range shards {
 		j.locked(func() {
 			for p := range np {
 				pending[p] += j.pending[p]
 				progress[p] = max(progress[p], j.progress[p])
 			}
+			j.st.addTo(&shown, &spans, np)
 		})
 	}
+	sh.judge(np, &pending, &shown, &spans, now)
 	var arrived, appendEnd [maxProjections]int64
 	var found [maxProjections]bool
 	for _, j := range shards {

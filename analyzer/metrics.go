@@ -29,6 +29,14 @@ type metrics struct {
 	pending    *prometheus.GaugeVec
 	oldest     *prometheus.GaugeVec
 
+	// The consistency failures of issue 14 (propagation.go, staleness.go,
+	// status.go, skew.go).
+	broken      *prometheus.CounterVec
+	staleReads  *prometheus.CounterVec
+	staleness   *prometheus.HistogramVec
+	status      *prometheus.GaugeVec
+	skewSeconds *shardedHistogram
+
 	entries   prometheus.Gauge
 	evictions *prometheus.CounterVec
 	overflow  *prometheus.CounterVec
@@ -132,7 +140,7 @@ const (
 
 // spanLabels are the labels whose values come from spans: those a labelSet
 // interns and sanitizes.
-var spanLabels = [...]string{"command", "event_type", "aggregate_type", "projection", "query"}
+var spanLabels = [...]string{"command", "event_type", "aggregate_type", "projection", "query", "service"}
 
 // Reasons of lagscope_invalid_timestamps_total.
 const (
@@ -206,6 +214,28 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 			Name: "cqrs_projection_oldest_pending_seconds",
 			Help: "Age of the oldest appended event the projection has not shown yet; keeps rising while a projection is stalled.",
 		}, []string{"projection"}),
+		broken: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cqrs_trace_propagation_broken_total",
+			Help: "Projection spans joined to their event by event id although their trace is not the append's and they have no span link to it: trace context lost between append and projection; lag is still computed.",
+		}, []string{"projection"}),
+		staleReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cqrs_stale_reads_total",
+			Help: "Query spans that returned a version of an aggregate older than one appended before the query started (read-after-write failures).",
+		}, []string{"query"}),
+		staleness: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cqrs_read_staleness_seconds",
+			Help:    "How stale a stale read was: query start minus the append end of the newest version it did not see.",
+			Buckets: StalenessBuckets,
+		}, []string{"query"}),
+		status: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cqrs_projection_status",
+			Help: "1 for the projection's current status (ok, slow, stalled, stopped), judged over a sliding window of join.deadline as Burrow judges consumers; 0 for the others.",
+		}, []string{"projection", "status"}),
+		skewSeconds: newShardedHistogram(prometheus.HistogramOpts{
+			Name:    "cqrs_clock_skew_seconds",
+			Help:    "How far a projection span started before the end of the append it projects (clock skew between the services' hosts); its count is how often.",
+			Buckets: SkewBuckets,
+		}, []string{"from_service", "to_service"}, cfg.Metrics.MaxHistogramSeries),
 		entries: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lagscope_join_entries",
 			Help: "Entries held by the join: events, projections waiting for their event, appends waiting for their command.",
@@ -222,6 +252,7 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.lag, m.stage, m.appended, m.projected, m.unproj, m.duplicated, m.outOfOrder, m.late,
 		m.skew, m.queries, m.pending, m.oldest, m.entries, m.seriesOverflow, invalidTime,
+		m.broken, m.staleReads, m.staleness, m.status, m.skewSeconds,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -239,7 +270,7 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 	}
 	m.own = prometheus.NewRegistry()
 	m.own.MustRegister(m.lag, m.appended, m.projected, m.unproj, m.duplicated, m.outOfOrder, m.late,
-		m.skew, m.queries, m.pending, m.oldest)
+		m.skew, m.queries, m.pending, m.oldest, m.broken, m.staleReads, m.staleness, m.status, m.skewSeconds)
 	for i, r := range invalidTimeReasons {
 		m.invalidTime[i] = invalidTime.WithLabelValues(r)
 	}
@@ -250,6 +281,7 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 		ps.overflow = m.seriesOverflow.WithLabelValues(ps.name)
 	}
 	m.lag.overflow = m.seriesOverflow.WithLabelValues(m.lag.name)
+	m.skewSeconds.overflow = m.seriesOverflow.WithLabelValues(m.skewSeconds.name)
 	m.labels = make(map[string]*labelCounters, len(spanLabels))
 	for _, l := range spanLabels {
 		if l != "command" {

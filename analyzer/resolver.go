@@ -600,7 +600,7 @@ func (sc *scratch) spanFacts(w *shardWork, sp ptrace.Span, a *spanAttrs, role Ro
 			sc.routeProjections(lo, home, ri, n)
 			return
 		}
-		sc.facts = eventFacts(sc.facts, appendBase(sp), sp, a)
+		sc.facts = eventFacts(sc.facts, appendBase(sp, service), sp, a)
 		boundFacts(sc.facts[lo:], maxLabel)
 		if len(sc.facts) == lo {
 			return
@@ -801,7 +801,7 @@ func (r *traceResolver) walk(trace [16]byte, cur [8]byte) (commandInfo, walkResu
 }
 
 // appendBase is the fact an append span's event facts start from.
-func appendBase(sp ptrace.Span) Fact {
+func appendBase(sp ptrace.Span, service string) Fact {
 	return Fact{
 		Kind:    FactAppend,
 		TraceID: sp.TraceID(),
@@ -809,6 +809,7 @@ func appendBase(sp ptrace.Span) Fact {
 		Start:   unixNano(sp.StartTimestamp()),
 		End:     unixNano(sp.EndTimestamp()),
 		Weight:  spanWeight(sp),
+		Service: service,
 	}
 }
 
@@ -882,6 +883,11 @@ func projectFacts(dst []Fact, prod []spanKey, sp ptrace.Span, a *spanAttrs, serv
 		End:        unixNano(sp.EndTimestamp()),
 		Projection: first(a.projection, a.msgGroup, a.msgSubscription, service),
 		Weight:     spanWeight(sp),
+		Service:    service,
+	}
+	links := sp.Links()
+	for i := 0; i < links.Len(); i++ {
+		base.LinkedTraces |= LinkBloom(links.At(i).TraceID())
 	}
 	n := len(dst)
 	dst = eventFacts(dst, base, sp, a)
@@ -894,7 +900,6 @@ func projectFacts(dst []Fact, prod []spanKey, sp ptrace.Span, a *spanAttrs, serv
 	// No event id: the message is identified by its producer span, which
 	// this consumer span links to (batch consumers link to each) or is a
 	// child of.
-	links := sp.Links()
 	f := base
 	f.EventType = first(a.eventType, a.msgDest)
 	f.AggregateType, f.AggregateID, f.Version = a.aggType, a.aggID, a.version
@@ -958,6 +963,7 @@ func boundFacts(facts []Fact, maxLabel int) {
 		f.AggregateType = cutLabel(f.AggregateType, maxLabel)
 		f.Projection = cutLabel(f.Projection, maxLabel)
 		f.Query = cutLabel(f.Query, maxLabel)
+		f.Service = cutLabel(f.Service, maxLabel)
 		if len(f.EventID) > maxIDLength {
 			f.EventID = f.EventID[:runeCut(f.EventID, maxIDLength-len(truncMarker))] + truncMarker
 		}

@@ -23,6 +23,31 @@ type Summary struct {
 	Spans SpanCounts `json:"spans"`
 	// Queries counts query spans by freshness of the version they read.
 	Queries QueryCounts `json:"queries"`
+	// StaleReads are the stale reads by query, sorted by name; none when
+	// there were none.
+	StaleReads []StaleReadSummary `json:"stale_reads,omitempty"`
+	// ClockSkew are the clock skews by pair of services, sorted; none when
+	// there were none.
+	ClockSkew []ClockSkewSummary `json:"clock_skew_pairs,omitempty"`
+}
+
+// StaleReadSummary is what cqrs_stale_reads_total and
+// cqrs_read_staleness_seconds hold of one query.
+type StaleReadSummary struct {
+	Query string `json:"query"`
+	Count uint64 `json:"count"`
+	// Staleness is the sum of the stale reads' staleness.
+	Staleness time.Duration `json:"staleness_sum_ns"`
+}
+
+// ClockSkewSummary is what cqrs_clock_skew_seconds holds of one pair of
+// services: how often a projection span of To started before the end of
+// the append of From it projects, and by how much in all.
+type ClockSkewSummary struct {
+	From  string        `json:"from_service"`
+	To    string        `json:"to_service"`
+	Count uint64        `json:"count"`
+	Sum   time.Duration `json:"sum_ns"`
 }
 
 // SpanCounts counts spans by role.
@@ -64,6 +89,12 @@ type ProjectionSummary struct {
 	ClockSkew   uint64 `json:"clock_skew"`
 	// Orphans counts projection spans whose event was never appended.
 	Orphans uint64 `json:"orphans"`
+	// BrokenPropagation counts its spans joined by event id that were
+	// neither in the append's trace nor linked to it.
+	BrokenPropagation uint64 `json:"broken_propagation"`
+	// Status is its cqrs_projection_status: ok, slow, stalled or stopped;
+	// empty where no window was judged (an offline analysis).
+	Status string `json:"status,omitempty"`
 	// Pending and OldestPending are the gauges' last values.
 	Pending       int64         `json:"pending"`
 	OldestPending time.Duration `json:"oldest_pending_ns"`
@@ -308,6 +339,7 @@ func (j *Joiner) summary() Summary {
 			p.Lag.Quantiles = QuantilesNative
 		}
 	}
+	consistencySummary(mfs, byName, &out)
 	slices.SortFunc(out.Projections, func(a, b ProjectionSummary) int { return strings.Compare(a.Name, b.Name) })
 	types := map[string]uint64{}
 	for _, m := range family(mfs, "cqrs_events_appended_total") {

@@ -16,6 +16,11 @@ const (
 	selGroup      = `{job=~"$job", group=~"$group"}`
 )
 
+// selStatus selects the cqrs_projection_status series of one status.
+func selStatus(status string) string {
+	return `{job=~"$job", projection=~"$projection", status="` + status + `"}`
+}
+
 func lagQuantile(q string, by string, window string) string {
 	return histogramQuantile(q, "cqrs_command_to_projection_lag_seconds", selLag, by, window)
 }
@@ -181,6 +186,57 @@ func consistency() (dashboard.Dashboard, error) {
 			{expr: "sum by (projection) (rate(cqrs_events_late_total" + selLag + "[$__rate_interval]))", legend: "late {{projection}}"},
 			{expr: "sum by (projection) (rate(cqrs_clock_skew_total" + selProjection + "[$__rate_interval]))", legend: "clock skew {{projection}}"},
 		},
+	}, nil))
+
+	// The consistency failures of issue 14, each with the alert that
+	// watches it (alerts/README.md has what each means).
+	b.WithRow(row("Consistency failures"))
+	b.WithPanel(timeSeries(panel{
+		title: "Projection status",
+		description: "Each projection's status, judged over a sliding window of one join deadline as Burrow judges Kafka consumers, without a lag threshold: " +
+			"0 OK (pending reached 0, or it keeps up), 1 SLOW (it projects, but pending never decreased and grew), 2 STALLED (spans arrive, no new event shown), " +
+			"3 STOPPED (no span at all while events wait). Alerts CQRSProjectionStatusSlow, CQRSProjectionStatusStalled and CQRSProjectionStatusStopped.",
+		unit: unitShort, width: 12, height: 9,
+		queries: []query{{expr: `max by (projection) (
+  cqrs_projection_status` + selStatus("slow") + `
+  or cqrs_projection_status` + selStatus("stalled") + ` * 2
+  or cqrs_projection_status` + selStatus("stopped") + ` * 3
+)`, legend: "{{projection}}"}},
+	}, thresholds(step(1, "orange"), step(2, "red"))).Min(0).Max(3))
+	b.WithPanel(timeSeries(panel{
+		title: "Broken trace propagation",
+		description: "Projection spans per second joined to their event by event id only: neither in the append's trace nor linked to it, so the projector lost the trace context (alert CQRSTracePropagationBroken). " +
+			"Their lag is still counted; what is lost is the trace from the command to the read model.",
+		unit: unitEvents, width: 12, height: 9,
+		queries: []query{{expr: "sum by (projection) (rate(cqrs_trace_propagation_broken_total" + selProjection + "[$__rate_interval]))", legend: "{{projection}}"}},
+	}, nil))
+	b.WithPanel(timeSeries(panel{
+		title:       "Stale reads",
+		description: "Per query, reads per second that returned an older version of an aggregate than one appended before the query started: read-after-write failures, what users feel as \"I saved it and it is not there\" (alert CQRSStaleReads).",
+		unit:        unitEvents, width: 12, height: 9,
+		queries: []query{{expr: "sum by (query) (rate(cqrs_stale_reads_total" + selJob + "[$__rate_interval]))", legend: "{{query}}"}},
+	}, nil))
+	b.WithPanel(timeSeries(panel{
+		title:       "Read staleness",
+		description: "p99 and mean, per query, of how stale a stale read was: the query's start minus the end of the append of the newest version it did not see.",
+		unit:        unitSeconds, width: 12, height: 9,
+		queries: []query{
+			{expr: "histogram_quantile(0.99, sum by (le, query) (rate(cqrs_read_staleness_seconds_bucket" + selJob + "[$__rate_interval])))", legend: "p99 {{query}}"},
+			{expr: "sum by (query) (rate(cqrs_read_staleness_seconds_sum" + selJob + "[$__rate_interval]))\n/\nsum by (query) (rate(cqrs_read_staleness_seconds_count" + selJob + "[$__rate_interval]))", legend: "mean {{query}}"},
+		},
+	}, nil))
+	b.WithPanel(timeSeries(panel{
+		title: "Clock skew between services",
+		description: "Per pair of services (append's -> projection's), p99 of how far projection spans started before the end of the append they project: the hosts' clocks disagree by at least that much, " +
+			"and every lag between the two services is off by as much. Alert CQRSClockSkew fires on skews above " + alerts.SkewAlertSeconds + "s.",
+		unit: unitSeconds, width: 12, height: 9,
+		queries: []query{{expr: "histogram_quantile(0.99, sum by (le, from_service, to_service) (rate(cqrs_clock_skew_seconds_bucket" + selJob + "[$__rate_interval])))", legend: "{{from_service}} -> {{to_service}}"}},
+	}, thresholds(step(0.1, "orange"))))
+	b.WithPanel(timeSeries(panel{
+		title:       "Clock-skewed projection spans",
+		description: "Per pair of services, projection spans per second that started before the end of the append they project: how often the clocks' disagreement shows.",
+		unit:        unitEvents, width: 12, height: 9,
+		queries: []query{{expr: "sum by (from_service, to_service) (rate(cqrs_clock_skew_seconds_count" + selJob + "[$__rate_interval]))", legend: "{{from_service}} -> {{to_service}}"}},
 	}, nil))
 
 	// Offset lag reads Kafka, not traces: it sees every message, sampled or

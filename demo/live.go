@@ -22,7 +22,10 @@ type snapshot struct {
 	commands float64
 	appended float64
 	head     float64 // NaN when no SQL position source
-	projs    map[string]*projSnapshot
+	// staleReads is cqrs_stale_reads_total summed: the reads after write
+	// that lagscope saw return an older version than one appended.
+	staleReads float64
+	projs      map[string]*projSnapshot
 }
 
 type projSnapshot struct {
@@ -31,6 +34,7 @@ type projSnapshot struct {
 	positionLag                              float64             // NaN when no SQL position source
 	buckets                                  map[float64]float64 // le -> cumulative count
 	native                                   analyzer.NativeBuckets
+	status                                   string // cqrs_projection_status at 1
 }
 
 func takeSnapshot(g prometheus.Gatherer, at time.Time) (*snapshot, error) {
@@ -69,6 +73,12 @@ func takeSnapshot(g prometheus.Gatherer, at time.Time) (*snapshot, error) {
 				proj(m).pending = m.GetGauge().GetValue()
 			case "cqrs_projection_oldest_pending_seconds":
 				proj(m).oldest = m.GetGauge().GetValue()
+			case "cqrs_stale_reads_total":
+				s.staleReads += m.GetCounter().GetValue()
+			case "cqrs_projection_status":
+				if m.GetGauge().GetValue() == 1 {
+					proj(m).status = label(m, "status")
+				}
 			case "cqrs_store_head_position":
 				s.head = m.GetGauge().GetValue()
 			case "cqrs_projection_position_lag":
@@ -181,6 +191,7 @@ type projRow struct {
 	p50, p99, oldest, rate          float64
 	positionLag                     float64
 	firing                          []condition
+	status                          string // OK, SLOW, STALLED, STOPPED; "-" before the first judgement
 }
 
 // rows returns the rates over the window and a row per projection, by name.
@@ -200,7 +211,7 @@ func (v *liveView) rows() (cmdRate, appendRate float64, rows []projRow) {
 			continue
 		}
 		r := projRow{name: name, projected: p.projected, pending: p.pending, unprojected: p.unprojected,
-			duplicated: p.duplicated, late: p.late, oldest: p.oldest, positionLag: p.positionLag}
+			duplicated: p.duplicated, late: p.late, oldest: p.oldest, positionLag: p.positionLag, status: displayStatus(p.status)}
 		op := &projSnapshot{positionLag: math.NaN()} // since start
 		if o, ok := old.projs[name]; ok && old != cur {
 			op = o
@@ -250,8 +261,17 @@ func (v *liveView) conditions(r projRow, cur, old *snapshot, p, op *projSnapshot
 // then the lag) on a narrow one.
 var (
 	countColumns = []string{"PROJECTION", "PROJECTED", "PER_S", "PENDING", "UNPROJECTED", "DUPLICATED", "LATE"}
-	lagColumns   = []string{"PROJECTION", "LAG_P50", "LAG_P99", "OLDEST_PENDING", "BEHIND_HEAD", "ALERT"}
+	lagColumns   = []string{"PROJECTION", "LAG_P50", "LAG_P99", "OLDEST_PENDING", "BEHIND_HEAD", "ALERT", "STATUS"}
 )
+
+// displayStatus is a cqrs_projection_status label value as the demo shows
+// it: upper-case, as Burrow and issue 14 write statuses.
+func displayStatus(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return strings.ToUpper(s)
+}
 
 // legend explains the columns, for a terminal width columns wide (0: no
 // limit).
@@ -262,11 +282,14 @@ func legend(width int) []string {
 		"OLDEST_PENDING: age of the oldest pending event",
 		"BEHIND_HEAD: events from the checkpoint to the store's head",
 		"LAG_*, PER_S: over the lag window; LAG_* within 5 % (native buckets)")
-	return append(lines, pack(width, "", "", "ALERT: FIRING while the condition of an alert of the rules holds "+
+	lines = append(lines, pack(width, "", "", "ALERT: FIRING while the condition of an alert of the rules holds "+
 		"(without its for: wait): lag (CQRSProjectionLagHigh: p99 or oldest pending above the threshold), "+
 		"unprojected (CQRSEventsUnprojected), stalled (CQRSProjectionStalled), "+
 		"position-stalled (CQRSProjectionPositionStalled); "+
 		"CQRSProjectionDrift and lagscope's own alerts are not evaluated.")...)
+	return append(lines, pack(width, "", "", "STATUS: cqrs_projection_status, judged without a threshold over one join deadline "+
+		"as Burrow judges consumers: OK, SLOW (pending grows while it projects), STALLED (spans but nothing new shown), "+
+		"STOPPED (no spans while events wait).")...)
 }
 
 // frame renders the summary table, each line at most width display cells
@@ -284,6 +307,7 @@ func (v *liveView) frame(header string, width int) []string {
 	lines = append(lines, pack(width, "   ", "",
 		"commands/s "+rate(cmdRate),
 		fmt.Sprintf("events appended %.0f (%s/s)", cur.appended, rate(appendRate)),
+		fmt.Sprintf("stale reads seen %.0f", cur.staleReads),
 		fmt.Sprintf("lag window %s, alert threshold %s", v.window, v.threshold))...)
 	lines = append(lines, "")
 	counts := [][]string{countColumns}
@@ -295,7 +319,7 @@ func (v *liveView) frame(header string, width int) []string {
 		if len(r.firing) > 0 {
 			alert = "FIRING"
 		}
-		lags = append(lags, []string{r.name, secs(r.p50), secs(r.p99), secs(r.oldest), num(r.positionLag), alert})
+		lags = append(lags, []string{r.name, secs(r.p50), secs(r.p99), secs(r.oldest), num(r.positionLag), alert, r.status})
 	}
 	whole := make([][]string, len(counts))
 	for i := range counts {
@@ -331,8 +355,8 @@ func (v *liveView) frame(header string, width int) []string {
 func (v *liveView) plain(stamp string) []string {
 	cmdRate, appendRate, rows := v.rows()
 	cur := v.history[len(v.history)-1]
-	lines := []string{fmt.Sprintf("%s running=%s commands_per_s=%.1f appended=%.0f appended_per_s=%.1f",
-		stamp, cur.at.Sub(v.start).Round(time.Second), cmdRate, cur.appended, appendRate)}
+	lines := []string{fmt.Sprintf("%s running=%s commands_per_s=%.1f appended=%.0f appended_per_s=%.1f stale_reads=%.0f",
+		stamp, cur.at.Sub(v.start).Round(time.Second), cmdRate, cur.appended, appendRate, cur.staleReads)}
 	for _, r := range rows {
 		alert := "ok"
 		if len(r.firing) > 0 {
@@ -342,9 +366,9 @@ func (v *liveView) plain(stamp string) []string {
 			}
 			alert = strings.Join(names, ",")
 		}
-		lines = append(lines, fmt.Sprintf("%s projection=%s projected=%s per_s=%.1f pending=%s unprojected=%s duplicated=%s late=%s lag_p50=%s lag_p99=%s oldest_pending=%s behind_head=%s alert=%s",
+		lines = append(lines, fmt.Sprintf("%s projection=%s projected=%s per_s=%.1f pending=%s unprojected=%s duplicated=%s late=%s lag_p50=%s lag_p99=%s oldest_pending=%s behind_head=%s alert=%s status=%s",
 			stamp, r.name, num(r.projected), r.rate, num(r.pending), num(r.unprojected), num(r.duplicated), num(r.late),
-			secs(r.p50), secs(r.p99), secs(r.oldest), num(r.positionLag), alert))
+			secs(r.p50), secs(r.p99), secs(r.oldest), num(r.positionLag), alert, r.status))
 	}
 	return lines
 }

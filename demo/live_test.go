@@ -120,9 +120,9 @@ func fixtureView() *liveView {
 		"orders_view":   {projected: 455, pending: 1, oldest: 0.01, buckets: buckets(0, 150, 400, 455), positionLag: 1},
 		"sales_summary": {projected: 120, pending: 336, oldest: 24, buckets: buckets(0, 0, 50, 100, 110, 120), positionLag: 336},
 	}})
-	v.add(&snapshot{at: start.Add(60 * time.Second), commands: 612, appended: 612, head: 612, projs: map[string]*projSnapshot{
-		"orders_view":   {projected: 610, pending: 2, oldest: 0.011, duplicated: 1, buckets: buckets(0, 200, 560, 608, 610), positionLag: 2},
-		"sales_summary": {projected: 120, pending: 489, oldest: 39.5, unprojected: 3, late: 1, buckets: buckets(0, 0, 50, 100, 110, 120), positionLag: 492},
+	v.add(&snapshot{at: start.Add(60 * time.Second), commands: 612, appended: 612, head: 612, staleReads: 7, projs: map[string]*projSnapshot{
+		"orders_view":   {projected: 610, pending: 2, oldest: 0.011, duplicated: 1, buckets: buckets(0, 200, 560, 608, 610), positionLag: 2, status: "ok"},
+		"sales_summary": {projected: 120, pending: 489, oldest: 39.5, unprojected: 3, late: 1, buckets: buckets(0, 0, 50, 100, 110, 120), positionLag: 492, status: "stopped"},
 	}})
 	return v
 }
@@ -195,9 +195,9 @@ func TestLiveViewConditions(t *testing.T) {
 func TestPlain(t *testing.T) {
 	got := fixtureView().plain("09:01:00")
 	want := []string{
-		"09:01:00 running=1m0s commands_per_s=10.4 appended=612 appended_per_s=10.4",
-		"09:01:00 projection=orders_view projected=610 per_s=10.4 pending=2 unprojected=0 duplicated=1 late=0 lag_p50=14ms lag_p99=25ms oldest_pending=11ms behind_head=2 alert=ok",
-		"09:01:00 projection=sales_summary projected=120 per_s=0.0 pending=489 unprojected=3 duplicated=0 late=1 lag_p50=- lag_p99=- oldest_pending=39.5s behind_head=492 alert=lag,unprojected,stalled,position-stalled",
+		"09:01:00 running=1m0s commands_per_s=10.4 appended=612 appended_per_s=10.4 stale_reads=7",
+		"09:01:00 projection=orders_view projected=610 per_s=10.4 pending=2 unprojected=0 duplicated=1 late=0 lag_p50=14ms lag_p99=25ms oldest_pending=11ms behind_head=2 alert=ok status=OK",
+		"09:01:00 projection=sales_summary projected=120 per_s=0.0 pending=489 unprojected=3 duplicated=0 late=1 lag_p50=- lag_p99=- oldest_pending=39.5s behind_head=492 alert=lag,unprojected,stalled,position-stalled status=STOPPED",
 	}
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("plain (-got +want):\n%s", diff)

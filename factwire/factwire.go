@@ -8,7 +8,7 @@
 // A batch is, in order (uvarint and varint as encoding/binary writes them;
 // varint values are zig-zag signed):
 //
-//	byte     version (2; 1 for a batch none of whose facts has a weight)
+//	byte     version (2)
 //	8 bytes  producer: the publishing instance's random id, big endian
 //	uvarint  seq: the batch's sequence number at that producer
 //	uvarint  number of strings in the dictionary, then each string as
@@ -25,7 +25,7 @@
 //	  16 bytes Event, unless flag 0x04
 //	  string   EventID as uvarint length + bytes, unless flag 0x01 or 0x02
 //	  uvarint  dictionary index of EventType, AggregateType, AggregateID,
-//	           Command, Projection and Query, in that order
+//	           Command, Projection, Query and Service, in that order
 //	  varint   Version
 //	  varint   Start - CommandStart, unless flag 0x10
 //	  16 bytes TraceID, unless flag 0x08
@@ -34,6 +34,7 @@
 //	  varint   End - Start
 //	  8 bytes  Weight, IEEE 754 binary64 big endian, if flag 0x20: a
 //	           sampled span's adjusted count, from 1 to 2^56
+//	  uvarint  LinkedTraces
 //
 // Nothing may follow the last fact. The labels a batch repeats (types,
 // commands, projections, aggregates) are sent once per batch, a UUID event
@@ -45,13 +46,11 @@
 //
 // # Versions
 //
-// Version 1 is version 2 without flag 0x20 (Fact.Weight, issue 12's
-// sampling weights). Decode reads both. Append writes version 1 when no fact
-// of the batch has a weight, so that join instances that read only version
-// 1 keep reading unsampled traffic during a rolling upgrade; upgrade the
-// join instances before the ingest ones when spans carry sampling
-// thresholds (an old join counts a version 2 batch as rejected, reason
-// version, and skips it).
+// Version 2 added Service and LinkedTraces (issue 14: clock skew by
+// service, broken propagation) and flag 0x20 (Fact.Weight, issue 12's
+// sampling weights). Decode reads versions 1 and 2; Append writes 2. Upgrade
+// the join instances before the ingest ones: an old join counts a version 2
+// batch as rejected, reason version, and skips it.
 package factwire
 
 import (
@@ -65,13 +64,8 @@ import (
 	"github.com/lagscope/lagscope/analyzer"
 )
 
-// Version is the version byte of the batches Append writes when a fact has
-// a weight; it writes VersionUnweighted otherwise.
+// Version is the version byte of the batches Append writes.
 const Version = 2
-
-// VersionUnweighted is the version byte of a batch none of whose facts has
-// a weight: the layout of Version without flag 0x20.
-const VersionUnweighted = 1
 
 // Header is what a batch says of its producer, so that a consumer can tell a
 // batch it has already applied (the same producer and sequence number).
@@ -108,8 +102,8 @@ const maxWeight = 1 << 56
 // validWeight reports whether w is a Fact.Weight to send: an adjusted count.
 func validWeight(w float64) bool { return w >= 1 && w <= maxWeight }
 
-// minFactBytes is the least a fact takes on the wire: kind, flags, six
-// one-byte indexes, version, span id, start and end deltas.
+// minFactBytes is the least a fact takes on the wire (version 1): kind,
+// flags, six one-byte indexes, version, span id, start and end deltas.
 const minFactBytes = 2 + 6 + 1 + 8 + 1 + 1
 
 // Encoder writes batches. Its dictionary scratch is reused between batches;
@@ -120,7 +114,7 @@ type Encoder struct {
 	body  []byte
 	// last holds each string field's previous value and index: facts of a
 	// batch mostly repeat them, which spares the map lookup.
-	last [6]struct {
+	last [7]struct {
 		s string
 		i uint32
 	}
@@ -135,14 +129,13 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 	}
 	clear(e.dict)
 	e.order = e.order[:0]
-	e.last = [6]struct {
+	e.last = [7]struct {
 		s string
 		i uint32
 	}{}
 	body := e.body[:0]
 	var prevTrace [16]byte
 	var prevStart int64
-	version := byte(VersionUnweighted)
 	for i := range facts {
 		f := &facts[i]
 		if f.Kind < analyzer.FactAppend || f.Kind > analyzer.FactQuery {
@@ -154,7 +147,6 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 				return dst, fmt.Errorf("encode fact %d: weight %v is not an adjusted count", i, f.Weight)
 			}
 			flags |= flagWeight
-			version = Version
 		}
 		switch {
 		case f.EventID == "":
@@ -178,7 +170,7 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 			body = binary.AppendUvarint(body, uint64(len(f.EventID)))
 			body = append(body, f.EventID...)
 		}
-		for j, s := range [...]string{f.EventType, f.AggregateType, f.AggregateID, f.Command, f.Projection, f.Query} {
+		for j, s := range [...]string{f.EventType, f.AggregateType, f.AggregateID, f.Command, f.Projection, f.Query, f.Service} {
 			if l := &e.last[j]; s != l.s || s == "" {
 				l.s, l.i = s, e.index(s)
 			}
@@ -197,10 +189,11 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 		if flags&flagWeight != 0 {
 			body = binary.BigEndian.AppendUint64(body, math.Float64bits(f.Weight))
 		}
+		body = binary.AppendUvarint(body, f.LinkedTraces)
 		prevTrace, prevStart = f.TraceID, f.Start
 	}
 	e.body = body
-	dst = append(dst, version)
+	dst = append(dst, Version)
 	dst = binary.BigEndian.AppendUint64(dst, h.Producer)
 	dst = binary.AppendUvarint(dst, h.Seq)
 	dst = binary.AppendUvarint(dst, uint64(len(e.order)))
@@ -250,13 +243,14 @@ func (dec *Decoder) Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fa
 	if len(b) == 0 {
 		return h, dst, fmt.Errorf("decode fact batch: empty: %w", ErrMalformed)
 	}
+	v := b[0]
 	known := byte(flagsKnown)
-	switch b[0] {
+	switch v {
 	case Version:
-	case VersionUnweighted:
+	case 1:
 		known = flagsKnownV1
 	default:
-		return h, dst, fmt.Errorf("decode fact batch: version %d: %w", b[0], ErrVersion)
+		return h, dst, fmt.Errorf("decode fact batch: version %d: %w", v, ErrVersion)
 	}
 	d := reader{b: b[1:]}
 	h.Producer = d.uint64()
@@ -328,7 +322,11 @@ func (dec *Decoder) Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fa
 		if flags&flagKeyOfEventID != 0 {
 			f.Event = analyzer.KeyOf(f.EventID)
 		}
-		for _, p := range [...]*string{&f.EventType, &f.AggregateType, &f.AggregateID, &f.Command, &f.Projection, &f.Query} {
+		strs := []*string{&f.EventType, &f.AggregateType, &f.AggregateID, &f.Command, &f.Projection, &f.Query, &f.Service}
+		if v == 1 {
+			strs = strs[:6] // no Service in version 1
+		}
+		for _, p := range strs {
 			if x := d.uvarint(); x < uint64(len(dict)) {
 				*p = dict[x]
 			} else if d.err == nil {
@@ -352,6 +350,9 @@ func (dec *Decoder) Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fa
 			if d.err == nil && !validWeight(f.Weight) {
 				d.err = fmt.Errorf("fact %d: weight %v", i, f.Weight)
 			}
+		}
+		if v >= 2 {
+			f.LinkedTraces = d.uvarint()
 		}
 		if d.err != nil {
 			return h, dst, d.fail()

@@ -62,6 +62,8 @@ func everyField(tb testing.TB, seed int) analyzer.Fact {
 			fv.SetUint(uint64(analyzer.FactProject))
 		case reflect.Float64: // Weight: an adjusted count
 			fv.SetFloat(float64(i+seed) + 4.0/3)
+		case reflect.Uint64:
+			fv.SetUint(0xa5a5_0000_0000_0000 + uint64(1000*i+seed))
 		case reflect.Array:
 			for j := range fv.Len() {
 				fv.Index(j).SetUint(uint64(i*31 + j + seed))
@@ -79,7 +81,7 @@ func everyField(tb testing.TB, seed int) analyzer.Fact {
 func TestRoundTrip(t *testing.T) {
 	// The fields the format carries (see the package doc); a new one
 	// needs a new version.
-	if got, want := reflect.TypeFor[analyzer.Fact]().NumField(), 16; got != want {
+	if got, want := reflect.TypeFor[analyzer.Fact]().NumField(), 18; got != want {
 		t.Fatalf("analyzer.Fact has %d fields, factwire version %d carries %d: add the new ones to the format (and its version)", got, factwire.Version, want)
 	}
 	uuid := analyzer.KeyOf("0190a6d4-7b1c-7def-8abc-0123456789ab")
@@ -124,6 +126,31 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// TestDecodeVersion1 reads a batch of version 1 (written before issue 14
+// added Service and LinkedTraces): a join instance upgraded first must keep
+// reading its ingest instances' batches.
+func TestDecodeVersion1(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "version1.batch"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b[0] != 1 {
+		t.Fatalf("testdata/version1.batch has version %d, want 1", b[0])
+	}
+	_, facts, err := factwire.Decode(nil, b)
+	if err != nil {
+		t.Fatalf("Decode of a version 1 batch: %v", err)
+	}
+	if len(facts) != 6 {
+		t.Fatalf("decoded %d facts, want 6", len(facts))
+	}
+	for i, f := range facts {
+		if f.Kind == 0 || f.Service != "" || f.LinkedTraces != 0 {
+			t.Errorf("fact %d: kind %v, service %q, linked traces %#x; want a kind and neither of the version 2 fields", i, f.Kind, f.Service, f.LinkedTraces)
+		}
+	}
+}
+
 func TestAppendRefusesParkedFacts(t *testing.T) {
 	var enc factwire.Encoder
 	if _, err := enc.Append(nil, factwire.Header{}, []analyzer.Fact{{Kind: 0}}); err == nil {
@@ -138,31 +165,6 @@ func TestAppendRefusesBadWeights(t *testing.T) {
 		if _, err := enc.Append(nil, factwire.Header{}, []analyzer.Fact{{Kind: analyzer.FactQuery, Weight: w}}); err == nil {
 			t.Errorf("Append of weight %v succeeded, want an error", w)
 		}
-	}
-}
-
-// TestVersions: a batch without weights is written as version 1, which
-// joins that predate weights read; one with a weight is version 2.
-func TestVersions(t *testing.T) {
-	var enc factwire.Encoder
-	tests := []struct {
-		name  string
-		facts []analyzer.Fact
-		want  byte
-	}{
-		{"unweighted", synthFacts(t, 1)[0], factwire.VersionUnweighted},
-		{"one weight", append(synthFacts(t, 1)[0], analyzer.Fact{Kind: analyzer.FactQuery, Weight: 2}), factwire.Version},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			b, err := enc.Append(nil, factwire.Header{}, tt.facts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if b[0] != tt.want {
-				t.Errorf("version byte %d, want %d", b[0], tt.want)
-			}
-		})
 	}
 }
 
@@ -181,10 +183,11 @@ func TestDecodeRejects(t *testing.T) {
 	if weighted[0] != 2 {
 		t.Fatalf("weighted batch has version %d, want 2", weighted[0])
 	}
-	// The weight is the last 8 bytes of its fact.
+	// The weight is the 8 bytes before the fact's last, its LinkedTraces
+	// (0, one byte).
 	badWeight := func(w float64) []byte {
 		b := append([]byte(nil), weighted...)
-		binary.BigEndian.PutUint64(b[len(b)-8:], math.Float64bits(w))
+		binary.BigEndian.PutUint64(b[len(b)-9:len(b)-1], math.Float64bits(w))
 		return b
 	}
 	tests := []struct {

@@ -89,7 +89,14 @@ func AnalyzeLinked(ctx context.Context, files []string, cfg analyzer.Config, lin
 		in.Files++
 	}
 	a.Flush()
-	rep := Report{Input: in, Summary: a.Summary()}
+	sum := a.Summary()
+	// A projection's status is judged over a window of live ticks
+	// (analyzer/status.go); an offline analysis has none, so it states
+	// none rather than an "ok" that nothing measured.
+	for i := range sum.Projections {
+		sum.Projections[i].Status = ""
+	}
+	rep := Report{Input: in, Summary: sum}
 	if links.Enabled() {
 		rep.UnprojectedTraces, rep.SlowestTraces = tracedEvents(rep.Summary, links)
 	}
@@ -141,6 +148,7 @@ func WriteText(w io.Writer, rep Report) error {
 	if q := s.Queries; q.Fresh+q.Stale+q.Unknown > 0 {
 		fmt.Fprintf(w, "Queries: %d fresh, %d stale, %d unknown.\n", q.Fresh, q.Stale, q.Unknown)
 	}
+	writeConsistency(w, s)
 	fmt.Fprintln(w)
 	if len(s.Projections) == 0 {
 		fmt.Fprintln(w, "No projection spans found.")
@@ -193,6 +201,35 @@ func WriteText(w io.Writer, rep Report) error {
 		}
 	}
 	return nil
+}
+
+// writeConsistency writes a line per consistency failure found (issue 14):
+// broken trace propagation, stale reads, clock skew. Nothing when there is
+// none, so that a clean report stays short.
+func writeConsistency(w io.Writer, s analyzer.Summary) {
+	var broken []string
+	for _, p := range s.Projections {
+		if p.BrokenPropagation > 0 {
+			broken = append(broken, fmt.Sprintf("%s %d", p.Name, p.BrokenPropagation))
+		}
+	}
+	if len(broken) > 0 {
+		fmt.Fprintf(w, "Broken trace propagation (projection spans joined by event id only: not in the append's trace, no link to it; lag still counted): %s.\n", strings.Join(broken, ", "))
+	}
+	var stale []string
+	for _, q := range s.StaleReads {
+		stale = append(stale, fmt.Sprintf("%s %d (%s stale on average)", q.Query, q.Count, dur(q.Staleness/time.Duration(q.Count))))
+	}
+	if len(stale) > 0 {
+		fmt.Fprintf(w, "Stale reads (a query returned an older version than one appended before it started): %s.\n", strings.Join(stale, ", "))
+	}
+	var skew []string
+	for _, c := range s.ClockSkew {
+		skew = append(skew, fmt.Sprintf("%s -> %s %d (%s on average)", c.From, c.To, c.Count, dur(c.Sum/time.Duration(c.Count))))
+	}
+	if len(skew) > 0 {
+		fmt.Fprintf(w, "Clock skew (projection spans that started before their append ended, by append -> projection service): %s.\n", strings.Join(skew, ", "))
+	}
 }
 
 func dur(d time.Duration) string {

@@ -41,9 +41,9 @@ func TestDemoCommand(t *testing.T) {
 		t.Errorf("--rate=0 sent %v commands/s, want as fast as possible (at the default 10/s, about 10)", rate)
 	}
 	for _, proj := range []string{"orders_view", "sales_summary"} {
-		// A row of the table ends with BEHIND_HEAD and LAG ALERT: a
+		// A row of the table ends with BEHIND_HEAD, ALERT and STATUS: a
 		// number there, not "-", says the position source ran.
-		row := regexp.MustCompile(`(?m)^` + proj + ` .* (\d+) +(ok|FIRING)$`)
+		row := regexp.MustCompile(`(?m)^` + proj + ` .* (\d+) +(ok|FIRING) +(OK|SLOW|STALLED|STOPPED|-)$`)
 		if !row.MatchString(final) {
 			t.Errorf("final report has no %s row with a position lag:\n%s", proj, final)
 		}

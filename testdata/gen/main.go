@@ -135,8 +135,12 @@ type fixture struct {
 	notes    []string
 	lines    [][]*span
 	expect   []projExpect
-	queries  int // query spans
-	events   int // events appended in the whole file
+	// stale and skew are the expected stale reads by query and clock
+	// skews by pair of services (issue 14), sorted.
+	stale   []staleExpect
+	skew    []skewExpect
+	queries int // query spans
+	events  int // events appended in the whole file
 	// sampled fixtures carry sampling thresholds: their expectations
 	// include the weighted counts, and queriesWeighted.
 	sampled         bool
@@ -157,7 +161,10 @@ type projExpect struct {
 	unprojected            []string
 	duplicated, outOfOrder int
 	clockSkew              int
-	lags                   []lagExpect // first projection span per event, in event order
+	// broken counts projection spans joined by event id that are neither
+	// in the append's trace nor linked to it (broken propagation).
+	broken int
+	lags   []lagExpect // first projection span per event, in event order
 	// weighted are the counts weighted by the adjusted count of the
 	// append span's sampling threshold (fixtures with sampled: true).
 	weighted weightedExpect
@@ -165,6 +172,22 @@ type projExpect struct {
 
 type weightedExpect struct {
 	appended, projected, unprojected, duplicated float64
+}
+
+// staleExpect is the stale reads of one query: how many, and each one's
+// staleness (query start - append end of the newest version it did not
+// see), in input order.
+type staleExpect struct {
+	query     string
+	staleness []time.Duration
+}
+
+// skewExpect is the clock skews from one service's appends to another's
+// projection spans: each projection span that started before its append
+// ended, by how much, in input order.
+type skewExpect struct {
+	from, to string
+	skews    []time.Duration
 }
 
 type lagExpect struct {
@@ -436,14 +459,17 @@ func messagingSemconv() *fixture {
 			"attribute, so the projection name falls back to its resource's service.name (`orders-view`).\n" +
 			"No event type is recorded, so all five messages share one (absent) event type, whatever fallback an analyzer picks; orders-view projects every message. " +
 			"A message without id is identified by its PRODUCER span: `<trace id>/<span id>` in hex.",
-		notes: []string{"m5's message id is `msg-07-005`; the others are keyed by PRODUCER span."}}
+		notes: []string{"m5's message id is `msg-07-005`; the others are keyed by PRODUCER span.",
+			"m5 is also a broken propagation: its CONSUMER is joined by message id from a trace of its own, with no link to the PRODUCER's."}}
 	type m struct {
 		old, link, withID bool
 		lag               time.Duration // consumer end - producer end
 	}
 	ms5 := []m{{lag: 60 * ms}, {lag: 75 * ms}, {old: true, lag: 140 * ms}, {link: true, lag: 310 * ms}, {withID: true, lag: 520 * ms}}
 	var lines [][]*span
-	pe := projExpect{projection: "orders-view", appended: 5, projected: 5}
+	// m5's CONSUMER names its message by id from another trace, with no
+	// link: broken propagation.
+	pe := projExpect{projection: "orders-view", appended: 5, projected: 5, broken: 1}
 	for n, x := range ms5 {
 		t0 := time.Duration(n) * 2 * time.Second
 		tr := f.newTrace()
@@ -500,23 +526,37 @@ func messagingSemconv() *fixture {
 }
 
 func clockSkew() *fixture {
-	f := &fixture{file: "clock_skew.jsonl", events: 2, num: 8, title: "Clock skew",
+	f := &fixture{file: "clock_skew.jsonl", events: 3, num: 8, title: "Clock skew",
 		scenario: "Two `CreateOrder` traces, each projected by `orders_view`. The first is projected on projector-1 normally. " +
 			"The second is projected on projector-2 (same service, another `host.name`) whose clock runs 2s behind: its project span " +
-			"ends 250ms BEFORE the command span starts, a lag of -250ms, which is counted as clock skew and not observed as a lag."}
+			"ends 250ms BEFORE the command span starts, a lag of -250ms, which is counted as clock skew and not observed as a lag: its span started 274ms before the append ended. " +
+			"A third trace (`RefundOrder`, `OrderRefunded`, a type no other fixture has, so that no other projection expects it when fixtures are analysed together) is projected by `sales_summary` in the sales-projector service, whose clock runs a little behind: its 6ms project span " +
+			"starts 5ms before the append ends. Its lag (19ms) is positive, so it is observed, and short by the skew: the clock-skew histogram counts it, the clock-skew column does not."}
 	resSkewed := &resource{"order-projector", "projector-2"}
+	resSales := &resource{"sales-projector", "sales-1"}
 	f1 := f.commandFlow(0, "POST", "/orders", "CreateOrder", f.order(1, "OrderCreated", 1, 1))
 	f2 := f.commandFlow(4*time.Second, "POST", "/orders", "CreateOrder", f.order(2, "OrderCreated", 1, 2))
+	f3 := f.commandFlow(8*time.Second, "POST", "/orders/{id}/refund", "RefundOrder", f.order(1, "OrderRefunded", 2, 3))
 	p1 := f.projectChild(f1, "orders_view", 300*ms)
 	p2 := f.project(f2.trace, f2.app, resSkewed, "orders_view", f2.ev, f2.cmdStart-250*ms)
+	p3 := f.project(f3.trace, f3.app, resSales, "sales_summary", f3.ev, f3.appendEnd+1*ms)
 	f.line(f1.app, f1.cmd, f1.http, f2.app, f2.cmd, f2.http)
 	f.line(p1)
 	f.line(p2)
+	f.line(f3.app, f3.cmd, f3.http)
+	f.line(p3)
 	f.expect = []projExpect{
 		{projection: "orders_view", appended: 2, projected: 2, clockSkew: 1, lags: []lagExpect{
 			{f.eventID(1), "OrderCreated", "CreateOrder", 300 * ms},
 			{f.eventID(2), "OrderCreated", "CreateOrder", -250 * ms},
 		}},
+		{projection: "sales_summary", appended: 1, projected: 1, lags: []lagExpect{
+			{f.eventID(3), "OrderRefunded", "RefundOrder", 19 * ms},
+		}},
+	}
+	f.skew = []skewExpect{
+		{from: "order-api", to: "order-projector", skews: []time.Duration{274 * ms}},
+		{from: "order-api", to: "sales-projector", skews: []time.Duration{5 * ms}},
 	}
 	return f
 }
@@ -645,28 +685,95 @@ func duplicatesOutOfOrder() *fixture {
 }
 
 func brokenPropagation() *fixture {
-	f := &fixture{file: "broken_propagation.jsonl", events: 2, num: 11, title: "Broken context propagation",
-		scenario: "Two `CreateOrder` traces. The projector lost the trace context: each of its four project spans (2 events x `orders_view`, `sales_summary`) " +
-			"is the root of its own new trace, with no parent and no span link. Only `cqrs.event.id` ties a projection to its event."}
+	f := &fixture{file: "broken_propagation.jsonl", events: 3, num: 11, title: "Broken context propagation",
+		scenario: "Three `CreateOrder` traces. For the first two the projector lost the trace context: each of its four project spans (2 events x `orders_view`, `sales_summary`) " +
+			"is the root of its own new trace, with no parent and no span link. Only `cqrs.event.id` ties a projection to its event: " +
+			"For the third, `orders_view`'s project span is the root of its own trace WITH a span link to the append span (a batch consumer done right: not broken), " +
+			"and `sales_summary`'s links to the HTTP span of the FIRST trace (a context carried to the wrong event: broken). Every lag is still counted.",
+		notes: []string{"Broken propagation: `orders_view` 2 of 3 spans, `sales_summary` 3 of 3; the lags are those of a correctly propagated trace."}}
 	f1 := f.commandFlow(0, "POST", "/orders", "CreateOrder", f.order(1, "OrderCreated", 1, 1))
 	f2 := f.commandFlow(3*time.Second, "POST", "/orders", "CreateOrder", f.order(2, "OrderCreated", 1, 2))
+	f3 := f.commandFlow(6*time.Second, "POST", "/orders", "CreateOrder", f.order(3, "OrderCreated", 1, 3))
 	v1 := f.project(f.newTrace(), nil, resProjector, "orders_view", f1.ev, f1.cmdStart+180*ms)
 	s1 := f.project(f.newTrace(), nil, resProjector, "sales_summary", f1.ev, f1.cmdStart+520*ms)
 	v2 := f.project(f.newTrace(), nil, resProjector, "orders_view", f2.ev, f2.cmdStart+260*ms)
 	s2 := f.project(f.newTrace(), nil, resProjector, "sales_summary", f2.ev, f2.cmdStart+1100*ms)
+	v3 := f.project(f.newTrace(), nil, resProjector, "orders_view", f3.ev, f3.cmdStart+140*ms, f3.app.linkTo())
+	s3 := f.project(f.newTrace(), nil, resProjector, "sales_summary", f3.ev, f3.cmdStart+700*ms, f1.http.linkTo())
 	f.line(f1.app, f1.cmd, f1.http)
 	f.line(v1, s1)
 	f.line(f2.app, f2.cmd, f2.http)
 	f.line(v2, s2)
+	f.line(f3.app, f3.cmd, f3.http)
+	f.line(v3, s3)
 	f.expect = []projExpect{
-		{projection: "orders_view", appended: 2, projected: 2, lags: []lagExpect{
+		{projection: "orders_view", appended: 3, projected: 3, broken: 2, lags: []lagExpect{
 			{f.eventID(1), "OrderCreated", "CreateOrder", 180 * ms},
 			{f.eventID(2), "OrderCreated", "CreateOrder", 260 * ms},
+			{f.eventID(3), "OrderCreated", "CreateOrder", 140 * ms},
 		}},
-		{projection: "sales_summary", appended: 2, projected: 2, lags: []lagExpect{
+		{projection: "sales_summary", appended: 3, projected: 3, broken: 3, lags: []lagExpect{
 			{f.eventID(1), "OrderCreated", "CreateOrder", 520 * ms},
 			{f.eventID(2), "OrderCreated", "CreateOrder", 1100 * ms},
+			{f.eventID(3), "OrderCreated", "CreateOrder", 700 * ms},
 		}},
+	}
+	return f
+}
+
+func staleReads() *fixture {
+	f := &fixture{file: "stale_reads.jsonl", events: 5, num: 16, title: "Stale reads (read after write)",
+		scenario: "Two draft orders, each written then read by a user who expects to see the write (event types no other fixture has, so that no other projection expects them when fixtures are analysed together). " +
+			"order-1601: `DraftOrder` (v1) at 0s, `ConfirmOrder` (v2) at 2s, " +
+			"whose projection by `orders_view` is slow (1.5s). `GetOrder` reads v1 at 2.010s, while v2's append is still running (it ends at 2.020s): fresh, " +
+			"v2 was not appended yet; again at 2.300s: stale, 280ms after v2's append ended; and v2 at 4s: fresh. order-1602: `DraftOrder` (v1) at 6s, " +
+			"`AddNote` (v2) at 6.5s, `AddNote` (v3) at 7s; `GetOrderSummary` reads v1 at 7.010s, before v3's append ended but after v2's: stale by 490ms, " +
+			"measured from v2, the newest version appended before the query started. Each read is a query span under its own `GET` HTTP span.",
+		queries: 4}
+	type w struct {
+		t0            time.Duration
+		method, route string
+		cmd           string
+		ev            evt
+		lag           time.Duration
+	}
+	writes := []w{
+		{0, "POST", "/drafts", "DraftOrder", f.order(1, "OrderDrafted", 1, 1), 100 * ms},
+		{2 * time.Second, "PUT", "/drafts/{id}/confirmation", "ConfirmOrder", f.order(1, "OrderConfirmed", 2, 2), 1500 * ms},
+		{6 * time.Second, "POST", "/drafts", "DraftOrder", f.order(2, "OrderDrafted", 1, 3), 100 * ms},
+		{6500 * ms, "POST", "/drafts/{id}/notes", "AddNote", f.order(2, "OrderNoteAdded", 2, 4), 900 * ms},
+		{7 * time.Second, "POST", "/drafts/{id}/notes", "AddNote", f.order(2, "OrderNoteAdded", 3, 5), 600 * ms},
+	}
+	var apps, projs []*span
+	pe := projExpect{projection: "orders_view", appended: 5, projected: 5}
+	for _, x := range writes {
+		fl := f.commandFlow(x.t0, x.method, x.route, x.cmd, x.ev)
+		apps = append(apps, fl.app, fl.cmd, fl.http)
+		projs = append(projs, f.projectChild(fl, "orders_view", x.lag))
+		pe.lags = append(pe.lags, lagExpect{x.ev.id, x.ev.typ, x.cmd, x.lag})
+	}
+	read := func(at time.Duration, query string, order int, version int64) []*span {
+		tr := f.newTrace()
+		h := f.span(tr, nil, resAPI, scHTTP, "GET /orders/{id}", ptrace.SpanKindServer, at-1*ms, at+6*ms,
+			s("http.request.method", "GET"), s("http.route", "/orders/{id}"), i("http.response.status_code", 200))
+		q := f.span(tr, h, resAPI, scApp, query, ptrace.SpanKindInternal, at, at+4*ms,
+			s("cqrs.operation", "query"), s("cqrs.query.name", query),
+			s("cqrs.aggregate.id", f.orderID(order)), i("cqrs.aggregate.version", version))
+		return []*span{q, h}
+	}
+	// The writes first (the order-api line), then the reads, then the
+	// projector's line: the join has seen every append when it judges a
+	// read, as a live join has by the time a user reads.
+	f.line(apps...)
+	f.line(read(2010*ms, "GetOrder", 1, 1)...)
+	f.line(read(2300*ms, "GetOrder", 1, 1)...)
+	f.line(read(4*time.Second, "GetOrder", 1, 2)...)
+	f.line(read(7010*ms, "GetOrderSummary", 2, 1)...)
+	f.line(projs...)
+	f.expect = []projExpect{pe}
+	f.stale = []staleExpect{
+		{query: "GetOrder", staleness: []time.Duration{280 * ms}},
+		{query: "GetOrderSummary", staleness: []time.Duration{490 * ms}},
 	}
 	return f
 }
@@ -1180,7 +1287,7 @@ func main() {
 	fixtures := []*fixture{
 		happyPath(), projectionBeforeAppend(), missingProjection(), twoProjections(), multiEventAppend(),
 		spanLink(), messagingSemconv(), clockSkew(), noise(), duplicatesOutOfOrder(), brokenPropagation(),
-		noCommand(), intermediateSpans(), handInstrumented(), customRules(),
+		noCommand(), intermediateSpans(), handInstrumented(), customRules(), staleReads(),
 		multiEventConsumer(), sampled(),
 	}
 	failed := false
@@ -1314,6 +1421,12 @@ func verify(f *fixture, path string, want int) error {
 	if byInput.queriesW != f.queriesWeighted {
 		return fmt.Errorf("weighted queries %v, want %v", byInput.queriesW, f.queriesWeighted)
 	}
+	if d := diff(byInput.stale, f.stale); d != "" {
+		return fmt.Errorf("reference stale reads differ from expectation:\n%s", d)
+	}
+	if d := diff(byInput.skew, f.skew); d != "" {
+		return fmt.Errorf("reference clock skews differ from expectation:\n%s", d)
+	}
 	if byInput.orphans != 0 || byInput.queries != f.queries || byInput.events != f.events {
 		return fmt.Errorf("orphan projections %d (want 0), queries %d (want %d), events %d (want %d)",
 			byInput.orphans, byInput.queries, f.queries, byInput.events, f.events)
@@ -1327,10 +1440,17 @@ type appended struct {
 	version                  int64
 	base                     time.Time
 	weight                   float64 // the append span's
+	// trace, svc and end are the append span's: for broken propagation,
+	// clock skew and stale reads.
+	trace [16]byte
+	svc   string
+	end   time.Time
 }
 
 type analysis struct {
 	proj     []projExpect
+	stale    []staleExpect
+	skew     []skewExpect
 	orphans  int
 	queries  int
 	queriesW float64
@@ -1522,7 +1642,7 @@ func analyze(spans []*rspan, rules func(*rspan) string, cmp func(a, b *rspan) in
 				typ, _ := a["cqrs.event.type"].(string)
 				agg, _ := a["cqrs.aggregate.id"].(string)
 				v, _ := a["cqrs.aggregate.version"].(int64)
-				events[key] = &appended{key: key, typ: typ, aggID: agg, version: v, command: command, base: base, weight: r.weight}
+				events[key] = &appended{key: key, typ: typ, aggID: agg, version: v, command: command, base: base, weight: r.weight, trace: r.trace, svc: r.svc, end: r.end}
 				order = append(order, key)
 			}
 			if len(r.events) > 0 {
@@ -1572,6 +1692,68 @@ func analyze(spans []*rspan, rules func(*rspan) string, cmp func(a, b *rspan) in
 			ps = append(ps, pspan{r, name, ev})
 		}
 	}
+	// Broken propagation and clock skew, per projection span in input
+	// order (neither depends on the order).
+	broken := map[string]int{}
+	skews := map[[2]string][]time.Duration{}
+	for _, p := range ps {
+		linked := false
+		for _, l := range p.r.links {
+			linked = linked || l.trace == p.ev.trace
+		}
+		if p.r.trace != p.ev.trace && !linked {
+			broken[p.projection]++
+		}
+		if d := p.ev.end.Sub(p.r.start); d > 0 {
+			k := [2]string{p.ev.svc, p.r.svc}
+			skews[k] = append(skews[k], d)
+		}
+	}
+	var pairs [][2]string
+	for k := range skews {
+		pairs = append(pairs, k)
+	}
+	slices.SortFunc(pairs, func(a, b [2]string) int { return strings.Compare(a[0]+"\x00"+a[1], b[0]+"\x00"+b[1]) })
+	for _, k := range pairs {
+		res.skew = append(res.skew, skewExpect{from: k[0], to: k[1], skews: skews[k]})
+	}
+	// Stale reads: a query that read version v of an aggregate although a
+	// version w > v was appended (append span ended) before it started;
+	// its staleness runs from the end of the newest such append.
+	stale := map[string][]time.Duration{}
+	var staleQueries []string
+	for _, r := range spans {
+		if r.role != "query" {
+			continue
+		}
+		agg := r.str("cqrs.aggregate.id")
+		read, _ := r.attrs["cqrs.aggregate.version"].(int64)
+		if agg == "" || read == 0 {
+			continue
+		}
+		var newest *appended
+		for _, key := range order {
+			ev := events[key]
+			if ev.aggID == agg && ev.version > read && !ev.end.After(r.start) && (newest == nil || ev.version > newest.version) {
+				newest = ev
+			}
+		}
+		if newest == nil {
+			continue
+		}
+		q := r.str("cqrs.query.name")
+		if q == "" {
+			q = r.name
+		}
+		if stale[q] == nil {
+			staleQueries = append(staleQueries, q)
+		}
+		stale[q] = append(stale[q], r.start.Sub(newest.end))
+	}
+	sort.Strings(staleQueries)
+	for _, q := range staleQueries {
+		res.stale = append(res.stale, staleExpect{query: q, staleness: stale[q]})
+	}
 	slices.SortStableFunc(ps, func(a, b pspan) int { return cmp(a.r, b.r) })
 	var names []string
 	for n := range types {
@@ -1579,7 +1761,7 @@ func analyze(spans []*rspan, rules func(*rspan) string, cmp func(a, b *rspan) in
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		pe := projExpect{projection: name}
+		pe := projExpect{projection: name, broken: broken[name]}
 		first := map[string]*rspan{}
 		maxV := map[string]int64{}
 		for _, p := range ps {
@@ -1645,6 +1827,15 @@ func fmtLag(d time.Duration) string {
 	return fmt.Sprintf("%s (%d ms)", d, d.Milliseconds())
 }
 
+// fmtDurations writes durations as "280ms (280 ms), ...".
+func fmtDurations(ds []time.Duration) string {
+	var out []string
+	for _, d := range ds {
+		out = append(out, fmt.Sprintf("%s (%g ms)", d, float64(d)/float64(ms)))
+	}
+	return strings.Join(out, ", ")
+}
+
 func readme(fixtures []*fixture) []byte {
 	var b strings.Builder
 	b.WriteString(`# lagscope trace fixtures
@@ -1670,6 +1861,12 @@ Conventions shared by all fixtures:
   Duplicates and out-of-order projections come out the same whether projection spans are ordered by input position or by end time.
 - A negative lag is clock skew: counted in the clock-skew count, never observed as a lag. The (event, projection) still counts as projected.
 - No fixture has a projection span for an event that was never appended.
+- Broken propagation (issue 14) counts the projection spans joined to their event by event id that are neither in the
+  append span's trace nor linked to it (every such span, duplicates included); their lags are still counted.
+- A stale read is a query span that read version v of an aggregate although a version w > v was appended (its append
+  span ended) before the query started; its staleness is the query's start minus the end of the newest such append.
+- Clock skew per pair of services (issue 14) is how far a projection span STARTED before the end of the append it projects,
+  by (append's service, projection's service); the clock-skew column counts only projections that ENDED before their command started.
 
 `)
 	for n, f := range fixtures {
@@ -1688,10 +1885,10 @@ Conventions shared by all fixtures:
 			fmt.Fprintf(&b, ", %d query spans", f.queries)
 		}
 		b.WriteString(".\n\n")
-		b.WriteString("| projection | appended | projected | unprojected | duplicated | out-of-order | clock skew |\n|---|---|---|---|---|---|---|\n")
+		b.WriteString("| projection | appended | projected | unprojected | duplicated | out-of-order | clock skew | broken propagation |\n|---|---|---|---|---|---|---|---|\n")
 		for _, p := range f.expect {
-			fmt.Fprintf(&b, "| `%s` | %d | %d | %d | %d | %d | %d |\n", p.projection, p.appended, p.projected,
-				len(p.unprojected), p.duplicated, p.outOfOrder, p.clockSkew)
+			fmt.Fprintf(&b, "| `%s` | %d | %d | %d | %d | %d | %d | %d |\n", p.projection, p.appended, p.projected,
+				len(p.unprojected), p.duplicated, p.outOfOrder, p.clockSkew, p.broken)
 		}
 		if f.sampled {
 			b.WriteString("\nWeighted by the adjusted count of each append span's sampling threshold (what the `cqrs_*` counters hold):\n\n" +
@@ -1722,6 +1919,20 @@ Conventions shared by all fixtures:
 			b.WriteString("\nUnprojected events: none.\n")
 		} else {
 			fmt.Fprintf(&b, "\nUnprojected events: %s.\n", strings.Join(unproj, ", "))
+		}
+		if len(f.stale) > 0 {
+			b.WriteString("\nStale reads:\n\n| query | stale reads | staleness |\n|---|---|---|\n")
+			for _, q := range f.stale {
+				fmt.Fprintf(&b, "| `%s` | %d | %s |\n", q.query, len(q.staleness), fmtDurations(q.staleness))
+			}
+		} else {
+			b.WriteString("\nStale reads: none.\n")
+		}
+		if len(f.skew) > 0 {
+			b.WriteString("\nClock skew by pair of services (projection start before append end):\n\n| from_service | to_service | count | skews |\n|---|---|---|---|\n")
+			for _, c := range f.skew {
+				fmt.Fprintf(&b, "| `%s` | `%s` | %d | %s |\n", c.from, c.to, len(c.skews), fmtDurations(c.skews))
+			}
 		}
 		for _, note := range f.notes {
 			fmt.Fprintf(&b, "\nNote: %s\n", note)

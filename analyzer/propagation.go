@@ -1,0 +1,42 @@
+package analyzer
+
+// Broken trace propagation (issue 14): a projection span that names its
+// event by id, so that the join finds the event whatever trace the span is
+// in, but is neither in the append's trace nor linked to it. The projector
+// lost the trace context between the event store and itself (a consumer
+// that does not extract the context from the event's metadata, a batch
+// consumer that starts a root span without links): the most common
+// instrumentation bug. The lag is still computed, from the event id; what is
+// lost is the trace, so a slow projection cannot be followed from the
+// command that caused it. Counted per projection span, duplicates included,
+// in cqrs_trace_propagation_broken_total{projection}.
+
+// brokenPropagation reports whether a projection span of trace, whose
+// links' trace ids give the Bloom filter links (Fact.LinkedTraces), lost the
+// context of the append of trace appendTrace. A projection keyed by its
+// producer span (no event id) is a child of it or links to it, so it is
+// never counted.
+func brokenPropagation(appendTrace, trace [16]byte, links uint64) bool {
+	return trace != appendTrace && !linkedTo(links, appendTrace)
+}
+
+// projSpan is what the join keeps of a projection span beyond its times,
+// for checkCause.
+type projSpan struct {
+	trace   [16]byte
+	links   uint64
+	service uint16
+	start   int64
+}
+
+// checkCause records what projection p's span says of the append of e
+// beyond the lag: whether it lost the trace context (propagation.go) and
+// how far it started before the append ended (skew.go).
+func (j *joinShard) checkCause(e *eventEntry, p uint16, ps projSpan) {
+	if brokenPropagation(e.trace, ps.trace, ps.links) {
+		j.sh.projSeries[p].broken.Inc()
+	}
+	if d := e.appendEnd - ps.start; d > 0 && d <= j.maxLag && !e.badTime {
+		j.observeSkew(e.service, ps.service, d)
+	}
+}
