@@ -13,8 +13,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// eventEntry is an appended event held by the join. Label values are interned
-// ids and projections are bits, so an entry is a fixed 112 bytes.
+// eventEntry is an appended event held by the join while it waits for
+// projections, and past its deadline while one expected has not shown it
+// (so that a late projection still gives its lag). Label values are interned
+// ids and projections are bits, so an entry is a fixed 112 bytes. Once every
+// projection expected has shown it, it moves to the joined store (a
+// joinedEntry of 24 bytes) and leaves a tombstone (declared set) in the
+// pending deque until the deque's front passes it.
 type eventEntry struct {
 	key       EventKey
 	trace     [16]byte
@@ -208,13 +213,23 @@ type joinShard struct {
 	m                                            *metrics
 	types, aggTypes, commands, projections, qrys *labelSet
 
-	index     eventIndex
+	// events holds the pending events in arrival order, and tombstones
+	// (declared set) of those that moved out; index finds the live ones,
+	// live counts them. unproj holds, in the order they were declared,
+	// those the deadline found with an expected projection missing, until
+	// retention; joined, those fully joined.
+	index     eventIndex[eventEntry, *eventEntry]
 	events    deque[eventEntry]
+	live      int
+	unprojIdx eventIndex[eventEntry, *eventEntry]
+	unprojEv  deque[eventEntry]
+	joined    joinedStore
 	orphanIdx map[EventKey]uint64 // seq+1 of the newest orphan of an event
 	orphans   deque[orphanEntry]
 
 	pending  [maxProjections]int64
 	cursor   [maxProjections]uint64
+	ucursor  [maxProjections]uint64 // oldestPending's cursor in unprojEv
 	progress [maxProjections]int64
 	declSeq  uint64
 
@@ -239,7 +254,12 @@ type joinShared struct {
 
 	// expected holds, per event type id, the projections expected to show
 	// its events: those configured, and those that ever showed one.
-	expected  []atomic.Uint64
+	expected []atomic.Uint64
+	// learnedAt holds, per event type id, when a projection last showed
+	// one of its events for the first time: until a deadline after it,
+	// the type's expected projections may still be growing, so its events
+	// stay pending (and keep their timestamps) until their own deadline.
+	learnedAt []atomic.Int64
 	cfgAll    uint64
 	cfgByType map[string]uint64
 	// projSeries is set up for a projection id before the id is published.
@@ -336,6 +356,7 @@ func newJoinShared(cfg Config, m *metrics, n int) *joinShared {
 		projections: newLabelSet("projection", projLimit, ml, m.labels["projection"]),
 		qrys:        newLabelSet("query", cfg.Metrics.MaxLabelValues, ml, m.labels["query"]),
 		expected:    make([]atomic.Uint64, min(cfg.Metrics.MaxLabelValues, 1<<16-1)+1),
+		learnedAt:   make([]atomic.Int64, min(cfg.Metrics.MaxLabelValues, 1<<16-1)+1),
 		cfgByType:   make(map[string]uint64),
 		lagSeries:   make(map[[3]uint16]*lagSeries),
 		aggs:        make([]aggShard, n),
@@ -395,6 +416,9 @@ func (sh *joinShared) shard(cfg Config, id, n int) *joinShard {
 		commands:    sh.commands,
 		projections: sh.projections,
 		qrys:        sh.qrys,
+		index:       eventIndex[eventEntry, *eventEntry]{limit: max(1, cfg.Join.MaxPendingEvents/n)},
+		unprojIdx:   eventIndex[eventEntry, *eventEntry]{limit: max(1, cfg.Join.MaxPendingEvents/n)},
+		joined:      newJoinedStore(max(1, cfg.Join.MaxJoinedEvents/n)),
 		orphanIdx:   make(map[EventKey]uint64),
 		lagSeries:   make(map[[3]uint16]lagPart),
 		extra:       newSummaryExtra(cfg.KeepSamples),
@@ -424,14 +448,21 @@ func projectionBit(p uint16) uint64 {
 // expectedBy returns the projections expected to show events of type typ.
 func (sh *joinShared) expectedBy(typ uint16) uint64 { return sh.expected[typ].Load() }
 
-// learn records that projection bit showed an event of type typ.
-func (sh *joinShared) learn(typ uint16, bit uint64) {
+// learn records that projection bit showed an event of type typ at now.
+func (sh *joinShared) learn(typ uint16, bit uint64, now int64) {
 	if sh.expected[typ].Load()&bit != 0 {
 		return
 	}
 	if sh.expected[typ].Or(bit)&bit == 0 {
+		sh.learnedAt[typ].Store(now)
 		sh.touchUnprojected(sh.types.value(typ), bit)
 	}
+}
+
+// settled reports whether the projections expected to show events of type
+// typ have not grown for a deadline before now.
+func (sh *joinShared) settled(typ uint16, now, deadline int64) bool {
+	return now-sh.learnedAt[typ].Load() >= deadline
 }
 
 // touchUnprojected creates the consistency counters (unprojected,
@@ -480,11 +511,15 @@ func aggHash(s string) uint64 {
 }
 
 func (j *joinShard) appendEvent(f *Fact, now int64) {
-	if _, dup := j.index.find(f.Event, &j.events); dup {
+	if j.held(f.Event) {
 		return // the same append exported twice
 	}
-	for j.events.len() >= j.maxEvents {
-		j.retireEvent(true)
+	for j.events.len()+j.unprojEv.len() >= j.maxEvents {
+		if j.unprojEv.len() > 0 {
+			j.retireUnproj()
+		} else {
+			j.retireEvent(true)
+		}
 	}
 	typ := j.types.id(f.EventType)
 	e := eventEntry{
@@ -525,12 +560,56 @@ func (j *joinShard) appendEvent(f *Fact, now int64) {
 	}
 	seq := j.events.push(e)
 	j.index.insert(f.Event, seq)
+	j.live++
 	if j.extra.keep {
 		j.extra.ids[f.Event] = clone(f.DisplayID()) // not a view into the request
 	}
 	if o, ok := j.orphanIdx[f.Event]; ok {
 		delete(j.orphanIdx, f.Event)
 		j.applyOrphans(j.events.at(seq), o, now)
+		j.settle(seq, now)
+	}
+}
+
+// held reports whether the shard holds event k, pending, unprojected or
+// joined.
+func (j *joinShard) held(k EventKey) bool {
+	if _, ok := j.index.find(k, &j.events); ok {
+		return true
+	}
+	if _, ok := j.joined.index.find(k, &j.joined.events); ok {
+		return true
+	}
+	_, ok := j.unprojIdx.find(k, &j.unprojEv)
+	return ok
+}
+
+// settle moves the pending event at seq to the joined store if every
+// projection expected to show it has (pending is then 0, and seen, which
+// holds only projections learned for the type, is all of them) and the
+// type's expected projections are settled. Otherwise it stays pending until
+// its deadline, so that a projection showing it first still gives its lag:
+// an event no projection is expected to show, and the events of a type a
+// projection has just started showing (expected projections learned from
+// the spans grow then, and a fixture or a new deployment is all that).
+func (j *joinShard) settle(seq uint64, now int64) {
+	e := j.events.at(seq)
+	if e.declared || e.pending != 0 || e.seen == 0 || e.seen != e.seen|j.sh.expectedBy(e.typ) || !j.sh.settled(e.typ, now, j.deadline) {
+		return
+	}
+	if !j.join(e) {
+		return
+	}
+	j.index.remove(e.key, seq)
+	j.live--
+	e.declared = true // a tombstone
+	j.popTombstones()
+}
+
+// popTombstones retires the tombstones at the front of the pending deque.
+func (j *joinShard) popTombstones() {
+	for j.events.len() > 0 && j.events.front().declared {
+		j.events.popFront()
 	}
 }
 
@@ -568,6 +647,15 @@ func (j *joinShard) projectFact(f *Fact, now int64) {
 	p := j.projections.id(f.Projection)
 	if seq, ok := j.index.find(f.Event, &j.events); ok {
 		j.project(j.events.at(seq), p, f.Start, f.End, now)
+		j.settle(seq, now)
+		return
+	}
+	if seq, ok := j.joined.index.find(f.Event, &j.joined.events); ok {
+		j.projectJoined(j.joined.events.at(seq), p, now)
+		return
+	}
+	if seq, ok := j.unprojIdx.find(f.Event, &j.unprojEv); ok {
+		j.project(j.unprojEv.at(seq), p, f.Start, f.End, now)
 		return
 	}
 	for j.orphans.len() >= j.maxOrphans {
@@ -589,7 +677,7 @@ func (j *joinShard) project(e *eventEntry, p uint16, start, end, now int64) {
 		return
 	}
 	e.seen |= bit
-	j.sh.learn(e.typ, bit)
+	j.sh.learn(e.typ, bit, now)
 	if e.pending&bit != 0 {
 		e.pending &^= bit
 		j.pending[p]--
@@ -749,15 +837,24 @@ func (j *joinShard) expire(now int64, flush bool) {
 	s := max(j.declSeq, j.events.head)
 	for ; s < j.events.tail; s++ {
 		e := j.events.at(s)
+		if e.declared {
+			continue // a tombstone
+		}
 		if !flush && e.arrived+j.deadline > now {
 			break
 		}
 		j.declare(e)
+		j.moveDeclared(s, e)
 	}
 	j.declSeq = s
+	j.popTombstones()
 	for j.events.len() > 0 && j.events.front().arrived+j.retention <= now {
 		j.retireEvent(false)
 	}
+	for j.unprojEv.len() > 0 && j.unprojEv.front().arrived+j.retention <= now {
+		j.retireUnproj()
+	}
+	j.expireJoined(now, flush)
 	for j.orphans.len() > 0 {
 		o := j.orphans.front()
 		if !o.consumed && !flush && o.arrived+j.orphanTTL > now {
@@ -788,20 +885,51 @@ func (j *joinShard) declare(e *eventEntry) {
 	e.pending = 0
 }
 
+// moveDeclared moves pending event e at seq, just declared, out of the
+// pending deque: to the joined store when no expected projection is
+// missing, else to the unprojected deque, where a late projection still
+// finds its timestamps.
+func (j *joinShard) moveDeclared(seq uint64, e *eventEntry) {
+	if e.unproj != 0 || !j.join(e) {
+		useq := j.unprojEv.push(*e)
+		j.unprojIdx.insert(e.key, useq)
+	}
+	j.index.remove(e.key, seq)
+	j.live--
+}
+
+// retireEvent retires the front of the pending deque, a tombstone or a
+// live event; forRoom: to make room, which counts a pending one evicted.
 func (j *joinShard) retireEvent(forRoom bool) {
 	seq := j.events.head
 	e := j.events.front()
-	if !e.declared && e.pending != 0 && forRoom {
+	if e.declared {
+		j.events.popFront() // a tombstone
+		return
+	}
+	if e.pending != 0 && forRoom {
 		j.m.evictions.WithLabelValues(reasonCapacity).Inc()
 	}
 	for b := e.pending; b != 0; b &= b - 1 {
 		j.pending[bits.TrailingZeros64(b)]--
 	}
 	j.index.remove(e.key, seq)
+	j.live--
 	if j.extra.keep {
 		delete(j.extra.ids, e.key)
 	}
 	j.events.popFront()
+}
+
+// retireUnproj retires the oldest declared event with a projection
+// missing.
+func (j *joinShard) retireUnproj() {
+	e := j.unprojEv.front()
+	j.unprojIdx.remove(e.key, j.unprojEv.head)
+	if j.extra.keep {
+		delete(j.extra.ids, e.key)
+	}
+	j.unprojEv.popFront()
 }
 
 func (j *joinShard) retireOrphan(forRoom bool) {
@@ -866,22 +994,33 @@ func (sh *joinShared) refreshGauges(shards []*joinShard, now int64) {
 // shown: an event within its deadline, or past it while p has shown nothing
 // appended later than progress (a stalled projection); nil when there is
 // none. A cursor per projection makes this amortised O(1).
+//
+// The declared events are in unprojEv (those fully joined cannot be
+// pending), older than those still pending, so it is searched first; the
+// tombstones of the pending deque are skipped.
 func (j *joinShard) oldestPending(p uint16, progress int64) *eventEntry {
+	if e := j.scanPending(&j.unprojEv, &j.ucursor[p], p, progress); e != nil {
+		return e
+	}
+	return j.scanPending(&j.events, &j.cursor[p], p, progress)
+}
+
+func (j *joinShard) scanPending(d *deque[eventEntry], cursor *uint64, p uint16, progress int64) *eventEntry {
 	bit := uint64(1) << p
-	c := max(j.cursor[p], j.events.head)
-	for ; c < j.events.tail; c++ {
-		e := j.events.at(c)
+	c := max(*cursor, d.head)
+	for ; c < d.tail; c++ {
+		e := d.at(c)
 		exp := e.expected | j.sh.expectedBy(e.typ)
-		if exp&bit == 0 || e.seen&bit != 0 || (e.declared && e.appendEnd <= progress) {
+		if exp&bit == 0 || e.seen&bit != 0 || (e.declared && (d == &j.events || e.appendEnd <= progress)) {
 			continue
 		}
 		break
 	}
-	j.cursor[p] = c
-	if c == j.events.tail {
+	*cursor = c
+	if c == d.tail {
 		return nil
 	}
-	return j.events.at(c)
+	return d.at(c)
 }
 
 // locked runs f with j.mu held, and releases it even if f panics.
@@ -892,6 +1031,8 @@ func (j *joinShard) locked(f func()) {
 }
 
 // entries returns the number of events and waiting projections held.
-func (j *joinShard) entries() int { return j.events.len() + j.orphans.len() }
+func (j *joinShard) entries() int {
+	return j.live + j.unprojEv.len() + j.joined.events.len() + j.orphans.len()
+}
 
 func seconds(ns int64) float64 { return float64(ns) / 1e9 }

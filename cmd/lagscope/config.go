@@ -63,6 +63,7 @@ func bindServeFlags(fs *flag.FlagSet, c *Config) {
 	durationVar(fs, &j.Retention, "join.retention", "how long a joined event is kept to recognise late and duplicated projections")
 	durationVar(fs, &j.MaxLag, "join.max-lag", "longest lag believed; longer ones, and spans ending before they start, are counted, not observed")
 	fs.IntVar(&j.MaxPendingEvents, "join.max-pending-events", j.MaxPendingEvents, "events held by the join; the oldest are evicted past it")
+	fs.IntVar(&j.MaxJoinedEvents, "join.max-joined-events", j.MaxJoinedEvents, "joined events kept to recognise duplicated and late projections; the oldest are forgotten past it")
 	fs.IntVar(&j.MaxPendingProjections, "join.max-pending-projections", j.MaxPendingProjections, "projection spans waiting for their event, and appends waiting for their command, at most")
 	fs.IntVar(&j.MaxTraceSpans, "join.max-trace-spans", j.MaxTraceSpans, "parent links and command spans remembered to resolve commands")
 	fs.IntVar(&j.Shards, "join.shards", j.Shards, "shards of the analysis state (0: 8 per core)")
