@@ -37,7 +37,7 @@ func bindServeFlags(fs *flag.FlagSet, c *Config) {
 	fs.Int64Var(&o.MaxRequestBytes, "otlp.max-request-bytes", o.MaxRequestBytes, "largest OTLP request accepted, after decompression")
 	fs.Int64Var(&o.MaxInflightBytes, "otlp.max-inflight-bytes", o.MaxInflightBytes, "bytes of requests being read, decoded and analysed at once, as decoded (past it: 429 / ResourceExhausted)")
 	durationVar(fs, &o.RetryAfter, "otlp.retry-after", "back-off advised to clients refused for overload")
-	fs.BoolVar(&o.LazyDecode, "otlp.lazy-decode", o.LazyDecode, "decode only the span fields the analysis reads from protobuf requests (faster; falls back to full decoding for anything unusual)")
+	fs.BoolVar(&o.LazyDecode, "otlp.lazy-decode", o.LazyDecode, "decode only the span fields the analysis reads from protobuf requests (faster; falls back to full decoding for anything unusual, counted in lagscope_decode_fallbacks_total); on by default, --otlp.lazy-decode=false decodes everything with pdata")
 	fs.IntVar(&o.MaxSpansPerRequest, "otlp.max-spans-per-request", o.MaxSpansPerRequest, "spans in one request at most")
 	fs.IntVar(&o.MaxLinksPerRequest, "otlp.max-links-per-request", o.MaxLinksPerRequest, "span links in one request at most")
 	fs.IntVar(&o.MaxEventsPerRequest, "otlp.max-events-per-request", o.MaxEventsPerRequest, "span events in one request at most")
