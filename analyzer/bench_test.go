@@ -217,7 +217,7 @@ func BenchmarkPendingEvents(b *testing.B) {
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
-		if got := j.events.len(); got != n {
+		if got := j.recent.len(); got != n {
 			b.Fatalf("join holds %d events, want %d (evicted)", got, n)
 		}
 		if p, _ := j.projections.lookup("orders_view"); j.pending[p] != n {
@@ -562,8 +562,8 @@ func benchmarkJoinedEvents(b *testing.B, aggs bool) {
 		if got := j.joined.events.len(); got != n {
 			b.Fatalf("joined store holds %d events, want %d", got, n)
 		}
-		if j.live != 0 {
-			b.Fatalf("%d events still pending, want 0", j.live)
+		if j.recent.live != 0 {
+			b.Fatalf("%d events still pending, want 0", j.recent.live)
 		}
 		perEvent = float64(after.HeapAlloc-before.HeapAlloc) / n
 		runtime.KeepAlive(j)

@@ -82,10 +82,11 @@ func msCeil(t int64) uint32 { return uint32((t + 999_999) / 1e6) }
 // milliseconds; negative when it arrived after now.
 func msAge(now int64, at uint32) int64 { return int64(int32(uint32(now/1e6)-at)) * 1e6 }
 
-// join moves pending event e at seq, which every projection expected to
-// show it has shown (or which the deadline declared with none missing),
-// into the joined store, and reports whether it did: false when its class
-// does not fit, and it stays where it is.
+// join copies event e, which every projection expected to show it has
+// shown (or which the deadline declared with none missing, or which no
+// projection waits for when it is evicted), into the joined store, and
+// reports whether it did: false when its class does not fit. The caller
+// removes it from its queue.
 func (j *joinShard) join(e *eventEntry) bool {
 	s := &j.joined
 	id, ok := s.class(joinedClass{seen: e.seen, unproj: e.unproj, typ: e.typ, declared: e.declared})

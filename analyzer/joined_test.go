@@ -139,15 +139,46 @@ func TestJoinedStore(t *testing.T) {
 					jt.projectAt(id, "a", time.Second)
 					jt.projectAt(id, "b", time.Second)
 				}
-				if got := jt.s.events.len(); got != 5 {
+				if got := jt.s.recent.len(); got != 5 {
 					jt.t.Errorf("pending deque before the deadline = %d, want 5 (one live, four tombstones)", got)
 				}
 				jt.tick(31 * time.Second)
-				if got := jt.s.events.len(); got != 0 {
+				if got := jt.s.recent.len(); got != 0 {
 					jt.t.Errorf("pending deque after the deadline = %d, want 0", got)
 				}
 			},
 			want: want{joined: 4, unproj: 1, entries: 5},
+		},
+		{
+			name:   "a full join moves a waiting event to stalled rather than evict it for the tombstones behind it",
+			mutate: func(c *Config) { c.Join.MaxPendingEvents = 8 },
+			run: func(jt *joinTest) {
+				jt.appendAt(1, 0)
+				jt.projectAt(1, "a", time.Second)
+				for id := 2; id <= 40; id++ {
+					jt.appendAt(id, time.Second)
+					jt.projectAt(id, "a", time.Second)
+					jt.projectAt(id, "b", time.Second)
+				}
+				if got := jt.s.stalled.live; got != 1 {
+					jt.t.Errorf("stalled = %d, want 1", got)
+				}
+				jt.tick(31 * time.Second)
+			},
+			want: want{joined: 39, unproj: 1, entries: 40},
+		},
+		{
+			name:   "a full join of events no projection showed yet evicts the oldest, counted",
+			mutate: func(c *Config) { c.Join.MaxPendingEvents = 8 },
+			run: func(jt *joinTest) {
+				for id := 1; id <= 10; id++ {
+					jt.appendAt(id, 0)
+				}
+				if got := counter(jt.t, jt.reg, "lagscope_join_evictions_total", "reason", "capacity"); got != 2 {
+					jt.t.Errorf("evictions = %v, want 2", got)
+				}
+			},
+			want: want{live: 8, entries: 8},
 		},
 	}
 	for _, tt := range tests {
@@ -156,7 +187,7 @@ func TestJoinedStore(t *testing.T) {
 			tt.run(jt)
 			s := jt.s
 			got := want{
-				live: s.live, joined: s.joined.events.len(), unproj: s.unprojEv.len(), entries: jt.j.Entries(),
+				live: s.recent.live + s.stalled.live, joined: s.joined.events.len(), unproj: s.missed.len(), entries: jt.j.Entries(),
 				duplicatedA: jt.count("cqrs_events_duplicated_total", "a"),
 				lateC:       jt.count("cqrs_events_late_total", "c"),
 				unprojC:     jt.count("cqrs_events_unprojected_total", "c"),
@@ -165,7 +196,7 @@ func TestJoinedStore(t *testing.T) {
 			if diff := cmp.Diff(tt.want, got, cmp.AllowUnexported(want{})); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
-			if got := jt.count("lagscope_join_evictions_total", ""); got != 0 {
+			if got := counter(t, jt.reg, "lagscope_join_evictions_total", "reason", "capacity"); got != 0 && tt.want.live == 0 {
 				t.Errorf("evictions = %v, want 0", got)
 			}
 		})

@@ -213,25 +213,22 @@ type joinShard struct {
 	m                                            *metrics
 	types, aggTypes, commands, projections, qrys *labelSet
 
-	// events holds the pending events in arrival order, and tombstones
-	// (declared set) of those that moved out; index finds the live ones,
-	// live counts them. unproj holds, in the order they were declared,
-	// those the deadline found with an expected projection missing, until
-	// retention; joined, those fully joined.
-	index     eventIndex[eventEntry, *eventEntry]
-	events    deque[eventEntry]
-	live      int
-	unprojIdx eventIndex[eventEntry, *eventEntry]
-	unprojEv  deque[eventEntry]
-	joined    joinedStore
-	orphanIdx map[EventKey]uint64 // seq+1 of the newest orphan of an event
-	orphans   deque[orphanEntry]
+	// The events the join holds, each in one place. recent: appended and
+	// waiting for projections, in arrival order, with tombstones of those
+	// that left. stalled: those that reached recent's front still waiting
+	// while most behind them had left (moved so that those slots are
+	// freed), also in arrival order and older than recent's. missed: those
+	// the deadline found with an expected projection missing, kept in full
+	// until retention so that a late projection still gives its lag.
+	// joined: those every expected projection has shown, in 24 bytes.
+	// recent, stalled and missed share maxEvents.
+	recent, stalled, missed eventQueue
+	joined                  joinedStore
+	orphanIdx               map[EventKey]uint64 // seq+1 of the newest orphan of an event
+	orphans                 deque[orphanEntry]
 
 	pending  [maxProjections]int64
-	cursor   [maxProjections]uint64
-	ucursor  [maxProjections]uint64 // oldestPending's cursor in unprojEv
 	progress [maxProjections]int64
-	declSeq  uint64
 
 	lagSeries  map[[3]uint16]lagPart
 	appended   counters2
@@ -416,8 +413,9 @@ func (sh *joinShared) shard(cfg Config, id, n int) *joinShard {
 		commands:    sh.commands,
 		projections: sh.projections,
 		qrys:        sh.qrys,
-		index:       eventIndex[eventEntry, *eventEntry]{limit: max(1, cfg.Join.MaxPendingEvents/n)},
-		unprojIdx:   eventIndex[eventEntry, *eventEntry]{limit: max(1, cfg.Join.MaxPendingEvents/n)},
+		recent:      newEventQueue(max(1, cfg.Join.MaxPendingEvents/n)),
+		stalled:     newEventQueue(max(1, cfg.Join.MaxPendingEvents/n)),
+		missed:      newEventQueue(max(1, cfg.Join.MaxPendingEvents/n)),
 		joined:      newJoinedStore(max(1, cfg.Join.MaxJoinedEvents/n)),
 		orphanIdx:   make(map[EventKey]uint64),
 		lagSeries:   make(map[[3]uint16]lagPart),
@@ -514,13 +512,7 @@ func (j *joinShard) appendEvent(f *Fact, now int64) {
 	if j.held(f.Event) {
 		return // the same append exported twice
 	}
-	for j.events.len()+j.unprojEv.len() >= j.maxEvents {
-		if j.unprojEv.len() > 0 {
-			j.retireUnproj()
-		} else {
-			j.retireEvent(true)
-		}
-	}
+	j.makeRoom()
 	typ := j.types.id(f.EventType)
 	e := eventEntry{
 		key:       f.Event,
@@ -558,30 +550,56 @@ func (j *joinShard) appendEvent(f *Fact, now int64) {
 	if e.aggHash != 0 && e.version > 0 {
 		j.sh.noteVersion(e.aggHash, e.version, f.End)
 	}
-	seq := j.events.push(e)
-	j.index.insert(f.Event, seq)
-	j.live++
+	seq := j.recent.push(&e)
 	if j.extra.keep {
 		j.extra.ids[f.Event] = clone(f.DisplayID()) // not a view into the request
 	}
 	if o, ok := j.orphanIdx[f.Event]; ok {
 		delete(j.orphanIdx, f.Event)
-		j.applyOrphans(j.events.at(seq), o, now)
-		j.settle(seq, now)
+		j.applyOrphans(j.recent.at(seq), o, now)
+		j.settle(&j.recent, seq, now)
 	}
 }
 
 // held reports whether the shard holds event k, pending, unprojected or
 // joined.
 func (j *joinShard) held(k EventKey) bool {
-	if _, ok := j.index.find(k, &j.events); ok {
+	if _, ok := j.recent.find(k); ok {
 		return true
 	}
 	if _, ok := j.joined.index.find(k, &j.joined.events); ok {
 		return true
 	}
-	_, ok := j.unprojIdx.find(k, &j.unprojEv)
+	if _, ok := j.stalled.find(k); ok {
+		return true
+	}
+	_, ok := j.missed.find(k)
 	return ok
+}
+
+// makeRoom retires entries until one more fits in maxEvents: declared
+// events first (nothing waits for them; not counted, as before); then
+// recent's front if no projection waits for it (to the joined store, so
+// that duplicates of it are still recognised); while most of recent's slots
+// are tombstones, its front moves to stalled, which frees them; else the
+// oldest event is evicted, counted if a projection was still expected.
+func (j *joinShard) makeRoom() {
+	for j.recent.len()+j.stalled.len()+j.missed.len() >= j.maxEvents {
+		switch {
+		case j.missed.len() > 0:
+			j.retire(&j.missed, false)
+		case j.recent.len() > 0 && j.recent.events.front().pending == 0:
+			j.retire(&j.recent, true) // to the joined store: nothing lost
+		case 2*j.recent.live < j.recent.len():
+			seq := j.recent.events.head
+			j.stalled.push(j.recent.at(seq))
+			j.recent.remove(seq)
+		case j.stalled.len() > 0:
+			j.retire(&j.stalled, true)
+		default:
+			j.retire(&j.recent, true)
+		}
+	}
 }
 
 // settle moves the pending event at seq to the joined store if every
@@ -592,24 +610,13 @@ func (j *joinShard) held(k EventKey) bool {
 // an event no projection is expected to show, and the events of a type a
 // projection has just started showing (expected projections learned from
 // the spans grow then, and a fixture or a new deployment is all that).
-func (j *joinShard) settle(seq uint64, now int64) {
-	e := j.events.at(seq)
-	if e.declared || e.pending != 0 || e.seen == 0 || e.seen != e.seen|j.sh.expectedBy(e.typ) || !j.sh.settled(e.typ, now, j.deadline) {
+func (j *joinShard) settle(q *eventQueue, seq uint64, now int64) {
+	e := q.at(seq)
+	if e.pending != 0 || e.seen == 0 || e.seen != e.seen|j.sh.expectedBy(e.typ) || !j.sh.settled(e.typ, now, j.deadline) {
 		return
 	}
-	if !j.join(e) {
-		return
-	}
-	j.index.remove(e.key, seq)
-	j.live--
-	e.declared = true // a tombstone
-	j.popTombstones()
-}
-
-// popTombstones retires the tombstones at the front of the pending deque.
-func (j *joinShard) popTombstones() {
-	for j.events.len() > 0 && j.events.front().declared {
-		j.events.popFront()
+	if j.join(e) {
+		q.remove(seq)
 	}
 }
 
@@ -645,17 +652,19 @@ func (j *joinShard) applyOrphans(e *eventEntry, newest uint64, now int64) {
 
 func (j *joinShard) projectFact(f *Fact, now int64) {
 	p := j.projections.id(f.Projection)
-	if seq, ok := j.index.find(f.Event, &j.events); ok {
-		j.project(j.events.at(seq), p, f.Start, f.End, now)
-		j.settle(seq, now)
-		return
+	for _, q := range [...]*eventQueue{&j.recent, &j.stalled} {
+		if seq, ok := q.find(f.Event); ok {
+			j.project(q.at(seq), p, f.Start, f.End, now)
+			j.settle(q, seq, now)
+			return
+		}
 	}
 	if seq, ok := j.joined.index.find(f.Event, &j.joined.events); ok {
 		j.projectJoined(j.joined.events.at(seq), p, now)
 		return
 	}
-	if seq, ok := j.unprojIdx.find(f.Event, &j.unprojEv); ok {
-		j.project(j.unprojEv.at(seq), p, f.Start, f.End, now)
+	if seq, ok := j.missed.find(f.Event); ok {
+		j.project(j.missed.at(seq), p, f.Start, f.End, now)
 		return
 	}
 	for j.orphans.len() >= j.maxOrphans {
@@ -834,25 +843,13 @@ var queryResults = [...]string{"fresh", "stale", "unknown"}
 // expire declares unprojected the events whose deadline passed (every
 // pending one when flush is set) and retires entries past retention.
 func (j *joinShard) expire(now int64, flush bool) {
-	s := max(j.declSeq, j.events.head)
-	for ; s < j.events.tail; s++ {
-		e := j.events.at(s)
-		if e.declared {
-			continue // a tombstone
+	// stalled's events arrived before recent's.
+	j.declareDue(&j.stalled, now, flush)
+	j.declareDue(&j.recent, now, flush)
+	for _, q := range [...]*eventQueue{&j.stalled, &j.recent, &j.missed} {
+		for q.len() > 0 && q.events.front().arrived+j.retention <= now {
+			j.retire(q, false)
 		}
-		if !flush && e.arrived+j.deadline > now {
-			break
-		}
-		j.declare(e)
-		j.moveDeclared(s, e)
-	}
-	j.declSeq = s
-	j.popTombstones()
-	for j.events.len() > 0 && j.events.front().arrived+j.retention <= now {
-		j.retireEvent(false)
-	}
-	for j.unprojEv.len() > 0 && j.unprojEv.front().arrived+j.retention <= now {
-		j.retireUnproj()
 	}
 	j.expireJoined(now, flush)
 	for j.orphans.len() > 0 {
@@ -885,26 +882,37 @@ func (j *joinShard) declare(e *eventEntry) {
 	e.pending = 0
 }
 
-// moveDeclared moves pending event e at seq, just declared, out of the
-// pending deque: to the joined store when no expected projection is
-// missing, else to the unprojected deque, where a late projection still
-// finds its timestamps.
-func (j *joinShard) moveDeclared(seq uint64, e *eventEntry) {
-	if e.unproj != 0 || !j.join(e) {
-		useq := j.unprojEv.push(*e)
-		j.unprojIdx.insert(e.key, useq)
+// declareDue declares the events of q whose deadline passed (all when
+// flush is set) and moves them out of q: to the joined store when no
+// expected projection is missing, else to missed.
+func (j *joinShard) declareDue(q *eventQueue, now int64, flush bool) {
+	s := max(q.declSeq, q.events.head)
+	// remove may retire the front past s: hence the max with head.
+	for ; s < q.events.tail; s = max(s+1, q.events.head) {
+		e := q.at(s)
+		if e.gone() {
+			continue
+		}
+		if !flush && e.arrived+j.deadline > now {
+			break
+		}
+		j.declare(e)
+		if e.unproj != 0 || !j.join(e) {
+			j.missed.push(e)
+		}
+		q.remove(s)
 	}
-	j.index.remove(e.key, seq)
-	j.live--
+	q.declSeq = s
 }
 
-// retireEvent retires the front of the pending deque, a tombstone or a
-// live event; forRoom: to make room, which counts a pending one evicted.
-func (j *joinShard) retireEvent(forRoom bool) {
-	seq := j.events.head
-	e := j.events.front()
-	if e.declared {
-		j.events.popFront() // a tombstone
+// retire retires the front event of q, which is live; forRoom: to make
+// room, which counts it evicted if a projection was still expected, and
+// moves it to the joined store if none was.
+func (j *joinShard) retire(q *eventQueue, forRoom bool) {
+	seq := q.events.head
+	e := q.at(seq)
+	if forRoom && !e.declared && e.pending == 0 && j.join(e) {
+		q.remove(seq)
 		return
 	}
 	if e.pending != 0 && forRoom {
@@ -913,23 +921,10 @@ func (j *joinShard) retireEvent(forRoom bool) {
 	for b := e.pending; b != 0; b &= b - 1 {
 		j.pending[bits.TrailingZeros64(b)]--
 	}
-	j.index.remove(e.key, seq)
-	j.live--
 	if j.extra.keep {
 		delete(j.extra.ids, e.key)
 	}
-	j.events.popFront()
-}
-
-// retireUnproj retires the oldest declared event with a projection
-// missing.
-func (j *joinShard) retireUnproj() {
-	e := j.unprojEv.front()
-	j.unprojIdx.remove(e.key, j.unprojEv.head)
-	if j.extra.keep {
-		delete(j.extra.ids, e.key)
-	}
-	j.unprojEv.popFront()
+	q.remove(seq)
 }
 
 func (j *joinShard) retireOrphan(forRoom bool) {
@@ -995,28 +990,31 @@ func (sh *joinShared) refreshGauges(shards []*joinShard, now int64) {
 // appended later than progress (a stalled projection); nil when there is
 // none. A cursor per projection makes this amortised O(1).
 //
-// The declared events are in unprojEv (those fully joined cannot be
-// pending), older than those still pending, so it is searched first; the
-// tombstones of the pending deque are skipped.
+// The declared events (in missed: those fully joined cannot be pending)
+// arrived before those of stalled, which arrived before recent's: the
+// queues are searched in that order, skipping tombstones.
 func (j *joinShard) oldestPending(p uint16, progress int64) *eventEntry {
-	if e := j.scanPending(&j.unprojEv, &j.ucursor[p], p, progress); e != nil {
-		return e
+	for _, q := range [...]*eventQueue{&j.missed, &j.stalled, &j.recent} {
+		if e := j.scanPending(q, p, progress); e != nil {
+			return e
+		}
 	}
-	return j.scanPending(&j.events, &j.cursor[p], p, progress)
+	return nil
 }
 
-func (j *joinShard) scanPending(d *deque[eventEntry], cursor *uint64, p uint16, progress int64) *eventEntry {
+func (j *joinShard) scanPending(q *eventQueue, p uint16, progress int64) *eventEntry {
 	bit := uint64(1) << p
-	c := max(*cursor, d.head)
+	d := &q.events
+	c := max(q.cursor[p], d.head)
 	for ; c < d.tail; c++ {
 		e := d.at(c)
 		exp := e.expected | j.sh.expectedBy(e.typ)
-		if exp&bit == 0 || e.seen&bit != 0 || (e.declared && (d == &j.events || e.appendEnd <= progress)) {
+		if e.gone() || exp&bit == 0 || e.seen&bit != 0 || (e.declared && e.appendEnd <= progress) {
 			continue
 		}
 		break
 	}
-	*cursor = c
+	q.cursor[p] = c
 	if c == d.tail {
 		return nil
 	}
@@ -1032,7 +1030,7 @@ func (j *joinShard) locked(f func()) {
 
 // entries returns the number of events and waiting projections held.
 func (j *joinShard) entries() int {
-	return j.live + j.unprojEv.len() + j.joined.events.len() + j.orphans.len()
+	return j.recent.live + j.stalled.live + j.missed.live + j.joined.events.len() + j.orphans.len()
 }
 
 func seconds(ns int64) float64 { return float64(ns) / 1e9 }

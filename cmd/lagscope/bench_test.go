@@ -38,6 +38,11 @@ const (
 	// analysing server child writes a CPU profile of its run, suffixed with
 	// its mode and GOMAXPROCS.
 	benchProfileEnv = "LAGSCOPE_BENCH_CPUPROFILE"
+	// benchHeapEnv, set, names the file where an analysing server child
+	// writes a heap profile every 5 s (the last one is of the state at the
+	// end of the load, which a profile written at exit, after shutdown,
+	// would not show).
+	benchHeapEnv = "LAGSCOPE_BENCH_HEAPPROFILE"
 	childServe      = "serve"
 	childDiscard    = "discard"
 	childServeHTTP  = "serve-http"
@@ -80,6 +85,9 @@ func runBenchChild(mode, addr string) error {
 			}
 			defer pprof.StopCPUProfile()
 		}
+		if file := os.Getenv(benchHeapEnv); file != "" {
+			go writeHeapProfiles(ctx, file)
+		}
 		grpcAddr, httpAddr := addr, ""
 		if mode == childServeHTTP {
 			grpcAddr, httpAddr = "", addr
@@ -103,6 +111,43 @@ func runBenchChild(mode, addr string) error {
 		return r.Shutdown(context.Background())
 	}
 	return fmt.Errorf("unknown mode %q", mode)
+}
+
+// writeHeapProfiles writes a heap profile to file every 5 s until ctx ends.
+func writeHeapProfiles(ctx context.Context, file string) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		f, err := os.Create(file + ".tmp")
+		if err != nil {
+			return
+		}
+		err = pprof.Lookup("heap").WriteTo(f, 0)
+		if cerr := f.Close(); err == nil && cerr == nil {
+			_ = os.Rename(file+".tmp", file)
+		}
+	}
+}
+
+// peakRSS returns the peak resident set size of process pid (VmHWM), from
+// /proc; ok is false where there is no /proc.
+func peakRSS(pid int) (bytes int64, ok bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, found := strings.CutPrefix(line, "VmHWM:"); found {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err == nil
+		}
+	}
+	return 0, false
 }
 
 // benchServer is a server child process.
@@ -301,6 +346,12 @@ func BenchmarkServeGRPC(b *testing.B) {
 			c1, ok1 := cpuTime(on.cmd.Process.Pid)
 			o1, okO1 := cpuTime(off.cmd.Process.Pid)
 			b.StopTimer()
+			if rss, ok := peakRSS(on.cmd.Process.Pid); ok {
+				b.ReportMetric(float64(rss)/(1<<20), "server-peak-rss-MiB")
+			}
+			if rss, ok := peakRSS(off.cmd.Process.Pid); ok {
+				b.ReportMetric(float64(rss)/(1<<20), "server-peak-rss-MiB-noanalysis")
+			}
 			cpuOn, cpuOK := c1-c0, ok0 && ok1
 			cpuOff, cpuOffOK := o1-o0, okO0 && okO1
 			on.stop()
