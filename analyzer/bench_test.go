@@ -188,6 +188,7 @@ func BenchmarkPendingEvents(b *testing.B) {
 	cfg := DefaultConfig()
 	cfg.Join.Expected = map[string][]string{"OrderPlaced": {"orders_view", "sales_summary"}}
 	cfg.Join.Shards = 1
+	cfg.Join.MaxPendingEvents = n
 	facts := make([]Fact, 1024)
 	var perEvent float64
 	b.ReportAllocs()

@@ -48,19 +48,28 @@ type JoinConfig struct {
 	// before it starts, is not observed but counted in
 	// lagscope_invalid_timestamps_total. Default 1h.
 	MaxLag time.Duration `yaml:"max_lag"`
-	// MaxPendingEvents bounds the events held by the join. When full, the
-	// oldest are evicted (never the newest dropped). With several shards
-	// each holds MaxPendingEvents/shards and evicts its own oldest. An
-	// event is a fixed 112 bytes whatever its strings, 176 with its index
-	// and per-aggregate state (BenchmarkPendingEvents): 1,048,576 events
-	// hold about 180 MiB. Default 1,048,576.
+	// MaxPendingEvents bounds the events the join holds in full: those
+	// waiting for an expected projection, and those past their deadline
+	// with one missing (until Retention). Once every expected projection
+	// has shown an event it moves to the joined store (MaxJoinedEvents).
+	// When full, the oldest are evicted (never the newest dropped), counted
+	// if a projection was still expected; one no projection waits for
+	// moves to the joined store instead. With several shards each holds
+	// MaxPendingEvents/shards and evicts its own oldest. It also sizes the
+	// per-aggregate state (the latest version of each aggregate, the last
+	// version each projection applied). An event is a fixed 112 bytes
+	// whatever its strings, about 172 with its index and per-aggregate
+	// state (BenchmarkPendingEvents): 262,144 hold about 45 MiB, enough
+	// for 3 s of projection lag at 80,000 events/s (the rate of 800,000
+	// spans/s of the synth stream). Default 262,144.
 	MaxPendingEvents int `yaml:"max_pending_events"`
 	// MaxJoinedEvents bounds the events kept, once every projection
 	// expected to show them has, to recognise duplicated and late
 	// projections until Retention. When full, the oldest joined are
 	// forgotten (not evictions: nothing is waited for). A joined event
-	// takes about 35 bytes (BenchmarkJoinedEvents): 4,194,304 hold about
-	// 140 MiB. Default 4,194,304.
+	// takes about 35 bytes (BenchmarkJoinedEvents): 2,097,152 hold about
+	// 70 MiB, join.retention (5m) at 7,000 events/s, 26 s at 80,000.
+	// Default 2,097,152.
 	MaxJoinedEvents int `yaml:"max_joined_events"`
 	// MaxPendingProjections bounds projection spans held while their
 	// append span has not arrived (a fixed 72 bytes each), and also append
@@ -165,8 +174,8 @@ func DefaultConfig() Config {
 			CommandWait:           10 * time.Second,
 			Retention:             5 * time.Minute,
 			MaxLag:                time.Hour,
-			MaxPendingEvents:      1 << 20,
-			MaxJoinedEvents:       1 << 22,
+			MaxPendingEvents:      1 << 18,
+			MaxJoinedEvents:       1 << 21,
 			MaxPendingProjections: 1 << 18,
 			MaxTraceSpans:         1 << 20,
 		},

@@ -116,6 +116,7 @@ func bindServeFlags(fs *flag.FlagSet, c *Config) {
 
 	fs.StringVar(&c.Log.Level, "log.level", c.Log.Level, "log `level`: debug, info, warn, error")
 	fs.StringVar(&c.Log.Format, "log.format", c.Log.Format, "log format: text or json")
+	fs.Int64Var(&c.MemoryLimit, "memory-limit", c.MemoryLimit, "soft limit of the Go runtime's memory in bytes (GC works harder near it; GOMEMLIMIT wins; 0: none)")
 	fs.BoolVar(&c.AnalysisDisabled, "analysis.disabled", c.AnalysisDisabled, "(benchmarking) receive and drop spans without analysing them")
 }
 
