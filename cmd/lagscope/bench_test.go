@@ -42,10 +42,10 @@ const (
 	// writes a heap profile every 5 s (the last one is of the state at the
 	// end of the load, which a profile written at exit, after shutdown,
 	// would not show).
-	benchHeapEnv = "LAGSCOPE_BENCH_HEAPPROFILE"
-	childServe      = "serve"
-	childDiscard    = "discard"
-	childServeHTTP  = "serve-http"
+	benchHeapEnv   = "LAGSCOPE_BENCH_HEAPPROFILE"
+	childServe     = "serve"
+	childDiscard   = "discard"
+	childServeHTTP = "serve-http"
 	// childDiscardHTTP is childDiscard with OTLP/HTTP instead of gRPC.
 	childDiscardHTTP = "discard-http"
 )
