@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -42,10 +43,15 @@ const (
 	// writes a heap profile every 5 s (the last one is of the state at the
 	// end of the load, which a profile written at exit, after shutdown,
 	// would not show).
-	benchHeapEnv   = "LAGSCOPE_BENCH_HEAPPROFILE"
-	childServe     = "serve"
-	childDiscard   = "discard"
-	childServeHTTP = "serve-http"
+	benchHeapEnv = "LAGSCOPE_BENCH_HEAPPROFILE"
+	// benchCPUEnv, set, is the CPU list (taskset -c) server children are
+	// pinned to; benchOtelcolEnv names an OpenTelemetry Collector binary
+	// for BenchmarkCollector (.ci/bench-collector builds one).
+	benchCPUEnv     = "LAGSCOPE_BENCH_SERVER_CPU"
+	benchOtelcolEnv = "LAGSCOPE_BENCH_OTELCOL"
+	childServe      = "serve"
+	childDiscard    = "discard"
+	childServeHTTP  = "serve-http"
 	// childDiscardHTTP is childDiscard with OTLP/HTTP instead of gRPC.
 	childDiscardHTTP = "discard-http"
 )
@@ -166,7 +172,7 @@ func startBenchServer(b *testing.B, mode string, procs int) *benchServer {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := pinnedCommand(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), benchChildEnv+"="+mode, benchAddrEnv+"="+addr, "GOMAXPROCS="+strconv.Itoa(procs))
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -178,6 +184,23 @@ func startBenchServer(b *testing.B, mode string, procs int) *benchServer {
 	if mode == childServeHTTP || mode == childDiscardHTTP {
 		protocol = "http"
 	}
+	s.waitAnswering(b, protocol, mode)
+	return s
+}
+
+// pinnedCommand is exec.Command, run under taskset -c $LAGSCOPE_BENCH_SERVER_CPU
+// when that is set (taskset execs the program: the pid is the server's).
+func pinnedCommand(name string, args ...string) *exec.Cmd {
+	if cpu := os.Getenv(benchCPUEnv); cpu != "" {
+		return exec.Command("taskset", append([]string{"-c", cpu, name}, args...)...)
+	}
+	return exec.Command(name, args...)
+}
+
+// waitAnswering waits until the server answers an export over protocol.
+func (s *benchServer) waitAnswering(b *testing.B, protocol, mode string) {
+	b.Helper()
+	addr := s.addr
 	exp, err := loadgen.NewExporter(protocol, addr)
 	if err != nil {
 		b.Fatal(err)
@@ -191,7 +214,7 @@ func startBenchServer(b *testing.B, mode string, procs int) *benchServer {
 		_, err := exp.Export(ctx, req)
 		cancel()
 		if err == nil {
-			return s
+			return
 		}
 		if time.Now().After(deadline) {
 			b.Fatalf("server child (%s) did not answer on %s: %v", mode, addr, err)
@@ -369,4 +392,105 @@ func BenchmarkServeGRPC(b *testing.B) {
 			}
 		})
 	}
+}
+
+// otelcolConfig is the Collector's configuration for BenchmarkCollector:
+// its OTLP/gRPC receiver into the nop exporter, its own telemetry off.
+const otelcolConfig = `receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: %s
+exporters:
+  nop:
+service:
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [nop]
+`
+
+// BenchmarkCollector compares `lagscope serve` with its defaults against
+// the OpenTelemetry Collector's plain otlp -> nop pipeline, each a child
+// process with GOMAXPROCS=1 (pinned to $LAGSCOPE_BENCH_SERVER_CPU when set),
+// on the same pre-encoded synth requests from the same 8 concurrent
+// clients, in alternating rounds of benchRound requests after warmRequests
+// untimed ones. It reports both rates, their ratio (lagscope over the
+// Collector: above 1, lagscope is faster) and both peak RSS. It needs
+// $LAGSCOPE_BENCH_OTELCOL, a Collector binary (.ci/bench-collector builds
+// one with OCB); without it, it is skipped.
+func BenchmarkCollector(b *testing.B) {
+	bin := os.Getenv(benchOtelcolEnv)
+	if bin == "" {
+		b.Skip(benchOtelcolEnv + " names no Collector binary (.ci/bench-collector builds one)")
+	}
+	warm := warmRequests(b.N)
+	reqs := encodeRequests(b, warm+b.N)
+	spans := float64(b.N * synth.SpansPerTrace * 50)
+	ls := startBenchServer(b, childServe, 1)
+	oc := startCollector(b, bin)
+	expL, err := loadgen.NewExporter("grpc", ls.addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer expL.Close()
+	expC, err := loadgen.NewExporter("grpc", oc.addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer expC.Close()
+	blast(b, expL, reqs[:warm], 8)
+	blast(b, expC, reqs[:warm], 8)
+	reqs = reqs[warm:]
+	var dL, dC time.Duration
+	b.ResetTimer()
+	for i := 0; i < len(reqs); i += benchRound {
+		round := reqs[i:min(i+benchRound, len(reqs))]
+		dL += blast(b, expL, round, 8)
+		dC += blast(b, expC, round, 8)
+	}
+	b.StopTimer()
+	rssL, okL := peakRSS(ls.cmd.Process.Pid)
+	rssC, okC := peakRSS(oc.cmd.Process.Pid)
+	ls.stop()
+	oc.stop()
+	rateL, rateC := spans/dL.Seconds(), spans/dC.Seconds()
+	b.ReportMetric(rateL, "spans/s")
+	b.ReportMetric(rateC, "spans/s-otelcol")
+	b.ReportMetric(rateL/rateC, "ratio")
+	if okL && okC {
+		b.ReportMetric(float64(rssL)/(1<<20), "peak-rss-MiB")
+		b.ReportMetric(float64(rssC)/(1<<20), "peak-rss-MiB-otelcol")
+	}
+}
+
+// startCollector runs the Collector binary bin as a child process with
+// GOMAXPROCS=1 and waits until it answers exports.
+func startCollector(b *testing.B, bin string) *benchServer {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := filepath.Join(b.TempDir(), "otelcol.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(otelcolConfig, addr)), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := pinnedCommand(bin, "--config", cfg)
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	s := &benchServer{cmd: cmd, addr: addr}
+	b.Cleanup(s.stop)
+	s.waitAnswering(b, "grpc", "otelcol")
+	return s
 }
