@@ -102,6 +102,9 @@ func runBenchChild(mode, addr string) error {
 			"--web.listen-address", "127.0.0.1:0", "--log.level", "error"}, os.Stdout, os.Stderr)
 	case childDiscard, childDiscardHTTP:
 		cfg := DefaultConfig().Collector()
+		// The same decoding as serve's: the selective decoder keeps what
+		// the analysis reads (serve sets Keep the same way).
+		cfg.Keep = collector.Selection(DefaultConfig().Analyzer().Reads())
 		cfg.GRPCEndpoint, cfg.HTTPEndpoint = addr, ""
 		if mode == childDiscardHTTP {
 			cfg.GRPCEndpoint, cfg.HTTPEndpoint = "", addr
@@ -333,7 +336,8 @@ const benchRound = 100
 // spans of the server without analysis, read from /proc: the client runs on
 // the same machine, so with procs=2 on a 2-core machine the server cannot
 // have both cores, and its spans per CPU second show how it would scale
-// where it had them.
+// where it had them. And it reports both children's peak RSS (VmHWM,
+// server-peak-rss-MiB and -noanalysis).
 func BenchmarkServeGRPC(b *testing.B) {
 	for _, procs := range []int{1, 2} {
 		b.Run("procs="+strconv.Itoa(procs), func(b *testing.B) {
@@ -421,7 +425,9 @@ service:
 // on the same pre-encoded synth requests from the same 8 concurrent
 // clients, in alternating rounds of benchRound requests after warmRequests
 // untimed ones. It reports both rates, their ratio (lagscope over the
-// Collector: above 1, lagscope is faster) and both peak RSS. It needs
+// Collector: above 1, lagscope is faster), both servers' CPU per million
+// spans and their ratio (cpu-ratio, the Collector's over lagscope's: above
+// 1, lagscope needs less), and both peak RSS. It needs
 // $LAGSCOPE_BENCH_OTELCOL, a Collector binary (.ci/bench-collector builds
 // one with OCB); without it, it is skipped.
 func BenchmarkCollector(b *testing.B) {
@@ -449,12 +455,26 @@ func BenchmarkCollector(b *testing.B) {
 	reqs = reqs[warm:]
 	var dL, dC time.Duration
 	b.ResetTimer()
+	l0, okL0 := cpuTime(ls.cmd.Process.Pid)
+	c0, okC0 := cpuTime(oc.cmd.Process.Pid)
 	for i := 0; i < len(reqs); i += benchRound {
 		round := reqs[i:min(i+benchRound, len(reqs))]
 		dL += blast(b, expL, round, 8)
 		dC += blast(b, expC, round, 8)
 	}
+	l1, okL1 := cpuTime(ls.cmd.Process.Pid)
+	c1, okC1 := cpuTime(oc.cmd.Process.Pid)
 	b.StopTimer()
+	// CPU per span is the fairer figure where the clients or other work
+	// on the machine keep a server from its core: spans/s then measure
+	// the clients too.
+	if okL0 && okL1 && okC0 && okC1 && l1 > l0 && c1 > c0 {
+		cpuL, cpuC := (l1-l0).Seconds()/spans*1e6, (c1-c0).Seconds()/spans*1e6
+		b.ReportMetric(cpuL, "server-cpu-s/Mspans")
+		b.ReportMetric(cpuC, "server-cpu-s/Mspans-otelcol")
+		b.ReportMetric(cpuC/cpuL, "cpu-ratio")
+		b.ReportMetric((l1-l0).Seconds()/dL.Seconds(), "server-cores")
+	}
 	rssL, okL := peakRSS(ls.cmd.Process.Pid)
 	rssC, okC := peakRSS(oc.cmd.Process.Pid)
 	ls.stop()
