@@ -290,3 +290,32 @@ func TestJoinedStoreChangesNoMetric(t *testing.T) {
 		t.Errorf("metrics differ (-kept pending +moved to the joined store):\n%s", diff)
 	}
 }
+
+// TestJoinedStoreClassesFull: with every class slot taken (a hostile mix of
+// types and projections), a fully joined event stays pending, and is still
+// counted and recognised.
+func TestJoinedStoreClassesFull(t *testing.T) {
+	jt := newJoinTest(t, nil)
+	for i := range maxClasses {
+		if _, ok := jt.s.joined.class(joinedClass{seen: uint64(i) + 1<<40, typ: 9}); !ok {
+			t.Fatalf("class %d did not fit", i)
+		}
+	}
+	jt.appendAt(1, 0)
+	jt.projectAt(1, "a", time.Second)
+	jt.projectAt(1, "b", time.Second)
+	jt.projectAt(1, "b", 2*time.Second)
+	if got := jt.s.recent.live; got != 1 {
+		t.Errorf("pending = %d, want 1 (no class for it in the joined store)", got)
+	}
+	if got := jt.count("cqrs_events_duplicated_total", "b"); got != 1 {
+		t.Errorf("duplicated = %v, want 1", got)
+	}
+	jt.tick(31 * time.Second) // declared: to missed, as the joined store has no class for it
+	if got := jt.s.missed.live; got != 1 {
+		t.Errorf("missed = %d, want 1", got)
+	}
+	if got := jt.count("cqrs_events_unprojected_total", "a"); got != 0 {
+		t.Errorf("unprojected = %v, want 0", got)
+	}
+}
