@@ -188,6 +188,7 @@ func BenchmarkPendingEvents(b *testing.B) {
 	cfg := DefaultConfig()
 	cfg.Join.Expected = map[string][]string{"OrderPlaced": {"orders_view", "sales_summary"}}
 	cfg.Join.Shards = 1
+	cfg.Join.MaxPendingEvents = n
 	facts := make([]Fact, 1024)
 	var perEvent float64
 	b.ReportAllocs()
@@ -217,7 +218,7 @@ func BenchmarkPendingEvents(b *testing.B) {
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
-		if got := j.events.len(); got != n {
+		if got := j.recent.len(); got != n {
 			b.Fatalf("join holds %d events, want %d (evicted)", got, n)
 		}
 		if p, _ := j.projections.lookup("orders_view"); j.pending[p] != n {
@@ -503,4 +504,70 @@ func BenchmarkConsumeRules(b *testing.B) {
 			consumeLoop(b, a, reqs, func(cycle int) { renumber(reqs, cycle) })
 		})
 	}
+}
+
+// BenchmarkJoinedEvents measures the memory of a full joined store: events
+// that both expected projections have shown, as BenchmarkPendingEvents's are
+// before they do. With aggregates=unique every event has its own aggregate,
+// as BenchmarkPendingEvents's, so B/event includes the per-aggregate state
+// (the latest version and the last version each projection applied), which
+// join.max_pending_events bounds separately; aggregates=none leaves it out:
+// the store alone.
+func BenchmarkJoinedEvents(b *testing.B) {
+	for _, aggs := range []string{"unique", "none"} {
+		b.Run("aggregates="+aggs, func(b *testing.B) { benchmarkJoinedEvents(b, aggs == "unique") })
+	}
+}
+
+func benchmarkJoinedEvents(b *testing.B, aggs bool) {
+	const n = 1 << 22
+	cfg := DefaultConfig()
+	cfg.Join.Expected = map[string][]string{"OrderPlaced": {"orders_view", "sales_summary"}}
+	cfg.Join.Shards = 1
+	cfg.Join.MaxJoinedEvents = n
+	facts := make([]Fact, 3*1024)
+	var perEvent float64
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		jn, err := NewJoiner(cfg, nil, prometheus.NewRegistry())
+		if err != nil {
+			b.Fatal(err)
+		}
+		j := jn.shards[0]
+		at := time.Now()
+		now := at.UnixNano()
+		for k := 0; k < n; k += len(facts) / 3 {
+			for x := 0; x < len(facts); x += 3 {
+				id := uint64(k + x/3)
+				f := &facts[x]
+				*f = Fact{Kind: FactAppend, EventType: "OrderPlaced", AggregateType: "Order", Version: 1,
+					Command: "PlaceOrder", CommandStart: now - 20e6, Start: now - 15e6, End: now - 10e6}
+				if aggs {
+					f.AggregateID = "order-" + strconv.FormatUint(id, 10)
+				}
+				putUint64(f.Event[:8], mix64(id))
+				putUint64(f.Event[8:], id)
+				f.TraceID = f.Event
+				for p, name := range []string{"orders_view", "sales_summary"} {
+					facts[x+1+p] = Fact{Kind: FactProject, Event: f.Event, TraceID: f.Event, EventType: "OrderPlaced",
+						AggregateID: f.AggregateID, Version: 1, Projection: name, Start: now - 5e6, End: now - 1e6}
+				}
+			}
+			jn.Apply(facts, at)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if got := j.joined.events.len(); got != n {
+			b.Fatalf("joined store holds %d events, want %d", got, n)
+		}
+		if j.recent.live != 0 {
+			b.Fatalf("%d events still pending, want 0", j.recent.live)
+		}
+		perEvent = float64(after.HeapAlloc-before.HeapAlloc) / n
+		runtime.KeepAlive(j)
+	}
+	b.ReportMetric(perEvent, "B/event")
 }

@@ -11,7 +11,12 @@ import (
 // is cleared, so the least recently inserted half is forgotten at once.
 //
 // Each generation is an open-addressing table with linear probing, kept at
-// most half full: a lookup or insert touches one cache line in the common
+// most half full while it grows by doubling; at the size its half of limit
+// needs at 3/4 load (half*4/3 slots, not a power of two: a key's home slot
+// is its hash multiplied into the table's range, not masked) it fills to
+// 3/4, which takes a full genMap from 2*limit slots to 1.33*limit (the
+// parent-span table at the default join.max_trace_spans: 66 to 45 MB). A
+// lookup or insert touches one cache line in the common
 // case, where a Go map touches its control word and then its slot (the
 // parent-edge and join maps are far larger than the caches, so each touch
 // is a miss). Tables grow by doubling up to the generation's size and are
@@ -40,6 +45,9 @@ type genSlot[K hashKey, V any] struct {
 // used.
 type genTable[K hashKey, V any] struct {
 	slots []genSlot[K, V]
+	// max is the size past which the table fills to 3/4 rather than
+	// doubling.
+	max int
 	// meta holds a one-byte fingerprint of the key of each used slot (0:
 	// empty), 1/32 of the slots' size or less, so that mayHave reads cache
 	// lines that stay cached.
@@ -57,8 +65,7 @@ func (t *genTable[K, V]) mayHave(h uint64) bool {
 		return false
 	}
 	fp := fingerprint(h)
-	mask := uint64(len(t.meta) - 1)
-	for i := h & mask; ; i = (i + 1) & mask {
+	for i := t.home(h); ; i = t.next(i) {
 		switch t.meta[i] {
 		case 0:
 			return false
@@ -68,12 +75,36 @@ func (t *genTable[K, V]) mayHave(h uint64) bool {
 	}
 }
 
+// home returns the slot where the probe for a key of hash h starts: the
+// low 32 bits of h scaled to the table (the fingerprint takes the top 8).
+func (t *genTable[K, V]) home(h uint64) uint64 {
+	return uint64(uint32(h)) * uint64(len(t.slots)) >> 32
+}
+
+func (t *genTable[K, V]) next(i uint64) uint64 {
+	if i++; i == uint64(len(t.slots)) {
+		return 0
+	}
+	return i
+}
+
+// full reports whether one more entry needs a larger table.
+func (t *genTable[K, V]) full() bool {
+	if t.max > 0 && len(t.slots) >= t.max {
+		return 4*(t.n+1) > 3*len(t.slots)
+	}
+	return 2*(t.n+1) > len(t.slots)
+}
+
 func newGenMap[K hashKey, V any](limit int) *genMap[K, V] {
 	half := limit / 2
 	if half < 1 {
 		half = 1
 	}
-	return &genMap[K, V]{half: half}
+	g := &genMap[K, V]{half: half}
+	g.cur.max = max(16, (half*4+2)/3)
+	g.old.max = g.cur.max
+	return g
 }
 
 func (g *genMap[K, V]) get(k K) (V, bool) {
@@ -122,7 +153,7 @@ func (g *genMap[K, V]) touch(h uint64) uint8 {
 	if len(t.slots) == 0 {
 		return 0
 	}
-	return *(*uint8)(unsafe.Pointer(&t.slots[h&uint64(len(t.slots)-1)]))
+	return *(*uint8)(unsafe.Pointer(&t.slots[t.home(h)]))
 }
 
 // touchOld reads the fingerprint where mayHave starts for hash h in the old
@@ -132,7 +163,7 @@ func (g *genMap[K, V]) touchOld(h uint64) uint8 {
 	if len(t.meta) == 0 {
 		return 0
 	}
-	return t.meta[h&uint64(len(t.meta)-1)]
+	return t.meta[t.home(h)]
 }
 
 // putNew inserts k, whose hash is h, with v unless either generation holds
@@ -150,8 +181,7 @@ func (g *genMap[K, V]) putNew(k K, h uint64, v V) bool {
 	if len(t.slots) > 0 {
 		// One probe of the current generation finds k or the slot to
 		// insert it in.
-		mask := uint64(len(t.slots) - 1)
-		for i := h & mask; ; i = (i + 1) & mask {
+		for i := t.home(h); ; i = t.next(i) {
 			s := &t.slots[i]
 			if s.key == k {
 				return true
@@ -162,7 +192,7 @@ func (g *genMap[K, V]) putNew(k K, h uint64, v V) bool {
 						return true
 					}
 				}
-				if t.n < g.half && 2*(t.n+1) <= len(t.slots) {
+				if t.n < g.half && !t.full() {
 					s.key, s.val = k, v
 					t.meta[i] = fingerprint(h)
 					t.n++
@@ -185,8 +215,7 @@ func (g *genMap[K, V]) len() int { return g.cur.n + g.old.n }
 func (t *genTable[K, V]) get(k K, h uint64) (V, bool) {
 	var zero K
 	if t.n > 0 {
-		mask := uint64(len(t.slots) - 1)
-		for i := h & mask; ; i = (i + 1) & mask {
+		for i := t.home(h); ; i = t.next(i) {
 			s := &t.slots[i]
 			if s.key == k {
 				return s.val, true
@@ -203,12 +232,11 @@ func (t *genTable[K, V]) get(k K, h uint64) (V, bool) {
 // put inserts or replaces k, whose hash is h and which is not the zero
 // key.
 func (t *genTable[K, V]) put(k K, h uint64, v V) {
-	if 2*(t.n+1) > len(t.slots) {
+	if t.full() {
 		t.grow()
 	}
 	var zero K
-	mask := uint64(len(t.slots) - 1)
-	for i := h & mask; ; i = (i + 1) & mask {
+	for i := t.home(h); ; i = t.next(i) {
 		s := &t.slots[i]
 		if s.key == k {
 			s.val = v
@@ -225,7 +253,11 @@ func (t *genTable[K, V]) put(k K, h uint64, v V) {
 
 func (t *genTable[K, V]) grow() {
 	old := t.slots
-	t.slots = make([]genSlot[K, V], max(16, 2*len(old)))
+	size := max(16, 2*len(old))
+	if t.max > 0 && size > t.max && len(old) < t.max {
+		size = t.max
+	}
+	t.slots = make([]genSlot[K, V], size)
 	t.meta = make([]uint8, len(t.slots))
 	t.n = 0
 	var zero K

@@ -50,13 +50,31 @@ type JoinConfig struct {
 	// before it starts, is not observed but counted in
 	// lagscope_invalid_timestamps_total. Default 1h.
 	MaxLag time.Duration `yaml:"max_lag"`
-	// MaxPendingEvents bounds the events held by the join. When full, the
-	// oldest are evicted (never the newest dropped). With several shards
-	// each holds MaxPendingEvents/shards and evicts its own oldest. An
-	// event is a fixed 128 bytes whatever its strings, about 210 with its
-	// index and per-aggregate state (BenchmarkPendingEvents): 1,048,576
-	// events hold about 210 MiB. Default 1,048,576.
+	// MaxPendingEvents bounds the events the join holds in full: those
+	// waiting for an expected projection, and those past their deadline
+	// with one missing (until Retention). Once every expected projection
+	// has shown an event it moves to the joined store (MaxJoinedEvents).
+	// When full, the oldest are evicted (never the newest dropped), counted
+	// if a projection was still expected; one no projection waits for
+	// moves to the joined store instead. With several shards each holds
+	// MaxPendingEvents/shards and evicts its own oldest. It also sizes the
+	// per-aggregate state (the latest version of each aggregate, the last
+	// version each projection applied). An event is a fixed 128 bytes
+	// whatever its strings, about 183 with its index and per-aggregate
+	// state (BenchmarkPendingEvents): 262,144 hold about 46 MiB, enough
+	// for 3 s of projection lag at 80,000 events/s (the rate of 800,000
+	// spans/s of the synth stream). Default 262,144.
 	MaxPendingEvents int `yaml:"max_pending_events"`
+	// MaxJoinedEvents bounds the events kept, once every projection
+	// expected to show them has, to recognise duplicated and late
+	// projections until Retention. When full, the oldest joined are
+	// forgotten (not evictions: nothing is waited for). A joined event
+	// takes about 59 bytes (BenchmarkJoinedEvents; 64 with per-aggregate
+	// state): 1,048,576 hold about 62 MiB, join.retention (5m) at 3,500
+	// events/s, 13 s at 80,000. It keeps the append's trace, end, weight
+	// and service, so that a duplicated projection is counted as a full
+	// entry counts it (joined.go). Default 1,048,576.
+	MaxJoinedEvents int `yaml:"max_joined_events"`
 	// MaxPendingProjections bounds projection spans held while their
 	// append span has not arrived (a fixed 80 bytes each), and also append
 	// facts waiting for their command span and projection facts waiting
@@ -191,7 +209,8 @@ func DefaultConfig() Config {
 			CommandWait:           10 * time.Second,
 			Retention:             5 * time.Minute,
 			MaxLag:                time.Hour,
-			MaxPendingEvents:      1 << 20,
+			MaxPendingEvents:      1 << 18,
+			MaxJoinedEvents:       1 << 20,
 			MaxPendingProjections: 1 << 18,
 			MaxTraceSpans:         1 << 20,
 		},
@@ -232,6 +251,9 @@ func (c Config) Validate() error {
 	}
 	if c.Join.MaxPendingEvents < 1 {
 		errs = append(errs, fmt.Errorf("join.max_pending_events must be at least 1, got %d", c.Join.MaxPendingEvents))
+	}
+	if c.Join.MaxJoinedEvents < 1 {
+		errs = append(errs, fmt.Errorf("join.max_joined_events must be at least 1, got %d", c.Join.MaxJoinedEvents))
 	}
 	if c.Join.MaxPendingProjections < 1 {
 		errs = append(errs, fmt.Errorf("join.max_pending_projections must be at least 1, got %d", c.Join.MaxPendingProjections))

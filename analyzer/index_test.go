@@ -1,15 +1,24 @@
 package analyzer
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 )
 
 // TestEventIndexMatchesMap drives the index and a Go map with the same
-// random appends and retirements, and checks that they always agree.
+// random appends and retirements, and checks that they always agree: with
+// no limit (a power-of-two table at most half full) and with one (a table
+// of limit*4/3 slots, not a power of two, filled to 3/4).
 func TestEventIndexMatchesMap(t *testing.T) {
+	for _, limit := range []int{0, 5000} {
+		t.Run(fmt.Sprintf("limit=%d", limit), func(t *testing.T) { testEventIndexMatchesMap(t, limit) })
+	}
+}
+
+func testEventIndexMatchesMap(t *testing.T, limit int) {
 	var events deque[eventEntry]
-	var x eventIndex
+	x := eventIndex[eventEntry, *eventEntry]{limit: limit}
 	want := map[EventKey]uint64{}
 	rng := rand.New(rand.NewPCG(1, 2))
 	key := func(n uint64) EventKey {
@@ -20,7 +29,7 @@ func TestEventIndexMatchesMap(t *testing.T) {
 	}
 	var next uint64
 	for step := range 200000 {
-		if events.len() > 0 && (rng.IntN(3) == 0 || events.len() > 5000) {
+		if events.len() > 0 && (rng.IntN(3) == 0 || events.len() >= 5000) {
 			seq := events.head
 			k := events.front().key
 			x.remove(k, seq)
@@ -46,5 +55,8 @@ func TestEventIndexMatchesMap(t *testing.T) {
 				t.Fatalf("step %d: found a key never inserted", step)
 			}
 		}
+	}
+	if limit > 0 && len(x.slots) != (limit*4+2)/3 {
+		t.Errorf("table of %d slots for a limit of %d, want %d", len(x.slots), limit, (limit*4+2)/3)
 	}
 }

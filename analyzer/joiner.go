@@ -13,9 +13,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// eventEntry is an appended event held by the join. Label values are interned
+// eventEntry is an appended event held by the join while it waits for
+// projections, and past its deadline while one expected has not shown it
+// (so that a late projection still gives its lag). Label values are interned
 // ids and projections are bits, so an entry is a fixed 128 bytes (112
 // before the sampling weight and, for clock skew, the append's service).
+// Once every projection expected has shown it, it moves to the joined store
+// (a joinedEntry of 48 bytes) and leaves a tombstone in its queue until the
+// queue's front passes it.
 type eventEntry struct {
 	key       EventKey
 	trace     [16]byte
@@ -218,15 +223,22 @@ type joinShard struct {
 	m                                            *metrics
 	types, aggTypes, commands, projections, qrys *labelSet
 
-	index     eventIndex
-	events    deque[eventEntry]
-	orphanIdx map[EventKey]uint64 // seq+1 of the newest orphan of an event
-	orphans   deque[orphanEntry]
+	// The events the join holds, each in one place. recent: appended and
+	// waiting for projections, in arrival order, with tombstones of those
+	// that left. stalled: those that reached recent's front still waiting
+	// while most behind them had left (moved so that those slots are
+	// freed), also in arrival order and older than recent's. missed: those
+	// the deadline found with an expected projection missing, kept in full
+	// until retention so that a late projection still gives its lag.
+	// joined: those every expected projection has shown, in 48 bytes.
+	// recent, stalled and missed share maxEvents.
+	recent, stalled, missed eventQueue
+	joined                  joinedStore
+	orphanIdx               map[EventKey]uint64 // seq+1 of the newest orphan of an event
+	orphans                 deque[orphanEntry]
 
 	pending  [maxProjections]int64
-	cursor   [maxProjections]uint64
 	progress [maxProjections]int64
-	declSeq  uint64
 
 	lagSeries  map[[3]uint16]lagPart
 	appended   counters2
@@ -253,7 +265,12 @@ type joinShared struct {
 
 	// expected holds, per event type id, the projections expected to show
 	// its events: those configured, and those that ever showed one.
-	expected  []atomic.Uint64
+	expected []atomic.Uint64
+	// learnedAt holds, per event type id, when a projection last showed
+	// one of its events for the first time: until a deadline after it,
+	// the type's expected projections may still be growing, so its events
+	// stay pending (and keep their timestamps) until their own deadline.
+	learnedAt []atomic.Int64
 	cfgAll    uint64
 	cfgByType map[string]uint64
 	// projSeries is set up for a projection id before the id is published.
@@ -360,6 +377,7 @@ func newJoinShared(cfg Config, m *metrics, n int) *joinShared {
 		qrys:         newLabelSet("query", cfg.Metrics.MaxLabelValues, ml, m.labels["query"]),
 		services:     newLabelSet("service", cfg.Metrics.MaxLabelValues, ml, m.labels["service"]),
 		expected:     make([]atomic.Uint64, min(cfg.Metrics.MaxLabelValues, 1<<16-1)+1),
+		learnedAt:    make([]atomic.Int64, min(cfg.Metrics.MaxLabelValues, 1<<16-1)+1),
 		cfgByType:    make(map[string]uint64),
 		lagSeries:    make(map[[3]uint16]*lagSeries),
 		aggs:         make([]aggShard, n),
@@ -423,6 +441,10 @@ func (sh *joinShared) shard(cfg Config, id, n int) *joinShard {
 		commands:    sh.commands,
 		projections: sh.projections,
 		qrys:        sh.qrys,
+		recent:      newEventQueue(max(1, cfg.Join.MaxPendingEvents/n)),
+		stalled:     newEventQueue(max(1, cfg.Join.MaxPendingEvents/n)),
+		missed:      newEventQueue(max(1, cfg.Join.MaxPendingEvents/n)),
+		joined:      newJoinedStore(max(1, cfg.Join.MaxJoinedEvents/n)),
 		orphanIdx:   make(map[EventKey]uint64),
 		lagSeries:   make(map[[3]uint16]lagPart),
 		extra:       newSummaryExtra(cfg.KeepSamples),
@@ -452,14 +474,21 @@ func projectionBit(p uint16) uint64 {
 // expectedBy returns the projections expected to show events of type typ.
 func (sh *joinShared) expectedBy(typ uint16) uint64 { return sh.expected[typ].Load() }
 
-// learn records that projection bit showed an event of type typ.
-func (sh *joinShared) learn(typ uint16, bit uint64) {
+// learn records that projection bit showed an event of type typ at now.
+func (sh *joinShared) learn(typ uint16, bit uint64, now int64) {
 	if sh.expected[typ].Load()&bit != 0 {
 		return
 	}
 	if sh.expected[typ].Or(bit)&bit == 0 {
+		sh.learnedAt[typ].Store(now)
 		sh.touchUnprojected(sh.types.value(typ), bit)
 	}
+}
+
+// settled reports whether the projections expected to show events of type
+// typ have not grown for a deadline before now.
+func (sh *joinShared) settled(typ uint16, now, deadline int64) bool {
+	return now-sh.learnedAt[typ].Load() >= deadline
 }
 
 // touchUnprojected creates the consistency counters (unprojected,
@@ -508,12 +537,10 @@ func aggHash(s string) uint64 {
 }
 
 func (j *joinShard) appendEvent(f *Fact, now int64) {
-	if _, dup := j.index.find(f.Event, &j.events); dup {
+	if j.held(f.Event) {
 		return // the same append exported twice
 	}
-	for j.events.len() >= j.maxEvents {
-		j.retireEvent(true)
-	}
+	j.makeRoom()
 	typ := j.types.id(f.EventType)
 	e := eventEntry{
 		key:       f.Event,
@@ -553,14 +580,73 @@ func (j *joinShard) appendEvent(f *Fact, now int64) {
 	if e.aggHash != 0 && e.version > 0 {
 		j.sh.noteVersion(e.aggHash, e.version, f.End)
 	}
-	seq := j.events.push(e)
-	j.index.insert(f.Event, seq)
+	seq := j.recent.push(&e)
 	if j.extra.keep {
 		j.extra.ids[f.Event] = clone(f.DisplayID()) // not a view into the request
 	}
 	if o, ok := j.orphanIdx[f.Event]; ok {
 		delete(j.orphanIdx, f.Event)
-		j.applyOrphans(j.events.at(seq), o, now)
+		j.applyOrphans(j.recent.at(seq), o, now)
+		j.settle(&j.recent, seq, now)
+	}
+}
+
+// held reports whether the shard holds event k, pending, unprojected or
+// joined.
+func (j *joinShard) held(k EventKey) bool {
+	if _, ok := j.recent.find(k); ok {
+		return true
+	}
+	if _, ok := j.joined.index.find(k, &j.joined.events); ok {
+		return true
+	}
+	if _, ok := j.stalled.find(k); ok {
+		return true
+	}
+	_, ok := j.missed.find(k)
+	return ok
+}
+
+// makeRoom retires entries until one more fits in maxEvents: declared
+// events first (nothing waits for them; not counted, as before); then
+// recent's front if no projection waits for it (to the joined store, so
+// that duplicates of it are still recognised); while most of recent's slots
+// are tombstones, its front moves to stalled, which frees them; else the
+// oldest event is evicted, counted if a projection was still expected.
+func (j *joinShard) makeRoom() {
+	for j.recent.len()+j.stalled.len()+j.missed.len() >= j.maxEvents {
+		switch {
+		case j.missed.len() > 0:
+			j.retire(&j.missed, false)
+		case j.recent.len() > 0 && j.recent.events.front().pending == 0:
+			j.retire(&j.recent, true) // to the joined store: nothing lost
+		case 2*j.recent.live < j.recent.len():
+			seq := j.recent.events.head
+			j.stalled.push(j.recent.at(seq))
+			j.recent.remove(seq)
+		case j.stalled.len() > 0:
+			j.retire(&j.stalled, true)
+		default:
+			j.retire(&j.recent, true)
+		}
+	}
+}
+
+// settle moves the pending event at seq to the joined store if every
+// projection expected to show it has (pending is then 0, and seen, which
+// holds only projections learned for the type, is all of them) and the
+// type's expected projections are settled. Otherwise it stays pending until
+// its deadline, so that a projection showing it first still gives its lag:
+// an event no projection is expected to show, and the events of a type a
+// projection has just started showing (expected projections learned from
+// the spans grow then, and a fixture or a new deployment is all that).
+func (j *joinShard) settle(q *eventQueue, seq uint64, now int64) {
+	e := q.at(seq)
+	if e.pending != 0 || e.seen == 0 || e.seen != e.seen|j.sh.expectedBy(e.typ) || !j.sh.settled(e.typ, now, j.deadline) {
+		return
+	}
+	if j.join(e) {
+		q.remove(seq)
 	}
 }
 
@@ -602,9 +688,23 @@ func (j *joinShard) projectFact(f *Fact, now int64) {
 		j.st.spans[p]++
 	}
 	svc := j.sh.services.id(f.Service)
-	if seq, ok := j.index.find(f.Event, &j.events); ok {
-		e := j.events.at(seq)
-		j.checkCause(e, p, projSpan{trace: f.TraceID, links: f.LinkedTraces, service: svc, start: f.Start})
+	ps := projSpan{trace: f.TraceID, links: f.LinkedTraces, service: svc, start: f.Start}
+	for _, q := range [...]*eventQueue{&j.recent, &j.stalled} {
+		if seq, ok := q.find(f.Event); ok {
+			e := q.at(seq)
+			j.checkCause(e, p, ps)
+			j.project(e, p, f.Start, f.End, now)
+			j.settle(q, seq, now)
+			return
+		}
+	}
+	if seq, ok := j.joined.index.find(f.Event, &j.joined.events); ok {
+		j.projectJoined(j.joined.events.at(seq), p, ps, now)
+		return
+	}
+	if seq, ok := j.missed.find(f.Event); ok {
+		e := j.missed.at(seq)
+		j.checkCause(e, p, ps)
 		j.project(e, p, f.Start, f.End, now)
 		return
 	}
@@ -627,7 +727,7 @@ func (j *joinShard) project(e *eventEntry, p uint16, start, end, now int64) {
 		return
 	}
 	e.seen |= bit
-	j.sh.learn(e.typ, bit)
+	j.sh.learn(e.typ, bit, now)
 	if e.pending&bit != 0 {
 		e.pending &^= bit
 		j.pending[p]--
@@ -786,18 +886,15 @@ var queryResults = [...]string{"fresh", "stale", "unknown"}
 // expire declares unprojected the events whose deadline passed (every
 // pending one when flush is set) and retires entries past retention.
 func (j *joinShard) expire(now int64, flush bool) {
-	s := max(j.declSeq, j.events.head)
-	for ; s < j.events.tail; s++ {
-		e := j.events.at(s)
-		if !flush && e.arrived+j.deadline > now {
-			break
+	// stalled's events arrived before recent's.
+	j.declareDue(&j.stalled, now, flush)
+	j.declareDue(&j.recent, now, flush)
+	for _, q := range [...]*eventQueue{&j.stalled, &j.recent, &j.missed} {
+		for q.len() > 0 && q.events.front().arrived+j.retention <= now {
+			j.retire(q, false)
 		}
-		j.declare(e)
 	}
-	j.declSeq = s
-	for j.events.len() > 0 && j.events.front().arrived+j.retention <= now {
-		j.retireEvent(false)
-	}
+	j.expireJoined(now, flush)
 	for j.orphans.len() > 0 {
 		o := j.orphans.front()
 		if !o.consumed && !flush && o.arrived+j.orphanTTL > now {
@@ -828,20 +925,49 @@ func (j *joinShard) declare(e *eventEntry) {
 	e.pending = 0
 }
 
-func (j *joinShard) retireEvent(forRoom bool) {
-	seq := j.events.head
-	e := j.events.front()
-	if !e.declared && e.pending != 0 && forRoom {
+// declareDue declares the events of q whose deadline passed (all when
+// flush is set) and moves them out of q: to the joined store when no
+// expected projection is missing, else to missed.
+func (j *joinShard) declareDue(q *eventQueue, now int64, flush bool) {
+	s := max(q.declSeq, q.events.head)
+	// remove may retire the front past s: hence the max with head.
+	for ; s < q.events.tail; s = max(s+1, q.events.head) {
+		e := q.at(s)
+		if e.gone() {
+			continue
+		}
+		if !flush && e.arrived+j.deadline > now {
+			break
+		}
+		j.declare(e)
+		if e.unproj != 0 || !j.join(e) {
+			j.missed.push(e)
+		}
+		q.remove(s)
+	}
+	q.declSeq = s
+}
+
+// retire retires the front event of q, which is live; forRoom: to make
+// room, which counts it evicted if a projection was still expected, and
+// moves it to the joined store if none was.
+func (j *joinShard) retire(q *eventQueue, forRoom bool) {
+	seq := q.events.head
+	e := q.at(seq)
+	if forRoom && !e.declared && e.pending == 0 && j.join(e) {
+		q.remove(seq)
+		return
+	}
+	if e.pending != 0 && forRoom {
 		j.m.evictions.WithLabelValues(reasonCapacity).Inc()
 	}
 	for b := e.pending; b != 0; b &= b - 1 {
 		j.pending[bits.TrailingZeros64(b)]--
 	}
-	j.index.remove(e.key, seq)
 	if j.extra.keep {
 		delete(j.extra.ids, e.key)
 	}
-	j.events.popFront()
+	q.remove(seq)
 }
 
 func (j *joinShard) retireOrphan(forRoom bool) {
@@ -909,22 +1035,36 @@ func (sh *joinShared) refreshGauges(shards []*joinShard, now int64) {
 // shown: an event within its deadline, or past it while p has shown nothing
 // appended later than progress (a stalled projection); nil when there is
 // none. A cursor per projection makes this amortised O(1).
+//
+// The declared events (in missed: those fully joined cannot be pending)
+// arrived before those of stalled, which arrived before recent's: the
+// queues are searched in that order, skipping tombstones.
 func (j *joinShard) oldestPending(p uint16, progress int64) *eventEntry {
+	for _, q := range [...]*eventQueue{&j.missed, &j.stalled, &j.recent} {
+		if e := j.scanPending(q, p, progress); e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+func (j *joinShard) scanPending(q *eventQueue, p uint16, progress int64) *eventEntry {
 	bit := uint64(1) << p
-	c := max(j.cursor[p], j.events.head)
-	for ; c < j.events.tail; c++ {
-		e := j.events.at(c)
+	d := &q.events
+	c := max(q.cursor[p], d.head)
+	for ; c < d.tail; c++ {
+		e := d.at(c)
 		exp := e.expected | j.sh.expectedBy(e.typ)
-		if exp&bit == 0 || e.seen&bit != 0 || (e.declared && e.appendEnd <= progress) {
+		if e.gone() || exp&bit == 0 || e.seen&bit != 0 || (e.declared && e.appendEnd <= progress) {
 			continue
 		}
 		break
 	}
-	j.cursor[p] = c
-	if c == j.events.tail {
+	q.cursor[p] = c
+	if c == d.tail {
 		return nil
 	}
-	return j.events.at(c)
+	return d.at(c)
 }
 
 // locked runs f with j.mu held, and releases it even if f panics.
@@ -935,6 +1075,8 @@ func (j *joinShard) locked(f func()) {
 }
 
 // entries returns the number of events and waiting projections held.
-func (j *joinShard) entries() int { return j.events.len() + j.orphans.len() }
+func (j *joinShard) entries() int {
+	return j.recent.live + j.stalled.live + j.missed.live + j.joined.events.len() + j.orphans.len()
+}
 
 func seconds(ns int64) float64 { return float64(ns) / 1e9 }

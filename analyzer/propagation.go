@@ -33,10 +33,17 @@ type projSpan struct {
 // beyond the lag: whether it lost the trace context (propagation.go) and
 // how far it started before the append ended (skew.go).
 func (j *joinShard) checkCause(e *eventEntry, p uint16, ps projSpan) {
-	if brokenPropagation(e.trace, ps.trace, ps.links) {
+	j.checkAppend(e.trace, e.service, e.appendEnd, e.badTime, p, ps)
+}
+
+// checkAppend is checkCause for an append of trace and service that ended
+// at appendEnd (badTime: its timestamps were not credible), as a full
+// entry or a joined one (joined.go) keeps it.
+func (j *joinShard) checkAppend(trace [16]byte, service uint16, appendEnd int64, badTime bool, p uint16, ps projSpan) {
+	if brokenPropagation(trace, ps.trace, ps.links) {
 		j.sh.projSeries[p].broken.Inc()
 	}
-	if d := e.appendEnd - ps.start; d > 0 && d <= j.maxLag && !e.badTime {
-		j.observeSkew(e.service, ps.service, d)
+	if d := appendEnd - ps.start; d > 0 && d <= j.maxLag && !badTime {
+		j.observeSkew(service, ps.service, d)
 	}
 }

@@ -93,8 +93,12 @@ type Config struct {
 	// selective decoder, which keeps only span ids, parent, name, kind,
 	// times, status code, link ids and what Keep names. Requests it cannot
 	// decode exactly like pdata go to pdata, counted in
-	// lagscope_decode_fallbacks_total by reason. Only for a Consumer that
-	// reads no more than that (the analyzer). Default false.
+	// lagscope_decode_fallbacks_total by reason. It takes effect only with a
+	// Keep that names something (a consumer that said what it reads, as
+	// lagscope serve does for the analyzer): with the zero Selection every
+	// request is decoded in full. Default true: TestLazyDifferential
+	// compares it with pdata on every fixture, the real-client captures and
+	// generated inputs (ten million once, with no difference).
 	LazyDecode bool `yaml:"lazy_decode"`
 
 	// Keep is what the selective decoder keeps (LazyDecode) besides those
@@ -112,9 +116,12 @@ type Config struct {
 	Auth AuthConfig `yaml:"auth"`
 }
 
-// selectiveDecoder returns the decoder of c.Keep, or nil without LazyDecode.
+// selectiveDecoder returns the decoder of c.Keep, or nil without LazyDecode
+// or with a Keep that names nothing (a consumer that did not say what it
+// reads gets every field).
 func (c Config) selectiveDecoder() *selectiveDecoder {
-	if !c.LazyDecode {
+	k := c.Keep
+	if !c.LazyDecode || (k.ResourceAttributes == nil && k.SpanAttributes == nil && k.EventNames == nil && k.EventAttributes == nil) {
 		return nil
 	}
 	return newSelectiveDecoder(c.Keep)
@@ -128,6 +135,7 @@ func DefaultConfig() Config {
 		MaxRequestBytes:  16 << 20,
 		MaxInflightBytes: 192 << 20,
 		RetryAfter:       time.Second,
+		LazyDecode:       true,
 
 		MaxSpansPerRequest:      100_000,
 		MaxLinksPerRequest:      100_000,

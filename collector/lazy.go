@@ -49,6 +49,10 @@ const (
 	fallbackKeptComplexValue
 	// Attribute values nested deeper than maxLazyDepth.
 	fallbackTooDeep
+	// A 10-byte varint with bits past the 64th: protowire refuses it,
+	// pdata's decoder drops those bits and may accept the request
+	// (TestLazyDifferential found one, in a tag).
+	fallbackVarintOverflow
 	// Input that pdata refuses too (checkLazy checks this): a truncated
 	// field, a bad tag, a wrong wire type or an id of the wrong length.
 	fallbackMalformed
@@ -64,6 +68,7 @@ func (r fallbackReason) String() string {
 		"duplicate_kept_attribute",
 		"kept_complex_value",
 		"too_deep",
+		"varint_overflow",
 		"malformed",
 	}[r]
 }
@@ -144,7 +149,7 @@ func (r *wireReader) next() bool {
 func (r *wireReader) nextTag() bool {
 	num, typ, n := protowire.ConsumeTag(r.b[r.i:])
 	if n < 0 {
-		r.fb = fallbackMalformed
+		r.fb = consumeFailed(r.b[r.i:])
 		if _, m := protowire.ConsumeVarint(r.b[r.i:]); m > 0 {
 			// A whole varint, but a field number outside protobuf's range
 			// (0, or above 2^29-1): pdata takes it for an unknown field
@@ -191,7 +196,7 @@ func (r *wireReader) bytesSlow() ([]byte, bool) {
 	}
 	v, n := protowire.ConsumeBytes(r.b[r.i:])
 	if n < 0 {
-		r.fb = fallbackMalformed
+		r.fb = consumeFailed(r.b[r.i:])
 		return nil, false
 	}
 	r.i += n
@@ -204,7 +209,7 @@ func (r *wireReader) varint() uint64 {
 	}
 	v, n := protowire.ConsumeVarint(r.b[r.i:])
 	if n < 0 {
-		r.fb = fallbackMalformed
+		r.fb = consumeFailed(r.b[r.i:])
 		return 0
 	}
 	r.i += n
@@ -232,10 +237,26 @@ func (r *wireReader) skip(typ protowire.Type) {
 	}
 	n := protowire.ConsumeFieldValue(r.num, r.typ, r.b[r.i:])
 	if n < 0 {
-		r.fb = fallbackMalformed
+		r.fb = consumeFailed(r.b[r.i:])
 		return
 	}
 	r.i += n
+}
+
+// consumeFailed returns why protowire could not read the varint (a tag, a
+// length or a value) or fixed value at the start of b: malformed, unless it
+// is a 10-byte varint whose last byte has bits past the 64th, which
+// protowire refuses and pdata's decoder, dropping them, accepts.
+func consumeFailed(b []byte) fallbackReason {
+	if len(b) >= 10 && b[9] > 1 && b[9] < 0x80 {
+		for _, c := range b[:9] {
+			if c < 0x80 {
+				return fallbackMalformed
+			}
+		}
+		return fallbackVarintOverflow
+	}
+	return fallbackMalformed
 }
 
 // decline declines the message for reason fb, unless it is fallbackNone or

@@ -291,6 +291,10 @@ func fallbackCases(t testing.TB) []struct {
 		{"kept array", marshal(func(sp ptrace.Span) { sp.Attributes().PutEmptySlice("cqrs.event.id").AppendEmpty().SetStr("e") }), fallbackKeptComplexValue},
 		{"kept map", marshal(func(sp ptrace.Span) { sp.Attributes().PutEmptyMap("cqrs.event.id").PutStr("k", "v") }), fallbackKeptComplexValue},
 		{"too deep", deep, fallbackTooDeep},
+		// Found by TestLazyDifferential: pdata reads field 20, varint 1.
+		{"varint overflow in a tag", []byte{0xa0, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x76, 0x01}, fallbackVarintOverflow},
+		// A length of 2<<63: pdata drops the bit and reads an empty ResourceSpans.
+		{"varint overflow in a length", []byte{0x0a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02}, fallbackVarintOverflow},
 		{"truncated", deep[:len(deep)-1], fallbackMalformed},
 		{"wrong wire type", request(protowire.AppendVarint(protowire.AppendTag(nil, spanName, protowire.VarintType), 1)), fallbackMalformed},
 		{"short trace id", request(str(spanTraceID, "short")), fallbackMalformed},

@@ -64,6 +64,7 @@ func Offline(cfg analyzer.Config, expected map[string][]string) analyzer.Config 
 		cfg.Join.Expected = merged
 	}
 	cfg.Join.MaxPendingEvents = max(cfg.Join.MaxPendingEvents, 1<<24)
+	cfg.Join.MaxJoinedEvents = max(cfg.Join.MaxJoinedEvents, 1<<24) // nor a joined one forgotten
 	return cfg
 }
 

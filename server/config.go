@@ -46,6 +46,16 @@ type Config struct {
 	// group kafka.group_id + "-join", own the cqrs_* metrics). ingest and
 	// join need kafka.brokers. Default all.
 	Role string `yaml:"role"`
+	// MemoryLimit (memory_limit, --memory-limit) is the soft limit on the Go
+	// runtime's memory, in bytes, that lagscope serve sets
+	// (runtime/debug.SetMemoryLimit): the GC works harder as the heap nears
+	// it, so that the peak RSS stays near it at full load. The default
+	// bounds' state is at most about 180 MB, mostly pointer-free tables the
+	// GC does not scan, so collecting more often costs little; raise it
+	// with the join bounds (README, Sizing). It is not a hard cap. The
+	// GOMEMLIMIT environment variable, when set, wins; 0 sets none. Default
+	// 224 MiB.
+	MemoryLimit int64 `yaml:"memory_limit"`
 	// AnalysisDisabled wires the receivers to a consumer that drops every
 	// request (hidden flag --analysis.disabled): to measure receiving alone.
 	AnalysisDisabled bool `yaml:"-"`
@@ -109,6 +119,8 @@ func DefaultConfig() Config {
 		Kafka:     KafkaConfig{KafkaConfig: collector.DefaultKafkaConfig(), FactsTopic: "lagscope_facts", Lag: kafkalag.DefaultConfig()},
 		Role:      RoleAll,
 		Log:       LogConfig{Level: "info", Format: "text"},
+
+		MemoryLimit: 224 << 20,
 	}
 }
 
@@ -129,6 +141,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Config.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.MemoryLimit < 0 {
+		errs = append(errs, fmt.Errorf("memory_limit must not be negative, got %d", c.MemoryLimit))
 	}
 	if c.Web.ListenAddress == "" {
 		errs = append(errs, errors.New("web.listen_address must be set"))

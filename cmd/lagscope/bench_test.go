@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -38,6 +39,16 @@ const (
 	// analysing server child writes a CPU profile of its run, suffixed with
 	// its mode and GOMAXPROCS.
 	benchProfileEnv = "LAGSCOPE_BENCH_CPUPROFILE"
+	// benchHeapEnv, set, names the file where an analysing server child
+	// writes a heap profile every 5 s (the last one is of the state at the
+	// end of the load, which a profile written at exit, after shutdown,
+	// would not show).
+	benchHeapEnv = "LAGSCOPE_BENCH_HEAPPROFILE"
+	// benchCPUEnv, set, is the CPU list (taskset -c) server children are
+	// pinned to; benchOtelcolEnv names an OpenTelemetry Collector binary
+	// for BenchmarkCollector (.ci/bench-collector builds one).
+	benchCPUEnv     = "LAGSCOPE_BENCH_SERVER_CPU"
+	benchOtelcolEnv = "LAGSCOPE_BENCH_OTELCOL"
 	childServe      = "serve"
 	childDiscard    = "discard"
 	childServeHTTP  = "serve-http"
@@ -80,6 +91,9 @@ func runBenchChild(mode, addr string) error {
 			}
 			defer pprof.StopCPUProfile()
 		}
+		if file := os.Getenv(benchHeapEnv); file != "" {
+			go writeHeapProfiles(ctx, file)
+		}
 		grpcAddr, httpAddr := addr, ""
 		if mode == childServeHTTP {
 			grpcAddr, httpAddr = "", addr
@@ -88,6 +102,9 @@ func runBenchChild(mode, addr string) error {
 			"--web.listen-address", "127.0.0.1:0", "--log.level", "error"}, os.Stdout, os.Stderr)
 	case childDiscard, childDiscardHTTP:
 		cfg := DefaultConfig().Collector()
+		// The same decoding as serve's: the selective decoder keeps what
+		// the analysis reads (serve sets Keep the same way).
+		cfg.Keep = collector.Selection(DefaultConfig().Analyzer().Reads())
 		cfg.GRPCEndpoint, cfg.HTTPEndpoint = addr, ""
 		if mode == childDiscardHTTP {
 			cfg.GRPCEndpoint, cfg.HTTPEndpoint = "", addr
@@ -103,6 +120,43 @@ func runBenchChild(mode, addr string) error {
 		return r.Shutdown(context.Background())
 	}
 	return fmt.Errorf("unknown mode %q", mode)
+}
+
+// writeHeapProfiles writes a heap profile to file every 5 s until ctx ends.
+func writeHeapProfiles(ctx context.Context, file string) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		f, err := os.Create(file + ".tmp")
+		if err != nil {
+			return
+		}
+		err = pprof.Lookup("heap").WriteTo(f, 0)
+		if cerr := f.Close(); err == nil && cerr == nil {
+			_ = os.Rename(file+".tmp", file)
+		}
+	}
+}
+
+// peakRSS returns the peak resident set size of process pid (VmHWM), from
+// /proc; ok is false where there is no /proc.
+func peakRSS(pid int) (bytes int64, ok bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, found := strings.CutPrefix(line, "VmHWM:"); found {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err == nil
+		}
+	}
+	return 0, false
 }
 
 // benchServer is a server child process.
@@ -121,7 +175,7 @@ func startBenchServer(b *testing.B, mode string, procs int) *benchServer {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := pinnedCommand(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), benchChildEnv+"="+mode, benchAddrEnv+"="+addr, "GOMAXPROCS="+strconv.Itoa(procs))
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -133,6 +187,23 @@ func startBenchServer(b *testing.B, mode string, procs int) *benchServer {
 	if mode == childServeHTTP || mode == childDiscardHTTP {
 		protocol = "http"
 	}
+	s.waitAnswering(b, protocol, mode)
+	return s
+}
+
+// pinnedCommand is exec.Command, run under taskset -c $LAGSCOPE_BENCH_SERVER_CPU
+// when that is set (taskset execs the program: the pid is the server's).
+func pinnedCommand(name string, args ...string) *exec.Cmd {
+	if cpu := os.Getenv(benchCPUEnv); cpu != "" {
+		return exec.Command("taskset", append([]string{"-c", cpu, name}, args...)...)
+	}
+	return exec.Command(name, args...)
+}
+
+// waitAnswering waits until the server answers an export over protocol.
+func (s *benchServer) waitAnswering(b *testing.B, protocol, mode string) {
+	b.Helper()
+	addr := s.addr
 	exp, err := loadgen.NewExporter(protocol, addr)
 	if err != nil {
 		b.Fatal(err)
@@ -146,7 +217,7 @@ func startBenchServer(b *testing.B, mode string, procs int) *benchServer {
 		_, err := exp.Export(ctx, req)
 		cancel()
 		if err == nil {
-			return s
+			return
 		}
 		if time.Now().After(deadline) {
 			b.Fatalf("server child (%s) did not answer on %s: %v", mode, addr, err)
@@ -265,7 +336,8 @@ const benchRound = 100
 // spans of the server without analysis, read from /proc: the client runs on
 // the same machine, so with procs=2 on a 2-core machine the server cannot
 // have both cores, and its spans per CPU second show how it would scale
-// where it had them.
+// where it had them. And it reports both children's peak RSS (VmHWM,
+// server-peak-rss-MiB and -noanalysis).
 func BenchmarkServeGRPC(b *testing.B) {
 	for _, procs := range []int{1, 2} {
 		b.Run("procs="+strconv.Itoa(procs), func(b *testing.B) {
@@ -301,6 +373,12 @@ func BenchmarkServeGRPC(b *testing.B) {
 			c1, ok1 := cpuTime(on.cmd.Process.Pid)
 			o1, okO1 := cpuTime(off.cmd.Process.Pid)
 			b.StopTimer()
+			if rss, ok := peakRSS(on.cmd.Process.Pid); ok {
+				b.ReportMetric(float64(rss)/(1<<20), "server-peak-rss-MiB")
+			}
+			if rss, ok := peakRSS(off.cmd.Process.Pid); ok {
+				b.ReportMetric(float64(rss)/(1<<20), "server-peak-rss-MiB-noanalysis")
+			}
 			cpuOn, cpuOK := c1-c0, ok0 && ok1
 			cpuOff, cpuOffOK := o1-o0, okO0 && okO1
 			on.stop()
@@ -318,4 +396,121 @@ func BenchmarkServeGRPC(b *testing.B) {
 			}
 		})
 	}
+}
+
+// otelcolConfig is the Collector's configuration for BenchmarkCollector:
+// its OTLP/gRPC receiver into the nop exporter, its own telemetry off.
+const otelcolConfig = `receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: %s
+exporters:
+  nop:
+service:
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [nop]
+`
+
+// BenchmarkCollector compares `lagscope serve` with its defaults against
+// the OpenTelemetry Collector's plain otlp -> nop pipeline, each a child
+// process with GOMAXPROCS=1 (pinned to $LAGSCOPE_BENCH_SERVER_CPU when set),
+// on the same pre-encoded synth requests from the same 8 concurrent
+// clients, in alternating rounds of benchRound requests after warmRequests
+// untimed ones. It reports both rates, their ratio (lagscope over the
+// Collector: above 1, lagscope is faster), both servers' CPU per million
+// spans and their ratio (cpu-ratio, the Collector's over lagscope's: above
+// 1, lagscope needs less), and both peak RSS. It needs
+// $LAGSCOPE_BENCH_OTELCOL, a Collector binary (.ci/bench-collector builds
+// one with OCB); without it, it is skipped.
+func BenchmarkCollector(b *testing.B) {
+	bin := os.Getenv(benchOtelcolEnv)
+	if bin == "" {
+		b.Skip(benchOtelcolEnv + " names no Collector binary (.ci/bench-collector builds one)")
+	}
+	warm := warmRequests(b.N)
+	reqs := encodeRequests(b, warm+b.N)
+	spans := float64(b.N * synth.SpansPerTrace * 50)
+	ls := startBenchServer(b, childServe, 1)
+	oc := startCollector(b, bin)
+	expL, err := loadgen.NewExporter("grpc", ls.addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer expL.Close()
+	expC, err := loadgen.NewExporter("grpc", oc.addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer expC.Close()
+	blast(b, expL, reqs[:warm], 8)
+	blast(b, expC, reqs[:warm], 8)
+	reqs = reqs[warm:]
+	var dL, dC time.Duration
+	b.ResetTimer()
+	l0, okL0 := cpuTime(ls.cmd.Process.Pid)
+	c0, okC0 := cpuTime(oc.cmd.Process.Pid)
+	for i := 0; i < len(reqs); i += benchRound {
+		round := reqs[i:min(i+benchRound, len(reqs))]
+		dL += blast(b, expL, round, 8)
+		dC += blast(b, expC, round, 8)
+	}
+	l1, okL1 := cpuTime(ls.cmd.Process.Pid)
+	c1, okC1 := cpuTime(oc.cmd.Process.Pid)
+	b.StopTimer()
+	// CPU per span is the fairer figure where the clients or other work
+	// on the machine keep a server from its core: spans/s then measure
+	// the clients too.
+	if okL0 && okL1 && okC0 && okC1 && l1 > l0 && c1 > c0 {
+		cpuL, cpuC := (l1-l0).Seconds()/spans*1e6, (c1-c0).Seconds()/spans*1e6
+		b.ReportMetric(cpuL, "server-cpu-s/Mspans")
+		b.ReportMetric(cpuC, "server-cpu-s/Mspans-otelcol")
+		b.ReportMetric(cpuC/cpuL, "cpu-ratio")
+		b.ReportMetric((l1-l0).Seconds()/dL.Seconds(), "server-cores")
+	}
+	rssL, okL := peakRSS(ls.cmd.Process.Pid)
+	rssC, okC := peakRSS(oc.cmd.Process.Pid)
+	ls.stop()
+	oc.stop()
+	rateL, rateC := spans/dL.Seconds(), spans/dC.Seconds()
+	b.ReportMetric(rateL, "spans/s")
+	b.ReportMetric(rateC, "spans/s-otelcol")
+	b.ReportMetric(rateL/rateC, "ratio")
+	if okL && okC {
+		b.ReportMetric(float64(rssL)/(1<<20), "peak-rss-MiB")
+		b.ReportMetric(float64(rssC)/(1<<20), "peak-rss-MiB-otelcol")
+	}
+}
+
+// startCollector runs the Collector binary bin as a child process with
+// GOMAXPROCS=1 and waits until it answers exports.
+func startCollector(b *testing.B, bin string) *benchServer {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := filepath.Join(b.TempDir(), "otelcol.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(otelcolConfig, addr)), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := pinnedCommand(bin, "--config", cfg)
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	s := &benchServer{cmd: cmd, addr: addr}
+	b.Cleanup(s.stop)
+	s.waitAnswering(b, "grpc", "otelcol")
+	return s
 }

@@ -38,7 +38,7 @@ func bindServeFlags(fs *flag.FlagSet, c *Config) {
 	fs.Int64Var(&o.MaxRequestBytes, "otlp.max-request-bytes", o.MaxRequestBytes, "largest OTLP request accepted, after decompression")
 	fs.Int64Var(&o.MaxInflightBytes, "otlp.max-inflight-bytes", o.MaxInflightBytes, "bytes of requests being read, decoded and analysed at once, as decoded (past it: 429 / ResourceExhausted)")
 	durationVar(fs, &o.RetryAfter, "otlp.retry-after", "back-off advised to clients refused for overload")
-	fs.BoolVar(&o.LazyDecode, "otlp.lazy-decode", o.LazyDecode, "decode only the span fields the analysis reads from protobuf requests (faster; falls back to full decoding for anything unusual)")
+	fs.BoolVar(&o.LazyDecode, "otlp.lazy-decode", o.LazyDecode, "decode only the span fields the analysis reads from protobuf requests (faster; falls back to full decoding for anything unusual, counted in lagscope_decode_fallbacks_total); on by default, --otlp.lazy-decode=false decodes everything with pdata")
 	fs.IntVar(&o.MaxSpansPerRequest, "otlp.max-spans-per-request", o.MaxSpansPerRequest, "spans in one request at most")
 	fs.IntVar(&o.MaxLinksPerRequest, "otlp.max-links-per-request", o.MaxLinksPerRequest, "span links in one request at most")
 	fs.IntVar(&o.MaxEventsPerRequest, "otlp.max-events-per-request", o.MaxEventsPerRequest, "span events in one request at most")
@@ -66,6 +66,7 @@ func bindServeFlags(fs *flag.FlagSet, c *Config) {
 	durationVar(fs, &j.Retention, "join.retention", "how long a joined event is kept to recognise late and duplicated projections")
 	durationVar(fs, &j.MaxLag, "join.max-lag", "longest lag believed; longer ones, and spans ending before they start, are counted, not observed")
 	fs.IntVar(&j.MaxPendingEvents, "join.max-pending-events", j.MaxPendingEvents, "events held by the join; the oldest are evicted past it")
+	fs.IntVar(&j.MaxJoinedEvents, "join.max-joined-events", j.MaxJoinedEvents, "joined events kept to recognise duplicated and late projections; the oldest are forgotten past it")
 	fs.IntVar(&j.MaxPendingProjections, "join.max-pending-projections", j.MaxPendingProjections, "projection spans waiting for their event, and appends waiting for their command, at most")
 	fs.IntVar(&j.MaxTraceSpans, "join.max-trace-spans", j.MaxTraceSpans, "parent links and command spans remembered to resolve commands")
 	fs.IntVar(&j.Shards, "join.shards", j.Shards, "shards of the analysis state (0: 8 per core)")
@@ -135,6 +136,7 @@ func bindServeFlags(fs *flag.FlagSet, c *Config) {
 
 	fs.StringVar(&c.Log.Level, "log.level", c.Log.Level, "log `level`: debug, info, warn, error")
 	fs.StringVar(&c.Log.Format, "log.format", c.Log.Format, "log format: text or json")
+	fs.Int64Var(&c.MemoryLimit, "memory-limit", c.MemoryLimit, "soft limit of the Go runtime's memory in bytes (GC works harder near it; GOMEMLIMIT wins; 0: none)")
 	fs.BoolVar(&c.AnalysisDisabled, "analysis.disabled", c.AnalysisDisabled, "(benchmarking) receive and drop spans without analysing them")
 }
 

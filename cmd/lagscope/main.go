@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/lagscope/lagscope/configfile"
@@ -106,9 +107,21 @@ func runServe(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer setMemoryLimit(cfg.MemoryLimit)()
 	s, err := NewServer(cfg, newLogger(cfg.Log))
 	if err != nil {
 		return err
 	}
 	return s.Run(ctx)
+}
+
+// setMemoryLimit sets the runtime's soft memory limit to limit (memory_limit)
+// unless it is 0 or GOMEMLIMIT is set, and returns what restores the one
+// before: tests run serve in their own process.
+func setMemoryLimit(limit int64) (restore func()) {
+	if limit <= 0 || os.Getenv("GOMEMLIMIT") != "" {
+		return func() {}
+	}
+	prev := debug.SetMemoryLimit(limit)
+	return func() { debug.SetMemoryLimit(prev) }
 }
