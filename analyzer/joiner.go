@@ -83,7 +83,7 @@ type versionAt struct {
 // for concurrent use.
 type Joiner struct {
 	m      *metrics
-	logger *slog.Logger // for the Joiner's own log lines; none yet
+	logger *slog.Logger // for the Joiner's own log lines (unprojlog.go)
 	sh     *joinShared
 	shards []*joinShard
 
@@ -116,6 +116,7 @@ func NewJoiner(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Joi
 	}
 	n := cfg.shards()
 	j := &Joiner{m: m, logger: logger, sh: newJoinShared(cfg, m, n), now: time.Now}
+	j.sh.unprojLog.logger = logger
 	for i := range n {
 		j.shards = append(j.shards, j.sh.shard(cfg, i, n))
 	}
@@ -290,6 +291,8 @@ type joinShared struct {
 
 	exemplarGap int64
 	keep        bool
+	// unprojLog logs events not shown within the deadline (unprojlog.go).
+	unprojLog unprojLog
 }
 
 // aggShard holds the per-aggregate state of the aggregates that hash to it.
@@ -940,6 +943,7 @@ func (j *joinShard) declareDue(q *eventQueue, now int64, flush bool) {
 			break
 		}
 		j.declare(e)
+		j.sh.unprojLog.note(j.sh, e, e.unproj, now)
 		if e.unproj != 0 || !j.join(e) {
 			j.missed.push(e)
 		}
