@@ -228,13 +228,13 @@ and on (job, projection)
 max by (job, projection) (cqrs_projection_status{status="`+st+`"}) == 1`, summary, description)
 	}
 	return []rulefmt.Rule{
-		status("CQRSProjectionStatusSlow", "warning", "slow", cfg.StallFor,
+		status("CQRSProjectionStatusSlow", "warning", "SLOW", cfg.StallFor,
 			"Projection {{ $labels.projection }} is falling behind ({{ $value | humanize }} events pending)",
 			"Projection {{ $labels.projection }} (job {{ $labels.job }}) shows events, but its pending events never decreased over the join deadline and grew to {{ $value | humanize }}: events arrive faster than it projects them."),
-		status("CQRSProjectionStatusStalled", "critical", "stalled", cfg.For,
+		status("CQRSProjectionStatusStalled", "critical", "STALLED", cfg.For,
 			"Projection {{ $labels.projection }} is stalled with {{ $value | humanize }} events pending",
 			"Projection {{ $labels.projection }} (job {{ $labels.job }}) sends projection spans but has shown no new event over the join deadline, while {{ $value | humanize }} events wait for it: it retries an event it cannot apply, or projects events lagscope never saw appended."),
-		status("CQRSProjectionStatusStopped", "critical", "stopped", cfg.For,
+		status("CQRSProjectionStatusStopped", "critical", "STOPPED", cfg.For,
 			"Projection {{ $labels.projection }} has stopped ({{ $value | humanize }} events pending)",
 			"No projection span of projection {{ $labels.projection }} (job {{ $labels.job }}) reached lagscope over the join deadline while {{ $value | humanize }} events wait for it: it is down, or its spans are not exported."),
 		alert(cfg, "CQRSTracePropagationBroken", "warning", cfg.SelfFor,

@@ -50,27 +50,22 @@ const (
 	StatusStopped
 )
 
-// statusNames are the values of cqrs_projection_status's status label:
-// lower-case like every other label value of lagscope's (result="stale",
-// stage="delivery", reason="capacity") and Prometheus's own (alert
-// state="firing"), so that a query reads status="stalled" as it reads
-// result="stale". People see them upper-case, as Burrow and issue 14 write
-// them (ProjectionStatus.Display).
-var statusNames = [...]string{"ok", "slow", "stalled", "stopped"}
+// statusNames are the values of cqrs_projection_status's status label, as
+// issue 14 (and Burrow) name them: OK, SLOW, STALLED, STOPPED. Upper-case
+// unlike lagscope's other label values (result="stale"), because that is
+// the contract users' alerts and dashboards are written against.
+var statusNames = [...]string{"OK", "SLOW", "STALLED", "STOPPED"}
 
 // String returns the status's label value.
 func (s ProjectionStatus) String() string {
 	if int(s) < len(statusNames) {
 		return statusNames[s]
 	}
-	return "unknown"
+	return "UNKNOWN"
 }
 
-// Display returns the status as people read it: OK, SLOW, STALLED,
-// STOPPED.
-func (s ProjectionStatus) Display() string {
-	return [...]string{"OK", "SLOW", "STALLED", "STOPPED", "UNKNOWN"}[min(int(s), len(statusNames))]
-}
+// Display returns the status as people read it: the label value.
+func (s ProjectionStatus) Display() string { return s.String() }
 
 // statusSample is one tick's view of a projection.
 type statusSample struct {

@@ -176,7 +176,7 @@ func TestProjectionStatusMetric(t *testing.T) {
 		appendAt(i, false)
 	}
 	want("no span for a whole window", StatusStopped)
-	if s := j.summary().Projections[0].Status; s != "stopped" {
+	if s := j.summary().Projections[0].Status; s != "STOPPED" {
 		t.Errorf("Summary status = %q, want stopped", s)
 	}
 }

@@ -198,9 +198,9 @@ func consistency() (dashboard.Dashboard, error) {
 			"3 STOPPED (no span at all while events wait). Alerts CQRSProjectionStatusSlow, CQRSProjectionStatusStalled and CQRSProjectionStatusStopped.",
 		unit: unitShort, width: 12, height: 9,
 		queries: []query{{expr: `max by (projection) (
-  cqrs_projection_status` + selStatus("slow") + `
-  or cqrs_projection_status` + selStatus("stalled") + ` * 2
-  or cqrs_projection_status` + selStatus("stopped") + ` * 3
+  cqrs_projection_status` + selStatus("SLOW") + `
+  or cqrs_projection_status` + selStatus("STALLED") + ` * 2
+  or cqrs_projection_status` + selStatus("STOPPED") + ` * 3
 )`, legend: "{{projection}}"}},
 	}, thresholds(step(1, "orange"), step(2, "red"))).Min(0).Max(3))
 	b.WithPanel(timeSeries(panel{

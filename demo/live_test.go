@@ -121,8 +121,8 @@ func fixtureView() *liveView {
 		"sales_summary": {projected: 120, pending: 336, oldest: 24, buckets: buckets(0, 0, 50, 100, 110, 120), positionLag: 336},
 	}})
 	v.add(&snapshot{at: start.Add(60 * time.Second), commands: 612, appended: 612, head: 612, staleReads: 7, projs: map[string]*projSnapshot{
-		"orders_view":   {projected: 610, pending: 2, oldest: 0.011, duplicated: 1, buckets: buckets(0, 200, 560, 608, 610), positionLag: 2, status: "ok"},
-		"sales_summary": {projected: 120, pending: 489, oldest: 39.5, unprojected: 3, late: 1, buckets: buckets(0, 0, 50, 100, 110, 120), positionLag: 492, status: "stopped"},
+		"orders_view":   {projected: 610, pending: 2, oldest: 0.011, duplicated: 1, buckets: buckets(0, 200, 560, 608, 610), positionLag: 2, status: "OK"},
+		"sales_summary": {projected: 120, pending: 489, oldest: 39.5, unprojected: 3, late: 1, buckets: buckets(0, 0, 50, 100, 110, 120), positionLag: 492, status: "STOPPED"},
 	}})
 	return v
 }
