@@ -50,7 +50,7 @@ func TestSampledFixture(t *testing.T) {
 		sum("lagscope_spans_total", "")
 		want := map[string]float64{
 			"cqrs_events_appended_total{OrderCreated}":              2 + 4 + 1 + 1,
-			"cqrs_events_appended_total{OrderPaid}":                 4.0 / 3,
+			"cqrs_events_appended_total{OrderShipped}":              4.0 / 3,
 			"cqrs_events_projected_total{orders_view}":              2 + 4 + 1 + 4.0/3 + 1,
 			"cqrs_events_projected_total{sales_summary}":            2 + 1 + 1,
 			"cqrs_events_unprojected_total{orders_view}":            0,

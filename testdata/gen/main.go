@@ -1111,7 +1111,7 @@ func sampled() *fixture {
 			"event (a duplicate: 2).\n" +
 			"  - s2 `ot=th:c` (1/4, counts 4): `orders_view` only: unprojected for `sales_summary` (4).\n" +
 			"  - s3 no tracestate (counts 1): both.\n" +
-			"  - s4 `PayOrder` `ot=th:4` (3/4, counts 4/3, not an integer): `orders_view` only (`sales_summary` never projects `OrderPaid`).\n" +
+			"  - s4 `ShipOrder` `ot=th:4` (3/4, counts 4/3, not an integer): `orders_view` only (`sales_summary` projects no `OrderShipped`, in this file or any other: so that whatever other input lagscope reads, it does not learn to expect one).\n" +
 			"  - s5 `ot=th:8;rv:00000000000001`: an explicit randomness below the threshold, which the specification calls inconsistent: " +
 			"the adjusted count is unknown and the event counts 1; both.\n" +
 			"The lag histogram is not weighted (client_golang has no weighted observation): one observation per kept event.",
@@ -1128,7 +1128,7 @@ func sampled() *fixture {
 		{0, "CreateOrder", f.order(1, "OrderCreated", 1, 1), "ot=th:8", 110 * ms, 300 * ms, 2},
 		{2 * time.Second, "CreateOrder", f.order(2, "OrderCreated", 1, 2), "ot=th:c", 140 * ms, 0, 4},
 		{4 * time.Second, "CreateOrder", f.order(3, "OrderCreated", 1, 3), "", 90 * ms, 260 * ms, 1},
-		{6 * time.Second, "PayOrder", f.order(1, "OrderPaid", 2, 4), "ot=th:4", 75 * ms, 0, 4.0 / 3},
+		{6 * time.Second, "ShipOrder", f.order(1, "OrderShipped", 2, 4), "ot=th:4", 75 * ms, 0, 4.0 / 3},
 		{8 * time.Second, "CreateOrder", f.order(4, "OrderCreated", 1, 5), "ot=th:8;rv:00000000000001", 130 * ms, 410 * ms, 1},
 	}
 	view := projExpect{projection: "orders_view"}
