@@ -28,7 +28,7 @@ type eventIndex[T any, P keyed[T]] struct {
 // (a joined entry keeps only h, joined.go).
 type keyed[T any] interface {
 	*T
-	hasKey(k *EventKey, h uint64) bool
+	hasKey(k EventKey, h uint64) bool
 }
 
 const indexUsed = 1 << 31
@@ -65,7 +65,7 @@ func (x *eventIndex[T, P]) find(k EventKey, events *deque[T]) (uint64, bool) {
 		}
 		if uint32(s>>32) == tag {
 			seq := events.head + uint64(uint32(s)-uint32(events.head))
-			if P(events.at(seq)).hasKey(&k, h) {
+			if P(events.at(seq)).hasKey(k, h) {
 				return seq, true
 			}
 		}

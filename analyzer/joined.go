@@ -68,8 +68,8 @@ func (e *joinedEntry) appendEnd(now int64) int64 {
 	return atMs*1e6 + int64(int32(binary.LittleEndian.Uint32(e.end[:])))*1e3
 }
 
-func (e *eventEntry) hasKey(k *EventKey, _ uint64) bool  { return e.key == *k }
-func (e *joinedEntry) hasKey(_ *EventKey, h uint64) bool { return e.fingerprint() == h }
+func (e *eventEntry) hasKey(k EventKey, _ uint64) bool  { return e.key == k }
+func (e *joinedEntry) hasKey(_ EventKey, h uint64) bool { return e.fingerprint() == h }
 
 // joinedIDs is what the summary reads of a joined event (Config.KeepSamples
 // only): its key and trace id, which its entry no longer has.

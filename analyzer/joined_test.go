@@ -512,3 +512,22 @@ func TestJoinedStoreKeepsIDs(t *testing.T) {
 		t.Errorf("retired event's ids still kept: %d ids, %d full", len(jt.s.extra.ids), len(jt.s.joined.full))
 	}
 }
+
+// TestJoinedFindAllocs: finding an event, pending or joined, allocates
+// nothing (the key must not escape through hasKey).
+func TestJoinedFindAllocs(t *testing.T) {
+	jt := newJoinTest(t, nil)
+	e := eventEntry{key: testKey(1), arrived: base.UnixNano(), appendEnd: base.UnixNano(), typ: 1, seen: 3, declared: true}
+	if !jt.s.join(&e) {
+		t.Fatal("event not joined")
+	}
+	jt.s.recent.push(&eventEntry{key: testKey(2), arrived: base.UnixNano()})
+	allocs := testing.AllocsPerRun(100, func() {
+		if !jt.s.held(testKey(1)) || !jt.s.held(testKey(2)) || jt.s.held(testKey(3)) {
+			t.Fatal("held gives the wrong answer")
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("held allocates %v times per run, want 0", allocs)
+	}
+}
