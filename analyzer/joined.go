@@ -40,11 +40,12 @@ import (
 //     retention is capped at maxJoinedAge.
 //   - end is the append's end, for clock skew, in microseconds (rounded
 //     down) after the millisecond at: a skew it gives is at most 1µs
-//     longer than the append's end says, far below the histogram's
-//     smallest bucket. An event whose append ended more than 35 minutes
-//     (2^31µs) from its arrival stays in its full entry, as one whose class
-//     does not fit does; one whose timestamps were not credible (badTime)
-//     gives no skew and keeps 0.
+//     shorter than the append's full end gives (one under 1µs may not be
+//     observed), far below the histogram's smallest bucket (0.5 ms). An
+//     event whose append ended more than 35 minutes (2^31µs) from its
+//     arrival stays in its full entry, as one whose class does not fit
+//     does; one whose timestamps were not credible (badTime) gives no skew
+//     and keeps 0.
 type joinedEntry struct {
 	key   [8]byte // little endian, as all four
 	trace [8]byte
