@@ -69,11 +69,14 @@ type JoinConfig struct {
 	// expected to show them has, to recognise duplicated and late
 	// projections until Retention. When full, the oldest joined are
 	// forgotten (not evictions: nothing is waited for). A joined event
-	// takes about 59 bytes (BenchmarkJoinedEvents; 64 with per-aggregate
-	// state): 1,048,576 hold about 62 MiB, join.retention (5m) at 3,500
-	// events/s, 13 s at 80,000. It keeps the append's trace, end, weight
-	// and service, so that a duplicated projection is counted as a full
-	// entry counts it (joined.go). Default 1,048,576.
+	// takes about 37 bytes (BenchmarkJoinedEvents; 42 with per-aggregate
+	// state; 59 and 64 with a 48-byte entry): 1,048,576 hold about 37 MiB,
+	// join.retention (5m) at 3,500 events/s, 13 s at 80,000. It keeps the
+	// append's trace (as a 64-bit hash), end (in µs from its arrival),
+	// weight and service, so that a duplicated projection is counted as a
+	// full entry counts it, and a 64-bit fingerprint of the event key (a
+	// false match: about n/2^64 per lookup with n held; joined.go).
+	// Default 1,048,576.
 	MaxJoinedEvents int `yaml:"max_joined_events"`
 	// MaxPendingProjections bounds projection spans held while their
 	// append span has not arrived (a fixed 80 bytes each), and also append

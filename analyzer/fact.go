@@ -103,16 +103,25 @@ func (f *Fact) weight() float64 {
 }
 
 // LinkBloom returns the bits of trace id t in Fact.LinkedTraces.
-func LinkBloom(t [16]byte) uint64 {
-	h := mix64(getUint64(t[:8]) ^ mix64(getUint64(t[8:])))
-	return 1<<(h&63) | 1<<((h>>6)&63)
-}
+func LinkBloom(t [16]byte) uint64 { return linkBits(traceHash(t)) }
+
+// traceHash is the 64-bit hash of trace id t that its link Bloom bits come
+// from. The join keeps it, not the trace id, in a joined event (joined.go)
+// and compares it for "same trace": equal hashes of different traces are a
+// chance of 2^-64.
+func traceHash(t [16]byte) uint64 { return mix64(getUint64(t[:8]) ^ mix64(getUint64(t[8:]))) }
+
+// linkBits returns the two Bloom bits of a trace whose traceHash is h.
+func linkBits(h uint64) uint64 { return 1<<(h&63) | 1<<((h>>6)&63) }
 
 // linkedTo reports whether a span whose links give bloom may link to trace
 // t: never false for a linked trace, true by chance for about one trace in
 // 500 with one link (the broken-propagation count errs low, never high).
-func linkedTo(bloom uint64, t [16]byte) bool {
-	b := LinkBloom(t)
+func linkedTo(bloom uint64, t [16]byte) bool { return linkedToHash(bloom, traceHash(t)) }
+
+// linkedToHash is linkedTo for the trace whose traceHash is h.
+func linkedToHash(bloom, h uint64) bool {
+	b := linkBits(h)
 	return bloom&b == b
 }
 

@@ -23,10 +23,12 @@ type eventIndex[T any, P keyed[T]] struct {
 	limit int
 }
 
-// keyed is a pointer to an entry of a deque that an eventIndex indexes.
+// keyed is a pointer to an entry of a deque that an eventIndex indexes:
+// hasKey reports whether the entry is the event of key k, whose hash is h
+// (a joined entry keeps only h, joined.go).
 type keyed[T any] interface {
 	*T
-	eventKey() *EventKey
+	hasKey(k EventKey, h uint64) bool
 }
 
 const indexUsed = 1 << 31
@@ -35,7 +37,7 @@ func (k EventKey) hash() uint64 {
 	return mix64(binary.LittleEndian.Uint64(k[:8]) ^ mix64(binary.LittleEndian.Uint64(k[8:])))
 }
 
-func indexTag(k EventKey) uint32 { return uint32(k.hash()) | indexUsed }
+func indexTag(h uint64) uint32 { return uint32(h) | indexUsed }
 
 // home returns the first slot probed for a tag (or a slot's top half).
 func (x *eventIndex[T, P]) home(tag uint64) uint64 {
@@ -54,7 +56,8 @@ func (x *eventIndex[T, P]) find(k EventKey, events *deque[T]) (uint64, bool) {
 	if x.n == 0 {
 		return 0, false
 	}
-	tag := indexTag(k)
+	h := k.hash()
+	tag := indexTag(h)
 	for i := x.home(uint64(tag)); ; i = x.next(i) {
 		s := x.slots[i]
 		if s == 0 {
@@ -62,7 +65,7 @@ func (x *eventIndex[T, P]) find(k EventKey, events *deque[T]) (uint64, bool) {
 		}
 		if uint32(s>>32) == tag {
 			seq := events.head + uint64(uint32(s)-uint32(events.head))
-			if *P(events.at(seq)).eventKey() == k {
+			if P(events.at(seq)).hasKey(k, h) {
 				return seq, true
 			}
 		}
@@ -70,11 +73,14 @@ func (x *eventIndex[T, P]) find(k EventKey, events *deque[T]) (uint64, bool) {
 }
 
 // insert adds the event with key k at seq; k must not be in the index.
-func (x *eventIndex[T, P]) insert(k EventKey, seq uint64) {
+func (x *eventIndex[T, P]) insert(k EventKey, seq uint64) { x.insertHash(k.hash(), seq) }
+
+// insertHash is insert for the key whose hash is h.
+func (x *eventIndex[T, P]) insertHash(h, seq uint64) {
 	if x.full() {
 		x.grow()
 	}
-	x.place(uint64(indexTag(k))<<32 | uint64(uint32(seq)))
+	x.place(uint64(indexTag(h))<<32 | uint64(uint32(seq)))
 	x.n++
 }
 
@@ -113,11 +119,14 @@ func (x *eventIndex[T, P]) grow() {
 }
 
 // remove deletes the entry of the event with key k at seq, if there is one.
-func (x *eventIndex[T, P]) remove(k EventKey, seq uint64) {
+func (x *eventIndex[T, P]) remove(k EventKey, seq uint64) { x.removeHash(k.hash(), seq) }
+
+// removeHash is remove for the key whose hash is h.
+func (x *eventIndex[T, P]) removeHash(h, seq uint64) {
 	if x.n == 0 {
 		return
 	}
-	want := uint64(indexTag(k))<<32 | uint64(uint32(seq))
+	want := uint64(indexTag(h))<<32 | uint64(uint32(seq))
 	i := x.home(want >> 32)
 	for ; x.slots[i] != want; i = x.next(i) {
 		if x.slots[i] == 0 {

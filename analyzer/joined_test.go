@@ -2,10 +2,12 @@ package analyzer
 
 import (
 	"bytes"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -398,5 +400,134 @@ func TestJoinedStoreConsistency(t *testing.T) {
 				t.Errorf("counts (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestJoinedEntrySize: the joined entry is byte arrays, so that alignment
+// does not pad it (BenchmarkJoinedEvents gives the figure with its index).
+func TestJoinedEntrySize(t *testing.T) {
+	if got := unsafe.Sizeof(joinedEntry{}); got != 26 {
+		t.Errorf("joinedEntry is %d bytes, want 26", got)
+	}
+	if got := unsafe.Alignof(joinedEntry{}); got != 1 {
+		t.Errorf("joinedEntry is aligned to %d bytes, want 1", got)
+	}
+}
+
+// TestJoinedEntryAppendEnd: a joined entry gives back its append's end to
+// the microsecond (rounded down) at any age retention allows, across the
+// 2^32 ms wrap of its arrival stamp, and an event whose append ended too far
+// from its arrival for 32 bits of microseconds stays in its full entry.
+func TestJoinedEntryAppendEnd(t *testing.T) {
+	wrap := int64(1<<32) * 1e6 // the arrival stamp wraps here
+	tests := []struct {
+		name            string
+		arrived, end    int64 // ns
+		age             time.Duration
+		badTime, joined bool
+		want            int64 // the end given back (ns)
+	}{
+		{name: "end before arrival", arrived: base.UnixNano() + 123_456_789, end: base.UnixNano() + 100_000_000,
+			age: time.Second, joined: true, want: base.UnixNano() + 100_000_000},
+		{name: "rounded down to the µs", arrived: base.UnixNano() + 5e6, end: base.UnixNano() + 4_999_999,
+			age: time.Minute, joined: true, want: base.UnixNano() + 4_999_000},
+		{name: "end after arrival (clock ahead)", arrived: base.UnixNano(), end: base.UnixNano() + 2*int64(time.Second) + 1_500,
+			age: 4 * time.Minute, joined: true, want: base.UnixNano() + 2*int64(time.Second) + 1_000},
+		{name: "across the stamp's wrap", arrived: wrap - 300, end: wrap - 7_000_300,
+			age: 10 * time.Second, joined: true, want: wrap - 7_001_000},
+		{name: "at the greatest age", arrived: base.UnixNano() + 999, end: base.UnixNano() - 35*int64(time.Minute),
+			age: time.Duration(maxJoinedAge) - time.Second, joined: true, want: base.UnixNano() - 35*int64(time.Minute)},
+		{name: "ended 36 minutes before arrival: stays full", arrived: base.UnixNano(),
+			end: base.UnixNano() - 36*int64(time.Minute), age: time.Second},
+		{name: "ends 36 minutes after arrival: stays full", arrived: base.UnixNano(),
+			end: base.UnixNano() + 36*int64(time.Minute), age: time.Second},
+		{name: "timestamps not credible: joined, end unused", arrived: base.UnixNano(), end: math.MinInt64,
+			age: time.Second, badTime: true, joined: true, want: base.UnixNano()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			jt := newJoinTest(t, nil)
+			e := eventEntry{key: testKey(7), trace: [16]byte{7}, arrived: tt.arrived, appendEnd: tt.end,
+				badTime: tt.badTime, typ: 1, seen: 3, declared: true}
+			if got := jt.s.join(&e); got != tt.joined {
+				t.Fatalf("join = %v, want %v", got, tt.joined)
+			}
+			if !tt.joined {
+				return
+			}
+			seq, ok := jt.s.joined.index.find(e.key, &jt.s.joined.events)
+			if !ok {
+				t.Fatal("joined event not found by its key")
+			}
+			je := jt.s.joined.events.at(seq)
+			if got := je.appendEnd(tt.arrived + int64(tt.age)); got != tt.want {
+				t.Errorf("append end = %d, want %d (%+dns)", got, tt.want, got-tt.want)
+			}
+			if got, want := je.traceHash(), traceHash(e.trace); got != want {
+				t.Errorf("trace hash = %x, want %x", got, want)
+			}
+			if _, ok := jt.s.joined.index.find(testKey(8), &jt.s.joined.events); ok {
+				t.Error("found an event never joined")
+			}
+		})
+	}
+}
+
+// TestJoinedStoreKeepsIDs: with Config.KeepSamples, an event declared
+// unprojected in the joined store is reported with its key and trace id,
+// which its entry no longer has, and its id is dropped when it retires.
+func TestJoinedStoreKeepsIDs(t *testing.T) {
+	jt := newJoinTest(t, func(c *Config) { c.KeepSamples = true })
+	trace := [16]byte{0xab, 1}
+	end := base.Add(time.Second).UnixNano()
+	apply := func(at time.Duration, f Fact) { jt.j.apply([]Fact{f}, base.Add(at).UnixNano()) }
+	apply(time.Second, Fact{Kind: FactAppend, Event: testKey(1), EventID: "ev-1", TraceID: trace, EventType: "T",
+		AggregateType: "A", Command: "none", Start: end - 1e6, End: end})
+	for _, p := range []string{"a", "b"} {
+		apply(2*time.Second, Fact{Kind: FactProject, Event: testKey(1), TraceID: trace, EventType: "T",
+			Projection: p, Start: end + 5e6, End: end + 10e6})
+	}
+	// Event 2 teaches the join that c shows T: event 1 is unprojected for c.
+	apply(3*time.Second, Fact{Kind: FactAppend, Event: testKey(2), EventType: "T", AggregateType: "A",
+		Command: "none", Start: end, End: end + 1e6})
+	apply(3*time.Second, Fact{Kind: FactProject, Event: testKey(2), EventType: "T", Projection: "c",
+		Start: end + 2e6, End: end + 3e6})
+	jt.tick(time.Minute)
+	if _, ok := jt.s.joined.index.find(testKey(1), &jt.s.joined.events); !ok {
+		t.Fatal("event 1 is not in the joined store")
+	}
+	c, _ := jt.s.projections.lookup("c")
+	x := jt.s.extra.proj[c]
+	if !slices.Equal(x.unprojIDs, []EventKey{testKey(1)}) || !slices.Equal(x.unprojTraces, [][16]byte{trace}) {
+		t.Errorf("unprojected for c: ids %x traces %x, want [%x] [%x]", x.unprojIDs, x.unprojTraces, testKey(1), trace)
+	}
+	if got := jt.s.extra.ids[testKey(1)]; got != "ev-1" {
+		t.Errorf("kept id = %q, want ev-1", got)
+	}
+	jt.tick(time.Minute + time.Duration(DefaultConfig().Join.Retention))
+	if got := jt.s.joined.events.len(); got != 0 {
+		t.Fatalf("joined store holds %d events past retention, want 0", got)
+	}
+	if _, ok := jt.s.extra.ids[testKey(1)]; ok || len(jt.s.joined.full) != 0 {
+		t.Errorf("retired event's ids still kept: %d ids, %d full", len(jt.s.extra.ids), len(jt.s.joined.full))
+	}
+}
+
+// TestJoinedFindAllocs: finding an event, pending or joined, allocates
+// nothing (the key must not escape through hasKey).
+func TestJoinedFindAllocs(t *testing.T) {
+	jt := newJoinTest(t, nil)
+	e := eventEntry{key: testKey(1), arrived: base.UnixNano(), appendEnd: base.UnixNano(), typ: 1, seen: 3, declared: true}
+	if !jt.s.join(&e) {
+		t.Fatal("event not joined")
+	}
+	jt.s.recent.push(&eventEntry{key: testKey(2), arrived: base.UnixNano()})
+	allocs := testing.AllocsPerRun(100, func() {
+		if !jt.s.held(testKey(1)) || !jt.s.held(testKey(2)) || jt.s.held(testKey(3)) {
+			t.Fatal("held gives the wrong answer")
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("held allocates %v times per run, want 0", allocs)
 	}
 }

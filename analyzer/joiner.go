@@ -19,7 +19,7 @@ import (
 // ids and projections are bits, so an entry is a fixed 128 bytes (112
 // before the sampling weight and, for clock skew, the append's service).
 // Once every projection expected has shown it, it moves to the joined store
-// (a joinedEntry of 48 bytes) and leaves a tombstone in its queue until the
+// (a joinedEntry of 26 bytes) and leaves a tombstone in its queue until the
 // queue's front passes it.
 type eventEntry struct {
 	key       EventKey
@@ -231,7 +231,7 @@ type joinShard struct {
 	// freed), also in arrival order and older than recent's. missed: those
 	// the deadline found with an expected projection missing, kept in full
 	// until retention so that a late projection still gives its lag.
-	// joined: those every expected projection has shown, in 48 bytes.
+	// joined: those every expected projection has shown, in 26 bytes.
 	// recent, stalled and missed share maxEvents.
 	recent, stalled, missed eventQueue
 	joined                  joinedStore
@@ -447,7 +447,7 @@ func (sh *joinShared) shard(cfg Config, id, n int) *joinShard {
 		recent:      newEventQueue(max(1, cfg.Join.MaxPendingEvents/n)),
 		stalled:     newEventQueue(max(1, cfg.Join.MaxPendingEvents/n)),
 		missed:      newEventQueue(max(1, cfg.Join.MaxPendingEvents/n)),
-		joined:      newJoinedStore(max(1, cfg.Join.MaxJoinedEvents/n)),
+		joined:      newJoinedStore(max(1, cfg.Join.MaxJoinedEvents/n), cfg.KeepSamples),
 		orphanIdx:   make(map[EventKey]uint64),
 		lagSeries:   make(map[[3]uint16]lagPart),
 		extra:       newSummaryExtra(cfg.KeepSamples),
@@ -680,7 +680,7 @@ func (j *joinShard) applyOrphans(e *eventEntry, newest uint64, now int64) {
 	for i := len(j.chain) - 1; i >= 0; i-- {
 		o := j.orphans.at(j.chain[i])
 		o.consumed = true
-		j.checkCause(e, o.projection, projSpan{trace: o.trace, links: o.links, service: o.service, start: o.start})
+		j.checkCause(e, o.projection, projSpan{trace: traceHash(o.trace), links: o.links, service: o.service, start: o.start})
 		j.project(e, o.projection, o.start, o.end, now)
 	}
 }
@@ -691,7 +691,7 @@ func (j *joinShard) projectFact(f *Fact, now int64) {
 		j.st.spans[p]++
 	}
 	svc := j.sh.services.id(f.Service)
-	ps := projSpan{trace: f.TraceID, links: f.LinkedTraces, service: svc, start: f.Start}
+	ps := projSpan{trace: traceHash(f.TraceID), links: f.LinkedTraces, service: svc, start: f.Start}
 	for _, q := range [...]*eventQueue{&j.recent, &j.stalled} {
 		if seq, ok := q.find(f.Event); ok {
 			e := q.at(seq)

@@ -27,7 +27,7 @@ func TestBrokenPropagation(t *testing.T) {
 			for _, l := range tt.links {
 				bloom |= LinkBloom(l)
 			}
-			if got := brokenPropagation(app, tt.trace, bloom); got != tt.want {
+			if got := brokenPropagation(traceHash(app), traceHash(tt.trace), bloom); got != tt.want {
 				t.Errorf("brokenPropagation = %v, want %v", got, tt.want)
 			}
 		})
