@@ -3,17 +3,10 @@ package collector
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"log/slog"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -35,92 +28,21 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/lagscope/lagscope/internal/testpki"
 )
 
 // testReloadInterval is how often the receivers of these tests look at
 // their files, so that rotations are seen at once.
 const testReloadInterval = 10 * time.Millisecond
 
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
+// testCA and leaf are testpki's, under the names these tests use.
+type (
+	testCA = testpki.CA
+	leaf   = testpki.Leaf
+)
 
-func newTestCA(t testing.TB, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// leaf is a certificate issued by a testCA, in PEM and ready for crypto/tls.
-type leaf struct {
-	certPEM, keyPEM []byte
-	tls             tls.Certificate
-}
-
-// issue returns a server certificate for 127.0.0.1 (client false) or a client
-// certificate, valid from notBefore to notAfter.
-func (ca *testCA) issue(t testing.TB, serial int64, client bool, notBefore, notAfter time.Time) leaf {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: "lagscope test"},
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	if client {
-		tmpl.ExtKeyUsage, tmpl.IPAddresses = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := leaf{
-		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-	}
-	if l.tls, err = tls.X509KeyPair(l.certPEM, l.keyPEM); err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-func (ca *testCA) valid(t testing.TB, serial int64, client bool) leaf {
-	return ca.issue(t, serial, client, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
-}
+func newTestCA(t testing.TB, name string) *testCA { return testpki.NewCA(t, name) }
 
 // writeFile replaces path with b by a rename, as a rotation should, so that
 // a reader never sees half a file.
@@ -149,10 +71,10 @@ func newPKI(t testing.TB, clientCA *testCA) *pki {
 		CertFile: filepath.Join(dir, "server.crt"),
 		KeyFile:  filepath.Join(dir, "server.key"),
 	}}
-	p.rotateServer(t, p.serverCA.valid(t, 100, false))
+	p.rotateServer(t, p.serverCA.Valid(t, 100, false))
 	if clientCA != nil {
 		p.cfg.ClientCAFile = filepath.Join(dir, "client-ca.crt")
-		writeFile(t, p.cfg.ClientCAFile, clientCA.pem)
+		writeFile(t, p.cfg.ClientCAFile, clientCA.PEM)
 	}
 	return p
 }
@@ -161,17 +83,17 @@ func newPKI(t testing.TB, clientCA *testCA) *pki {
 // keeps the old pair while the two do not match.
 func (p *pki) rotateServer(t testing.TB, l leaf) {
 	t.Helper()
-	writeFile(t, p.cfg.KeyFile, l.keyPEM)
-	writeFile(t, p.cfg.CertFile, l.certPEM)
+	writeFile(t, p.cfg.KeyFile, l.KeyPEM)
+	writeFile(t, p.cfg.CertFile, l.CertPEM)
 }
 
 // clientTLS trusts the server CA and presents cert, if any.
 func (p *pki) clientTLS(cert *leaf) *tls.Config {
 	roots := x509.NewCertPool()
-	roots.AddCert(p.serverCA.cert)
+	roots.AddCert(p.serverCA.Cert)
 	c := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	if cert != nil {
-		c.Certificates = []tls.Certificate{cert.tls}
+		c.Certificates = []tls.Certificate{cert.TLS}
 	}
 	return c
 }
@@ -251,9 +173,9 @@ func sdkExport(t *testing.T, r *Receiver, tr transport, tlsCfg *tls.Config, head
 func TestSDKExportersOverTLS(t *testing.T) {
 	clientCA := newTestCA(t, "client CA")
 	otherCA := newTestCA(t, "other CA")
-	goodClient := clientCA.valid(t, 200, true)
-	expired := clientCA.issue(t, 201, true, time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
-	unknown := otherCA.valid(t, 202, true)
+	goodClient := clientCA.Valid(t, 200, true)
+	expired := clientCA.Issue(t, 201, true, time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
+	unknown := otherCA.Valid(t, 202, true)
 	const token = "s3cret-token"
 	bearer := map[string]string{"Authorization": "Bearer " + token}
 
@@ -415,7 +337,7 @@ func serverSerial(t *testing.T, addr string, cfg *tls.Config) (int64, error) {
 
 func TestCertificateRotation(t *testing.T) {
 	clientCA := newTestCA(t, "client CA")
-	client := clientCA.valid(t, 200, true)
+	client := clientCA.Valid(t, 200, true)
 	p := newPKI(t, clientCA)
 	cfg := testConfig()
 	cfg.TLS = p.cfg
@@ -441,15 +363,15 @@ func TestCertificateRotation(t *testing.T) {
 
 	// A half-done rotation (the new key, the old certificate) keeps the
 	// old pair; the new pair is served once both are written.
-	next := p.serverCA.valid(t, 101, false)
-	writeFile(t, p.cfg.KeyFile, next.keyPEM)
+	next := p.serverCA.Valid(t, 101, false)
+	writeFile(t, p.cfg.KeyFile, next.KeyPEM)
 	// Past the interval, the next handshake looks at the files and finds
 	// the pair mismatched.
 	time.Sleep(2 * testReloadInterval)
 	if got, err := serverSerial(t, r.HTTPAddr().String(), p.clientTLS(&client)); err != nil || got != 100 {
 		t.Fatalf("serial with a mismatched key = %d, %v; want 100", got, err)
 	}
-	writeFile(t, p.cfg.CertFile, next.certPEM)
+	writeFile(t, p.cfg.CertFile, next.CertPEM)
 	for _, addr := range []string{r.GRPCAddr().String(), r.HTTPAddr().String()} {
 		cfg := p.clientTLS(&client)
 		if addr == r.GRPCAddr().String() {
@@ -472,8 +394,8 @@ func TestCertificateRotation(t *testing.T) {
 	// The client CA rotates too: clients of the new CA get in, those of the
 	// old one no longer do.
 	newCA := newTestCA(t, "new client CA")
-	newClient := newCA.valid(t, 300, true)
-	writeFile(t, p.cfg.ClientCAFile, newCA.pem)
+	newClient := newCA.Valid(t, 300, true)
+	writeFile(t, p.cfg.ClientCAFile, newCA.PEM)
 	waitFor(t, "the new client CA", func() bool {
 		return sdkExport(t, r, transportHTTP, p.clientTLS(&newClient), nil) == nil
 	})
@@ -528,10 +450,10 @@ func TestTokenRotation(t *testing.T) {
 func TestSecurityConfig(t *testing.T) {
 	dir := t.TempDir()
 	ca := newTestCA(t, "CA")
-	l := ca.valid(t, 1, false)
-	other := ca.valid(t, 2, false)
+	l := ca.Valid(t, 1, false)
+	other := ca.Valid(t, 2, false)
 	files := map[string][]byte{
-		"cert": l.certPEM, "key": l.keyPEM, "other.key": other.keyPEM, "ca": ca.pem,
+		"cert": l.CertPEM, "key": l.KeyPEM, "other.key": other.KeyPEM, "ca": ca.PEM,
 		"junk": []byte("not PEM"), "empty": []byte(" \n"), "token": []byte("tok"),
 	}
 	for name, b := range files {

@@ -478,7 +478,7 @@ func TestZipkinOverMutualTLS(t *testing.T) {
 	p := newPKI(t, clientCA)
 	rec := &spanRecorder{}
 	z, _ := startZipkin(t, testConfig(), ZipkinConfig{TLS: p.cfg}, rec)
-	cert := clientCA.valid(t, 7, true)
+	cert := clientCA.Valid(t, 7, true)
 	post := func(c *tls.Config) (int, error) {
 		client := &http.Client{Transport: &http.Transport{TLSClientConfig: c, DisableKeepAlives: true}, Timeout: waitTimeout}
 		resp, err := client.Post("https://"+z.Addr().String()+ZipkinPath, "application/json", strings.NewReader(zipkinJSON))

@@ -5,22 +5,15 @@
 package kafkaconntest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/lagscope/lagscope/internal/testpki"
 	"github.com/lagscope/lagscope/kafkaconn"
 )
 
@@ -64,11 +57,11 @@ type Cluster struct {
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	dir := t.TempDir()
-	ca := newCA(t)
-	writeFile(t, filepath.Join(dir, "ca.crt"), ca.pem)
-	client := ca.issue(t, leafSerial+1, true)
-	writeFile(t, filepath.Join(dir, "client.crt"), client.certPEM)
-	writeFile(t, filepath.Join(dir, "client.key"), client.keyPEM)
+	ca := testpki.NewCA(t, "kafka test CA")
+	writeFile(t, filepath.Join(dir, "ca.crt"), ca.PEM)
+	client := ca.Valid(t, leafSerial+1, true)
+	writeFile(t, filepath.Join(dir, "client.crt"), client.CertPEM)
+	writeFile(t, filepath.Join(dir, "client.key"), client.KeyPEM)
 	writeFile(t, filepath.Join(dir, "password"), []byte(Password+"\n"))
 	writeFile(t, filepath.Join(dir, "wrong-password"), []byte(wrongPass))
 
@@ -81,11 +74,11 @@ func Start(t testing.TB, opts Options) *Cluster {
 		kopts = append(kopts, kfake.SeedTopics(parts, opts.Topics...))
 	}
 	if opts.TLS || opts.ClientCerts {
-		srv := ca.issue(t, leafSerial, false)
-		tc := &tls.Config{Certificates: []tls.Certificate{srv.tls}, MinVersion: tls.VersionTLS12}
+		srv := ca.Valid(t, leafSerial, false)
+		tc := &tls.Config{Certificates: []tls.Certificate{srv.TLS}, MinVersion: tls.VersionTLS12}
 		if opts.ClientCerts {
 			pool := x509.NewCertPool()
-			pool.AddCert(ca.cert)
+			pool.AddCert(ca.Cert)
 			tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
 		}
 		kopts = append(kopts, kfake.TLS(tc))
@@ -137,80 +130,6 @@ func MustOptions(t testing.TB, cfg kafkaconn.Config) *kafkaconn.Options {
 		t.Fatal(err)
 	}
 	return o
-}
-
-type ca struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newCA(t testing.TB) *ca {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "kafka test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &ca{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-type leaf struct {
-	certPEM, keyPEM []byte
-	tls             tls.Certificate
-}
-
-// issue returns a server certificate for 127.0.0.1 or a client certificate.
-func (c *ca) issue(t testing.TB, serial int64, client bool) leaf {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: "kafka test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	if client {
-		tmpl.ExtKeyUsage, tmpl.IPAddresses = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := leaf{
-		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-	}
-	if l.tls, err = tls.X509KeyPair(l.certPEM, l.keyPEM); err != nil {
-		t.Fatal(err)
-	}
-	return l
 }
 
 func writeFile(t testing.TB, path string, b []byte) {
