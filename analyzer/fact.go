@@ -17,6 +17,24 @@ const (
 	FactProject
 	// FactQuery: a query read an aggregate from a read model.
 	FactQuery
+	// FactAlias: a producer span (TraceID, SpanID) appended the event
+	// Event, which a consumer span without event id that links to it, or
+	// is its child, projects. The ingest role of a two-stage deployment
+	// publishes one per event appended with an id, keyed by
+	// KeyOfSpan(TraceID, SpanID), for the consumers whose trace another
+	// ingest instance resolved (server/rekey.go). The Joiner skips it.
+	FactAlias
+	// FactProjectSpan: a projection fact keyed by its producer span
+	// (Event is KeyOfSpan of it) that the Resolver could not resolve to
+	// that span's events, because it had not seen the span: given only by
+	// a Resolver told to (MarkSpanKeyed), for the join role to pair with
+	// the span's FactAlias. The Joiner skips it.
+	FactProjectSpan
+	// FactLearned: a join instance learned from traffic that projection
+	// Projection shows events of type EventType, at Start (Unix ns); the
+	// join role broadcasts it to the other instances (Joiner.Learn). The
+	// Joiner's Apply skips it.
+	FactLearned
 )
 
 func (k FactKind) String() string {
@@ -27,6 +45,12 @@ func (k FactKind) String() string {
 		return "project"
 	case FactQuery:
 		return "query"
+	case FactAlias:
+		return "alias"
+	case FactProjectSpan:
+		return "project_span"
+	case FactLearned:
+		return "learned"
 	}
 	return fmt.Sprintf("FactKind(%d)", uint8(k))
 }
