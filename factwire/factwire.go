@@ -3,18 +3,19 @@
 // and publishes them, one batch per Kafka message; `serve --role=join`
 // decodes the batches and applies them to its Joiner.
 //
-// # Format, version 2
+// # Format, version 3
 //
 // A batch is, in order (uvarint and varint as encoding/binary writes them;
 // varint values are zig-zag signed):
 //
-//	byte     version (2)
+//	byte     version (3)
 //	8 bytes  producer: the publishing instance's random id, big endian
 //	uvarint  seq: the batch's sequence number at that producer
 //	uvarint  number of strings in the dictionary, then each string as
 //	         uvarint length + bytes; index 0 is implicitly "" and not sent
 //	uvarint  number of facts, then each fact:
-//	  byte     kind (1 append, 2 project, 3 query)
+//	  byte     kind (1 append, 2 project, 3 query; version 3 only: 4
+//	           alias, 5 project_span, 6 learned; see Kinds)
 //	  byte     flags:
 //	             0x01 EventID is empty
 //	             0x02 EventID is the lowercase canonical UUID text of Event
@@ -41,16 +42,40 @@
 // id costs 16 bytes (its key), and timestamps are deltas: a fact of the
 // synthetic CQRS stream takes about 50 bytes (see BenchmarkEncode).
 //
-// A new field of analyzer.Fact, or any change to this layout, takes a new
-// version byte; Decode refuses versions it does not know (ErrVersion).
+// A new field of analyzer.Fact, a new kind, or any change to this layout,
+// takes a new version byte; Decode refuses versions it does not know
+// (ErrVersion), and a kind its version does not have (ErrMalformed): a
+// reader never applies a fact it does not understand.
+//
+// # Kinds
+//
+// Kinds 4 to 6 (version 3) carry what the join role needs to join across
+// ingest instances what one process joins in memory (server/rekey.go).
+// They use the layout above; fields not named here are zero.
+//
+//   - alias (4): producer span TraceID, SpanID appended the event Event
+//     (Start, End: the append's). The ingest role sends one per append
+//     fact with an event id, keyed (partitioned) by
+//     analyzer.KeyOfSpan(TraceID, SpanID), not by Event.
+//   - project_span (5): a projection fact like kind 2, keyed by its
+//     producer span (Event is analyzer.KeyOfSpan of it), that the ingest
+//     instance could not resolve to the span's events (the span never
+//     reached it); it lands on the partition of that span's aliases.
+//   - learned (6): a join instance learned from traffic that projection
+//     Projection shows events of type EventType, at Start (Unix ns); sent
+//     to every partition.
 //
 // # Versions
 //
 // Version 2 added Service and LinkedTraces (issue 14: clock skew by
 // service, broken propagation) and flag 0x20 (Fact.Weight, issue 12's
-// sampling weights). Decode reads versions 1 and 2; Append writes 2. Upgrade
-// the join instances before the ingest ones: an old join counts a version 2
-// batch as rejected, reason version, and skips it.
+// sampling weights). Version 3 added kinds 4 to 6 (issue 13: consumers
+// without event id whose producer's trace another ingest instance
+// resolved; expected projections learned by one join instance). Decode
+// reads versions 1 to 3; Append writes 3. Upgrade the join instances before
+// the ingest ones: an old join counts a batch of a newer version as
+// rejected, reason version, and skips it (it never misreads one), so
+// until it is upgraded it joins nothing of an upgraded ingest instance.
 package factwire
 
 import (
@@ -65,7 +90,7 @@ import (
 )
 
 // Version is the version byte of the batches Append writes.
-const Version = 2
+const Version = 3
 
 // Header is what a batch says of its producer, so that a consumer can tell a
 // batch it has already applied (the same producer and sequence number).
@@ -96,6 +121,9 @@ const (
 	flagsKnown       = 0x3f
 )
 
+// maxKind is the last kind of version 3 (learned).
+const maxKind = analyzer.FactLearned
+
 // maxWeight is the largest adjusted count: a threshold of 2^56-1.
 const maxWeight = 1 << 56
 
@@ -121,8 +149,8 @@ type Encoder struct {
 }
 
 // Append appends to dst the batch of facts with header h. Facts of a kind
-// other than append, project or query are an error: they are not to leave
-// the process (kind 0 marks parked facts).
+// other than append, project, query, alias, project_span or learned are an
+// error: they are not to leave the process (kind 0 marks parked facts).
 func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, error) {
 	if e.dict == nil {
 		e.dict = make(map[string]uint32)
@@ -138,7 +166,7 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 	var prevStart int64
 	for i := range facts {
 		f := &facts[i]
-		if f.Kind < analyzer.FactAppend || f.Kind > analyzer.FactQuery {
+		if f.Kind < analyzer.FactAppend || f.Kind > maxKind {
 			return dst, fmt.Errorf("encode fact %d: kind %v is not sent", i, f.Kind)
 		}
 		var flags byte
@@ -245,10 +273,13 @@ func (dec *Decoder) Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fa
 	}
 	v := b[0]
 	known := byte(flagsKnown)
+	kinds := maxKind
 	switch v {
 	case Version:
+	case 2:
+		kinds = analyzer.FactQuery
 	case 1:
-		known = flagsKnownV1
+		known, kinds = flagsKnownV1, analyzer.FactQuery
 	default:
 		return h, dst, fmt.Errorf("decode fact batch: version %d: %w", v, ErrVersion)
 	}
@@ -299,7 +330,7 @@ func (dec *Decoder) Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fa
 		var f analyzer.Fact
 		f.Kind = analyzer.FactKind(d.byte())
 		flags := d.byte()
-		if d.err == nil && (f.Kind < analyzer.FactAppend || f.Kind > analyzer.FactQuery) {
+		if d.err == nil && (f.Kind < analyzer.FactAppend || f.Kind > kinds) {
 			d.err = fmt.Errorf("fact %d: kind %d", i, f.Kind)
 		}
 		if d.err == nil && (flags&^known != 0 || bitsSet(flags&(flagNoEventID|flagUUIDEventID|flagKeyOfEventID)) > 1 || (i == 0 && flags&flagSameTrace != 0)) {
