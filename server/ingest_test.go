@@ -52,13 +52,16 @@ func TestIngestKeepsTheFactsOfAFailedPublish(t *testing.T) {
 	cfg.Kafka.FactsTopic = factsTopic
 	td, _ := synth.New(synth.Config{TracesPerRequest: 20}).Next(time.Now())
 	want := 0
-	{ // what one publish of td holds
+	{ // what one publish of td holds: its facts, and an alias of each append with an id
 		r, err := analyzer.NewResolver(cfg.Analyzer(), prometheus.NewRegistry())
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, f := range r.Resolve(nil, td, time.Now()) {
 			if f.Kind != 0 {
+				want++
+			}
+			if f.Kind == analyzer.FactAppend && f.EventID != "" {
 				want++
 			}
 		}
@@ -81,14 +84,14 @@ func TestIngestKeepsTheFactsOfAFailedPublish(t *testing.T) {
 	if err := g.ConsumeTraces(ctx, td); err == nil {
 		t.Fatal("publish succeeded although the broker refused it")
 	}
-	if got := testutil.ToFloat64(g.m.published.WithLabelValues("facts")); got != 0 {
+	if got := testutil.ToFloat64(g.pub.m.published.WithLabelValues("facts")); got != 0 {
 		t.Fatalf("facts published after a refused publish = %v, want 0", got)
 	}
 	// The transport's retry of the same message.
 	if err := g.ConsumeTraces(ctx, td); err != nil {
 		t.Fatalf("retried publish: %v", err)
 	}
-	if got := testutil.ToFloat64(g.m.published.WithLabelValues("facts")); got != float64(want) {
+	if got := testutil.ToFloat64(g.pub.m.published.WithLabelValues("facts")); got != float64(want) {
 		t.Errorf("facts published after the retry = %v, want %d (those of the refused publish)", got, want)
 	}
 }
