@@ -51,12 +51,16 @@
 //
 // Kinds 4 to 6 (version 3) carry what the join role needs to join across
 // ingest instances what one process joins in memory (server/rekey.go).
-// They use the layout above; fields not named here are zero.
+// Kinds 5 and 6 use the layout above; fields not named here are zero.
 //
 //   - alias (4): producer span TraceID, SpanID appended the event Event
 //     (Start, End: the append's). The ingest role sends one per append
 //     fact with an event id, keyed (partitioned) by
-//     analyzer.KeyOfSpan(TraceID, SpanID), not by Event.
+//     analyzer.KeyOfSpan(TraceID, SpanID), not by Event. It has a layout
+//     of its own, as it carries nothing else: after kind and flags (0x11,
+//     with 0x08 or not), 16 bytes Event, 16 bytes TraceID unless flag
+//     0x08, 8 bytes SpanID, varint Start - the previous fact's Start,
+//     varint End - Start: 28 to 44 bytes.
 //   - project_span (5): a projection fact like kind 2, keyed by its
 //     producer span (Event is analyzer.KeyOfSpan of it), that the ingest
 //     instance could not resolve to the span's events (the span never
@@ -119,6 +123,9 @@ const (
 	flagWeight       = 0x20
 	flagsKnownV1     = 0x1f
 	flagsKnown       = 0x3f
+	// flagsAlias are an alias's flags (with flagSameTrace or not): the
+	// layout of kind 4.
+	flagsAlias = flagNoEventID | flagNoCmdStart
 )
 
 // maxKind is the last kind of version 3 (learned).
@@ -169,6 +176,14 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 		if f.Kind < analyzer.FactAppend || f.Kind > maxKind {
 			return dst, fmt.Errorf("encode fact %d: kind %v is not sent", i, f.Kind)
 		}
+		if f.Kind == analyzer.FactAlias {
+			var err error
+			if body, err = appendAlias(body, i, f, i > 0 && f.TraceID == prevTrace, prevStart); err != nil {
+				return dst, err
+			}
+			prevTrace, prevStart = f.TraceID, f.Start
+			continue
+		}
 		var flags byte
 		if f.Weight != 0 {
 			if !validWeight(f.Weight) {
@@ -199,7 +214,15 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 			body = append(body, f.EventID...)
 		}
 		for j, s := range [...]string{f.EventType, f.AggregateType, f.AggregateID, f.Command, f.Projection, f.Query, f.Service} {
-			if l := &e.last[j]; s != l.s || s == "" {
+			if s == "" {
+				// Index 0, and last kept for the next fact: the empty
+				// fields of an alias (or a query) between two facts of
+				// the same labels would otherwise cost those a lookup
+				// each (BenchmarkStagesRatio).
+				body = append(body, 0)
+				continue
+			}
+			if l := &e.last[j]; s != l.s {
 				l.s, l.i = s, e.index(s)
 			}
 			body = binary.AppendUvarint(body, uint64(e.last[j].i))
@@ -231,6 +254,28 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(facts)))
 	return append(dst, body...), nil
+}
+
+// appendAlias appends alias f, fact i of its batch, in the alias layout:
+// it carries no other field.
+func appendAlias(body []byte, i int, f *analyzer.Fact, sameTrace bool, prevStart int64) ([]byte, error) {
+	g := *f
+	g.Kind, g.Event, g.TraceID, g.SpanID, g.Start, g.End = 0, analyzer.EventKey{}, [16]byte{}, [8]byte{}, 0, 0
+	if g != (analyzer.Fact{}) {
+		return body, fmt.Errorf("encode fact %d: an alias carries only Event, TraceID, SpanID, Start and End", i)
+	}
+	flags := byte(flagsAlias)
+	if sameTrace {
+		flags |= flagSameTrace
+	}
+	body = append(body, byte(f.Kind), flags)
+	body = append(body, f.Event[:]...)
+	if !sameTrace {
+		body = append(body, f.TraceID[:]...)
+	}
+	body = append(body, f.SpanID[:]...)
+	body = binary.AppendVarint(body, f.Start-prevStart)
+	return binary.AppendVarint(body, f.End-f.Start), nil
 }
 
 // index returns s's dictionary index, adding it.
@@ -335,6 +380,26 @@ func (dec *Decoder) Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fa
 		}
 		if d.err == nil && (flags&^known != 0 || bitsSet(flags&(flagNoEventID|flagUUIDEventID|flagKeyOfEventID)) > 1 || (i == 0 && flags&flagSameTrace != 0)) {
 			d.err = fmt.Errorf("fact %d: flags %#x", i, flags)
+		}
+		if f.Kind == analyzer.FactAlias {
+			if d.err == nil && flags&^flagSameTrace != flagsAlias {
+				d.err = fmt.Errorf("fact %d: alias flags %#x", i, flags)
+			}
+			d.bytes(f.Event[:])
+			if flags&flagSameTrace != 0 {
+				f.TraceID = prevTrace
+			} else {
+				d.bytes(f.TraceID[:])
+			}
+			d.bytes(f.SpanID[:])
+			f.Start = d.delta(prevStart)
+			f.End = d.delta(f.Start)
+			if d.err != nil {
+				return h, dst, d.fail()
+			}
+			prevTrace, prevStart = f.TraceID, f.Start
+			out = append(out, f)
+			continue
 		}
 		if flags&flagKeyOfEventID == 0 {
 			d.bytes(f.Event[:])

@@ -164,6 +164,22 @@ func TestAppendRefusesParkedFacts(t *testing.T) {
 	}
 }
 
+// TestAppendRefusesFullAliases: an alias's layout carries its event, span
+// and times only; anything else would not survive the wire.
+func TestAppendRefusesFullAliases(t *testing.T) {
+	var enc factwire.Encoder
+	for _, f := range []analyzer.Fact{
+		{Kind: analyzer.FactAlias, EventID: "e1"},
+		{Kind: analyzer.FactAlias, Projection: "billing"},
+		{Kind: analyzer.FactAlias, Weight: 2},
+		{Kind: analyzer.FactAlias, LinkedTraces: 1},
+	} {
+		if _, err := enc.Append(nil, factwire.Header{}, []analyzer.Fact{f}); err == nil {
+			t.Errorf("Append of alias %+v succeeded, want an error", f)
+		}
+	}
+}
+
 // TestAppendRefusesBadWeights: a weight is an adjusted count, 1 to 2^56.
 func TestAppendRefusesBadWeights(t *testing.T) {
 	var enc factwire.Encoder
@@ -223,6 +239,14 @@ func TestDecodeRejects(t *testing.T) {
 		{"alias in version 2", withKind(2, analyzer.FactAlias), factwire.ErrMalformed},
 		{"project_span in version 1", withKind(1, analyzer.FactProjectSpan), factwire.ErrMalformed},
 		{"kind 7", withKind(3, analyzer.FactLearned+1), factwire.ErrMalformed},
+		{"alias with other flags", func() []byte {
+			b, err := enc.Append(nil, factwire.Header{Producer: 1, Seq: 2}, []analyzer.Fact{{Kind: analyzer.FactAlias, Event: analyzer.EventKey{1}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b[1+8+1+1+1+1] = 0x01 // after header, dictionary and count: the flags
+			return b
+		}(), factwire.ErrMalformed},
 		{"weight flag in version 1", append([]byte{1}, weighted[1:]...), factwire.ErrMalformed},
 		{"weight below 1", badWeight(0.5), factwire.ErrMalformed},
 		{"weight NaN", badWeight(math.NaN()), factwire.ErrMalformed},

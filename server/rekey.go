@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/binary"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,28 +42,89 @@ const (
 	reasonAliasWaitCapacity = "alias_wait_capacity"
 )
 
-// aliasRun is the events a producer span appended with an id.
-type aliasRun struct {
+// aliasSlot is a slot of an aliasTable: producer span key span appended
+// event first (and, if several, the others in the table's more).
+type aliasSlot struct {
+	span  analyzer.EventKey // zero: a free slot
 	first analyzer.EventKey
-	more  []analyzer.EventKey // the others, rare: appends of several events
 }
 
-// keys appends the run's events to dst.
-func (a *aliasRun) keys(dst []analyzer.EventKey) []analyzer.EventKey {
-	return append(append(dst, a.first), a.more...)
+// aliasTable is one generation of aliases: an open-addressing table of
+// power-of-two size, at most half full, probed linearly from the span
+// key's first 8 bytes (analyzer.KeyOfSpan mixes them). meta holds a
+// one-byte fingerprint of each used slot's key (0: free), 1/32 of the
+// slots' size, so that an alias new to the table (the usual case) is told
+// from the cached meta alone and its slot only written, never read: a Go
+// map, whose probes read the slots, made BenchmarkStagesRatio's join 2.5
+// times slower in the pairing (the analyzer's genMap does the same).
+type aliasTable struct {
+	slots []aliasSlot // made on first use
+	meta  []uint8
+	n     int
+	// more holds the other events of the spans that appended several,
+	// rare: kept out of the slots, which it would double.
+	more map[analyzer.EventKey][]analyzer.EventKey
 }
 
-// has reports whether k is one of the run's events.
-func (a *aliasRun) has(k analyzer.EventKey) bool {
+// fingerprint is the meta byte of span key h's slot: never 0.
+func fingerprint(h uint64) uint8 { return uint8(h>>56) | 1 }
+
+// keys appends the events of slot a to dst.
+func (t *aliasTable) keys(dst []analyzer.EventKey, a *aliasSlot) []analyzer.EventKey {
+	return append(append(dst, a.first), t.more[a.span]...)
+}
+
+// has reports whether k is one of the events of slot a.
+func (t *aliasTable) has(a *aliasSlot, k analyzer.EventKey) bool {
 	if a.first == k {
 		return true
 	}
-	for _, m := range a.more {
+	for _, m := range t.more[a.span] {
 		if m == k {
 			return true
 		}
 	}
 	return false
+}
+
+func (t *aliasTable) find(span analyzer.EventKey) *aliasSlot {
+	if t.n == 0 {
+		return nil
+	}
+	h := binary.LittleEndian.Uint64(span[:8])
+	fp, mask := fingerprint(h), uint64(len(t.slots)-1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		switch t.meta[i] {
+		case 0:
+			return nil
+		case fp:
+			if s := &t.slots[i]; s.span == span {
+				return s
+			}
+		}
+	}
+}
+
+// add takes a free slot for span, which the table must not hold and have
+// room for, and returns it.
+func (t *aliasTable) add(span analyzer.EventKey) *aliasSlot {
+	h := binary.LittleEndian.Uint64(span[:8])
+	mask := uint64(len(t.slots) - 1)
+	i := h & mask
+	for t.meta[i] != 0 {
+		i = (i + 1) & mask
+	}
+	t.meta[i] = fingerprint(h)
+	t.n++
+	s := &t.slots[i]
+	s.span = span
+	return s
+}
+
+func (t *aliasTable) reset() {
+	clear(t.meta) // the slots are overwritten when taken
+	clear(t.more)
+	t.n = 0
 }
 
 // waitingProj is a projection keyed by its producer span, waiting for the
@@ -82,7 +144,8 @@ type pairingMetrics struct {
 
 // pairing pairs projections keyed by their producer span with the span's
 // aliases. Bounded: aliases as the Resolver's producer spans, in two
-// generations (the older dropped whole when the newer is full, counted),
+// generations (the older dropped whole when the newer is full, counted:
+// an alias lives for half to all of join.max_trace_spans/8 aliases after),
 // waiting projections by join.max_pending_projections. Safe for concurrent
 // use.
 type pairing struct {
@@ -90,8 +153,8 @@ type pairing struct {
 	wait int64 // join.command_wait, ns
 	half int   // aliases per generation
 	// cur and old are the generations of aliases by producer span key
-	// (analyzer.KeyOfSpan).
-	cur, old   map[analyzer.EventKey]aliasRun
+	// (analyzer.KeyOfSpan), of half each.
+	cur, old   *aliasTable
 	maxWaiting int
 	// queue holds the waiting projections in arrival order, queue[i] of
 	// sequence number head+i; index gives those of a span key.
@@ -113,8 +176,8 @@ func newPairing(cfg analyzer.Config, m pairingMetrics, holds func(analyzer.Event
 	return &pairing{
 		wait:       int64(cfg.Join.CommandWait),
 		half:       half,
-		cur:        make(map[analyzer.EventKey]aliasRun),
-		old:        make(map[analyzer.EventKey]aliasRun),
+		cur:        &aliasTable{},
+		old:        &aliasTable{},
 		maxWaiting: max(1, cfg.Join.MaxPendingProjections),
 		index:      make(map[analyzer.EventKey][]uint64),
 		m:          m,
@@ -123,26 +186,33 @@ func newPairing(cfg analyzer.Config, m pairingMetrics, holds func(analyzer.Event
 }
 
 // pair takes the facts of one batch, which arrived at now, in two passes
-// (the batch's aliases first, so that their order in it does not matter):
-// it appends to out the facts for the Joiner (every fact but aliases and
-// the projections keyed by their span, learned ones included: the caller
-// gives them to Joiner.Learn) and to rekeyed the projections paired with
-// their span's events, one fact per event (FactProject, keyed by it), to
-// publish; the Joiner must not get those: the event's partition has its
-// append. Projections whose alias has not come wait for it (expire).
-// rekeyed's facts may refer to the batch's strings.
-func (p *pairing) pair(out, rekeyed, facts []analyzer.Fact, now int64) ([]analyzer.Fact, []analyzer.Fact) {
+// (the batch's aliases first, so that their order in it does not matter).
+// It appends to rekeyed the projections paired with their span's events,
+// one fact per event (FactProject, keyed by it), to publish: the Joiner
+// must not get those, the event's partition has its append. It turns into
+// FactProject, in facts, the projections whose producer appended a message
+// without id (the Joiner holds its append), and appends to extra the
+// earlier ones that waited for such an append, and those that waited
+// join.command_wait by now in vain. The rest of facts is the Joiner's as it
+// is, which skips the kinds it does not join (aliases, projections keyed by
+// their span, which wait here for their alias, learned expectations: the
+// caller gives them to Joiner.Learn): give it facts, then extra. rekeyed's
+// facts may refer to the batch's strings.
+func (p *pairing) pair(extra, rekeyed, facts []analyzer.Fact, now int64) ([]analyzer.Fact, []analyzer.Fact) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.spans, p.bySpan = p.spans[:0], p.bySpan[:0]
+	marked := false
 	for i := range facts {
 		switch f := &facts[i]; {
 		case f.Kind == analyzer.FactAlias:
 			span := analyzer.KeyOfSpan(f.TraceID, f.SpanID)
-			if p.addAlias(span, f.Event) && len(p.index[span]) > 0 {
+			if p.addAlias(span, f.Event) && p.live > 0 && len(p.index[span]) > 0 {
 				p.spans = append(p.spans, span)
 			}
-		case f.Kind == analyzer.FactAppend && f.EventID == "":
+		case f.Kind == analyzer.FactProjectSpan:
+			marked = true
+		case f.Kind == analyzer.FactAppend && f.EventID == "" && p.live > 0:
 			p.bySpan = append(p.bySpan, f.Event)
 		}
 	}
@@ -150,38 +220,31 @@ func (p *pairing) pair(out, rekeyed, facts []analyzer.Fact, now int64) ([]analyz
 	// each of the span's events comes in the same batch, as the span's
 	// append facts do).
 	for _, span := range p.spans {
-		run, _ := p.alias(span)
+		t, run := p.alias(span)
 		for _, seq := range p.index[span] {
 			w := &p.queue[seq-p.head]
 			p.m.matched.Inc()
-			rekeyed = p.rekey(rekeyed, &w.fact, &run)
+			rekeyed = p.rekey(rekeyed, &w.fact, t, run)
 			w.done = true
 			p.live--
 		}
 		delete(p.index, span)
 	}
 	for i := range facts {
-		f := &facts[i]
-		switch f.Kind {
-		case analyzer.FactAlias:
-		case analyzer.FactProjectSpan:
-			if run, ok := p.alias(f.Event); ok {
+		if f := &facts[i]; marked && f.Kind == analyzer.FactProjectSpan {
+			if t, run := p.alias(f.Event); run != nil {
 				p.m.matched.Inc()
-				rekeyed = p.rekey(rekeyed, f, &run)
+				rekeyed = p.rekey(rekeyed, f, t, run)
 				continue
 			}
 			if p.holds != nil && p.holds(f.Event) {
 				// Its producer appended a message without id, keyed by
 				// the span: no alias will come.
 				p.m.unmatched.Inc()
-				g := *f
-				g.Kind = analyzer.FactProject
-				out = append(out, g)
+				f.Kind = analyzer.FactProject
 				continue
 			}
 			p.park(f.Clone(), now)
-		default:
-			out = append(out, *f)
 		}
 	}
 	// The same for those waiting whose producer's append without id came
@@ -192,21 +255,24 @@ func (p *pairing) pair(out, rekeyed, facts []analyzer.Fact, now int64) ([]analyz
 			p.m.unmatched.Inc()
 			g := w.fact
 			g.Kind = analyzer.FactProject
-			out = append(out, g)
+			extra = append(extra, g)
 			w.done = true
 			p.live--
 		}
 		delete(p.index, k)
 	}
-	out = p.expireLocked(out, now, false)
-	return out, rekeyed
+	if len(p.queue) > 0 {
+		extra = p.expireLocked(extra, now, false)
+	}
+	return extra, rekeyed
 }
 
-// rekey appends to dst projection f keyed by each event of run.
-func (p *pairing) rekey(dst []analyzer.Fact, f *analyzer.Fact, run *aliasRun) []analyzer.Fact {
+// rekey appends to dst projection f keyed by each event of run, a slot of
+// t.
+func (p *pairing) rekey(dst []analyzer.Fact, f *analyzer.Fact, t *aliasTable, run *aliasSlot) []analyzer.Fact {
 	g := *f
 	g.Kind = analyzer.FactProject
-	p.keys = run.keys(p.keys[:0])
+	p.keys = t.keys(p.keys[:0], run)
 	for _, k := range p.keys {
 		g.Event = k
 		dst = append(dst, g)
@@ -214,51 +280,55 @@ func (p *pairing) rekey(dst []analyzer.Fact, f *analyzer.Fact, run *aliasRun) []
 	return dst
 }
 
-// alias returns the events of producer span key span.
-func (p *pairing) alias(span analyzer.EventKey) (aliasRun, bool) {
-	if a, ok := p.cur[span]; ok {
-		return a, true
+// alias returns the slot of producer span key span and its table; a nil
+// slot when unknown.
+func (p *pairing) alias(span analyzer.EventKey) (*aliasTable, *aliasSlot) {
+	if a := p.cur.find(span); a != nil {
+		return p.cur, a
 	}
-	a, ok := p.old[span]
-	return a, ok
+	return p.old, p.old.find(span)
 }
 
 // addAlias records that producer span key span appended event ev, and
 // reports whether that is news (not a batch published again, nor an event
-// past maxAliasKeys).
+// past maxAliasKeys). The newer generation, when full, becomes the older
+// one, whose aliases are dropped (counted). A span's events come together
+// (its append facts do): one whose first ones are in the older generation
+// starts again in the newer.
 func (p *pairing) addAlias(span, ev analyzer.EventKey) bool {
-	run, ok := p.alias(span)
+	if span == (analyzer.EventKey{}) {
+		return false // the free slots' key: never KeyOfSpan's
+	}
+	if p.cur.slots == nil {
+		size := 2
+		for size < 2*p.half {
+			size *= 2
+		}
+		for _, t := range [...]*aliasTable{p.cur, p.old} {
+			t.slots, t.meta = make([]aliasSlot, size), make([]uint8, size)
+		}
+	}
+	a := p.cur.find(span)
 	switch {
-	case !ok:
-		run = aliasRun{first: ev}
-	case run.has(ev):
-		return false
-	case len(run.more)+1 < maxAliasKeys:
-		// A copy: the older generation may share the array.
-		run.more = append(run.more[:len(run.more):len(run.more)], ev)
+	case a == nil:
+		if p.cur.n >= p.half {
+			p.m.aliasEvicted.Add(float64(p.old.n))
+			p.old, p.cur = p.cur, p.old
+			p.cur.reset()
+		}
+		a = p.cur.add(span)
+		a.first = ev
+	case p.cur.has(a, ev):
+		return false // a batch published again
+	case len(p.cur.more[span])+1 < maxAliasKeys:
+		if p.cur.more == nil {
+			p.cur.more = make(map[analyzer.EventKey][]analyzer.EventKey)
+		}
+		p.cur.more[span] = append(p.cur.more[span], ev)
 	default:
 		return false
 	}
-	p.put(span, run)
 	return true
-}
-
-// put stores span's run in the newer generation, which, when full, becomes
-// the older one (the older one's aliases that no projection asked for, and
-// that the newer one does not hold, are counted evicted).
-func (p *pairing) put(span analyzer.EventKey, run aliasRun) {
-	if _, ok := p.cur[span]; !ok && len(p.cur) >= p.half {
-		dropped := 0
-		for k := range p.old {
-			if _, ok := p.cur[k]; !ok {
-				dropped++
-			}
-		}
-		p.m.aliasEvicted.Add(float64(dropped))
-		p.old, p.cur = p.cur, p.old
-		clear(p.cur)
-	}
-	p.cur[span] = run
 }
 
 // park holds projection f (strings owned) for its span's alias.

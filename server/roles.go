@@ -515,9 +515,9 @@ type join struct {
 	reader *kafka.Reader
 	seen   map[int]*batchMemory // by partition; only run touches it
 	dec    factwire.Decoder     // only run touches it
-	// out and rekeyed are handle's scratch: the facts for the Joiner,
-	// those to publish again.
-	out, rekeyed []analyzer.Fact
+	// extra and rekeyed are handle's scratch: the facts the pairing gives
+	// the Joiner after the batch's, those to publish again.
+	extra, rekeyed []analyzer.Fact
 
 	learnMu sync.Mutex
 	// learned are the expectations the Joiner learned that are not
@@ -729,14 +729,17 @@ func (jn *join) handle(ctx context.Context, facts []analyzer.Fact, msg kafka.Mes
 		return facts, nil
 	}
 	now := time.Now()
-	jn.out, jn.rekeyed = jn.pair.pair(jn.out[:0], jn.rekeyed[:0], facts, now.UnixNano())
-	defer func() { clear(jn.out); clear(jn.rekeyed) }() // views into the batch
+	jn.extra, jn.rekeyed = jn.pair.pair(jn.extra[:0], jn.rekeyed[:0], facts, now.UnixNano())
+	defer func() { clear(jn.extra); clear(jn.rekeyed) }() // views into the batch
 	if len(jn.rekeyed) > 0 {
 		if err := jn.publishRetrying(ctx, jn.rekeyed); err != nil {
 			return facts, err
 		}
 	}
-	jn.apply(ctx, jn.out, now, h.Producer)
+	jn.apply(ctx, facts, now, h.Producer)
+	if len(jn.extra) > 0 {
+		jn.apply(ctx, jn.extra, now, 0)
+	}
 	jn.m.applied.Add(float64(len(facts)))
 	return facts, nil
 }
