@@ -22,17 +22,17 @@ import (
 // Resolver knew the events the span appended.
 func KeyOfSpan(trace [16]byte, span [8]byte) EventKey { return keyOfSpan(trace, span) }
 
-// MarkSpanKeyed makes r give at once, as FactProjectSpan, the projection
-// facts keyed by a producer span it has not seen (a consumer span without
-// event id that links to, or is a child of, a span of a trace not resolved
-// here yet), instead of holding them for that span up to join.command_wait
-// and then giving them keyed by it (FactProject). In a two-stage
-// deployment, another ingest instance may resolve the producer's trace,
-// or this one later: the join role pairs the fact with the span's
-// FactAlias, whichever instance publishes it, and waits for it as r would
-// have. The facts of a producer span r has seen (with or without events)
-// are given as always. Call it before the first Resolve; the ingest role
-// does.
+// MarkSpanKeyed makes r give at once, as FactProjectSpan rather than
+// FactProject, the projection facts keyed by a producer span it has not
+// seen (a consumer span without event id that links to, or is a child of,
+// a span of a trace not resolved here yet), instead of holding them for
+// that span up to join.command_wait and then giving them keyed by it. In a
+// two-stage deployment, another ingest instance may resolve the
+// producer's trace, or this one later: the join role joins the fact to
+// the events of the span's appends, whichever join instance holds them,
+// and waits for them as r would have. The facts of a producer span r has
+// seen (with or without events) are given as always. Call it before the
+// first Resolve; the ingest role does.
 func (r *Resolver) MarkSpanKeyed() {
 	for i := range r.shards {
 		rs := &r.shards[i]

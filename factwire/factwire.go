@@ -15,7 +15,7 @@
 //	         uvarint length + bytes; index 0 is implicitly "" and not sent
 //	uvarint  number of facts, then each fact:
 //	  byte     kind (1 append, 2 project, 3 query; version 3 only: 4
-//	           alias, 5 project_span, 6 learned; see Kinds)
+//	           resolved, 5 project_span, 6 learned; see Kinds)
 //	  byte     flags:
 //	             0x01 EventID is empty
 //	             0x02 EventID is the lowercase canonical UUID text of Event
@@ -50,21 +50,22 @@
 // # Kinds
 //
 // Kinds 4 to 6 (version 3) carry what the join role needs to join across
-// ingest instances what one process joins in memory (server/rekey.go).
+// instances what one process joins in memory (server/rekey.go).
 // Kinds 5 and 6 use the layout above; fields not named here are zero.
 //
-//   - alias (4): producer span TraceID, SpanID appended the event Event
-//     (Start, End: the append's). The ingest role sends one per append
-//     fact with an event id, keyed (partitioned) by
-//     analyzer.KeyOfSpan(TraceID, SpanID), not by Event. It has a layout
-//     of its own, as it carries nothing else: after kind and flags (0x11,
-//     with 0x08 or not), 16 bytes Event, 16 bytes TraceID unless flag
-//     0x08, 8 bytes SpanID, varint Start - the previous fact's Start,
-//     varint End - Start: 28 to 44 bytes.
+//   - resolved (4): the projection fact of span TraceID, SpanID keyed by
+//     producer span key Event (a project_span) was joined to the span's
+//     events by a join instance that holds them; sent by it to the
+//     partition of Event. It has a layout of its own, as it carries
+//     nothing else: after kind and flags (0x11, with 0x08 or not), 16
+//     bytes Event, 16 bytes TraceID unless flag 0x08, 8 bytes SpanID,
+//     varint Start - the previous fact's Start, varint End - Start (both
+//     0 as sent today): 28 to 44 bytes.
 //   - project_span (5): a projection fact like kind 2, keyed by its
 //     producer span (Event is analyzer.KeyOfSpan of it), that the ingest
-//     instance could not resolve to the span's events (the span never
-//     reached it); it lands on the partition of that span's aliases.
+//     instance could not resolve to the span's events (the span had not
+//     reached it); sent to every partition, as the instance that holds the
+//     span's appends (partitioned by event) is not known.
 //   - learned (6): a join instance learned from traffic that projection
 //     Projection shows events of type EventType, at Start (Unix ns); sent
 //     to every partition.
@@ -123,9 +124,9 @@ const (
 	flagWeight       = 0x20
 	flagsKnownV1     = 0x1f
 	flagsKnown       = 0x3f
-	// flagsAlias are an alias's flags (with flagSameTrace or not): the
-	// layout of kind 4.
-	flagsAlias = flagNoEventID | flagNoCmdStart
+	// flagsResolved are a resolved fact's flags (with flagSameTrace or not):
+	// the layout of kind 4.
+	flagsResolved = flagNoEventID | flagNoCmdStart
 )
 
 // maxKind is the last kind of version 3 (learned).
@@ -156,7 +157,7 @@ type Encoder struct {
 }
 
 // Append appends to dst the batch of facts with header h. Facts of a kind
-// other than append, project, query, alias, project_span or learned are an
+// other than append, project, query, resolved, project_span or learned are an
 // error: they are not to leave the process (kind 0 marks parked facts).
 func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, error) {
 	if e.dict == nil {
@@ -176,9 +177,9 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 		if f.Kind < analyzer.FactAppend || f.Kind > maxKind {
 			return dst, fmt.Errorf("encode fact %d: kind %v is not sent", i, f.Kind)
 		}
-		if f.Kind == analyzer.FactAlias {
+		if f.Kind == analyzer.FactResolved {
 			var err error
-			if body, err = appendAlias(body, i, f, i > 0 && f.TraceID == prevTrace, prevStart); err != nil {
+			if body, err = appendResolved(body, i, f, i > 0 && f.TraceID == prevTrace, prevStart); err != nil {
 				return dst, err
 			}
 			prevTrace, prevStart = f.TraceID, f.Start
@@ -216,9 +217,8 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 		for j, s := range [...]string{f.EventType, f.AggregateType, f.AggregateID, f.Command, f.Projection, f.Query, f.Service} {
 			if s == "" {
 				// Index 0, and last kept for the next fact: the empty
-				// fields of an alias (or a query) between two facts of
-				// the same labels would otherwise cost those a lookup
-				// each (BenchmarkStagesRatio).
+				// fields of a query between two facts of the same labels
+				// would otherwise cost the second a lookup each.
 				body = append(body, 0)
 				continue
 			}
@@ -256,15 +256,15 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 	return append(dst, body...), nil
 }
 
-// appendAlias appends alias f, fact i of its batch, in the alias layout:
-// it carries no other field.
-func appendAlias(body []byte, i int, f *analyzer.Fact, sameTrace bool, prevStart int64) ([]byte, error) {
+// appendResolved appends resolved fact f, fact i of its batch, in its own
+// layout: it carries no other field.
+func appendResolved(body []byte, i int, f *analyzer.Fact, sameTrace bool, prevStart int64) ([]byte, error) {
 	g := *f
 	g.Kind, g.Event, g.TraceID, g.SpanID, g.Start, g.End = 0, analyzer.EventKey{}, [16]byte{}, [8]byte{}, 0, 0
 	if g != (analyzer.Fact{}) {
-		return body, fmt.Errorf("encode fact %d: an alias carries only Event, TraceID, SpanID, Start and End", i)
+		return body, fmt.Errorf("encode fact %d: a resolved fact carries only Event, TraceID, SpanID, Start and End", i)
 	}
-	flags := byte(flagsAlias)
+	flags := byte(flagsResolved)
 	if sameTrace {
 		flags |= flagSameTrace
 	}
@@ -381,9 +381,9 @@ func (dec *Decoder) Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fa
 		if d.err == nil && (flags&^known != 0 || bitsSet(flags&(flagNoEventID|flagUUIDEventID|flagKeyOfEventID)) > 1 || (i == 0 && flags&flagSameTrace != 0)) {
 			d.err = fmt.Errorf("fact %d: flags %#x", i, flags)
 		}
-		if f.Kind == analyzer.FactAlias {
-			if d.err == nil && flags&^flagSameTrace != flagsAlias {
-				d.err = fmt.Errorf("fact %d: alias flags %#x", i, flags)
+		if f.Kind == analyzer.FactResolved {
+			if d.err == nil && flags&^flagSameTrace != flagsResolved {
+				d.err = fmt.Errorf("fact %d: resolved flags %#x", i, flags)
 			}
 			d.bytes(f.Event[:])
 			if flags&flagSameTrace != 0 {

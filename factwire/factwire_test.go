@@ -97,7 +97,7 @@ func TestRoundTrip(t *testing.T) {
 			{Kind: analyzer.FactQuery, AggregateID: "order-7", Query: "GetOrder", Version: 3, Start: -5, End: -7},
 		},
 		"issue 13 kinds": {
-			{Kind: analyzer.FactAlias, Event: uuid, TraceID: [16]byte{1}, SpanID: [8]byte{2}, Start: 1e18, End: 1e18 + 5},
+			{Kind: analyzer.FactResolved, Event: uuid, TraceID: [16]byte{1}, SpanID: [8]byte{2}, Start: 1e18, End: 1e18 + 5},
 			{Kind: analyzer.FactProjectSpan, Event: analyzer.KeyOfSpan([16]byte{1}, [8]byte{2}), Projection: "billing", EventType: "OrderPaid", TraceID: [16]byte{3}, SpanID: [8]byte{4}, Start: 1e18 + 9, End: 1e18 + 20, LinkedTraces: 0x11},
 			{Kind: analyzer.FactLearned, EventType: "OrderPaid", Projection: "billing", Start: 1e18},
 			{Kind: analyzer.FactLearned}, // a join instance asks the others for what they learned
@@ -164,18 +164,18 @@ func TestAppendRefusesParkedFacts(t *testing.T) {
 	}
 }
 
-// TestAppendRefusesFullAliases: an alias's layout carries its event, span
-// and times only; anything else would not survive the wire.
-func TestAppendRefusesFullAliases(t *testing.T) {
+// TestAppendRefusesFullResolved: a resolved fact's layout carries its
+// event, span and times only; anything else would not survive the wire.
+func TestAppendRefusesFullResolved(t *testing.T) {
 	var enc factwire.Encoder
 	for _, f := range []analyzer.Fact{
-		{Kind: analyzer.FactAlias, EventID: "e1"},
-		{Kind: analyzer.FactAlias, Projection: "billing"},
-		{Kind: analyzer.FactAlias, Weight: 2},
-		{Kind: analyzer.FactAlias, LinkedTraces: 1},
+		{Kind: analyzer.FactResolved, EventID: "e1"},
+		{Kind: analyzer.FactResolved, Projection: "billing"},
+		{Kind: analyzer.FactResolved, Weight: 2},
+		{Kind: analyzer.FactResolved, LinkedTraces: 1},
 	} {
 		if _, err := enc.Append(nil, factwire.Header{}, []analyzer.Fact{f}); err == nil {
-			t.Errorf("Append of alias %+v succeeded, want an error", f)
+			t.Errorf("Append of resolved fact %+v succeeded, want an error", f)
 		}
 	}
 }
@@ -236,11 +236,11 @@ func TestDecodeRejects(t *testing.T) {
 		{"version 4", append([]byte{4}, valid[1:]...), factwire.ErrVersion},
 		// A reader of version 2 never applies a kind it does not know.
 		{"learned in version 2", withKind(2, analyzer.FactLearned), factwire.ErrMalformed},
-		{"alias in version 2", withKind(2, analyzer.FactAlias), factwire.ErrMalformed},
+		{"resolved in version 2", withKind(2, analyzer.FactResolved), factwire.ErrMalformed},
 		{"project_span in version 1", withKind(1, analyzer.FactProjectSpan), factwire.ErrMalformed},
 		{"kind 7", withKind(3, analyzer.FactLearned+1), factwire.ErrMalformed},
-		{"alias with other flags", func() []byte {
-			b, err := enc.Append(nil, factwire.Header{Producer: 1, Seq: 2}, []analyzer.Fact{{Kind: analyzer.FactAlias, Event: analyzer.EventKey{1}}})
+		{"resolved with other flags", func() []byte {
+			b, err := enc.Append(nil, factwire.Header{Producer: 1, Seq: 2}, []analyzer.Fact{{Kind: analyzer.FactResolved, Event: analyzer.EventKey{1}}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -329,7 +329,7 @@ func TestSeedCorpus(t *testing.T) {
 		t.Fatal(err)
 	}
 	kinds, err := enc.Append(nil, factwire.Header{Producer: 7, Seq: 8}, []analyzer.Fact{
-		{Kind: analyzer.FactAlias, Event: facts[0].Event, TraceID: facts[0].TraceID, SpanID: facts[0].SpanID, Start: facts[0].Start, End: facts[0].End},
+		{Kind: analyzer.FactResolved, Event: facts[0].Event, TraceID: facts[0].TraceID, SpanID: facts[0].SpanID, Start: facts[0].Start, End: facts[0].End},
 		{Kind: analyzer.FactProjectSpan, Event: analyzer.KeyOfSpan(facts[0].TraceID, facts[0].SpanID), Projection: "billing", TraceID: [16]byte{9}, SpanID: [8]byte{9}, Start: facts[0].Start, End: facts[0].End},
 		{Kind: analyzer.FactLearned, EventType: "OrderPaid", Projection: "billing", Start: facts[0].Start},
 		{Kind: analyzer.FactLearned},

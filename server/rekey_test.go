@@ -26,31 +26,49 @@ func pairingEvents(facts []analyzer.Fact) []pairingEvent {
 	return out
 }
 
-// TestPairing feeds the join role's pairing batches of aliases and
-// projections keyed by their producer span, in every order, and wants the
-// projections re-keyed by each event of their span, or given on keyed by
-// the span when no alias comes.
+func testPairingMetrics() pairingMetrics {
+	return pairingMetrics{
+		matched: prometheus.NewCounter(prometheus.CounterOpts{Name: "m"}), unmatched: prometheus.NewCounter(prometheus.CounterOpts{Name: "u"}),
+		aliasEvicted: prometheus.NewCounter(prometheus.CounterOpts{Name: "a"}), waitEvicted: prometheus.NewCounter(prometheus.CounterOpts{Name: "w"}),
+	}
+}
+
+// TestPairing feeds the join role's pairing batches of appends and of
+// copies of projections keyed by their producer span, in every order, as
+// the instance of the projection's home partition or another, and wants
+// the projections joined to each event of the span's appends held here
+// (with the news for the home partition), or keyed by the span at home
+// when no instance resolves them.
 func TestPairing(t *testing.T) {
 	const wait = 10 * time.Second
+	const parts = 4
 	prodTrace, prodSpan := [16]byte{0xa1}, [8]byte{0xb1}
 	span := analyzer.KeyOfSpan(prodTrace, prodSpan)
+	home := partitionOf(span, parts)
+	away := (home + 1) % parts
 	ev := func(i int) analyzer.EventKey { return analyzer.KeyOf("evt-" + string(rune('0'+i))) }
-	alias := func(i int) analyzer.Fact {
-		return analyzer.Fact{Kind: analyzer.FactAlias, Event: ev(i), TraceID: prodTrace, SpanID: prodSpan}
+	appended := func(i int) analyzer.Fact {
+		id := "evt-" + string(rune('0'+i))
+		return analyzer.Fact{Kind: analyzer.FactAppend, Event: analyzer.KeyOf(id), EventID: id, TraceID: prodTrace, SpanID: prodSpan}
 	}
 	proj := analyzer.Fact{Kind: analyzer.FactProjectSpan, Event: span, Projection: "billing", TraceID: [16]byte{0xc1}, SpanID: [8]byte{0xd1}}
+	proj2 := proj
+	proj2.SpanID = [8]byte{0xd2}
+	claim := analyzer.Fact{Kind: analyzer.FactResolved, Event: span, TraceID: proj.TraceID, SpanID: proj.SpanID}
 	appendBySpan := analyzer.Fact{Kind: analyzer.FactAppend, Event: span, TraceID: prodTrace, SpanID: prodSpan}
-	other := analyzer.Fact{Kind: analyzer.FactAppend, Event: ev(9), EventID: "evt-9"}
 	learned := analyzer.Fact{Kind: analyzer.FactLearned, EventType: "OrderPaid", Projection: "billing"}
+	app := func(i int) pairingEvent { return pairingEvent{analyzer.FactAppend, ev(i)} }
 	projected := func(i int) pairingEvent { return pairingEvent{analyzer.FactProject, ev(i)} }
 	bySpan := pairingEvent{analyzer.FactProject, span}
+	news := pairingEvent{analyzer.FactResolved, span}
 
 	type step struct {
-		at      time.Duration // after the start
-		batch   []analyzer.Fact
-		expire  bool // expire at `at` instead of a batch
-		out     []pairingEvent
-		rekeyed []pairingEvent
+		at       time.Duration // after the start
+		q        int           // the batch's partition
+		batch    []analyzer.Fact
+		expire   bool // expire at `at` instead of a batch
+		out      []pairingEvent
+		resolved []pairingEvent
 	}
 	tests := []struct {
 		name                string
@@ -62,73 +80,131 @@ func TestPairing(t *testing.T) {
 		aliasEvicted        float64
 	}{
 		{
-			name: "alias before projection",
+			name: "append before projection",
 			steps: []step{
-				{batch: []analyzer.Fact{other, alias(1)}, out: []pairingEvent{{analyzer.FactAppend, ev(9)}}},
-				{at: time.Second, batch: []analyzer.Fact{proj}, rekeyed: []pairingEvent{projected(1)}},
+				{batch: []analyzer.Fact{appended(1), learned}, out: []pairingEvent{app(1)}},
+				{at: time.Second, q: away, batch: []analyzer.Fact{proj}, out: []pairingEvent{projected(1)}, resolved: []pairingEvent{news}},
+				{at: 3 * wait, expire: true},
 			},
 			matched: 1,
 		},
 		{
-			name: "alias after projection, in the same batch",
+			name: "append before projection, at home: no news to send",
 			steps: []step{
-				{batch: []analyzer.Fact{proj, alias(1)}, rekeyed: []pairingEvent{projected(1)}},
+				{batch: []analyzer.Fact{appended(1)}, out: []pairingEvent{app(1)}},
+				{at: time.Second, q: home, batch: []analyzer.Fact{proj}, out: []pairingEvent{projected(1)}},
+				{at: 3 * wait, expire: true},
 			},
 			matched: 1,
 		},
 		{
-			name: "projection before alias",
+			name: "append after projection, in the same batch",
 			steps: []step{
-				{batch: []analyzer.Fact{proj}},
-				{at: wait - time.Millisecond, batch: []analyzer.Fact{alias(1), learned}, rekeyed: []pairingEvent{projected(1)}},
-				{at: 2 * wait, expire: true},
+				{q: away, batch: []analyzer.Fact{proj, appended(1)}, out: []pairingEvent{app(1), projected(1)}, resolved: []pairingEvent{news}},
+				{at: 3 * wait, expire: true},
 			},
 			matched: 1,
 		},
 		{
-			name: "multi-event alias",
+			name: "projection before append",
 			steps: []step{
-				{batch: []analyzer.Fact{proj}},
-				{at: time.Second, batch: []analyzer.Fact{alias(1), alias(2), alias(3), alias(2)}, rekeyed: []pairingEvent{projected(1), projected(2), projected(3)}},
-				{at: 2 * time.Second, batch: []analyzer.Fact{proj}, rekeyed: []pairingEvent{projected(1), projected(2), projected(3)}},
+				{q: away, batch: []analyzer.Fact{proj}},
+				{at: wait - time.Millisecond, batch: []analyzer.Fact{appended(1)}, out: []pairingEvent{app(1), projected(1)}, resolved: []pairingEvent{news}},
+				{at: wait, expire: true},
+			},
+			matched: 1,
+		},
+		{
+			name: "several events of the span",
+			steps: []step{
+				{q: away, batch: []analyzer.Fact{proj}},
+				{at: time.Second, batch: []analyzer.Fact{appended(1), appended(2), appended(2)}, out: []pairingEvent{app(1), app(2), app(2), projected(1), projected(2)}, resolved: []pairingEvent{news}},
+				{at: 2 * time.Second, batch: []analyzer.Fact{appended(3)}, out: []pairingEvent{app(3), projected(3)}},
+				{at: 3 * time.Second, q: away, batch: []analyzer.Fact{proj2}, out: []pairingEvent{projected(1), projected(2), projected(3)}, resolved: []pairingEvent{news}},
+				{at: 3 * wait, expire: true},
 			},
 			matched: 2,
 		},
 		{
-			name: "no alias: given on keyed by the span after the wait",
+			name: "no instance resolves it: home joins it keyed by the span after twice the wait",
 			steps: []step{
-				{batch: []analyzer.Fact{proj}},
-				{at: wait - time.Millisecond, expire: true},
-				{at: wait, expire: true, out: []pairingEvent{bySpan}},
-				{at: 2 * wait, batch: []analyzer.Fact{alias(1)}}, // too late: nothing waits
+				{q: home, batch: []analyzer.Fact{proj}},
+				{at: wait, expire: true},
+				{at: 2*wait - time.Millisecond, expire: true},
+				{at: 2 * wait, expire: true, out: []pairingEvent{bySpan}},
+				{at: 3 * wait, batch: []analyzer.Fact{appended(1)}, out: []pairingEvent{app(1)}}, // too late: nothing waits
 			},
 			unmatched: 1,
 		},
 		{
-			name: "the producer's append without id comes: given on after it",
+			name: "another partition's copy is dropped after the wait",
 			steps: []step{
-				{batch: []analyzer.Fact{proj}},
-				{at: time.Second, batch: []analyzer.Fact{appendBySpan}, out: []pairingEvent{{analyzer.FactAppend, span}, bySpan}},
-				{at: 2 * wait, expire: true},
+				{q: away, batch: []analyzer.Fact{proj}},
+				{at: wait, expire: true},
+				{at: wait, batch: []analyzer.Fact{appended(1)}, out: []pairingEvent{app(1)}},
+			},
+		},
+		{
+			name: "resolved by another instance",
+			steps: []step{
+				{q: home, batch: []analyzer.Fact{proj}},
+				{at: wait, q: home, batch: []analyzer.Fact{claim, claim}},
+				{at: 3 * wait, expire: true},
+			},
+		},
+		{
+			name: "resolved by another instance before the copy came",
+			steps: []step{
+				{q: home, batch: []analyzer.Fact{claim}},
+				{at: time.Second, q: home, batch: []analyzer.Fact{proj}},
+				{at: 3 * wait, expire: true},
+			},
+		},
+		{
+			name: "the producer's append without id comes: home's copy follows it",
+			steps: []step{
+				{q: home, batch: []analyzer.Fact{proj}},
+				{at: time.Second, q: home, batch: []analyzer.Fact{appendBySpan}, out: []pairingEvent{{analyzer.FactAppend, span}, bySpan}},
+				{at: 3 * wait, expire: true},
 			},
 			unmatched: 1,
 		},
 		{
-			name:  "the Joiner holds the producer's append without id: given on at once",
+			name:  "the Joiner holds the producer's append without id: home's copy joins it at once",
 			holds: true,
 			steps: []step{
-				{batch: []analyzer.Fact{proj}, out: []pairingEvent{bySpan}},
+				{q: away, batch: []analyzer.Fact{proj}},
+				{at: time.Second, q: home, batch: []analyzer.Fact{proj}, out: []pairingEvent{bySpan}},
+				{at: 3 * wait, expire: true},
 			},
 			unmatched: 1,
+		},
+		{
+			name: "two copies on one instance",
+			steps: []step{
+				{batch: []analyzer.Fact{appended(1)}, out: []pairingEvent{app(1)}},
+				{q: away, batch: []analyzer.Fact{proj}, out: []pairingEvent{projected(1)}, resolved: []pairingEvent{news}},
+				{q: home, batch: []analyzer.Fact{proj, claim}}, // its own news
+				{at: 3 * wait, expire: true},
+			},
+			matched: 1,
 		},
 		{
 			name:       "waiting projections past the bound",
 			maxWaiting: 2,
-			steps: []step{
-				{batch: []analyzer.Fact{proj, proj}},
-				{at: time.Second, batch: []analyzer.Fact{proj}, out: []pairingEvent{bySpan}},
-				{at: 2 * time.Second, batch: []analyzer.Fact{alias(1)}, rekeyed: []pairingEvent{projected(1), projected(1)}},
-			},
+			steps: func() []step {
+				p := func(i byte) analyzer.Fact {
+					f := proj
+					f.SpanID = [8]byte{i}
+					return f
+				}
+				return []step{
+					{q: home, batch: []analyzer.Fact{p(1), p(2)}},
+					{at: time.Second, q: home, batch: []analyzer.Fact{p(3)}, out: []pairingEvent{bySpan}},
+					{at: 2 * time.Second, batch: []analyzer.Fact{appended(1)}, out: []pairingEvent{app(1), projected(1), projected(1)}},
+					{at: 3 * wait, expire: true},
+				}
+			}(),
 			matched: 2, unmatched: 1, waitEvicted: 1,
 		},
 		{
@@ -136,8 +212,12 @@ func TestPairing(t *testing.T) {
 			aliases: 16, // 8 a generation
 			steps: func() []step {
 				var batch []analyzer.Fact
+				var out []pairingEvent
 				for i := range 17 {
-					batch = append(batch, analyzer.Fact{Kind: analyzer.FactAlias, Event: ev(1), TraceID: [16]byte{byte(i + 1)}, SpanID: prodSpan})
+					f := appended(1)
+					f.TraceID = [16]byte{byte(i + 1)}
+					batch = append(batch, f)
+					out = append(out, app(1))
 				}
 				// The first 8 are dropped when the third generation
 				// starts; the 9th is still there.
@@ -147,12 +227,12 @@ func TestPairing(t *testing.T) {
 					return f
 				}
 				return []step{
-					{batch: batch},
-					{batch: []analyzer.Fact{p(8), p(0)}, rekeyed: []pairingEvent{projected(1)}},
-					{at: wait, expire: true, out: []pairingEvent{{analyzer.FactProject, p(0).Event}}},
+					{batch: batch, out: out},
+					{q: away, batch: []analyzer.Fact{p(8), p(0)}, out: []pairingEvent{projected(1)}, resolved: []pairingEvent{{analyzer.FactResolved, p(8).Event}}},
+					{at: 3 * wait, expire: true},
 				}
 			}(),
-			matched: 1, unmatched: 1, aliasEvicted: 8,
+			matched: 1, aliasEvicted: 8,
 		},
 	}
 	for _, tt := range tests {
@@ -165,10 +245,7 @@ func TestPairing(t *testing.T) {
 			if tt.aliases > 0 {
 				cfg.Join.MaxTraceSpans = 8 * tt.aliases
 			}
-			m := pairingMetrics{
-				matched: prometheus.NewCounter(prometheus.CounterOpts{Name: "m"}), unmatched: prometheus.NewCounter(prometheus.CounterOpts{Name: "u"}),
-				aliasEvicted: prometheus.NewCounter(prometheus.CounterOpts{Name: "a"}), waitEvicted: prometheus.NewCounter(prometheus.CounterOpts{Name: "w"}),
-			}
+			m := testPairingMetrics()
 			var holds func(analyzer.EventKey) bool
 			if tt.holds {
 				holds = func(k analyzer.EventKey) bool { return k == span }
@@ -177,7 +254,7 @@ func TestPairing(t *testing.T) {
 			start := time.Unix(1_700_000_000, 0)
 			for i, st := range tt.steps {
 				now := start.Add(st.at).UnixNano()
-				var out, rekeyed []analyzer.Fact
+				var out, resolved []analyzer.Fact
 				if st.expire {
 					out = p.expire(nil, now, false)
 				} else {
@@ -185,7 +262,7 @@ func TestPairing(t *testing.T) {
 					// kinds it joins (it skips the others), then extra.
 					batch := append([]analyzer.Fact(nil), st.batch...)
 					var extra []analyzer.Fact
-					extra, rekeyed = p.pair(nil, nil, batch, now)
+					extra, resolved = p.pair(nil, nil, batch, st.q, parts, now)
 					for _, f := range batch {
 						if f.Kind >= analyzer.FactAppend && f.Kind <= analyzer.FactQuery {
 							out = append(out, f)
@@ -196,10 +273,10 @@ func TestPairing(t *testing.T) {
 				if diff := cmp.Diff(st.out, pairingEvents(out)); diff != "" {
 					t.Errorf("step %d: facts for the Joiner (-want +got):\n%s", i, diff)
 				}
-				if diff := cmp.Diff(st.rekeyed, pairingEvents(rekeyed)); diff != "" {
-					t.Errorf("step %d: facts to publish again (-want +got):\n%s", i, diff)
+				if diff := cmp.Diff(st.resolved, pairingEvents(resolved)); diff != "" {
+					t.Errorf("step %d: news for the home partition (-want +got):\n%s", i, diff)
 				}
-				for _, f := range append(out, rekeyed...) {
+				for _, f := range out {
 					if f.Kind == analyzer.FactProject && f.Projection != "billing" {
 						t.Errorf("step %d: projection %q, want the fact's own (billing)", i, f.Projection)
 					}
@@ -213,29 +290,28 @@ func TestPairing(t *testing.T) {
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("counters (-want +got):\n%s", diff)
 			}
-			if n := p.waiting(); n != 0 && tt.name != "waiting projections past the bound" {
-				t.Errorf("%d projections still waiting at the end", n)
+			if n := p.waiting(); n != 0 {
+				t.Errorf("%d projections still held at the end, want 0", n)
 			}
 		})
 	}
 }
 
-// TestPairingHandOver: at a graceful stop, the projections still waiting
-// are given back as they came, to be published again to their partition.
+// TestPairingHandOver: at a graceful stop, the projections no instance
+// resolved yet are given back as they came, to be published again; those
+// resolved are not.
 func TestPairingHandOver(t *testing.T) {
-	m := pairingMetrics{
-		matched: prometheus.NewCounter(prometheus.CounterOpts{Name: "m"}), unmatched: prometheus.NewCounter(prometheus.CounterOpts{Name: "u"}),
-		aliasEvicted: prometheus.NewCounter(prometheus.CounterOpts{Name: "a"}), waitEvicted: prometheus.NewCounter(prometheus.CounterOpts{Name: "w"}),
-	}
-	p := newPairing(analyzer.DefaultConfig(), m, nil)
+	p := newPairing(analyzer.DefaultConfig(), testPairingMetrics(), nil)
 	span := analyzer.KeyOfSpan([16]byte{1}, [8]byte{2})
-	proj := analyzer.Fact{Kind: analyzer.FactProjectSpan, Event: span, Projection: "billing"}
-	p.pair(nil, nil, []analyzer.Fact{proj}, 1)
+	proj := analyzer.Fact{Kind: analyzer.FactProjectSpan, Event: span, Projection: "billing", SpanID: [8]byte{3}}
+	done := proj
+	done.SpanID = [8]byte{4}
+	p.pair(nil, nil, []analyzer.Fact{proj, done, {Kind: analyzer.FactResolved, Event: span, SpanID: done.SpanID}}, 0, 0, 1)
 	got := pairingEvents(p.handOver(nil))
 	if diff := cmp.Diff([]pairingEvent{{analyzer.FactProjectSpan, span}}, got); diff != "" {
 		t.Errorf("handed over (-want +got):\n%s", diff)
 	}
 	if n := p.waiting(); n != 0 {
-		t.Errorf("%d still waiting after the hand-over, want 0", n)
+		t.Errorf("%d still held after the hand-over, want 0", n)
 	}
 }

@@ -70,15 +70,12 @@ func partitionOf(k analyzer.EventKey, n int) int {
 	return int(h % uint64(n))
 }
 
-// factKey is the partitioning key of a fact: its event's, for a query its
-// aggregate's, for an alias its producer span's (where the projections
-// keyed by that span land: rekey.go).
+// factKey is the partitioning key of a fact: its event's (a projection
+// keyed by its producer span: the span's), or for a query its
+// aggregate's.
 func factKey(f *analyzer.Fact) analyzer.EventKey {
-	switch f.Kind {
-	case analyzer.FactQuery:
+	if f.Kind == analyzer.FactQuery {
 		return analyzer.KeyOf(f.AggregateID)
-	case analyzer.FactAlias:
-		return analyzer.KeyOfSpan(f.TraceID, f.SpanID)
 	}
 	return f.Event
 }
@@ -124,7 +121,7 @@ func newRoleMetrics(reg prometheus.Registerer, role string) (*roleMetrics, error
 	m := &roleMetrics{}
 	m.published = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lagscope_facts_published_total",
-		Help: "Facts (unit=facts) and batches (unit=batches) the role published to the facts topic, acknowledged by the brokers: the ingest role's facts and aliases, the join role's re-keyed projections and learned expectations.",
+		Help: "Facts (unit=facts) and batches (unit=batches) the role published to the facts topic, acknowledged by the brokers: the ingest role's facts, the join role's news of resolved projections and learned expectations.",
 	}, []string{"unit"})
 	m.published.WithLabelValues("facts")
 	m.published.WithLabelValues("batches")
@@ -146,7 +143,7 @@ func newRoleMetrics(reg prometheus.Registerer, role string) (*roleMetrics, error
 		})
 		rekeyed := prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lagscope_rekeyed_projections_total",
-			Help: "Projections keyed by their producer span that the ingest role could not resolve, by result: matched (paired with the span's events and published again keyed by each), unmatched (no alias of the span within join.command_wait: joined keyed by the span).",
+			Help: "Projections keyed by their producer span that the ingest role could not resolve, by result: matched (joined by this join instance to the events of the span's appends it holds), unmatched (joined keyed by the span by the instance of its home partition: the producer appended no event with an id, or no instance resolved it within twice join.command_wait).",
 		}, []string{"result"})
 		m.pairing.matched = rekeyed.WithLabelValues("matched")
 		m.pairing.unmatched = rekeyed.WithLabelValues("unmatched")
@@ -172,8 +169,8 @@ func newRoleMetrics(reg prometheus.Registerer, role string) (*roleMetrics, error
 // publisher writes batches of facts to the facts topic, one message per
 // partition (so all facts of one event land on one partition), and
 // returns once the brokers acknowledged them. Both roles publish: the
-// ingest role its facts, the join role re-keyed projections and learned
-// expectations. Safe for concurrent use.
+// ingest role its facts, the join role the news of resolved projections
+// and learned expectations. Safe for concurrent use.
 type publisher struct {
 	w        *kafka.Writer
 	client   *kafka.Client
@@ -298,6 +295,8 @@ type ingestScratch struct {
 	bufs  [][]byte
 	keys  [][16]byte
 	bufs0 []byte
+	// pkeys are partitionKeys(len(pkeys)).
+	pkeys [][16]byte
 }
 
 // newIngest returns the ingest role on r, which it tells to mark the
@@ -435,8 +434,8 @@ func (p *publisher) publish(ctx context.Context, sc *ingestScratch) error {
 
 // batches groups sc.facts by their partition of n and encodes each group
 // as one message into sc.msgs, with the header next gives; it returns the
-// number of facts they hold. An append fact with an event id also gives an
-// alias of its span (rekey.go), to the partition of the span's key.
+// number of facts they hold. A projection keyed by its producer span goes
+// to every partition.
 func (sc *ingestScratch) batches(n int, next func() factwire.Header) (int, error) {
 	for len(sc.groups) < n {
 		sc.groups = append(sc.groups, nil)
@@ -446,18 +445,24 @@ func (sc *ingestScratch) batches(n int, next func() factwire.Header) (int, error
 	for i := range sc.groups {
 		sc.groups[i] = sc.groups[i][:0]
 	}
+	if len(sc.pkeys) != n {
+		sc.pkeys = partitionKeys(n)
+	}
 	for i := range sc.facts {
 		f := &sc.facts[i]
 		if f.Kind == 0 {
 			continue // parked: not a fact to send
 		}
+		if f.Kind == analyzer.FactProjectSpan {
+			// To every partition: the join instance that holds the
+			// producer span's appends is not known (rekey.go).
+			for p := range sc.groups[:n] {
+				sc.groups[p] = append(sc.groups[p], *f)
+			}
+			continue
+		}
 		p := partitionOf(factKey(f), n)
 		sc.groups[p] = append(sc.groups[p], *f)
-		if f.Kind == analyzer.FactAppend && f.EventID != "" {
-			a := analyzer.Fact{Kind: analyzer.FactAlias, Event: f.Event, TraceID: f.TraceID, SpanID: f.SpanID, Start: f.Start, End: f.End}
-			q := partitionOf(factKey(&a), n)
-			sc.groups[q] = append(sc.groups[q], a)
-		}
 	}
 	sc.msgs = sc.msgs[:0]
 	sent := 0
@@ -470,7 +475,9 @@ func (sc *ingestScratch) batches(n int, next func() factwire.Header) (int, error
 			return 0, err
 		}
 		sc.bufs[p] = b
-		sc.keys[p] = factKey(&facts[0])
+		// A key the balancer routes to p: that of its first fact would
+		// not do for a projection sent to every partition.
+		sc.keys[p] = sc.pkeys[p]
 		sc.msgs = append(sc.msgs, kafka.Message{Key: sc.keys[p][:], Value: b})
 		sent += len(facts)
 		clear(facts) // keep nothing of the request once encoded
@@ -498,12 +505,12 @@ func (p *publisher) partitions(ctx context.Context) (int, error) {
 }
 
 // join is the join role: it consumes the facts topic in a consumer group,
-// pairs the projections keyed by their producer span with the span's
-// aliases (rekey.go), applies each batch to its Joiner, and commits a
-// batch's offset only after it is applied and what it made the join publish
-// (re-keyed projections, and the expectations its Joiner learned from it)
-// is acknowledged (an undecodable batch is counted and committed). Messages
-// are handled one at a time, in order.
+// pairs the projections keyed by their producer span with the events of
+// the span's appends (rekey.go), applies each batch to its Joiner, and
+// commits a batch's offset only after it is applied and what it made the
+// join publish (the news of the projections it resolved, the expectations
+// its Joiner learned from it) is acknowledged (an undecodable batch is
+// counted and committed). Messages are handled one at a time, in order.
 type join struct {
 	j      *analyzer.Joiner
 	pair   *pairing
@@ -515,9 +522,10 @@ type join struct {
 	reader *kafka.Reader
 	seen   map[int]*batchMemory // by partition; only run touches it
 	dec    factwire.Decoder     // only run touches it
-	// extra and rekeyed are handle's scratch: the facts the pairing gives
-	// the Joiner after the batch's, those to publish again.
-	extra, rekeyed []analyzer.Fact
+	// extra and resolved are handle's scratch: the facts the pairing gives
+	// the Joiner after the batch's, the news of projections it resolved
+	// for their home partition.
+	extra, resolved []analyzer.Fact
 
 	learnMu sync.Mutex
 	// learned are the expectations the Joiner learned that are not
@@ -616,11 +624,11 @@ func (jn *join) start(ctx context.Context) error {
 }
 
 // shutdown stops fetching, waits for the batch in hand to be applied, then
-// publishes again the projections still waiting for their producer span's
-// alias (to their partition, whose next owner waits in turn) and the
-// expectations not broadcast yet, closes the reader, which commits what was
-// applied and leaves the group, and ticks the Joiner a last time. ctx
-// bounds the wait for the loops and the publishes.
+// publishes again the projections keyed by their producer span that no
+// instance resolved yet (to every partition, whose next owners wait in
+// turn) and the expectations not broadcast yet, closes the reader, which
+// commits what was applied and leaves the group, and ticks the Joiner a
+// last time. ctx bounds the wait for the loops and the publishes.
 func (jn *join) shutdown(ctx context.Context) error {
 	if jn.reader == nil {
 		return nil
@@ -639,7 +647,7 @@ func (jn *join) shutdown(ctx context.Context) error {
 	}
 	if waiting := jn.pair.handOver(nil); len(waiting) > 0 {
 		if perr := jn.pub.publishFacts(ctx, waiting); perr != nil {
-			err = errors.Join(err, fmt.Errorf("hand over %d projections waiting for their alias: %w", len(waiting), perr))
+			err = errors.Join(err, fmt.Errorf("hand over %d projections waiting for their producer's appends: %w", len(waiting), perr))
 		}
 	}
 	if berr := jn.broadcastLearned(ctx); berr != nil {
@@ -671,7 +679,7 @@ func (jn *join) run(ctx context.Context) {
 		}
 		backoff = 50 * time.Millisecond
 		if facts, err = jn.handle(ctx, facts[:0], msg); err != nil {
-			// Stopped while the brokers refused the re-keyed
+			// Stopped while the brokers refused the news of resolved
 			// projections: the batch was not applied, and is not
 			// committed: its partition's next owner handles it.
 			jn.logger.Warn("stopped before the facts batch was handled; not committed", "partition", msg.Partition, "offset", msg.Offset, "err", err)
@@ -698,10 +706,11 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // handle decodes and applies one batch into scratch facts, which it
-// returns: the projections it pairs with their events are published again
-// first, retried until the brokers acknowledge them (an error only when ctx
-// is done before: the batch is then not applied), then the rest goes to the
-// Joiner, and what the Joiner learned from it is broadcast.
+// returns: the news of the projections the pairing resolved is published
+// first, retried until the brokers acknowledge it (an error only when ctx
+// is done before: the batch is then not applied), then the batch and what
+// the pairing joined go to the Joiner, and what the Joiner learned from
+// them is broadcast.
 func (jn *join) handle(ctx context.Context, facts []analyzer.Fact, msg kafka.Message) ([]analyzer.Fact, error) {
 	h, facts, err := jn.dec.Decode(facts, msg.Value)
 	if err != nil {
@@ -729,10 +738,16 @@ func (jn *join) handle(ctx context.Context, facts []analyzer.Fact, msg kafka.Mes
 		return facts, nil
 	}
 	now := time.Now()
-	jn.extra, jn.rekeyed = jn.pair.pair(jn.extra[:0], jn.rekeyed[:0], facts, now.UnixNano())
-	defer func() { clear(jn.extra); clear(jn.rekeyed) }() // views into the batch
-	if len(jn.rekeyed) > 0 {
-		if err := jn.publishRetrying(ctx, jn.rekeyed); err != nil {
+	n := 0 // the pairing needs it for projections keyed by their span only
+	if hasSpanFacts(facts) {
+		if n, err = jn.partitions(ctx); err != nil {
+			return facts, err
+		}
+	}
+	jn.extra, jn.resolved = jn.pair.pair(jn.extra[:0], jn.resolved[:0], facts, msg.Partition, n, now.UnixNano())
+	defer func() { clear(jn.extra); clear(jn.resolved) }() // views into the batch
+	if len(jn.resolved) > 0 {
+		if err := jn.publishRetrying(ctx, jn.resolved); err != nil {
 			return facts, err
 		}
 	}
@@ -771,13 +786,31 @@ func (jn *join) apply(ctx context.Context, facts []analyzer.Fact, now time.Time,
 	}
 }
 
-// expire joins, keyed by their producer span, the projections that waited
-// join.command_wait for their alias by now (all when all is set).
+// expire joins keyed by their producer span the projections of its home
+// partitions that no instance resolved in time by now (all when all is
+// set: the test's end).
 func (jn *join) expire(ctx context.Context, now time.Time, all bool) {
 	if facts := jn.pair.expire(nil, now.UnixNano(), all); len(facts) > 0 {
 		jn.apply(ctx, facts, now, 0)
 	} else if err := jn.broadcastLearned(ctx); err != nil && ctx.Err() == nil {
 		jn.logger.Warn("cannot broadcast learned expectations, retrying at the next tick", "err", jn.conn.Diagnose(ctx, jn.rcfg.Brokers, err))
+	}
+}
+
+// partitions returns the facts topic's partition count, retrying as
+// publishRetrying does.
+func (jn *join) partitions(ctx context.Context) (int, error) {
+	backoff := 50 * time.Millisecond
+	for {
+		n, err := jn.pub.partitions(context.WithoutCancel(ctx))
+		if err == nil {
+			return n, nil
+		}
+		jn.logger.Warn("cannot read the facts topic's partitions, retrying", "err", jn.conn.Diagnose(ctx, jn.rcfg.Brokers, err), "in", backoff)
+		if !sleep(ctx, backoff) {
+			return 0, err
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
@@ -792,7 +825,7 @@ func (jn *join) publishRetrying(ctx context.Context, facts []analyzer.Fact) erro
 		if err == nil {
 			return nil
 		}
-		jn.logger.Warn("cannot publish re-keyed projections, retrying", "err", jn.conn.Diagnose(ctx, jn.rcfg.Brokers, err), "in", backoff)
+		jn.logger.Warn("cannot publish facts, retrying", "err", jn.conn.Diagnose(ctx, jn.rcfg.Brokers, err), "in", backoff)
 		if !sleep(ctx, backoff) {
 			return err
 		}
