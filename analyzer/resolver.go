@@ -756,7 +756,7 @@ func (r *traceResolver) resolveProjection(sc *scratch, pr projRec, now int64) {
 		return
 	}
 	if r.markSpanKeyed {
-		f.Kind = FactProjectSpan // the join role waits for the span's alias
+		f.Kind = FactProjectSpan // for the join role to resolve (MarkSpanKeyed)
 		return
 	}
 	r.park(f.Clone(), pr.key, now, true)
