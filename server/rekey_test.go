@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/binary"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/lagscope/lagscope/analyzer"
+	"github.com/lagscope/lagscope/factwire"
 )
 
 // pairingEvent is what a test wants of a fact the pairing gives: its kind
@@ -337,4 +339,54 @@ func BenchmarkPairingAppends(b *testing.B) {
 		extra, resolved = p.pair(extra[:0], resolved[:0], batch, 0, 0, 1)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(batch)), "ns/append")
+}
+
+// TestBatchesSendSpanKeyedProjectionsEverywhere: the ingest role sends a
+// projection keyed by its producer span to every partition, and every
+// batch's message key routes it to its own partition (that of its first
+// fact would send all the copies to the span's).
+func TestBatchesSendSpanKeyedProjectionsEverywhere(t *testing.T) {
+	span := analyzer.KeyOfSpan([16]byte{7}, [8]byte{8})
+	sc := &ingestScratch{facts: []analyzer.Fact{
+		{Kind: analyzer.FactProjectSpan, Event: span, Projection: "billing"},
+		{Kind: analyzer.FactAppend, Event: analyzer.KeyOf("e1"), EventID: "e1"},
+	}}
+	sent, err := sc.batches(partitions, func() factwire.Header { return factwire.Header{Producer: 1, Seq: 1} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := partitions + 1; sent != want {
+		t.Errorf("batches sent %d facts, want %d", sent, want)
+	}
+	if len(sc.msgs) != partitions {
+		t.Fatalf("%d messages, want one a partition (%d)", len(sc.msgs), partitions)
+	}
+	var parts atomic.Int64
+	bal := keyBalancer{&parts}
+	seen := map[int]bool{}
+	for _, m := range sc.msgs {
+		_, facts, err := factwire.Decode(nil, m.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := bal.Balance(m, 0, 1, 2, 3)
+		seen[p] = true
+		copies := 0
+		for _, f := range facts {
+			switch f.Kind {
+			case analyzer.FactProjectSpan:
+				copies++
+			case analyzer.FactAppend:
+				if q := partitionOf(f.Event, partitions); q != p {
+					t.Errorf("the append went to partition %d, want its event's, %d", p, q)
+				}
+			}
+		}
+		if copies != 1 {
+			t.Errorf("partition %d got %d copies of the projection, want 1", p, copies)
+		}
+	}
+	if len(seen) != partitions {
+		t.Errorf("the messages went to partitions %v, want each of the %d", seen, partitions)
+	}
 }
