@@ -68,7 +68,9 @@
 //     span's appends (partitioned by event) is not known.
 //   - learned (6): a join instance learned from traffic that projection
 //     Projection shows events of type EventType, at Start (Unix ns); sent
-//     to every partition.
+//     to every partition. With EventType and Projection empty, a question:
+//     a join instance that just got a partition asks the others for every
+//     expectation they learned, which they send as learned facts.
 //
 // # Versions
 //
