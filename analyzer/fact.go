@@ -17,6 +17,25 @@ const (
 	FactProject
 	// FactQuery: a query read an aggregate from a read model.
 	FactQuery
+	// FactResolved: the projection fact of span (TraceID, SpanID) keyed by
+	// producer span key Event (a FactProjectSpan) was joined, by a join
+	// instance that holds that span's appends, to their events. The join
+	// role of a two-stage deployment sends it to the partition of Event,
+	// whose owner then does not join the fact keyed by the span
+	// (server/rekey.go). The Joiner skips it.
+	FactResolved
+	// FactProjectSpan: a projection fact keyed by its producer span
+	// (Event is KeyOfSpan of it) that the Resolver could not resolve to
+	// that span's events, because it had not seen the span: given only by
+	// a Resolver told to (MarkSpanKeyed), for the join role, whose
+	// instance that holds the span's appends joins it to their events.
+	// The Joiner skips it.
+	FactProjectSpan
+	// FactLearned: a join instance learned from traffic that projection
+	// Projection shows events of type EventType, at Start (Unix ns); the
+	// join role broadcasts it to the other instances (Joiner.Learn). The
+	// Joiner's Apply skips it.
+	FactLearned
 )
 
 func (k FactKind) String() string {
@@ -27,6 +46,12 @@ func (k FactKind) String() string {
 		return "project"
 	case FactQuery:
 		return "query"
+	case FactResolved:
+		return "resolved"
+	case FactProjectSpan:
+		return "project_span"
+	case FactLearned:
+		return "learned"
 	}
 	return fmt.Sprintf("FactKind(%d)", uint8(k))
 }

@@ -293,6 +293,9 @@ type joinShared struct {
 	keep        bool
 	// unprojLog logs events not shown within the deadline (unprojlog.go).
 	unprojLog unprojLog
+	// learned, when set (Joiner.RecordLearned; relink.go), records the
+	// projections learn learns.
+	learned *learnedLog
 }
 
 // aggShard holds the per-aggregate state of the aggregates that hash to it.
@@ -485,6 +488,9 @@ func (sh *joinShared) learn(typ uint16, bit uint64, now int64) {
 	if sh.expected[typ].Or(bit)&bit == 0 {
 		sh.learnedAt[typ].Store(now)
 		sh.touchUnprojected(sh.types.value(typ), bit)
+		if sh.learned != nil {
+			sh.learned.add(sh, typ, bit, now)
+		}
 	}
 }
 

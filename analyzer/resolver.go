@@ -359,6 +359,10 @@ type traceResolver struct {
 	keys   keyRing
 	// dups counts retried spans since the Resolver last reported them.
 	dups uint64
+	// markSpanKeyed: give a projection whose producer span has not come
+	// as FactProjectSpan at once, not parked (Resolver.MarkSpanKeyed;
+	// relink.go).
+	markSpanKeyed bool
 }
 
 // newTraceResolver returns one of n resolver shards: each gets 1/n of cfg's
@@ -749,6 +753,10 @@ func (r *traceResolver) resolveProjection(sc *scratch, pr projRec, now int64) {
 		}
 	}
 	if _, ok := r.edges.getHash(pr.key, pr.hash); ok {
+		return
+	}
+	if r.markSpanKeyed {
+		f.Kind = FactProjectSpan // for the join role to resolve (MarkSpanKeyed)
 		return
 	}
 	r.park(f.Clone(), pr.key, now, true)

@@ -3,18 +3,19 @@
 // and publishes them, one batch per Kafka message; `serve --role=join`
 // decodes the batches and applies them to its Joiner.
 //
-// # Format, version 2
+// # Format, version 3
 //
 // A batch is, in order (uvarint and varint as encoding/binary writes them;
 // varint values are zig-zag signed):
 //
-//	byte     version (2)
+//	byte     version (3)
 //	8 bytes  producer: the publishing instance's random id, big endian
 //	uvarint  seq: the batch's sequence number at that producer
 //	uvarint  number of strings in the dictionary, then each string as
 //	         uvarint length + bytes; index 0 is implicitly "" and not sent
 //	uvarint  number of facts, then each fact:
-//	  byte     kind (1 append, 2 project, 3 query)
+//	  byte     kind (1 append, 2 project, 3 query; version 3 only: 4
+//	           resolved, 5 project_span, 6 learned; see Kinds)
 //	  byte     flags:
 //	             0x01 EventID is empty
 //	             0x02 EventID is the lowercase canonical UUID text of Event
@@ -41,16 +42,47 @@
 // id costs 16 bytes (its key), and timestamps are deltas: a fact of the
 // synthetic CQRS stream takes about 50 bytes (see BenchmarkEncode).
 //
-// A new field of analyzer.Fact, or any change to this layout, takes a new
-// version byte; Decode refuses versions it does not know (ErrVersion).
+// A new field of analyzer.Fact, a new kind, or any change to this layout,
+// takes a new version byte; Decode refuses versions it does not know
+// (ErrVersion), and a kind its version does not have (ErrMalformed): a
+// reader never applies a fact it does not understand.
+//
+// # Kinds
+//
+// Kinds 4 to 6 (version 3) carry what the join role needs to join across
+// instances what one process joins in memory (server/rekey.go).
+// Kinds 5 and 6 use the layout above; fields not named here are zero.
+//
+//   - resolved (4): the projection fact of span TraceID, SpanID keyed by
+//     producer span key Event (a project_span) was joined to the span's
+//     events by a join instance that holds them; sent by it to the
+//     partition of Event. It has a layout of its own, as it carries
+//     nothing else: after kind and flags (0x11, with 0x08 or not), 16
+//     bytes Event, 16 bytes TraceID unless flag 0x08, 8 bytes SpanID,
+//     varint Start - the previous fact's Start, varint End - Start (both
+//     0 as sent today): 28 to 44 bytes.
+//   - project_span (5): a projection fact like kind 2, keyed by its
+//     producer span (Event is analyzer.KeyOfSpan of it), that the ingest
+//     instance could not resolve to the span's events (the span had not
+//     reached it); sent to every partition, as the instance that holds the
+//     span's appends (partitioned by event) is not known.
+//   - learned (6): a join instance learned from traffic that projection
+//     Projection shows events of type EventType, at Start (Unix ns); sent
+//     to every partition. With EventType and Projection empty, a question:
+//     a join instance that just got a partition asks the others for every
+//     expectation they learned, which they send as learned facts.
 //
 // # Versions
 //
 // Version 2 added Service and LinkedTraces (issue 14: clock skew by
 // service, broken propagation) and flag 0x20 (Fact.Weight, issue 12's
-// sampling weights). Decode reads versions 1 and 2; Append writes 2. Upgrade
-// the join instances before the ingest ones: an old join counts a version 2
-// batch as rejected, reason version, and skips it.
+// sampling weights). Version 3 added kinds 4 to 6 (issue 13: consumers
+// without event id whose producer's trace another ingest instance
+// resolved; expected projections learned by one join instance). Decode
+// reads versions 1 to 3; Append writes 3. Upgrade the join instances before
+// the ingest ones: an old join counts a batch of a newer version as
+// rejected, reason version, and skips it (it never misreads one), so
+// until it is upgraded it joins nothing of an upgraded ingest instance.
 package factwire
 
 import (
@@ -65,7 +97,7 @@ import (
 )
 
 // Version is the version byte of the batches Append writes.
-const Version = 2
+const Version = 3
 
 // Header is what a batch says of its producer, so that a consumer can tell a
 // batch it has already applied (the same producer and sequence number).
@@ -94,7 +126,13 @@ const (
 	flagWeight       = 0x20
 	flagsKnownV1     = 0x1f
 	flagsKnown       = 0x3f
+	// flagsResolved are a resolved fact's flags (with flagSameTrace or not):
+	// the layout of kind 4.
+	flagsResolved = flagNoEventID | flagNoCmdStart
 )
+
+// maxKind is the last kind of version 3 (learned).
+const maxKind = analyzer.FactLearned
 
 // maxWeight is the largest adjusted count: a threshold of 2^56-1.
 const maxWeight = 1 << 56
@@ -121,8 +159,8 @@ type Encoder struct {
 }
 
 // Append appends to dst the batch of facts with header h. Facts of a kind
-// other than append, project or query are an error: they are not to leave
-// the process (kind 0 marks parked facts).
+// other than append, project, query, resolved, project_span or learned are an
+// error: they are not to leave the process (kind 0 marks parked facts).
 func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, error) {
 	if e.dict == nil {
 		e.dict = make(map[string]uint32)
@@ -138,8 +176,16 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 	var prevStart int64
 	for i := range facts {
 		f := &facts[i]
-		if f.Kind < analyzer.FactAppend || f.Kind > analyzer.FactQuery {
+		if f.Kind < analyzer.FactAppend || f.Kind > maxKind {
 			return dst, fmt.Errorf("encode fact %d: kind %v is not sent", i, f.Kind)
+		}
+		if f.Kind == analyzer.FactResolved {
+			var err error
+			if body, err = appendResolved(body, i, f, i > 0 && f.TraceID == prevTrace, prevStart); err != nil {
+				return dst, err
+			}
+			prevTrace, prevStart = f.TraceID, f.Start
+			continue
 		}
 		var flags byte
 		if f.Weight != 0 {
@@ -171,7 +217,14 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 			body = append(body, f.EventID...)
 		}
 		for j, s := range [...]string{f.EventType, f.AggregateType, f.AggregateID, f.Command, f.Projection, f.Query, f.Service} {
-			if l := &e.last[j]; s != l.s || s == "" {
+			if s == "" {
+				// Index 0, and last kept for the next fact: the empty
+				// fields of a query between two facts of the same labels
+				// would otherwise cost the second a lookup each.
+				body = append(body, 0)
+				continue
+			}
+			if l := &e.last[j]; s != l.s {
 				l.s, l.i = s, e.index(s)
 			}
 			body = binary.AppendUvarint(body, uint64(e.last[j].i))
@@ -203,6 +256,28 @@ func (e *Encoder) Append(dst []byte, h Header, facts []analyzer.Fact) ([]byte, e
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(facts)))
 	return append(dst, body...), nil
+}
+
+// appendResolved appends resolved fact f, fact i of its batch, in its own
+// layout: it carries no other field.
+func appendResolved(body []byte, i int, f *analyzer.Fact, sameTrace bool, prevStart int64) ([]byte, error) {
+	g := *f
+	g.Kind, g.Event, g.TraceID, g.SpanID, g.Start, g.End = 0, analyzer.EventKey{}, [16]byte{}, [8]byte{}, 0, 0
+	if g != (analyzer.Fact{}) {
+		return body, fmt.Errorf("encode fact %d: a resolved fact carries only Event, TraceID, SpanID, Start and End", i)
+	}
+	flags := byte(flagsResolved)
+	if sameTrace {
+		flags |= flagSameTrace
+	}
+	body = append(body, byte(f.Kind), flags)
+	body = append(body, f.Event[:]...)
+	if !sameTrace {
+		body = append(body, f.TraceID[:]...)
+	}
+	body = append(body, f.SpanID[:]...)
+	body = binary.AppendVarint(body, f.Start-prevStart)
+	return binary.AppendVarint(body, f.End-f.Start), nil
 }
 
 // index returns s's dictionary index, adding it.
@@ -245,10 +320,13 @@ func (dec *Decoder) Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fa
 	}
 	v := b[0]
 	known := byte(flagsKnown)
+	kinds := maxKind
 	switch v {
 	case Version:
+	case 2:
+		kinds = analyzer.FactQuery
 	case 1:
-		known = flagsKnownV1
+		known, kinds = flagsKnownV1, analyzer.FactQuery
 	default:
 		return h, dst, fmt.Errorf("decode fact batch: version %d: %w", v, ErrVersion)
 	}
@@ -299,11 +377,31 @@ func (dec *Decoder) Decode(dst []analyzer.Fact, b []byte) (Header, []analyzer.Fa
 		var f analyzer.Fact
 		f.Kind = analyzer.FactKind(d.byte())
 		flags := d.byte()
-		if d.err == nil && (f.Kind < analyzer.FactAppend || f.Kind > analyzer.FactQuery) {
+		if d.err == nil && (f.Kind < analyzer.FactAppend || f.Kind > kinds) {
 			d.err = fmt.Errorf("fact %d: kind %d", i, f.Kind)
 		}
 		if d.err == nil && (flags&^known != 0 || bitsSet(flags&(flagNoEventID|flagUUIDEventID|flagKeyOfEventID)) > 1 || (i == 0 && flags&flagSameTrace != 0)) {
 			d.err = fmt.Errorf("fact %d: flags %#x", i, flags)
+		}
+		if f.Kind == analyzer.FactResolved {
+			if d.err == nil && flags&^flagSameTrace != flagsResolved {
+				d.err = fmt.Errorf("fact %d: resolved flags %#x", i, flags)
+			}
+			d.bytes(f.Event[:])
+			if flags&flagSameTrace != 0 {
+				f.TraceID = prevTrace
+			} else {
+				d.bytes(f.TraceID[:])
+			}
+			d.bytes(f.SpanID[:])
+			f.Start = d.delta(prevStart)
+			f.End = d.delta(f.Start)
+			if d.err != nil {
+				return h, dst, d.fail()
+			}
+			prevTrace, prevStart = f.TraceID, f.Start
+			out = append(out, f)
+			continue
 		}
 		if flags&flagKeyOfEventID == 0 {
 			d.bytes(f.Event[:])

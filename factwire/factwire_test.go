@@ -96,6 +96,12 @@ func TestRoundTrip(t *testing.T) {
 			{Kind: analyzer.FactProject, Event: analyzer.EventKey{1, 2}},
 			{Kind: analyzer.FactQuery, AggregateID: "order-7", Query: "GetOrder", Version: 3, Start: -5, End: -7},
 		},
+		"issue 13 kinds": {
+			{Kind: analyzer.FactResolved, Event: uuid, TraceID: [16]byte{1}, SpanID: [8]byte{2}, Start: 1e18, End: 1e18 + 5},
+			{Kind: analyzer.FactProjectSpan, Event: analyzer.KeyOfSpan([16]byte{1}, [8]byte{2}), Projection: "billing", EventType: "OrderPaid", TraceID: [16]byte{3}, SpanID: [8]byte{4}, Start: 1e18 + 9, End: 1e18 + 20, LinkedTraces: 0x11},
+			{Kind: analyzer.FactLearned, EventType: "OrderPaid", Projection: "billing", Start: 1e18},
+			{Kind: analyzer.FactLearned}, // a join instance asks the others for what they learned
+		},
 		"weights": {
 			{Kind: analyzer.FactAppend, Event: uuid, EventID: "0190a6d4-7b1c-7def-8abc-0123456789ab", Weight: 2},
 			{Kind: analyzer.FactProject, Event: uuid, Weight: 4.0 / 3},
@@ -158,6 +164,22 @@ func TestAppendRefusesParkedFacts(t *testing.T) {
 	}
 }
 
+// TestAppendRefusesFullResolved: a resolved fact's layout carries its
+// event, span and times only; anything else would not survive the wire.
+func TestAppendRefusesFullResolved(t *testing.T) {
+	var enc factwire.Encoder
+	for _, f := range []analyzer.Fact{
+		{Kind: analyzer.FactResolved, EventID: "e1"},
+		{Kind: analyzer.FactResolved, Projection: "billing"},
+		{Kind: analyzer.FactResolved, Weight: 2},
+		{Kind: analyzer.FactResolved, LinkedTraces: 1},
+	} {
+		if _, err := enc.Append(nil, factwire.Header{}, []analyzer.Fact{f}); err == nil {
+			t.Errorf("Append of resolved fact %+v succeeded, want an error", f)
+		}
+	}
+}
+
 // TestAppendRefusesBadWeights: a weight is an adjusted count, 1 to 2^56.
 func TestAppendRefusesBadWeights(t *testing.T) {
 	var enc factwire.Encoder
@@ -180,8 +202,23 @@ func TestDecodeRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if weighted[0] != 2 {
-		t.Fatalf("weighted batch has version %d, want 2", weighted[0])
+	if weighted[0] != factwire.Version {
+		t.Fatalf("weighted batch has version %d, want %d", weighted[0], factwire.Version)
+	}
+	learned, err := enc.Append(nil, factwire.Header{Producer: 1, Seq: 2}, []analyzer.Fact{{Kind: analyzer.FactLearned, EventType: "OrderPaid", Projection: "billing"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first fact's kind byte follows the header, the dictionary
+	// (count, then each string) and the count of facts.
+	kindAt := 1 + 8 + 1 + 1 + len("OrderPaid") + 1 + len("billing") + 1 + 1
+	if learned[kindAt] != byte(analyzer.FactLearned) {
+		t.Fatalf("byte %d of the learned batch is %d, want its kind %d", kindAt, learned[kindAt], analyzer.FactLearned)
+	}
+	withKind := func(v byte, k analyzer.FactKind) []byte {
+		b := append([]byte{v}, learned[1:]...)
+		b[kindAt] = byte(k)
+		return b
 	}
 	// The weight is the 8 bytes before the fact's last, its LinkedTraces
 	// (0, one byte).
@@ -196,7 +233,20 @@ func TestDecodeRejects(t *testing.T) {
 		want error
 	}{
 		{"empty", nil, factwire.ErrMalformed},
-		{"version 3", append([]byte{3}, valid[1:]...), factwire.ErrVersion},
+		{"version 4", append([]byte{4}, valid[1:]...), factwire.ErrVersion},
+		// A reader of version 2 never applies a kind it does not know.
+		{"learned in version 2", withKind(2, analyzer.FactLearned), factwire.ErrMalformed},
+		{"resolved in version 2", withKind(2, analyzer.FactResolved), factwire.ErrMalformed},
+		{"project_span in version 1", withKind(1, analyzer.FactProjectSpan), factwire.ErrMalformed},
+		{"kind 7", withKind(3, analyzer.FactLearned+1), factwire.ErrMalformed},
+		{"resolved with other flags", func() []byte {
+			b, err := enc.Append(nil, factwire.Header{Producer: 1, Seq: 2}, []analyzer.Fact{{Kind: analyzer.FactResolved, Event: analyzer.EventKey{1}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b[1+8+1+1+1+1] = 0x01 // after header, dictionary and count: the flags
+			return b
+		}(), factwire.ErrMalformed},
 		{"weight flag in version 1", append([]byte{1}, weighted[1:]...), factwire.ErrMalformed},
 		{"weight below 1", badWeight(0.5), factwire.ErrMalformed},
 		{"weight NaN", badWeight(math.NaN()), factwire.ErrMalformed},
@@ -278,9 +328,19 @@ func TestSeedCorpus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	kinds, err := enc.Append(nil, factwire.Header{Producer: 7, Seq: 8}, []analyzer.Fact{
+		{Kind: analyzer.FactResolved, Event: facts[0].Event, TraceID: facts[0].TraceID, SpanID: facts[0].SpanID, Start: facts[0].Start, End: facts[0].End},
+		{Kind: analyzer.FactProjectSpan, Event: analyzer.KeyOfSpan(facts[0].TraceID, facts[0].SpanID), Projection: "billing", TraceID: [16]byte{9}, SpanID: [8]byte{9}, Start: facts[0].Start, End: facts[0].End},
+		{Kind: analyzer.FactLearned, EventType: "OrderPaid", Projection: "billing", Start: facts[0].Start},
+		{Kind: analyzer.FactLearned},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	seeds := map[string][]byte{
 		"valid":       valid,
 		"every_field": every,
+		"new_kinds":   kinds,
 		"truncated":   valid[:len(valid)/2],
 		"version_0":   append([]byte{0}, valid[1:]...),
 		"bad_flags":   append(append([]byte{1}, make([]byte, 9)...), 0, 1, 1, 0xff),
@@ -309,7 +369,7 @@ func TestSeedCorpus(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 		_, _, err = factwire.Decode(nil, []byte(b))
-		if got, want := err == nil, name == "valid" || name == "every_field"; got != want {
+		if got, want := err == nil, name == "valid" || name == "every_field" || name == "new_kinds"; got != want {
 			t.Errorf("seed %s: Decode error %v, want success %t", name, err, want)
 		}
 	}

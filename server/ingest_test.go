@@ -81,14 +81,14 @@ func TestIngestKeepsTheFactsOfAFailedPublish(t *testing.T) {
 	if err := g.ConsumeTraces(ctx, td); err == nil {
 		t.Fatal("publish succeeded although the broker refused it")
 	}
-	if got := testutil.ToFloat64(g.m.published.WithLabelValues("facts")); got != 0 {
+	if got := testutil.ToFloat64(g.pub.m.published.WithLabelValues("facts")); got != 0 {
 		t.Fatalf("facts published after a refused publish = %v, want 0", got)
 	}
 	// The transport's retry of the same message.
 	if err := g.ConsumeTraces(ctx, td); err != nil {
 		t.Fatalf("retried publish: %v", err)
 	}
-	if got := testutil.ToFloat64(g.m.published.WithLabelValues("facts")); got != float64(want) {
+	if got := testutil.ToFloat64(g.pub.m.published.WithLabelValues("facts")); got != float64(want) {
 		t.Errorf("facts published after the retry = %v, want %d (those of the refused publish)", got, want)
 	}
 }
