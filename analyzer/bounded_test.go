@@ -53,3 +53,34 @@ func TestGenMap(t *testing.T) {
 		}
 	}
 }
+
+// sameHash is a genMap key whose hash is the same for every key: every
+// probe meets the same fingerprint and home, so only the key comparison
+// tells keys apart.
+type sameHash uint64
+
+func (sameHash) hash() uint64 { return 0xabcdef0123456789 }
+
+func TestGenMapFingerprintCollisions(t *testing.T) {
+	g := newGenMap[sameHash, int](64)
+	for k := sameHash(1); k <= 5; k++ {
+		if g.putNew(k, k.hash(), int(k)) {
+			t.Errorf("putNew(%d) on a new key reported it held", k)
+		}
+	}
+	if !g.putNew(3, sameHash(3).hash(), 30) {
+		t.Error("putNew(3) again did not report it held")
+	}
+	g.put(4, 40)
+	for k, want := range map[sameHash]int{1: 1, 2: 2, 3: 3, 4: 40, 5: 5} {
+		if got, ok := g.get(k); !ok || got != want {
+			t.Errorf("get(%d) = %d, %v; want %d, true", k, got, ok, want)
+		}
+	}
+	if got, ok := g.get(6); ok {
+		t.Errorf("get(6), never put, = %d, true", got)
+	}
+	if g.len() != 5 {
+		t.Errorf("len = %d, want 5", g.len())
+	}
+}
