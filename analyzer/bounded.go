@@ -44,7 +44,7 @@ type genSlot[K hashKey, V any] struct {
 }
 
 // genTable is one generation: a power-of-two array of slots, at most half
-// used.
+// used, until it reaches max slots.
 type genTable[K hashKey, V any] struct {
 	slots []genSlot[K, V]
 	// max is the size past which the table fills to 3/4 rather than
@@ -227,7 +227,12 @@ func (t *genTable[K, V]) get(k K, h uint64) (V, bool) {
 // key.
 func (t *genTable[K, V]) put(k K, h uint64, v V) {
 	if t.full() {
-		t.grow()
+		if _, ok := t.get(k, h); !ok {
+			t.grow()
+		}
+		// else replaced below: the current generation at its largest
+		// size is full when it holds half of limit, where putHash
+		// rotates before a new key; a replace must not double it.
 	}
 	fp := fingerprint(h)
 	for i := t.home(h); ; i = t.next(i) {
