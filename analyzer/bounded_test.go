@@ -53,3 +53,78 @@ func TestGenMap(t *testing.T) {
 		}
 	}
 }
+
+// sameHash is a genMap key whose hash is the same for every key: every
+// probe meets the same fingerprint and home, so only the key comparison
+// tells keys apart.
+type sameHash uint64
+
+func (sameHash) hash() uint64 { return 0xabcdef0123456789 }
+
+func TestGenMapFingerprintCollisions(t *testing.T) {
+	g := newGenMap[sameHash, int](64)
+	for k := sameHash(1); k <= 5; k++ {
+		if g.putNew(k, k.hash(), int(k)) {
+			t.Errorf("putNew(%d) on a new key reported it held", k)
+		}
+	}
+	if !g.putNew(3, sameHash(3).hash(), 30) {
+		t.Error("putNew(3) again did not report it held")
+	}
+	g.put(4, 40)
+	for k, want := range map[sameHash]int{1: 1, 2: 2, 3: 3, 4: 40, 5: 5} {
+		if got, ok := g.get(k); !ok || got != want {
+			t.Errorf("get(%d) = %d, %v; want %d, true", k, got, ok, want)
+		}
+	}
+	if got, ok := g.get(6); ok {
+		t.Errorf("get(6), never put, = %d, true", got)
+	}
+	if g.len() != 5 {
+		t.Errorf("len = %d, want 5", g.len())
+	}
+}
+
+// TestGenMapBounds: a replace in a full current generation (half of limit,
+// at its largest size) does not grow it past max (it doubled it before), and
+// both generations at their largest keep their keys apart through two
+// rotations.
+func TestGenMapBounds(t *testing.T) {
+	key := func(i int) spanKey {
+		var k spanKey
+		putUint64(k.trace[:8], uint64(i)+1)
+		return k
+	}
+	g := newGenMap[spanKey, int](64) // generations of 32, tables of 43
+	for i := range 32 {
+		if g.putNew(key(i), key(i).hash(), i) {
+			t.Fatalf("putNew(key %d) on a new key reported it held", i)
+		}
+	}
+	g.put(key(0), 100)
+	if got := len(g.cur.slots); got != g.cur.max {
+		t.Errorf("after a replace in a full generation: %d slots, want max %d", got, g.cur.max)
+	}
+	if got, _ := g.get(key(0)); got != 100 || g.rotations != 0 {
+		t.Errorf("get(key 0) = %d with %d rotations, want 100 and 0", got, g.rotations)
+	}
+	for i := 32; i < 96; i++ { // two rotations: keys 32-63 old, 64-95 current
+		g.put(key(i), i)
+	}
+	if g.rotations != 2 || len(g.old.slots) != g.old.max || len(g.cur.slots) != g.cur.max {
+		t.Fatalf("rotations %d, sizes %d and %d; want 2, both %d", g.rotations, len(g.old.slots), len(g.cur.slots), g.cur.max)
+	}
+	for i := range 96 {
+		if _, ok := g.get(key(i)); ok != (i >= 32) {
+			t.Errorf("get(key %d) found %v, want %v", i, ok, i >= 32)
+		}
+	}
+	for i := 32; i < 96; i++ {
+		if !g.putNew(key(i), key(i).hash(), -1) {
+			t.Errorf("putNew(key %d), held, reported it new", i)
+		}
+	}
+	if g.putNew(key(0), key(0).hash(), 0) {
+		t.Error("putNew(key 0), forgotten two rotations ago, reported it held")
+	}
+}

@@ -79,8 +79,8 @@ type versionAt struct {
 // join.shards), each shard behind its own mutex, which only the Joiner
 // takes: Apply takes the shard of each fact in turn, Tick and Flush each
 // shard in turn, never two shards at once (the per-aggregate state an append
-// or projection updates is locked inside, briefly). All its methods are safe
-// for concurrent use.
+// or projection updates is locked inside, briefly, or with one shard guarded
+// by that shard's lock). All its methods are safe for concurrent use.
 type Joiner struct {
 	m      *metrics
 	logger *slog.Logger // for the Joiner's own log lines (unprojlog.go)
@@ -125,7 +125,9 @@ func NewJoiner(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Joi
 
 // Apply joins facts that arrived at now, in order: each append and
 // projection fact in its event's shard (a run of facts of the same shard
-// under one lock), each query fact in its aggregate's. Facts of Kind 0 are
+// under one lock), each query fact in its aggregate's (with one shard, in
+// that shard, whose lock guards the aggregates: joinShared.oneLock). Facts
+// of Kind 0 are
 // skipped. It does not retain facts or their strings. Should it panic, it
 // holds no lock afterwards.
 func (j *Joiner) Apply(facts []Fact, now time.Time) { j.apply(facts, now.UnixNano()) }
@@ -140,15 +142,19 @@ func (j *Joiner) apply(facts []Fact, now int64) {
 	n := len(j.shards)
 	for i := range facts {
 		f := &facts[i]
+		var s *joinShard
 		switch f.Kind {
 		case FactAppend, FactProject:
+			s = j.shards[eventShard(&f.Event, n)]
 		case FactQuery:
-			j.sh.query(f)
-			continue
+			if !j.sh.oneLock {
+				j.sh.query(f)
+				continue
+			}
+			s = j.shards[0]
 		default:
 			continue // parked
 		}
-		s := j.shards[eventShard(&f.Event, n)]
 		if s != held {
 			if held != nil {
 				held.mu.Unlock()
@@ -160,10 +166,13 @@ func (j *Joiner) apply(facts []Fact, now int64) {
 				j.hook("joiner")
 			}
 		}
-		if f.Kind == FactAppend {
+		switch f.Kind {
+		case FactAppend:
 			s.appendEvent(f, now)
-		} else {
+		case FactProject:
 			s.projectFact(f, now)
+		default:
+			j.sh.query(f)
 		}
 	}
 }
@@ -241,7 +250,7 @@ type joinShard struct {
 	pending  [maxProjections]int64
 	progress [maxProjections]int64
 
-	lagSeries  map[[3]uint16]lagPart
+	lagSeries  map[idTriple]lagPart
 	appended   counters2
 	projected  counters2
 	unproj     counters2
@@ -283,6 +292,13 @@ type joinShared struct {
 	otherLag lagSeries
 
 	aggs []aggShard
+	// oneLock is set when there is one Joiner shard (and so one aggregate
+	// shard): its mutex, which Apply then holds for query facts too,
+	// guards the aggregate shard, whose own is not taken. The aggregate
+	// lock's atomic waits for the stores before it, each a miss in the
+	// per-aggregate maps: BenchmarkConsumeSynth on one core (one shard) took
+	// 0.92x the time without it (alternating runs).
+	oneLock bool
 
 	// windows are the status machine's, by projection id; statusWindow
 	// is their length (status.go). Written by refreshGauges only.
@@ -304,7 +320,7 @@ type aggShard struct {
 	id      int // for metric parts
 	order   *genMap[orderKey, orderVal]
 	latest  *genMap[aggKey, versionAt]
-	queries map[[2]uint16]cachedCounter
+	queries map[idPair]cachedCounter
 	_       [64]byte // keep shards' mutexes on their own cache lines
 }
 
@@ -335,7 +351,24 @@ type counters2 struct {
 	vec   *shardedCounter
 	shard int
 	a, b  *labelSet
-	m     map[[2]uint16]cachedCounter
+	m     map[idPair]cachedCounter
+}
+
+// idPair and idTriple are two and three interned label ids packed into one
+// integer, as map keys: a [2]uint16 key is written to the stack as two
+// halves and read back as one word, a load the CPU cannot forward from
+// those stores, so it waited for every store before them to reach the
+// cache, among them the misses of the per-aggregate maps (5% of
+// BenchmarkConsumeSynth's samples were on the query counters' lookup).
+type (
+	idPair   uint32
+	idTriple uint64
+)
+
+func pairOf(x, y uint16) idPair { return idPair(x)<<16 | idPair(y) }
+
+func tripleOf(x, y, z uint16) idTriple {
+	return idTriple(x)<<32 | idTriple(y)<<16 | idTriple(z)
 }
 
 // cachedCounter is a cached part of a counter series; over: the series is
@@ -348,7 +381,7 @@ type cachedCounter struct {
 // add adds weight w (an event's or query's Fact.weight) to the series of
 // interned ids x, y.
 func (c *counters2) add(x, y uint16, w float64) {
-	k := [2]uint16{x, y}
+	k := pairOf(x, y)
 	ctr, ok := c.m[k]
 	if !ok {
 		ctr.p, ctr.over = c.vec.part(c.shard, c.a.value(x), c.b.value(y))
@@ -387,6 +420,7 @@ func newJoinShared(cfg Config, m *metrics, n int) *joinShared {
 		cfgByType:    make(map[string]uint64),
 		lagSeries:    make(map[[3]uint16]*lagSeries),
 		aggs:         make([]aggShard, n),
+		oneLock:      n == 1,
 		exemplarGap:  int64(100 * time.Millisecond),
 		statusWindow: int64(cfg.Join.Deadline),
 		keep:         cfg.KeepSamples,
@@ -395,7 +429,7 @@ func newJoinShared(cfg Config, m *metrics, n int) *joinShared {
 		sh.aggs[i].id = i
 		sh.aggs[i].order = newGenMap[orderKey, orderVal](cfg.Join.MaxPendingEvents / n)
 		sh.aggs[i].latest = newGenMap[aggKey, versionAt](cfg.Join.MaxPendingEvents / n)
-		sh.aggs[i].queries = make(map[[2]uint16]cachedCounter)
+		sh.aggs[i].queries = make(map[idPair]cachedCounter)
 	}
 	sh.projections.onAdd = func(p uint16, name string) {
 		if int(p) >= maxProjections {
@@ -452,16 +486,16 @@ func (sh *joinShared) shard(cfg Config, id, n int) *joinShard {
 		missed:      newEventQueue(max(1, cfg.Join.MaxPendingEvents/n)),
 		joined:      newJoinedStore(max(1, cfg.Join.MaxJoinedEvents/n), cfg.KeepSamples),
 		orphanIdx:   make(map[EventKey]uint64),
-		lagSeries:   make(map[[3]uint16]lagPart),
+		lagSeries:   make(map[idTriple]lagPart),
 		extra:       newSummaryExtra(cfg.KeepSamples),
 	}
 	m := sh.m
 	for i, s := range stageNames {
 		j.stageObs[i], _ = m.stage.part(id, s) // no budget: three series
 	}
-	j.appended = counters2{vec: m.appended, shard: id, a: j.types, b: j.aggTypes, m: map[[2]uint16]cachedCounter{}}
+	j.appended = counters2{vec: m.appended, shard: id, a: j.types, b: j.aggTypes, m: map[idPair]cachedCounter{}}
 	for _, c := range []*counters2{&j.projected, &j.unproj, &j.duplicated, &j.outOfOrder, &j.late} {
-		c.shard, c.a, c.b, c.m = id, j.types, j.projections, map[[2]uint16]cachedCounter{}
+		c.shard, c.a, c.b, c.m = id, j.types, j.projections, map[idPair]cachedCounter{}
 	}
 	j.projected.vec, j.unproj.vec, j.duplicated.vec = m.projected, m.unproj, m.duplicated
 	j.outOfOrder.vec, j.late.vec = m.outOfOrder, m.late
@@ -513,6 +547,21 @@ func (sh *joinShared) touchUnprojected(typ string, mask uint64) {
 		sh.m.duplicated.touch(typ, p)
 		sh.m.outOfOrder.touch(typ, p)
 		sh.m.late.touch(typ, p)
+	}
+}
+
+// lockAgg locks aggregate shard a for the caller, which holds the Joiner
+// shard's lock when oneLock is set (then that lock guards a). unlockAgg
+// releases it.
+func (sh *joinShared) lockAgg(a *aggShard) {
+	if !sh.oneLock {
+		lock(&a.mu)
+	}
+}
+
+func (sh *joinShared) unlockAgg(a *aggShard) {
+	if !sh.oneLock {
+		a.mu.Unlock()
 	}
 }
 
@@ -663,8 +712,8 @@ func (j *joinShard) settle(q *eventQueue, seq uint64, now int64) {
 // if it is the latest.
 func (sh *joinShared) noteVersion(agg uint64, version, appendEnd int64) {
 	a := sh.agg(agg)
-	lock(&a.mu)
-	defer a.mu.Unlock()
+	sh.lockAgg(a)
+	defer sh.unlockAgg(a)
 	v, _ := a.latest.get(aggKey(agg))
 	if v, changed := v.with(version, appendEnd); changed {
 		a.latest.put(aggKey(agg), v)
@@ -793,8 +842,8 @@ func (j *joinShard) observeStage(stage int, d int64) {
 func (sh *joinShared) outOfOrder(p uint16, agg uint64, version, start int64) bool {
 	a := sh.agg(agg)
 	k := orderKey{projection: p, agg: agg}
-	lock(&a.mu)
-	defer a.mu.Unlock()
+	sh.lockAgg(a)
+	defer sh.unlockAgg(a)
 	last, ok := a.order.get(k)
 	switch {
 	case !ok:
@@ -813,14 +862,14 @@ func (sh *joinShared) outOfOrder(p uint16, agg uint64, version, start int64) boo
 }
 
 func (j *joinShard) observeLag(e *eventEntry, p uint16, lag, now int64) {
-	k := [3]uint16{e.command, e.typ, p}
+	k := tripleOf(e.command, e.typ, p)
 	s, ok := j.lagSeries[k]
 	if !ok {
 		s.obs, s.over = j.m.lag.part(j.id, j.commands.value(e.command), j.types.value(e.typ), j.projections.value(p))
 		if s.over {
 			s.lagSeries = &j.sh.otherLag
 		} else {
-			s.lagSeries = j.sh.lagSeriesOf(k)
+			s.lagSeries = j.sh.lagSeriesOf([3]uint16{e.command, e.typ, p})
 		}
 		if j.m.lag.cacheable(s.over, len(j.lagSeries)) {
 			j.lagSeries[k] = s
@@ -859,8 +908,8 @@ func (sh *joinShared) query(f *Fact) {
 	q := sh.qrys.id(f.Query)
 	h := aggHash(f.AggregateID)
 	a := sh.agg(h)
-	lock(&a.mu)
-	defer a.mu.Unlock()
+	sh.lockAgg(a)
+	defer sh.unlockAgg(a)
 	result := uint16(queryUnknown)
 	if h != 0 && f.Version > 0 {
 		if v, ok := a.latest.get(aggKey(h)); ok {
@@ -871,7 +920,7 @@ func (sh *joinShared) query(f *Fact) {
 			}
 		}
 	}
-	k := [2]uint16{q, result}
+	k := pairOf(q, result)
 	c, ok := a.queries[k]
 	if !ok {
 		c.p, c.over = sh.m.queries.part(a.id, sh.qrys.value(q), queryResults[result])

@@ -2,6 +2,7 @@ package analyzer
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -77,10 +78,18 @@ func TestShardCount(t *testing.T) {
 }
 
 // TestConcurrentConsume analyses synth streams from several goroutines at
-// once and checks every count and lag sum against what was sent.
+// once and checks every count and lag sum against what was sent: with
+// several shards, and with one, whose lock then guards the per-aggregate
+// state as well (joinShared.oneLock; -race checks it).
 func TestConcurrentConsume(t *testing.T) {
+	for _, shards := range []int{8, 1} {
+		t.Run(fmt.Sprintf("shards=%d", shards), func(t *testing.T) { testConcurrentConsume(t, shards) })
+	}
+}
+
+func testConcurrentConsume(t *testing.T, shards int) {
 	cfg := DefaultConfig()
-	cfg.Join.Shards = 8
+	cfg.Join.Shards = shards
 	a, err := New(cfg, nil, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -105,17 +114,33 @@ func TestConcurrentConsume(t *testing.T) {
 			mu.Unlock()
 		})
 	}
+	// Requests of queries alone, of an aggregate nothing appends (so
+	// unknown): the first fact of a request is then a query, which takes
+	// the aggregates' lock with no other lock held.
+	const lonely = 10
+	wg.Go(func() {
+		for r := range requests {
+			var specs []spanSpec
+			for i := range lonely {
+				specs = append(specs, spanSpec{trace: r*lonely + i, span: 1, parent: -1,
+					attrs: map[string]any{"cqrs.operation": "query", "cqrs.query.name": "GetOrder", "cqrs.aggregate.id": "lonely", "cqrs.aggregate.version": int64(1)}})
+			}
+			if err := a.ConsumeTraces(context.Background(), traces("reader", specs...)); err != nil {
+				t.Error(err)
+			}
+		}
+	})
 	wg.Wait()
 	a.Flush()
 	s := a.Summary()
 	events := uint64(sent.Events)
-	if got, want := s.Spans, (SpanCounts{Command: events, Append: events, Project: 2 * events, Query: events, Ignored: 5 * events}); got != want {
+	if got, want := s.Spans, (SpanCounts{Command: events, Append: events, Project: 2 * events, Query: events + requests*lonely, Ignored: 5 * events}); got != want {
 		t.Errorf("spans = %+v, want %+v", got, want)
 	}
 	if got, want := s.EventTypes, []EventTypeSummary{{Name: synth.EventType, Appended: events}}; !cmp.Equal(got, want) {
 		t.Errorf("event types = %+v, want %+v", got, want)
 	}
-	if got, want := s.Queries, (QueryCounts{Fresh: events}); got != want {
+	if got, want := s.Queries, (QueryCounts{Fresh: events, Unknown: requests * lonely}); got != want {
 		t.Errorf("queries = %+v, want %+v", got, want)
 	}
 	if len(s.Projections) != 2 {
