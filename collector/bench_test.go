@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -91,6 +92,59 @@ func BenchmarkDecode(b *testing.B) {
 				td, fb, err := decodeTraces(reqs[i%len(reqs)], sel)
 				if err != nil || fb != fallbackNone {
 					b.Fatal(err, fb)
+				}
+				spans += td.SpanCount()
+			}
+			b.ReportMetric(float64(spans)/b.Elapsed().Seconds(), "spans/s")
+		})
+	}
+}
+
+// BenchmarkReceiverDecode measures the receiver's decode of the synth
+// stream with the default limits and the selective decoder: "scan" as it
+// was before the one pass (the limits' pre-scan, then the selective
+// decoder) and "onepass" as tracesCore.decode does it now, in one run.
+func BenchmarkReceiverDecode(b *testing.B) {
+	reqs := synthRequests(b, 16)
+	m, err := newMetrics(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	core := &tracesCore{next: Discard, limiter: newByteLimiter(cfg.MaxInflightBytes), metrics: m, selective: analysisDecoder, limits: cfg.decodeLimits()}
+	for _, step := range []struct {
+		name   string
+		decode func([]byte) (ptrace.Traces, int64, error)
+	}{
+		{"scan", func(buf []byte) (ptrace.Traces, int64, error) {
+			counts, rerr := scanProto(buf, core.limits)
+			if rerr != nil {
+				return ptrace.Traces{}, 0, rerr
+			}
+			est := counts.decodedSize(len(buf))
+			if !core.limiter.tryAcquire(est) {
+				return ptrace.Traces{}, 0, errOrNil(overloaded(0))
+			}
+			td, fb, err := decodeTraces(buf, core.selective)
+			if err == nil && fb != fallbackNone {
+				err = errors.New(fb.String())
+			}
+			return td, est, err
+		}},
+		{"onepass", func(buf []byte) (ptrace.Traces, int64, error) {
+			td, reserved, rerr := core.decode(buf, false)
+			return td, reserved, errOrNil(rerr)
+		}},
+	} {
+		b.Run(step.name, func(b *testing.B) {
+			spans := 0
+			b.ReportAllocs()
+			b.SetBytes(int64(len(reqs[0])))
+			for i := 0; b.Loop(); i++ {
+				td, reserved, err := step.decode(reqs[i%len(reqs)])
+				core.limiter.release(reserved)
+				if err != nil {
+					b.Fatal(err)
 				}
 				spans += td.SpanCount()
 			}
