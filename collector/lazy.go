@@ -341,6 +341,8 @@ const (
 	depthScopeKeyValue    = 4 // ..., scope spans, scope, key-value
 	depthSpanKeyValue     = 4 // ..., scope spans, span, key-value
 	depthEventKeyValue    = 5 // ..., span, event or link, key-value
+
+	checkedAlready = -1 // for attribute: the key-value was checked and counted
 )
 
 func (d *lazyRequest) resourceSpans(buf []byte, rs ptrace.ResourceSpans) fallbackReason {
@@ -567,7 +569,8 @@ func (d *lazyRequest) event(buf []byte, evs ptrace.SpanEventSlice) fallbackReaso
 			continue
 		}
 		if b, ok := r.bytes(); ok {
-			r.decline(d.attribute(b, ev.Attributes(), base, &d.eventAttrs, depthEventKeyValue))
+			// Checked and counted above: a value not kept must not count twice.
+			r.decline(d.attribute(b, ev.Attributes(), base, &d.eventAttrs, checkedAlready))
 		}
 	}
 	d.putKept(ev.Attributes(), base)
@@ -633,7 +636,8 @@ type keptAttr struct {
 }
 
 // attribute decodes a KeyValue, counted already and at scan depth depth,
-// into d.kept when keys holds its key, else checks it. d.kept[base:] are the
+// into d.kept when keys holds its key, else checks it unless depth is
+// checkedAlready. d.kept[base:] are the
 // attributes kept so far for m, which holds those of earlier fields of the
 // same message (a resource given twice).
 func (d *lazyRequest) attribute(buf []byte, m pcommon.Map, base int, keys *stringSet, depth int) fallbackReason {
@@ -657,7 +661,7 @@ func (d *lazyRequest) attribute(buf []byte, m pcommon.Map, base int, keys *strin
 	}
 	k, ok := keys.get(key)
 	if !ok {
-		if !hasVal {
+		if !hasVal || depth == checkedAlready {
 			return fallbackNone
 		}
 		return d.checkAnyValue(val, 0, depth+1)
