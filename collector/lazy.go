@@ -426,6 +426,11 @@ func (d *lazyRequest) checkScope(buf []byte) fallbackReason {
 }
 
 func (d *lazyRequest) scopeSpans(buf []byte, ss ptrace.ScopeSpans) fallbackReason {
+	// Sized once: growing the slice of span pointers span by span copied
+	// them under the GC's write barriers.
+	if n := min(countSpans(buf), d.limits.spans-d.counts.spans+1); n > 1 {
+		ss.Spans().EnsureCapacity(n)
+	}
 	r := wireReader{b: buf}
 	for r.next() {
 		switch r.num {
@@ -444,6 +449,27 @@ func (d *lazyRequest) scopeSpans(buf []byte, ss ptrace.ScopeSpans) fallbackReaso
 		}
 	}
 	return r.fb
+}
+
+// countSpans counts the spans of an encoded ScopeSpans, reading tags and
+// lengths only, up to the first field it cannot read.
+func countSpans(buf []byte) int {
+	n := 0
+	for i := 0; i < len(buf); {
+		num, typ, m := protowire.ConsumeTag(buf[i:])
+		if m < 0 {
+			break
+		}
+		i += m
+		if m = protowire.ConsumeFieldValue(num, typ, buf[i:]); m < 0 {
+			break
+		}
+		i += m
+		if num == scopeSpansSpans && typ == protowire.BytesType {
+			n++
+		}
+	}
+	return n
 }
 
 // thresholdKey marks a tracestate that may carry an OpenTelemetry sampling
