@@ -1,9 +1,6 @@
 package collector
 
-import (
-	"encoding/binary"
-	"sync"
-)
+import "sync"
 
 // stringCache shares the strings the selective decoder makes of span names
 // and kept attribute values: most repeat from span to span (a handful of
@@ -58,18 +55,5 @@ func (c *stringCache) get(b []byte) string {
 	return s
 }
 
-// cacheSlot hashes b, of 1 to maxCachedLen bytes, from its length and its
-// first and last 8 bytes: ids that differ only in their middle share a
-// slot, which costs a miss, never a wrong string.
-func cacheSlot(b []byte) uint8 {
-	var x uint64
-	if len(b) >= 8 {
-		x = binary.LittleEndian.Uint64(b) ^ binary.LittleEndian.Uint64(b[len(b)-8:])*0xff51afd7ed558ccd
-	} else {
-		for _, c := range b {
-			x = x<<8 | uint64(c)
-		}
-	}
-	x ^= uint64(len(b))
-	return uint8((x * 0x9e3779b97f4a7c15) >> 56)
-}
+// cacheSlot is the slot of b, of 1 to maxCachedLen bytes.
+func cacheSlot(b []byte) uint8 { return uint8(hashBytes(b)) }
