@@ -428,7 +428,7 @@ func (d *lazyRequest) checkScope(buf []byte) fallbackReason {
 func (d *lazyRequest) scopeSpans(buf []byte, ss ptrace.ScopeSpans) fallbackReason {
 	// Sized once: growing the slice of span pointers span by span copied
 	// them under the GC's write barriers.
-	if n := min(countSpans(buf), d.limits.spans-d.counts.spans+1); n > 1 {
+	if n := min(countSpans(buf), d.limits.spans-d.counts.spans); n > 1 {
 		ss.Spans().EnsureCapacity(n)
 	}
 	r := wireReader{b: buf}
