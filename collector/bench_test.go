@@ -246,7 +246,8 @@ func errOrNil(e *requestError) error {
 // BenchmarkHostileDecode measures what decoding the hostile
 // requests allocates: with pdata alone, as the receiver did before its
 // limits, and with the receiver's decode, which refuses them after the
-// pre-scan. B/op is the figure.
+// pre-scan, or after the one pass stopped early (receiver, with the
+// selective decoder as lagscope serve has it). B/op is the figure.
 func BenchmarkHostileDecode(b *testing.B) {
 	m, err := newMetrics(nil)
 	if err != nil {
@@ -272,16 +273,25 @@ func BenchmarkHostileDecode(b *testing.B) {
 				}
 			}
 		})
-		b.Run(req.name+"/receiver", func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				_, reserved, rerr := core.decode(req.body, req.json)
-				core.limiter.release(reserved)
-				if rerr == nil || rerr.reason != reasonTooLarge {
-					b.Fatalf("decode = %v, want too large", rerr)
-				}
+		// As lagscope serve decodes it, and without the selective decoder
+		// (the one pass).
+		for _, sel := range []*selectiveDecoder{analysisDecoder, nil} {
+			name := "/receiver"
+			if sel == nil {
+				name += "-pdata"
 			}
-		})
+			b.Run(req.name+name, func(b *testing.B) {
+				core.selective = sel
+				b.ReportAllocs()
+				for b.Loop() {
+					_, reserved, rerr := core.decode(req.body, req.json)
+					core.limiter.release(reserved)
+					if rerr == nil || rerr.reason != reasonTooLarge {
+						b.Fatalf("decode = %v, want too large", rerr)
+					}
+				}
+			})
+		}
 	}
 }
 

@@ -100,26 +100,38 @@ func newSelectiveDecoder(s Selection) *selectiveDecoder {
 
 // decode decodes an ExportTraceServiceRequest, or says why it declines.
 func (s *selectiveDecoder) decode(buf []byte) (ptrace.Traces, fallbackReason) {
-	td, _, fb := s.decodeWithin(buf, unlimited, math.MaxInt64)
+	td, _, fb := s.decodeWithin(buf, unlimited, onePassBudget{bound: math.MaxInt64})
 	return td, fb
+}
+
+// onePassBudget bounds what decodeWithin may count: bound, the estimate
+// of the whole request, and, unless perByte is 0, the estimate of the items
+// counted so far, perByte per byte of the request before the last one plus
+// slack (count).
+type onePassBudget struct {
+	bound, perByte, slack int64
 }
 
 // decodeWithin is decode counting, as scanProto does, what pdata would make
 // of the request: it declines with overLimit at the first count past l, at
 // a message nested deeper than l.depth, or once counts.decodedSize exceeds
-// bound. It allocates only for what it keeps, so that what it allocated is
-// at most that size, and at most bound. What it accepts, scanProto accepts
-// with the same counts (TestLazyDifferential checks both).
-func (s *selectiveDecoder) decodeWithin(buf []byte, l decodeLimits, bound int64) (ptrace.Traces, requestCounts, fallbackReason) {
+// what budget allows. It allocates only for what it keeps, so that what it
+// allocated is at most that size, and at most the bound. What it accepts,
+// scanProto accepts with the same counts (TestLazyDifferential checks both).
+func (s *selectiveDecoder) decodeWithin(buf []byte, l decodeLimits, budget onePassBudget) (ptrace.Traces, requestCounts, fallbackReason) {
 	sc := getScratch()
-	d := lazyRequest{selectiveDecoder: s, limits: l, est: int64(len(buf)), bound: bound, strs: &sc.strs, kept: sc.kept[:0]}
+	d := lazyRequest{
+		selectiveDecoder: s, limits: l, strs: &sc.strs, kept: sc.kept[:0],
+		est: int64(len(buf)), encoded: int64(len(buf)), capacity: int64(cap(buf)),
+		bound: budget.bound, perByte: budget.perByte, slack: budget.slack,
+	}
 	defer func() { sc.kept = d.kept; putScratch(sc) }() // kept as grown
 	td := ptrace.NewTraces()
 	r := wireReader{b: buf}
 	for r.next() {
 		switch r.num {
 		case exportTraceServiceRequestResourceSpans:
-			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.resources, math.MaxInt, resourceCost)) {
+			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.resources, math.MaxInt, resourceCost, nil)) {
 				r.decline(d.resourceSpans(b, td.ResourceSpans().AppendEmpty()))
 			}
 		default:
@@ -146,25 +158,40 @@ type lazyRequest struct {
 	counts requestCounts
 	est    int64 // counts.decodedSize so far
 	bound  int64
-	strs   *stringCache
-	kept   []keptAttr // the attributes kept of the messages being decoded, in sc
+	// perByte and slack bound est-encoded by the offset of the item counted
+	// last (count); perByte 0 does not.
+	perByte, slack   int64
+	encoded          int64 // len of the request
+	capacity, offset int64 // cap of the request; of the item counted last
+	strs             *stringCache
+	kept             []keptAttr // the attributes kept of the messages being decoded, in sc
 }
 
-// count adds one item to *n, which may not exceed limit, and cost to the
-// estimate, which may not exceed the bound.
-func (d *lazyRequest) count(n *int, limit int, cost int64) fallbackReason {
+// count adds one item, whose content is b, to *n, which may not exceed
+// limit, and cost to the estimate, which may not exceed the bound. With a
+// perByte, the cost of what it counted may not exceed perByte per byte of
+// the request before the item either, plus slack: so a bomb of small items
+// (a million empty links in 2 MB, each 128 bytes to pdata) stops after
+// some hundred of them, not at a limit or at the bound, which the whole
+// request sets. The item's offset is its capacity's distance from the
+// request's: the decoder only ever slices the request with two indices.
+func (d *lazyRequest) count(n *int, limit int, cost int64, b []byte) fallbackReason {
 	*n++
 	d.est += cost
-	if *n > limit || d.est > d.bound {
+	if b != nil {
+		d.offset = d.capacity - int64(cap(b))
+	}
+	if *n > limit || d.est > d.bound || (d.perByte > 0 && d.est-d.encoded > d.perByte*d.offset+d.slack) {
 		return overLimit
 	}
 	return fallbackNone
 }
 
-// attr counts an attribute: a key-value, an array element or an entity
-// reference or one of its keys, as scanProto does.
-func (d *lazyRequest) attr() fallbackReason {
-	return d.count(&d.counts.attrs, d.limits.attrs, attributeCost)
+// attr counts an attribute, of content b: a key-value, an array element
+// or an entity reference or one of its keys (of content nil), as
+// scanProto does.
+func (d *lazyRequest) attr(b []byte) fallbackReason {
+	return d.count(&d.counts.attrs, d.limits.attrs, attributeCost, b)
 }
 
 // nested checks the scan depth of a message it descends into: scanProto
@@ -354,7 +381,7 @@ func (d *lazyRequest) resourceSpans(buf []byte, rs ptrace.ResourceSpans) fallbac
 				r.decline(d.resource(b, rs.Resource()))
 			}
 		case resourceSpansScopeSpans:
-			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.scopes, math.MaxInt, scopeCost)) {
+			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.scopes, math.MaxInt, scopeCost, nil)) {
 				r.decline(d.scopeSpans(b, rs.ScopeSpans().AppendEmpty()))
 			}
 		case resourceSpansSchemaURL:
@@ -372,13 +399,13 @@ func (d *lazyRequest) resource(buf []byte, res pcommon.Resource) fallbackReason 
 	for r.next() {
 		switch r.num {
 		case resourceAttributes:
-			if b, ok := r.bytes(); ok && r.accept(d.attr()) {
+			if b, ok := r.bytes(); ok && r.accept(d.attr(b)) {
 				r.decline(d.attribute(b, res.Attributes(), base, &d.resourceAttrs, depthResourceKeyValue))
 			}
 		case resourceDroppedAttributesCount:
 			r.skip(protowire.VarintType)
 		case resourceEntityRefs:
-			if b, ok := r.bytes(); ok && r.accept(d.attr()) {
+			if b, ok := r.bytes(); ok && r.accept(d.attr(b)) {
 				r.decline(d.checkEntityRef(b))
 			}
 		default:
@@ -397,7 +424,7 @@ func (d *lazyRequest) checkEntityRef(buf []byte) fallbackReason {
 			r.skip(protowire.BytesType)
 		case entityRefIDKeys, entityRefDescriptionKeys:
 			if r.skip(protowire.BytesType); r.fb == fallbackNone {
-				r.decline(d.attr()) // pdata makes a string of each key
+				r.decline(d.attr(nil)) // pdata makes a string of each key
 			}
 		default:
 			r.decline(fallbackUnknownField)
@@ -413,7 +440,7 @@ func (d *lazyRequest) checkScope(buf []byte) fallbackReason {
 		case instrumentationScopeName, instrumentationScopeVersion:
 			r.skip(protowire.BytesType)
 		case instrumentationScopeAttributes:
-			if b, ok := r.bytes(); ok && r.accept(d.attr()) {
+			if b, ok := r.bytes(); ok && r.accept(d.attr(b)) {
 				r.decline(d.checkKeyValue(b, 0, depthScopeKeyValue))
 			}
 		case instrumentationScopeDroppedAttributesCount:
@@ -427,8 +454,9 @@ func (d *lazyRequest) checkScope(buf []byte) fallbackReason {
 
 func (d *lazyRequest) scopeSpans(buf []byte, ss ptrace.ScopeSpans) fallbackReason {
 	// Sized once: growing the slice of span pointers span by span copied
-	// them under the GC's write barriers.
-	if n := min(countSpans(buf), d.limits.spans-d.counts.spans); n > 1 {
+	// them under the GC's write barriers. At most for a Collector's batch,
+	// so that a bomb of empty spans does not get a slice for all of them.
+	if n := min(countSpans(buf), d.limits.spans-d.counts.spans, maxPresizedSpans); n > 1 {
 		ss.Spans().EnsureCapacity(n)
 	}
 	r := wireReader{b: buf}
@@ -439,7 +467,7 @@ func (d *lazyRequest) scopeSpans(buf []byte, ss ptrace.ScopeSpans) fallbackReaso
 				r.decline(d.checkScope(b))
 			}
 		case scopeSpansSpans:
-			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.spans, d.limits.spans, spanCost)) {
+			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.spans, d.limits.spans, spanCost, b)) {
 				r.decline(d.span(b, ss.Spans().AppendEmpty()))
 			}
 		case scopeSpansSchemaURL:
@@ -450,6 +478,9 @@ func (d *lazyRequest) scopeSpans(buf []byte, ss ptrace.ScopeSpans) fallbackReaso
 	}
 	return r.fb
 }
+
+// maxPresizedSpans is the batch processor's default send_batch_size.
+const maxPresizedSpans = 8192
 
 // countSpans counts the spans of an encoded ScopeSpans, reading tags and
 // lengths only, up to the first field it cannot read.
@@ -511,17 +542,17 @@ func (d *lazyRequest) span(buf []byte, sp ptrace.Span) fallbackReason {
 		case spanEndTimeUnixNano:
 			sp.SetEndTimestamp(pcommon.Timestamp(r.fixed64()))
 		case spanAttributes:
-			if b, ok := r.bytes(); ok && r.accept(d.attr()) {
+			if b, ok := r.bytes(); ok && r.accept(d.attr(b)) {
 				r.decline(d.attribute(b, sp.Attributes(), base, &d.spanAttrs, depthSpanKeyValue))
 			}
 		case spanDroppedAttributesCount, spanDroppedEventsCount, spanDroppedLinksCount:
 			r.skip(protowire.VarintType)
 		case spanEvents:
-			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.events, d.limits.events, eventCost)) {
+			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.events, d.limits.events, eventCost, b)) {
 				r.decline(d.event(b, sp.Events()))
 			}
 		case spanLinks:
-			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.links, d.limits.links, linkCost)) {
+			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.links, d.limits.links, linkCost, b)) {
 				r.decline(d.link(b, sp.Links()))
 			}
 		case spanStatus:
@@ -569,7 +600,7 @@ func (d *lazyRequest) event(buf []byte, evs ptrace.SpanEventSlice) fallbackReaso
 		case eventName:
 			name, _ = r.bytes() // the last one, as pdata
 		case eventAttributes:
-			if b, ok := r.bytes(); ok && r.accept(d.attr()) {
+			if b, ok := r.bytes(); ok && r.accept(d.attr(b)) {
 				r.decline(d.checkKeyValue(b, 0, depthEventKeyValue))
 			}
 		case eventDroppedAttributesCount:
@@ -621,7 +652,7 @@ func (d *lazyRequest) link(buf []byte, links ptrace.SpanLinkSlice) fallbackReaso
 		case linkTraceState:
 			r.skip(protowire.BytesType)
 		case linkAttributes:
-			if b, ok := r.bytes(); ok && r.accept(d.attr()) {
+			if b, ok := r.bytes(); ok && r.accept(d.attr(b)) {
 				r.decline(d.checkKeyValue(b, 0, depthEventKeyValue))
 			}
 		case linkDroppedAttributesCount:
@@ -839,7 +870,7 @@ func (d *lazyRequest) checkArrayValue(buf []byte, nest, depth int) fallbackReaso
 	for r.next() {
 		switch r.num {
 		case arrayValueValues:
-			if b, ok := r.bytes(); ok && r.accept(d.attr()) {
+			if b, ok := r.bytes(); ok && r.accept(d.attr(b)) {
 				r.decline(d.checkAnyValue(b, nest, depth+1))
 			}
 		default:
@@ -857,7 +888,7 @@ func (d *lazyRequest) checkKeyValueList(buf []byte, nest, depth int) fallbackRea
 	for r.next() {
 		switch r.num {
 		case keyValueListValues:
-			if b, ok := r.bytes(); ok && r.accept(d.attr()) {
+			if b, ok := r.bytes(); ok && r.accept(d.attr(b)) {
 				r.decline(d.checkKeyValue(b, nest, depth+1))
 			}
 		default:

@@ -327,7 +327,7 @@ var onePassLimits = []decodeLimits{DefaultConfig().decodeLimits(), fuzzLimits}
 func diffOnePass(buf []byte, limits ...decodeLimits) error {
 	for _, l := range limits {
 		counts, serr := scanProto(buf, l)
-		_, got, fb := analysisDecoder.decodeWithin(buf, l, math.MaxInt64)
+		_, got, fb := analysisDecoder.decodeWithin(buf, l, onePassBudget{bound: math.MaxInt64})
 		switch {
 		case fb == fallbackNone && serr != nil:
 			return fmt.Errorf("limits %+v: the one pass accepted a request the scan refuses (%v)", l, serr)
@@ -337,7 +337,7 @@ func diffOnePass(buf []byte, limits ...decodeLimits) error {
 			return fmt.Errorf("limits %+v: the one pass stopped at a limit the scan does not refuse", l)
 		}
 		bound := 2 * int64(len(buf)) // crossed by most requests
-		if _, got, fb := analysisDecoder.decodeWithin(buf, l, bound); fb == fallbackNone && got.decodedSize(len(buf)) > bound {
+		if _, got, fb := analysisDecoder.decodeWithin(buf, l, onePassBudget{bound: bound}); fb == fallbackNone && got.decodedSize(len(buf)) > bound {
 			return fmt.Errorf("limits %+v: the one pass estimated %d bytes past its bound of %d", l, got.decodedSize(len(buf)), bound)
 		}
 

@@ -96,15 +96,22 @@ func (c *tracesCore) decode(buf []byte, json bool) (td ptrace.Traces, reserved i
 // Without the scan, the selective decoder must reserve before it decodes:
 // it reserves onePassBytes(len(buf)) and declines (overLimit) once the
 // estimate of what pdata would allocate, which bounds what it allocates,
-// passes that. The bound holds the synth stream's requests with room to
-// spare (TestOnePassBound) and is far below the amplification of a bomb (a
-// million empty links in 2 MB), which the scan then refuses.
+// passes that, or passes the same bytes per byte of the items it counted so
+// far (onePassBudget): so a bomb (a million empty links in 2 MB) is left to
+// the scan after a few hundred items. The bound holds the synth stream's
+// requests with room to spare (TestOnePassBound).
 const (
 	onePassPerByte = 24       // bytes reserved per encoded byte
 	onePassSlack   = 64 << 10 // and per request, for small requests' fixed costs
 )
 
 func onePassBytes(encoded int) int64 { return int64(encoded)*onePassPerByte + onePassSlack }
+
+// receiverBudget is what decodeOnePass lets the decoder count of a request
+// of encoded bytes.
+func receiverBudget(encoded int) onePassBudget {
+	return onePassBudget{bound: onePassBytes(encoded), perByte: onePassPerByte, slack: onePassSlack}
+}
 
 // decodeOnePass decodes a protobuf request with the selective decoder,
 // counting against the limits as it goes instead of scanning first, and
@@ -120,7 +127,7 @@ func (c *tracesCore) decodeOnePass(buf []byte) (ptrace.Traces, int64, fallbackRe
 	if c.limits.depth < minJSONDepth || bound > c.limiter.max || !c.limiter.tryAcquire(bound) {
 		return ptrace.Traces{}, 0, overLimit
 	}
-	td, counts, fb := c.selective.decodeWithin(buf, c.limits, bound)
+	td, counts, fb := c.selective.decodeWithin(buf, c.limits, receiverBudget(len(buf)))
 	if fb != fallbackNone {
 		c.limiter.release(bound)
 		return ptrace.Traces{}, 0, fb
