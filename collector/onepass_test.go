@@ -56,12 +56,15 @@ func TestOnePassDepth(t *testing.T) {
 	}
 }
 
-// TestOnePassBound checks that the synth stream's requests, and a small
-// request, decode within the one pass's bound with room to spare, so that
-// normal traffic never pays for the scan.
+// TestOnePassBound checks that the synth stream's requests, a small request
+// and the real clients' captures decode within the one pass's bound with
+// room to spare, so that normal traffic never pays for the scan.
 func TestOnePassBound(t *testing.T) {
 	reqs := synthStream(t, 4)
 	reqs = append(reqs, lazySeeds(t)[1])
+	for _, b := range loadCaptures(t) {
+		reqs = append(reqs, b)
+	}
 	limits := DefaultConfig().decodeLimits()
 	for i, b := range reqs {
 		td, counts, fb := analysisDecoder.decodeWithin(b, limits, receiverBudget(len(b)))
