@@ -131,7 +131,7 @@ func (s *selectiveDecoder) decodeWithin(buf []byte, l decodeLimits, budget onePa
 	for r.next() {
 		switch r.num {
 		case exportTraceServiceRequestResourceSpans:
-			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.resources, math.MaxInt, resourceCost, nil)) {
+			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.resources, math.MaxInt, resourceCost, b)) {
 				r.decline(d.resourceSpans(b, td.ResourceSpans().AppendEmpty()))
 			}
 		default:
@@ -174,7 +174,9 @@ type lazyRequest struct {
 // (a million empty links in 2 MB, each 128 bytes to pdata) stops after
 // some hundred of them, not at a limit or at the bound, which the whole
 // request sets. The item's offset is its capacity's distance from the
-// request's: the decoder only ever slices the request with two indices.
+// request's: the decoder (and protowire.ConsumeBytes) only ever slice the
+// request with two indices; a b of nil (an entity reference's key) keeps
+// the last offset.
 func (d *lazyRequest) count(n *int, limit int, cost int64, b []byte) fallbackReason {
 	*n++
 	d.est += cost
@@ -381,7 +383,7 @@ func (d *lazyRequest) resourceSpans(buf []byte, rs ptrace.ResourceSpans) fallbac
 				r.decline(d.resource(b, rs.Resource()))
 			}
 		case resourceSpansScopeSpans:
-			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.scopes, math.MaxInt, scopeCost, nil)) {
+			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.scopes, math.MaxInt, scopeCost, b)) {
 				r.decline(d.scopeSpans(b, rs.ScopeSpans().AppendEmpty()))
 			}
 		case resourceSpansSchemaURL:
