@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -91,6 +92,59 @@ func BenchmarkDecode(b *testing.B) {
 				td, fb, err := decodeTraces(reqs[i%len(reqs)], sel)
 				if err != nil || fb != fallbackNone {
 					b.Fatal(err, fb)
+				}
+				spans += td.SpanCount()
+			}
+			b.ReportMetric(float64(spans)/b.Elapsed().Seconds(), "spans/s")
+		})
+	}
+}
+
+// BenchmarkReceiverDecode measures the receiver's decode of the synth
+// stream with the default limits and the selective decoder: "scan" as it
+// was before the one pass (the limits' pre-scan, then the selective
+// decoder) and "onepass" as tracesCore.decode does it now, in one run.
+func BenchmarkReceiverDecode(b *testing.B) {
+	reqs := synthRequests(b, 16)
+	m, err := newMetrics(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	core := &tracesCore{next: Discard, limiter: newByteLimiter(cfg.MaxInflightBytes), metrics: m, selective: analysisDecoder, limits: cfg.decodeLimits()}
+	for _, step := range []struct {
+		name   string
+		decode func([]byte) (ptrace.Traces, int64, error)
+	}{
+		{"scan", func(buf []byte) (ptrace.Traces, int64, error) {
+			counts, rerr := scanProto(buf, core.limits)
+			if rerr != nil {
+				return ptrace.Traces{}, 0, rerr
+			}
+			est := counts.decodedSize(len(buf))
+			if !core.limiter.tryAcquire(est) {
+				return ptrace.Traces{}, 0, errOrNil(overloaded(0))
+			}
+			td, fb, err := decodeTraces(buf, core.selective)
+			if err == nil && fb != fallbackNone {
+				err = errors.New(fb.String())
+			}
+			return td, est, err
+		}},
+		{"onepass", func(buf []byte) (ptrace.Traces, int64, error) {
+			td, reserved, rerr := core.decode(buf, false)
+			return td, reserved, errOrNil(rerr)
+		}},
+	} {
+		b.Run(step.name, func(b *testing.B) {
+			spans := 0
+			b.ReportAllocs()
+			b.SetBytes(int64(len(reqs[0])))
+			for i := 0; b.Loop(); i++ {
+				td, reserved, err := step.decode(reqs[i%len(reqs)])
+				core.limiter.release(reserved)
+				if err != nil {
+					b.Fatal(err)
 				}
 				spans += td.SpanCount()
 			}
@@ -192,7 +246,8 @@ func errOrNil(e *requestError) error {
 // BenchmarkHostileDecode measures what decoding the hostile
 // requests allocates: with pdata alone, as the receiver did before its
 // limits, and with the receiver's decode, which refuses them after the
-// pre-scan. B/op is the figure.
+// pre-scan, or after the one pass stopped early (receiver, with the
+// selective decoder as lagscope serve has it). B/op is the figure.
 func BenchmarkHostileDecode(b *testing.B) {
 	m, err := newMetrics(nil)
 	if err != nil {
@@ -218,16 +273,25 @@ func BenchmarkHostileDecode(b *testing.B) {
 				}
 			}
 		})
-		b.Run(req.name+"/receiver", func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				_, reserved, rerr := core.decode(req.body, req.json)
-				core.limiter.release(reserved)
-				if rerr == nil || rerr.reason != reasonTooLarge {
-					b.Fatalf("decode = %v, want too large", rerr)
-				}
+		// As lagscope serve decodes it, and without the selective decoder
+		// (the one pass).
+		for _, sel := range []*selectiveDecoder{analysisDecoder, nil} {
+			name := "/receiver"
+			if sel == nil {
+				name += "-pdata"
 			}
-		})
+			b.Run(req.name+name, func(b *testing.B) {
+				core.selective = sel
+				b.ReportAllocs()
+				for b.Loop() {
+					_, reserved, rerr := core.decode(req.body, req.json)
+					core.limiter.release(reserved)
+					if rerr == nil || rerr.reason != reasonTooLarge {
+						b.Fatalf("decode = %v, want too large", rerr)
+					}
+				}
+			})
+		}
 	}
 }
 

@@ -41,7 +41,8 @@ type Config struct {
 	// MaxAttributesPerRequest (YAML otlp.max_spans_per_request,
 	// otlp.max_links_per_request, otlp.max_events_per_request,
 	// otlp.max_attributes_per_request) bound what one request may hold,
-	// counted before decoding; past one the request is refused as too large
+	// counted before decoding (or as the selective decoder decodes, within a
+	// reservation); past one the request is refused as too large
 	// (HTTP 413, gRPC ResourceExhausted without retry advice). Attributes are
 	// those of resources, scopes, spans, events and links together, with the
 	// elements of array and map values and entity references' keys. Defaults

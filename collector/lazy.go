@@ -100,19 +100,109 @@ func newSelectiveDecoder(s Selection) *selectiveDecoder {
 
 // decode decodes an ExportTraceServiceRequest, or says why it declines.
 func (s *selectiveDecoder) decode(buf []byte) (ptrace.Traces, fallbackReason) {
+	td, _, fb := s.decodeWithin(buf, unlimited, onePassBudget{bound: math.MaxInt64})
+	return td, fb
+}
+
+// onePassBudget bounds what decodeWithin may count: bound, the estimate
+// of the whole request, and, unless perByte is 0, the estimate of the items
+// counted so far, perByte per byte of the request before the last one plus
+// slack (count).
+type onePassBudget struct {
+	bound, perByte, slack int64
+}
+
+// decodeWithin is decode counting, as scanProto does, what pdata would make
+// of the request: it declines with overLimit at the first count past l, at
+// a message nested deeper than l.depth, or once counts.decodedSize exceeds
+// what budget allows. It allocates only for what it keeps, so that what it
+// allocated is at most that size, and at most the bound. What it accepts,
+// scanProto accepts with the same counts (TestLazyDifferential checks both).
+func (s *selectiveDecoder) decodeWithin(buf []byte, l decodeLimits, budget onePassBudget) (ptrace.Traces, requestCounts, fallbackReason) {
+	sc := getScratch()
+	d := lazyRequest{
+		selectiveDecoder: s, limits: l, strs: &sc.strs, kept: sc.kept[:0],
+		est: int64(len(buf)), encoded: int64(len(buf)), capacity: int64(cap(buf)),
+		bound: budget.bound, perByte: budget.perByte, slack: budget.slack,
+	}
+	defer func() { sc.kept = d.kept; putScratch(sc) }() // kept as grown
 	td := ptrace.NewTraces()
 	r := wireReader{b: buf}
 	for r.next() {
 		switch r.num {
 		case exportTraceServiceRequestResourceSpans:
-			if b, ok := r.bytes(); ok {
-				r.decline(s.resourceSpans(b, td.ResourceSpans().AppendEmpty()))
+			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.resources, math.MaxInt, resourceCost, b)) {
+				r.decline(d.resourceSpans(b, td.ResourceSpans().AppendEmpty()))
 			}
 		default:
 			r.decline(fallbackUnknownField)
 		}
 	}
-	return td, r.fb
+	return td, d.counts, r.fb
+}
+
+// overLimit is how decodeWithin declines at a limit or past its bound. It is
+// no fallback, and no label of lagscope_decode_fallbacks_total: the caller
+// scans the request, which refuses it or leaves it to pdata, and counts
+// the fallback then.
+const overLimit = numFallbackReasons
+
+// unlimited are limits no request reaches.
+var unlimited = decodeLimits{spans: math.MaxInt, links: math.MaxInt, events: math.MaxInt, attrs: math.MaxInt, depth: math.MaxInt}
+
+// lazyRequest is the state of one request's decoding: what it counted, and
+// the strings it shares.
+type lazyRequest struct {
+	*selectiveDecoder
+	limits decodeLimits
+	counts requestCounts
+	est    int64 // counts.decodedSize so far
+	bound  int64
+	// perByte and slack bound est-encoded by the offset of the item counted
+	// last (count); perByte 0 does not.
+	perByte, slack   int64
+	encoded          int64 // len of the request
+	capacity, offset int64 // cap of the request; of the item counted last
+	strs             *stringCache
+	kept             []keptAttr // the attributes kept of the messages being decoded, in sc
+}
+
+// count adds one item, whose content is b, to *n, which may not exceed
+// limit, and cost to the estimate, which may not exceed the bound. With a
+// perByte, the cost of what it counted may not exceed perByte per byte of
+// the request before the item either, plus slack: so a bomb of small items
+// (a million empty links in 2 MB, each 128 bytes to pdata) stops after
+// some hundred of them, not at a limit or at the bound, which the whole
+// request sets. The item's offset is its capacity's distance from the
+// request's: the decoder (and protowire.ConsumeBytes) only ever slice the
+// request with two indices; a b of nil (an entity reference's key) keeps
+// the last offset.
+func (d *lazyRequest) count(n *int, limit int, cost int64, b []byte) fallbackReason {
+	*n++
+	d.est += cost
+	if b != nil {
+		d.offset = d.capacity - int64(cap(b))
+	}
+	if *n > limit || d.est > d.bound || (d.perByte > 0 && d.est-d.encoded > d.perByte*d.offset+d.slack) {
+		return overLimit
+	}
+	return fallbackNone
+}
+
+// attr counts an attribute, of content b: a key-value, an array element
+// or an entity reference or one of its keys (of content nil), as
+// scanProto does.
+func (d *lazyRequest) attr(b []byte) fallbackReason {
+	return d.count(&d.counts.attrs, d.limits.attrs, attributeCost, b)
+}
+
+// nested checks the scan depth of a message it descends into: scanProto
+// refuses a non-empty message nested deeper than the limit.
+func (d *lazyRequest) nested(b []byte, depth int) fallbackReason {
+	if len(b) > 0 && depth > d.limits.depth {
+		return overLimit
+	}
+	return fallbackNone
 }
 
 // wireReader reads the fields of one encoded message in turn, with
@@ -267,17 +357,34 @@ func (r *wireReader) decline(fb fallbackReason) {
 	}
 }
 
-func (s *selectiveDecoder) resourceSpans(buf []byte, rs ptrace.ResourceSpans) fallbackReason {
+// accept is decline reporting whether the message is still accepted.
+func (r *wireReader) accept(fb fallbackReason) bool {
+	r.decline(fb)
+	return r.fb == fallbackNone
+}
+
+// The scan depths of the messages below (the request's is 0): what nests
+// deeper are attribute values, whose depth the check functions follow.
+const (
+	depthResourceKeyValue = 3 // request, resource spans, resource, key-value
+	depthScopeKeyValue    = 4 // ..., scope spans, scope, key-value
+	depthSpanKeyValue     = 4 // ..., scope spans, span, key-value
+	depthEventKeyValue    = 5 // ..., span, event or link, key-value
+
+	checkedAlready = -1 // for attribute: the key-value was checked and counted
+)
+
+func (d *lazyRequest) resourceSpans(buf []byte, rs ptrace.ResourceSpans) fallbackReason {
 	r := wireReader{b: buf}
 	for r.next() {
 		switch r.num {
 		case resourceSpansResource:
 			if b, ok := r.bytes(); ok {
-				r.decline(s.resource(b, rs.Resource()))
+				r.decline(d.resource(b, rs.Resource()))
 			}
 		case resourceSpansScopeSpans:
-			if b, ok := r.bytes(); ok {
-				r.decline(s.scopeSpans(b, rs.ScopeSpans().AppendEmpty()))
+			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.scopes, math.MaxInt, scopeCost, b)) {
+				r.decline(d.scopeSpans(b, rs.ScopeSpans().AppendEmpty()))
 			}
 		case resourceSpansSchemaURL:
 			r.skip(protowire.BytesType)
@@ -288,19 +395,38 @@ func (s *selectiveDecoder) resourceSpans(buf []byte, rs ptrace.ResourceSpans) fa
 	return r.fb
 }
 
-func (s *selectiveDecoder) resource(buf []byte, res pcommon.Resource) fallbackReason {
+func (d *lazyRequest) resource(buf []byte, res pcommon.Resource) fallbackReason {
+	base := len(d.kept)
 	r := wireReader{b: buf}
 	for r.next() {
 		switch r.num {
 		case resourceAttributes:
-			if b, ok := r.bytes(); ok {
-				r.decline(s.attribute(b, res.Attributes(), &s.resourceAttrs))
+			if b, ok := r.bytes(); ok && r.accept(d.attr(b)) {
+				r.decline(d.attribute(b, res.Attributes(), base, &d.resourceAttrs, depthResourceKeyValue))
 			}
 		case resourceDroppedAttributesCount:
 			r.skip(protowire.VarintType)
 		case resourceEntityRefs:
-			if b, ok := r.bytes(); ok {
-				r.decline(checkEntityRef(b))
+			if b, ok := r.bytes(); ok && r.accept(d.attr(b)) {
+				r.decline(d.checkEntityRef(b))
+			}
+		default:
+			r.decline(fallbackUnknownField)
+		}
+	}
+	d.putKept(res.Attributes(), base)
+	return r.fb
+}
+
+func (d *lazyRequest) checkEntityRef(buf []byte) fallbackReason {
+	r := wireReader{b: buf}
+	for r.next() {
+		switch r.num {
+		case entityRefSchemaURL, entityRefType:
+			r.skip(protowire.BytesType)
+		case entityRefIDKeys, entityRefDescriptionKeys:
+			if r.skip(protowire.BytesType); r.fb == fallbackNone {
+				r.decline(d.attr(nil)) // pdata makes a string of each key
 			}
 		default:
 			r.decline(fallbackUnknownField)
@@ -309,28 +435,15 @@ func (s *selectiveDecoder) resource(buf []byte, res pcommon.Resource) fallbackRe
 	return r.fb
 }
 
-func checkEntityRef(buf []byte) fallbackReason {
-	r := wireReader{b: buf}
-	for r.next() {
-		switch r.num {
-		case entityRefSchemaURL, entityRefType, entityRefIDKeys, entityRefDescriptionKeys:
-			r.skip(protowire.BytesType)
-		default:
-			r.decline(fallbackUnknownField)
-		}
-	}
-	return r.fb
-}
-
-func checkScope(buf []byte) fallbackReason {
+func (d *lazyRequest) checkScope(buf []byte) fallbackReason {
 	r := wireReader{b: buf}
 	for r.next() {
 		switch r.num {
 		case instrumentationScopeName, instrumentationScopeVersion:
 			r.skip(protowire.BytesType)
 		case instrumentationScopeAttributes:
-			if b, ok := r.bytes(); ok {
-				r.decline(checkKeyValue(b, 0))
+			if b, ok := r.bytes(); ok && r.accept(d.attr(b)) {
+				r.decline(d.checkKeyValue(b, 0, depthScopeKeyValue))
 			}
 		case instrumentationScopeDroppedAttributesCount:
 			r.skip(protowire.VarintType)
@@ -341,17 +454,23 @@ func checkScope(buf []byte) fallbackReason {
 	return r.fb
 }
 
-func (s *selectiveDecoder) scopeSpans(buf []byte, ss ptrace.ScopeSpans) fallbackReason {
+func (d *lazyRequest) scopeSpans(buf []byte, ss ptrace.ScopeSpans) fallbackReason {
+	// Sized once: growing the slice of span pointers span by span copied
+	// them under the GC's write barriers. At most for a Collector's batch,
+	// so that a bomb of empty spans does not get a slice for all of them.
+	if n := min(countSpans(buf), d.limits.spans-d.counts.spans, maxPresizedSpans); n > 1 {
+		ss.Spans().EnsureCapacity(n)
+	}
 	r := wireReader{b: buf}
 	for r.next() {
 		switch r.num {
 		case scopeSpansScope:
 			if b, ok := r.bytes(); ok {
-				r.decline(checkScope(b))
+				r.decline(d.checkScope(b))
 			}
 		case scopeSpansSpans:
-			if b, ok := r.bytes(); ok {
-				r.decline(s.span(b, ss.Spans().AppendEmpty()))
+			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.spans, d.limits.spans, spanCost, b)) {
+				r.decline(d.span(b, ss.Spans().AppendEmpty()))
 			}
 		case scopeSpansSchemaURL:
 			r.skip(protowire.BytesType)
@@ -362,11 +481,36 @@ func (s *selectiveDecoder) scopeSpans(buf []byte, ss ptrace.ScopeSpans) fallback
 	return r.fb
 }
 
+// maxPresizedSpans is the batch processor's default send_batch_size.
+const maxPresizedSpans = 8192
+
+// countSpans counts the spans of an encoded ScopeSpans, reading tags and
+// lengths only, up to the first field it cannot read.
+func countSpans(buf []byte) int {
+	n := 0
+	for i := 0; i < len(buf); {
+		num, typ, m := protowire.ConsumeTag(buf[i:])
+		if m < 0 {
+			break
+		}
+		i += m
+		if m = protowire.ConsumeFieldValue(num, typ, buf[i:]); m < 0 {
+			break
+		}
+		i += m
+		if num == scopeSpansSpans && typ == protowire.BytesType {
+			n++
+		}
+	}
+	return n
+}
+
 // thresholdKey marks a tracestate that may carry an OpenTelemetry sampling
 // threshold (ot=th:...), the only part of it the analysis reads.
 var thresholdKey = []byte("th:")
 
-func (s *selectiveDecoder) span(buf []byte, sp ptrace.Span) fallbackReason {
+func (d *lazyRequest) span(buf []byte, sp ptrace.Span) fallbackReason {
+	base := len(d.kept)
 	r := wireReader{b: buf}
 	for r.next() {
 		switch r.num {
@@ -387,11 +531,11 @@ func (s *selectiveDecoder) span(buf []byte, sp ptrace.Span) fallbackReason {
 			// which weights the span's counts (analyzer's Fact.Weight):
 			// other tracestates would cost an allocation per span.
 			if b, ok := r.bytes(); ok && bytes.Contains(b, thresholdKey) {
-				sp.TraceState().FromRaw(string(b))
+				sp.TraceState().FromRaw(d.strs.get(b))
 			}
 		case spanName:
 			if b, ok := r.bytes(); ok {
-				sp.SetName(string(b))
+				sp.SetName(d.strs.get(b))
 			}
 		case spanKind:
 			sp.SetKind(ptrace.SpanKind(int32(r.varint())))
@@ -400,18 +544,18 @@ func (s *selectiveDecoder) span(buf []byte, sp ptrace.Span) fallbackReason {
 		case spanEndTimeUnixNano:
 			sp.SetEndTimestamp(pcommon.Timestamp(r.fixed64()))
 		case spanAttributes:
-			if b, ok := r.bytes(); ok {
-				r.decline(s.attribute(b, sp.Attributes(), &s.spanAttrs))
+			if b, ok := r.bytes(); ok && r.accept(d.attr(b)) {
+				r.decline(d.attribute(b, sp.Attributes(), base, &d.spanAttrs, depthSpanKeyValue))
 			}
 		case spanDroppedAttributesCount, spanDroppedEventsCount, spanDroppedLinksCount:
 			r.skip(protowire.VarintType)
 		case spanEvents:
-			if b, ok := r.bytes(); ok {
-				r.decline(s.event(b, sp.Events()))
+			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.events, d.limits.events, eventCost, b)) {
+				r.decline(d.event(b, sp.Events()))
 			}
 		case spanLinks:
-			if b, ok := r.bytes(); ok {
-				r.decline(decodeLink(b, sp.Links()))
+			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.links, d.limits.links, linkCost, b)) {
+				r.decline(d.link(b, sp.Links()))
 			}
 		case spanStatus:
 			if b, ok := r.bytes(); ok {
@@ -423,6 +567,7 @@ func (s *selectiveDecoder) span(buf []byte, sp ptrace.Span) fallbackReason {
 			r.decline(fallbackUnknownField)
 		}
 	}
+	d.putKept(sp.Attributes(), base)
 	return r.fb
 }
 
@@ -445,8 +590,9 @@ func (r *wireReader) id8(b []byte) (id [8]byte) {
 }
 
 // event keeps an event whose name the Selection keeps, and checks any other.
-func (s *selectiveDecoder) event(buf []byte, evs ptrace.SpanEventSlice) fallbackReason {
-	// The name may come after the attributes: check first, then decode.
+func (d *lazyRequest) event(buf []byte, evs ptrace.SpanEventSlice) fallbackReason {
+	// The name may come after the attributes: check (and count) first,
+	// then decode.
 	var name []byte
 	r := wireReader{b: buf}
 	for r.next() {
@@ -456,8 +602,8 @@ func (s *selectiveDecoder) event(buf []byte, evs ptrace.SpanEventSlice) fallback
 		case eventName:
 			name, _ = r.bytes() // the last one, as pdata
 		case eventAttributes:
-			if b, ok := r.bytes(); ok {
-				r.decline(checkKeyValue(b, 0))
+			if b, ok := r.bytes(); ok && r.accept(d.attr(b)) {
+				r.decline(d.checkKeyValue(b, 0, depthEventKeyValue))
 			}
 		case eventDroppedAttributesCount:
 			r.skip(protowire.VarintType)
@@ -468,12 +614,13 @@ func (s *selectiveDecoder) event(buf []byte, evs ptrace.SpanEventSlice) fallback
 	if r.fb != fallbackNone {
 		return r.fb
 	}
-	kept, ok := s.eventNames.get(name)
+	kept, ok := d.eventNames.get(name)
 	if !ok {
 		return fallbackNone
 	}
 	ev := evs.AppendEmpty()
 	ev.SetName(kept)
+	base := len(d.kept)
 	r = wireReader{b: buf}
 	for r.next() {
 		if r.num != eventAttributes {
@@ -481,15 +628,17 @@ func (s *selectiveDecoder) event(buf []byte, evs ptrace.SpanEventSlice) fallback
 			continue
 		}
 		if b, ok := r.bytes(); ok {
-			r.decline(s.attribute(b, ev.Attributes(), &s.eventAttrs))
+			// Checked and counted above: a value not kept must not count twice.
+			r.decline(d.attribute(b, ev.Attributes(), base, &d.eventAttrs, checkedAlready))
 		}
 	}
+	d.putKept(ev.Attributes(), base)
 	return r.fb
 }
 
-// decodeLink keeps a link's ids, which is all the selective decoder keeps
-// of links, and checks the rest.
-func decodeLink(buf []byte, links ptrace.SpanLinkSlice) fallbackReason {
+// link keeps a link's ids, which is all the selective decoder keeps of
+// links, and checks the rest.
+func (d *lazyRequest) link(buf []byte, links ptrace.SpanLinkSlice) fallbackReason {
 	l := links.AppendEmpty()
 	r := wireReader{b: buf}
 	for r.next() {
@@ -505,8 +654,8 @@ func decodeLink(buf []byte, links ptrace.SpanLinkSlice) fallbackReason {
 		case linkTraceState:
 			r.skip(protowire.BytesType)
 		case linkAttributes:
-			if b, ok := r.bytes(); ok {
-				r.decline(checkKeyValue(b, 0))
+			if b, ok := r.bytes(); ok && r.accept(d.attr(b)) {
+				r.decline(d.checkKeyValue(b, 0, depthEventKeyValue))
 			}
 		case linkDroppedAttributesCount:
 			r.skip(protowire.VarintType)
@@ -534,9 +683,23 @@ func decodeSpanStatus(buf []byte, st ptrace.Status) fallbackReason {
 	return r.fb
 }
 
-// attribute decodes a KeyValue into m when keys holds its key, else checks
-// it.
-func (s *selectiveDecoder) attribute(buf []byte, m pcommon.Map, keys *stringSet) fallbackReason {
+// keptAttr is a kept attribute as decoded, before it goes into its map: a
+// map is sized once, to the attributes it gets, when all of them are known.
+// EnsureCapacity of a guess (8) took a tenth of BenchmarkReceiverDecode's
+// time and most of its bytes.
+type keptAttr struct {
+	key string
+	typ pcommon.ValueType
+	b   []byte // of a string or bytes value, in the request
+	n   uint64 // of a bool, int or double value
+}
+
+// attribute decodes a KeyValue, counted already and at scan depth depth,
+// into d.kept when keys holds its key, else checks it unless depth is
+// checkedAlready. d.kept[base:] are the
+// attributes kept so far for m, which holds those of earlier fields of the
+// same message (a resource given twice).
+func (d *lazyRequest) attribute(buf []byte, m pcommon.Map, base int, keys *stringSet, depth int) fallbackReason {
 	var key, val []byte
 	hasKey, hasVal := false, false
 	r := wireReader{b: buf}
@@ -557,26 +720,63 @@ func (s *selectiveDecoder) attribute(buf []byte, m pcommon.Map, keys *stringSet)
 	}
 	k, ok := keys.get(key)
 	if !ok {
-		if !hasVal {
+		if !hasVal || depth == checkedAlready {
 			return fallbackNone
 		}
-		return checkAnyValue(val, 0)
+		return d.checkAnyValue(val, 0, depth+1)
 	}
-	if _, dup := m.Get(k); dup {
-		return fallbackDuplicateKeptAttribute
+	for _, a := range d.kept[base:] {
+		if a.key == k {
+			return fallbackDuplicateKeptAttribute
+		}
 	}
-	if m.Len() == 0 {
-		m.EnsureCapacity(8) // grow once, not at each of the first kept attributes
+	if m.Len() > 0 {
+		if _, dup := m.Get(k); dup {
+			return fallbackDuplicateKeptAttribute
+		}
 	}
-	v := m.PutEmpty(k)
-	if !hasVal {
-		return fallbackNone
+	a := keptAttr{key: k, typ: pcommon.ValueTypeEmpty}
+	fb := fallbackNone
+	if hasVal {
+		fb = d.anyValue(val, &a)
 	}
-	return s.anyValue(val, v)
+	d.kept = append(d.kept, a)
+	return fb
 }
 
-// anyValue decodes a scalar AnyValue into v; arrays and maps decline.
-func (s *selectiveDecoder) anyValue(buf []byte, v pcommon.Value) fallbackReason {
+// putKept moves d.kept[base:] into m, and truncates d.kept to base.
+func (d *lazyRequest) putKept(m pcommon.Map, base int) {
+	kept := d.kept[base:]
+	if len(kept) == 0 {
+		return
+	}
+	m.EnsureCapacity(m.Len() + len(kept))
+	for i := range kept {
+		a := &kept[i]
+		switch a.typ {
+		case pcommon.ValueTypeStr:
+			if x, ok := d.values.get(a.b); ok {
+				m.PutStr(a.key, x)
+			} else {
+				m.PutStr(a.key, d.strs.get(a.b))
+			}
+		case pcommon.ValueTypeBytes:
+			m.PutEmptyBytes(a.key).FromRaw(a.b)
+		case pcommon.ValueTypeBool:
+			m.PutBool(a.key, a.n != 0)
+		case pcommon.ValueTypeInt:
+			m.PutInt(a.key, int64(a.n))
+		case pcommon.ValueTypeDouble:
+			m.PutDouble(a.key, math.Float64frombits(a.n))
+		default:
+			m.PutEmpty(a.key)
+		}
+	}
+	d.kept = d.kept[:base]
+}
+
+// anyValue decodes a scalar AnyValue into a; arrays and maps decline.
+func (d *lazyRequest) anyValue(buf []byte, a *keptAttr) fallbackReason {
 	r := wireReader{b: buf}
 	set := false
 	for r.next() {
@@ -588,22 +788,18 @@ func (s *selectiveDecoder) anyValue(buf []byte, v pcommon.Value) fallbackReason 
 		switch r.num {
 		case anyValueStringValue:
 			if b, ok := r.bytes(); ok {
-				if x, ok := s.values.get(b); ok {
-					v.SetStr(x)
-				} else {
-					v.SetStr(string(b))
-				}
+				a.typ, a.b = pcommon.ValueTypeStr, b
 			}
 		case anyValueBytesValue:
 			if b, ok := r.bytes(); ok {
-				v.SetEmptyBytes().FromRaw(b)
+				a.typ, a.b = pcommon.ValueTypeBytes, b
 			}
 		case anyValueBoolValue:
-			v.SetBool(r.varint() != 0)
+			a.typ, a.n = pcommon.ValueTypeBool, r.varint()
 		case anyValueIntValue:
-			v.SetInt(int64(r.varint()))
+			a.typ, a.n = pcommon.ValueTypeInt, r.varint()
 		case anyValueDoubleValue:
-			v.SetDouble(math.Float64frombits(r.fixed64()))
+			a.typ, a.n = pcommon.ValueTypeDouble, r.fixed64()
 		case anyValueArrayValue, anyValueKvlistValue:
 			r.decline(fallbackKeptComplexValue)
 		default:
@@ -613,8 +809,12 @@ func (s *selectiveDecoder) anyValue(buf []byte, v pcommon.Value) fallbackReason 
 	return r.fb
 }
 
-// checkKeyValue checks a KeyValue that is not kept, at nesting depth.
-func checkKeyValue(buf []byte, depth int) fallbackReason {
+// checkKeyValue checks a KeyValue that is not kept, counted already, nested
+// nest values deep and at scan depth depth.
+func (d *lazyRequest) checkKeyValue(buf []byte, nest, depth int) fallbackReason {
+	if fb := d.nested(buf, depth); fb != fallbackNone {
+		return fb
+	}
 	r := wireReader{b: buf}
 	for r.next() {
 		switch r.num {
@@ -622,7 +822,7 @@ func checkKeyValue(buf []byte, depth int) fallbackReason {
 			r.skip(protowire.BytesType)
 		case keyValueValue:
 			if b, ok := r.bytes(); ok {
-				r.decline(checkAnyValue(b, depth))
+				r.decline(d.checkAnyValue(b, nest, depth+1))
 			}
 		default:
 			r.decline(fallbackUnknownField)
@@ -631,10 +831,14 @@ func checkKeyValue(buf []byte, depth int) fallbackReason {
 	return r.fb
 }
 
-// checkAnyValue checks an AnyValue that is not kept, at nesting depth.
-func checkAnyValue(buf []byte, depth int) fallbackReason {
-	if depth > maxLazyDepth {
+// checkAnyValue checks an AnyValue that is not kept, nested nest values
+// deep and at scan depth depth.
+func (d *lazyRequest) checkAnyValue(buf []byte, nest, depth int) fallbackReason {
+	if nest > maxLazyDepth {
 		return fallbackTooDeep
+	}
+	if fb := d.nested(buf, depth); fb != fallbackNone {
+		return fb
 	}
 	r := wireReader{b: buf}
 	for r.next() {
@@ -647,11 +851,11 @@ func checkAnyValue(buf []byte, depth int) fallbackReason {
 			r.skip(protowire.Fixed64Type)
 		case anyValueArrayValue:
 			if b, ok := r.bytes(); ok {
-				r.decline(checkArrayValue(b, depth+1))
+				r.decline(d.checkArrayValue(b, nest+1, depth+1))
 			}
 		case anyValueKvlistValue:
 			if b, ok := r.bytes(); ok {
-				r.decline(checkKeyValueList(b, depth+1))
+				r.decline(d.checkKeyValueList(b, nest+1, depth+1))
 			}
 		default:
 			r.decline(fallbackUnknownField)
@@ -660,13 +864,16 @@ func checkAnyValue(buf []byte, depth int) fallbackReason {
 	return r.fb
 }
 
-func checkArrayValue(buf []byte, depth int) fallbackReason {
+func (d *lazyRequest) checkArrayValue(buf []byte, nest, depth int) fallbackReason {
+	if fb := d.nested(buf, depth); fb != fallbackNone {
+		return fb
+	}
 	r := wireReader{b: buf}
 	for r.next() {
 		switch r.num {
 		case arrayValueValues:
-			if b, ok := r.bytes(); ok {
-				r.decline(checkAnyValue(b, depth))
+			if b, ok := r.bytes(); ok && r.accept(d.attr(b)) {
+				r.decline(d.checkAnyValue(b, nest, depth+1))
 			}
 		default:
 			r.decline(fallbackUnknownField)
@@ -675,13 +882,16 @@ func checkArrayValue(buf []byte, depth int) fallbackReason {
 	return r.fb
 }
 
-func checkKeyValueList(buf []byte, depth int) fallbackReason {
+func (d *lazyRequest) checkKeyValueList(buf []byte, nest, depth int) fallbackReason {
+	if fb := d.nested(buf, depth); fb != fallbackNone {
+		return fb
+	}
 	r := wireReader{b: buf}
 	for r.next() {
 		switch r.num {
 		case keyValueListValues:
-			if b, ok := r.bytes(); ok {
-				r.decline(checkKeyValue(b, depth))
+			if b, ok := r.bytes(); ok && r.accept(d.attr(b)) {
+				r.decline(d.checkKeyValue(b, nest, depth+1))
 			}
 		default:
 			r.decline(fallbackUnknownField)

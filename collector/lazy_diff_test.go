@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -193,7 +195,7 @@ func diffInputs(t *testing.T) int {
 		if testing.Short() || raceEnabled {
 			return 2000 // a few seconds under the race detector
 		}
-		return 20000 // about 5 s on one core
+		return 20000 // about 7 s on one core, the check against the pre-scan included
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 0 {
@@ -309,7 +311,86 @@ func diffLazy(buf []byte) (fallbackReason, error) {
 	if (err != nil) != (perr != nil) || dfb != fb {
 		return fb, fmt.Errorf("decodeTraces: error %v, fallback %v; pdata's error %v, selective fallback %v", err, dfb, perr, fb)
 	}
-	return fb, nil
+	return fb, diffOnePass(buf, onePassLimits...)
+}
+
+// onePassLimits are the limits diffOnePass decodes with: the default ones,
+// and ones small enough for generated inputs to cross.
+var onePassLimits = []decodeLimits{DefaultConfig().decodeLimits(), fuzzLimits}
+
+// diffOnePass compares the one-pass decoding (decodeWithin) with the scan
+// it replaces: what it accepts the scan accepts with the same counts, and
+// it stops at a limit only where the scan refuses the request; with a
+// bound, it never estimates past it. Then the receiver's decode
+// (tracesCore.decode) must answer as it answered with the scan first: the
+// same error, reason and message, the same reservation.
+func diffOnePass(buf []byte, limits ...decodeLimits) error {
+	for _, l := range limits {
+		counts, serr := scanProto(buf, l)
+		_, got, fb := analysisDecoder.decodeWithin(buf, l, onePassBudget{bound: math.MaxInt64})
+		switch {
+		case fb == fallbackNone && serr != nil:
+			return fmt.Errorf("limits %+v: the one pass accepted a request the scan refuses (%v)", l, serr)
+		case fb == fallbackNone && got != counts:
+			return fmt.Errorf("limits %+v: the one pass counted %+v, the scan %+v", l, got, counts)
+		case fb == overLimit && serr == nil:
+			return fmt.Errorf("limits %+v: the one pass stopped at a limit the scan does not refuse", l)
+		}
+		bound := 2 * int64(len(buf)) // crossed by most requests
+		if _, got, fb := analysisDecoder.decodeWithin(buf, l, onePassBudget{bound: bound}); fb == fallbackNone && got.decodedSize(len(buf)) > bound {
+			return fmt.Errorf("limits %+v: the one pass estimated %d bytes past its bound of %d", l, got.decodedSize(len(buf)), bound)
+		}
+
+		core := onePassCore(l)
+		td, reserved, rerr := core.decode(buf, false)
+		core.limiter.release(reserved)
+		wtd, wreserved, werr := scanThenDecode(core, buf)
+		core.limiter.release(wreserved)
+		switch {
+		case (rerr == nil) != (werr == nil):
+			return fmt.Errorf("limits %+v: decode = %v, with the scan first %v", l, rerr, werr)
+		case rerr != nil && (rerr.reason != werr.reason || rerr.Error() != werr.Error()):
+			return fmt.Errorf("limits %+v: decode = %v (%v), with the scan first %v (%v)", l, rerr, rerr.reason, werr, werr.reason)
+		case reserved != wreserved:
+			return fmt.Errorf("limits %+v: decode reserved %d, with the scan first %d", l, reserved, wreserved)
+		case rerr == nil && !cmp.Equal(relevant(td, &analysisSel), relevant(wtd, &analysisSel)):
+			return fmt.Errorf("limits %+v: decode differs from decoding with the scan first", l)
+		}
+	}
+	return nil
+}
+
+// onePassCore returns a core decoding with the selective decoder within l
+// and a budget that a few generated inputs exceed.
+func onePassCore(l decodeLimits) *tracesCore {
+	m, err := fuzzMetrics()
+	if err != nil {
+		panic(err)
+	}
+	return &tracesCore{next: Discard, limiter: newByteLimiter(4 << 20), metrics: m, selective: analysisDecoder, limits: l}
+}
+
+// scanThenDecode is tracesCore.decode of a protobuf request as it was
+// before the one pass: the scan, the reservation, then the selective
+// decoder, which pdata backs.
+func scanThenDecode(c *tracesCore, buf []byte) (ptrace.Traces, int64, *requestError) {
+	counts, rerr := scanProto(buf, c.limits)
+	if rerr != nil {
+		return ptrace.Traces{}, 0, rerr
+	}
+	est := counts.decodedSize(len(buf))
+	if est > c.limiter.max {
+		return ptrace.Traces{}, 0, newRequestError(reasonTooLarge, "request would decode into about "+strconv.FormatInt(est, 10)+
+			" bytes, more than the receiver's in-flight budget of "+strconv.FormatInt(c.limiter.max, 10)+" (otlp.max_inflight_bytes)")
+	}
+	if !c.limiter.tryAcquire(est) {
+		return ptrace.Traces{}, 0, overloaded(c.retryAfter)
+	}
+	td, _, err := decodeTraces(buf, c.selective)
+	if err != nil {
+		return td, est, &requestError{reason: reasonDecodeError, err: fmt.Errorf("decode OTLP request: %w", err)}
+	}
+	return td, est, nil
 }
 
 // maxGenerated bounds a generated input: splices would otherwise grow.

@@ -15,6 +15,11 @@ import (
 // spans, events, links, attributes) and measure nesting; they do not check
 // the request otherwise: malformed input is left to pdata to refuse, so that
 // a request fails exactly when pdata fails, with pdata's error.
+//
+// The selective decoder counts the same items as it decodes, within a
+// reservation made before it starts (decodeOnePass), and leaves a request
+// that passes a limit or the reservation to scanProto, which decides: the
+// scan runs for those, for the requests the decoder declines, and for JSON.
 
 // decodeLimits are the per-request limits of Config, checked by the scans.
 type decodeLimits struct {

@@ -7,9 +7,11 @@
 // requests in flight, and maps consumer errors to the retryable statuses OTLP
 // exporters retry. The package does not interpret spans beyond that.
 //
-// The edge is hostile: a request is scanned before it is decoded and refused
-// past the per-request limits of Config; the in-flight budget holds what has
-// arrived of each body plus an estimate of what decoding it allocates; bodies
+// The edge is hostile: a request's items are counted, by a scan before it is
+// decoded or by the selective decoder as it decodes within a reservation, and
+// a request past the per-request limits of Config is refused; the in-flight
+// budget holds what has arrived of each body plus an estimate of what
+// decoding it allocates; bodies
 // and gRPC messages that stall are cut after Config.ReadTimeout, idle
 // connections after Config.IdleTimeout; connections and gRPC streams are
 // capped; and a panic while handling a request is recovered, logged at Error

@@ -10,7 +10,7 @@ import (
 )
 
 func TestStringSet(t *testing.T) {
-	long := strings.Repeat("k", maxIndexedLen+1)
+	long := strings.Repeat("k", 300)
 	s := newStringSet([]string{"a.b", "a.c", "", "a.b", "service.name", long})
 	tests := []struct {
 		key  string
@@ -25,7 +25,8 @@ func TestStringSet(t *testing.T) {
 		{"service.names", false},
 		{long, true},
 		{long + "k", false},
-		{strings.Repeat("k", maxIndexedLen), false},
+		{strings.Repeat("k", 299), false},
+		{long[:150] + "x" + long[151:], false}, // the same hash as long
 	}
 	for _, tt := range tests {
 		got, ok := s.get([]byte(tt.key))
@@ -33,8 +34,14 @@ func TestStringSet(t *testing.T) {
 			t.Errorf("get(%.20q) = %.20q, %v; want %v", tt.key, got, ok, tt.want)
 		}
 	}
-	if n := len(s.byLen[3]); n != 2 {
-		t.Errorf("a duplicate was added: %d strings of length 3, want 2", n)
+	held := 0
+	for _, x := range s.slots {
+		if x != "" {
+			held++
+		}
+	}
+	if held != 4 {
+		t.Errorf("the set holds %d non-empty strings, want 4: a duplicate was added", held)
 	}
 	key := []byte("a.c")
 	if allocs := testing.AllocsPerRun(100, func() { s.get(key) }); allocs != 0 {

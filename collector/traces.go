@@ -39,7 +39,20 @@ type Tee interface {
 // the per-request limits, reserves from the limiter an estimate from above of
 // what decoding it allocates, and decodes it. The caller releases the
 // returned reservation once it is done with td, also on error.
+//
+// A protobuf request the selective decoder takes is decoded in one pass
+// instead (decodeOnePass); when that declines, the scan decides as before.
 func (c *tracesCore) decode(buf []byte, json bool) (td ptrace.Traces, reserved int64, _ *requestError) {
+	var declined fallbackReason // why the one pass declined for good, if it did
+	if !json && c.selective != nil {
+		var fb fallbackReason
+		if td, reserved, fb = c.decodeOnePass(buf); fb == fallbackNone {
+			return td, reserved, nil
+		}
+		if fb != overLimit {
+			declined = fb
+		}
+	}
 	var counts requestCounts
 	var rerr *requestError
 	if json {
@@ -59,11 +72,16 @@ func (c *tracesCore) decode(buf []byte, json bool) (td ptrace.Traces, reserved i
 		return td, 0, overloaded(c.retryAfter)
 	}
 	var err error
-	if json {
+	switch {
+	case json:
 		req := ptraceotlp.NewExportRequest()
 		err = req.UnmarshalJSON(buf)
 		td = req.Traces()
-	} else {
+	case declined != fallbackNone:
+		// The selective decoder would decline it again, for the same reason.
+		td, _, err = decodeTraces(buf, nil)
+		c.metrics.decodeFallbacks[declined].Inc()
+	default:
 		var fb fallbackReason
 		if td, fb, err = decodeTraces(buf, c.selective); fb != fallbackNone {
 			c.metrics.decodeFallbacks[fb].Inc()
@@ -73,6 +91,50 @@ func (c *tracesCore) decode(buf []byte, json bool) (td ptrace.Traces, reserved i
 		return td, est, &requestError{reason: reasonDecodeError, err: fmt.Errorf("decode OTLP request: %w", err)}
 	}
 	return td, est, nil
+}
+
+// Without the scan, the selective decoder must reserve before it decodes:
+// it reserves onePassBytes(len(buf)) and declines (overLimit) once the
+// estimate of what pdata would allocate, which bounds what it allocates,
+// passes that, or passes the same bytes per byte of the items it counted so
+// far (onePassBudget): so a bomb (a million empty links in 2 MB) is left to
+// the scan after a few hundred items. The bound holds the synth stream's
+// requests with room to spare (TestOnePassBound).
+const (
+	onePassPerByte = 24       // bytes reserved per encoded byte
+	onePassSlack   = 64 << 10 // and per request, for small requests' fixed costs
+)
+
+func onePassBytes(encoded int) int64 { return int64(encoded)*onePassPerByte + onePassSlack }
+
+// receiverBudget is what decodeOnePass lets the decoder count of a request
+// of encoded bytes.
+func receiverBudget(encoded int) onePassBudget {
+	return onePassBudget{bound: onePassBytes(encoded), perByte: onePassPerByte, slack: onePassSlack}
+}
+
+// decodeOnePass decodes a protobuf request with the selective decoder,
+// counting against the limits as it goes instead of scanning first, and
+// returns what it reserved: exactly what the scan would have (the estimate
+// of the same counts). It declines, having reserved nothing, with overLimit
+// when the request may pass a limit or its bound, or when the bound does not
+// fit the budget (the scan decides then), or with the reason the selective
+// decoder declined it.
+func (c *tracesCore) decodeOnePass(buf []byte) (ptrace.Traces, int64, fallbackReason) {
+	bound := onePassBytes(len(buf))
+	// The decoder checks the depth of attribute values only: the messages
+	// above them nest less deep than any valid limit.
+	if c.limits.depth < minJSONDepth || bound > c.limiter.max || !c.limiter.tryAcquire(bound) {
+		return ptrace.Traces{}, 0, overLimit
+	}
+	td, counts, fb := c.selective.decodeWithin(buf, c.limits, receiverBudget(len(buf)))
+	if fb != fallbackNone {
+		c.limiter.release(bound)
+		return ptrace.Traces{}, 0, fb
+	}
+	est := counts.decodedSize(len(buf))
+	c.limiter.release(bound - est)
+	return td, est, fallbackNone
 }
 
 // recovered logs a panic, of value v, met handling a request that arrived on
