@@ -344,15 +344,7 @@ func (k *Kafka) fetch(runCtx context.Context) (kafka.Message, bool) {
 		if runCtx.Err() != nil || errors.Is(err, io.EOF) {
 			return kafka.Message{}, false
 		}
-		k.errors.WithLabelValues("fetch").Inc()
-		err = k.conn.Explain(strings.Join(k.cfg.Brokers, ","), err)
-		if kafkaconn.IsAuthError(err) {
-			// Retried all the same (credentials may be fixed, the
-			// password file is read again), but said louder.
-			k.logger.Error("the Kafka brokers refuse lagscope's credentials, retrying", "err", err, "in", backoff)
-		} else {
-			k.logger.Warn("cannot fetch from Kafka, retrying", "err", err, "in", backoff)
-		}
+		k.fetchFailed(err, backoff)
 		if !sleep(runCtx, backoff) {
 			return kafka.Message{}, false
 		}
@@ -360,15 +352,35 @@ func (k *Kafka) fetch(runCtx context.Context) (kafka.Message, bool) {
 	}
 }
 
+// fetchFailed counts and logs a fetch error, retried after backoff.
+func (k *Kafka) fetchFailed(err error, backoff time.Duration) {
+	k.errors.WithLabelValues("fetch").Inc()
+	err = k.conn.Explain(strings.Join(k.cfg.Brokers, ","), err)
+	if kafkaconn.IsAuthError(err) {
+		// Retried all the same (credentials may be fixed, the password
+		// file is read again), but said louder.
+		k.logger.Error("the Kafka brokers refuse lagscope's credentials, retrying", "err", err, "in", backoff)
+	} else {
+		k.logger.Warn("cannot fetch from Kafka, retrying", "err", err, "in", backoff)
+	}
+}
+
 // ready returns the next message if the reader has it within
-// kafkaBatchLinger, and reports false otherwise (a fetch error included: the
-// next fetch meets it again). A FetchMessage that returns on its context
-// has taken no message from the reader, so nothing is skipped.
+// kafkaBatchLinger, and reports false otherwise. A FetchMessage that
+// returns on its context has taken no message from the reader, so nothing
+// is skipped; a fetch error ends the batch (counted and logged here: the
+// reader does not repeat it), and the next fetch waits as after any.
 func (k *Kafka) ready(runCtx context.Context) (kafka.Message, bool) {
 	ctx, cancel := context.WithTimeout(runCtx, kafkaBatchLinger)
 	defer cancel()
 	m, err := k.reader.FetchMessage(ctx)
-	return m, err == nil
+	if err == nil {
+		return m, true
+	}
+	if ctx.Err() == nil && !errors.Is(err, io.EOF) {
+		k.fetchFailed(err, 0)
+	}
+	return kafka.Message{}, false
 }
 
 // finish flushes the Consumer (if it is a Flusher), retrying with backoff
