@@ -25,3 +25,37 @@ var Discard Consumer = discard{}
 type discard struct{}
 
 func (discard) ConsumeTraces(context.Context, ptrace.Traces) error { return nil }
+
+// Flusher is implemented by a Consumer that can hold back the work of the
+// requests it accepts until Flush: the Kafka transport hands it a batch of
+// messages, calls Flush, and commits the batch only once Flush returned nil
+// (retrying Flush with backoff while it fails). A Consumer that publishes
+// what it consumes publishes the batch with one round trip instead of one a
+// message.
+//
+// ConsumeTraces learns from FlushFollows(ctx) whether a Flush will follow;
+// the other transports never call Flush, so without that mark it must
+// finish each request's work before it returns, as any Consumer.
+type Flusher interface {
+	// Flush finishes the work of the requests consumed since the last
+	// Flush that returned nil. After an error, it is called again (nothing
+	// of the batch is committed meanwhile), so what it could not finish
+	// must be kept for that call.
+	Flush(ctx context.Context) error
+}
+
+type flushFollowsKey struct{}
+
+// withFlushFollows marks ctx as that of requests whose transport calls Flush
+// after them.
+func withFlushFollows(ctx context.Context) context.Context {
+	return context.WithValue(ctx, flushFollowsKey{}, true)
+}
+
+// FlushFollows reports whether ctx is that of a request after which the
+// transport calls the Consumer's Flush before it counts the request as done:
+// a Flusher may then leave its work to Flush.
+func FlushFollows(ctx context.Context) bool {
+	v, _ := ctx.Value(flushFollowsKey{}).(bool)
+	return v
+}

@@ -118,6 +118,16 @@ const (
 	// errors back off exponentially between these.
 	kafkaMinBackoff = 50 * time.Millisecond
 	kafkaMaxBackoff = 5 * time.Second
+	// A batch is what the reader has ready after a fetch: the messages that
+	// arrive within kafkaBatchLinger of each other, up to kafkaBatchMessages
+	// or kafkaBatchBytes. The Consumer's Flush and the commit are once a
+	// batch: with the Collector exporter's one trace a message, a Flusher
+	// that publishes would otherwise wait for one produce round trip per
+	// few spans (issue 13). The linger is short against the broker's
+	// round trip, so a lone message waits hardly longer than before.
+	kafkaBatchLinger   = time.Millisecond
+	kafkaBatchMessages = 256
+	kafkaBatchBytes    = 4 << 20
 )
 
 // Kafka consumes OTLP traces from a Kafka topic, as the OpenTelemetry
@@ -132,7 +142,12 @@ const (
 // Consumer refuses is retried with backoff, never skipped, so a slow
 // consumer stalls the partition instead of losing spans; each refused
 // attempt counts as a rejected request and its spans as received again, as a
-// re-sent HTTP request would. Messages are handled one at a time, in order.
+// re-sent HTTP request would. Messages are handled one at a time, in order,
+// in batches of those ready together (kafkaBatchMessages): if the Consumer
+// is a Flusher, its Flush follows each batch (FlushFollows is true in the
+// context of ConsumeTraces), is retried with backoff while it fails (each
+// failure counts as a rejected request, reason consumer_error), and the
+// batch is committed only after it returned nil.
 //
 // Its methods are safe for concurrent use.
 type Kafka struct {
@@ -242,8 +257,9 @@ func (k *Kafka) Start(ctx context.Context) error {
 	return nil
 }
 
-// Shutdown stops fetching, waits for the message being handled to be
-// consumed (a retry waiting on backoff is abandoned, uncommitted), then
+// Shutdown stops fetching, waits for the batch being handled to be
+// consumed and flushed (a retry waiting on backoff is abandoned: its
+// message, and with a failing Flush the whole batch, uncommitted), then
 // commits the offsets of what was consumed and leaves the group. When ctx is
 // done first, it cancels the Consumer's context, waits for the loop to end
 // and still closes the reader, and returns ctx's error. Shutdown without
@@ -277,41 +293,125 @@ func (k *Kafka) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// run fetches, handles and commits messages until runCtx is done. The
-// Consumer sees workCtx, which outlives runCtx so that Shutdown lets the
-// message in hand finish.
+// run fetches, handles and commits batches of messages until runCtx is
+// done. The Consumer sees workCtx, which outlives runCtx so that Shutdown
+// lets the batch in hand finish.
 func (k *Kafka) run(runCtx, workCtx context.Context) {
+	flusher, _ := k.core.next.(Flusher)
+	if flusher != nil {
+		workCtx = withFlushFollows(workCtx)
+	}
+	var batch []kafka.Message
+	for {
+		m, ok := k.fetch(runCtx)
+		if !ok {
+			return
+		}
+		batch = batch[:0]
+		size := 0
+		for {
+			if !k.handle(runCtx, workCtx, m) {
+				// Shutdown during a retry: m is left uncommitted,
+				// redelivered later; the batch before it is finished.
+				k.finish(runCtx, workCtx, flusher, batch)
+				return
+			}
+			batch = append(batch, m)
+			size += len(m.Value)
+			if len(batch) == kafkaBatchMessages || size >= kafkaBatchBytes {
+				break
+			}
+			if m, ok = k.ready(runCtx); !ok {
+				break
+			}
+		}
+		if !k.finish(runCtx, workCtx, flusher, batch) {
+			return
+		}
+		clear(batch) // keeps none of the values until the next batch fills
+	}
+}
+
+// fetch waits for the next message, retrying fetch errors with backoff. It
+// reports false once runCtx is done or the reader closed.
+func (k *Kafka) fetch(runCtx context.Context) (kafka.Message, bool) {
 	backoff := kafkaMinBackoff
 	for {
 		m, err := k.reader.FetchMessage(runCtx)
-		if err != nil {
-			if runCtx.Err() != nil || errors.Is(err, io.EOF) {
-				return
+		if err == nil {
+			return m, true
+		}
+		if runCtx.Err() != nil || errors.Is(err, io.EOF) {
+			return kafka.Message{}, false
+		}
+		k.fetchFailed(err, backoff)
+		if !sleep(runCtx, backoff) {
+			return kafka.Message{}, false
+		}
+		backoff = min(2*backoff, kafkaMaxBackoff)
+	}
+}
+
+// fetchFailed counts and logs a fetch error, retried after backoff.
+func (k *Kafka) fetchFailed(err error, backoff time.Duration) {
+	k.errors.WithLabelValues("fetch").Inc()
+	err = k.conn.Explain(strings.Join(k.cfg.Brokers, ","), err)
+	if kafkaconn.IsAuthError(err) {
+		// Retried all the same (credentials may be fixed, the password
+		// file is read again), but said louder.
+		k.logger.Error("the Kafka brokers refuse lagscope's credentials, retrying", "err", err, "in", backoff)
+	} else {
+		k.logger.Warn("cannot fetch from Kafka, retrying", "err", err, "in", backoff)
+	}
+}
+
+// ready returns the next message if the reader has it within
+// kafkaBatchLinger, and reports false otherwise. A FetchMessage that
+// returns on its context has taken no message from the reader, so nothing
+// is skipped; a fetch error ends the batch (counted and logged here: the
+// reader does not repeat it), and the next fetch waits as after any.
+func (k *Kafka) ready(runCtx context.Context) (kafka.Message, bool) {
+	ctx, cancel := context.WithTimeout(runCtx, kafkaBatchLinger)
+	defer cancel()
+	m, err := k.reader.FetchMessage(ctx)
+	if err == nil {
+		return m, true
+	}
+	if ctx.Err() == nil && !errors.Is(err, io.EOF) {
+		k.fetchFailed(err, 0)
+	}
+	return kafka.Message{}, false
+}
+
+// finish flushes the Consumer (if it is a Flusher), retrying with backoff
+// while Flush fails, then commits batch. It reports false, leaving batch
+// uncommitted, if runCtx ended during a retry.
+func (k *Kafka) finish(runCtx, workCtx context.Context, f Flusher, batch []kafka.Message) bool {
+	if len(batch) == 0 {
+		return true
+	}
+	if f != nil {
+		backoff := kafkaMinBackoff
+		for {
+			err := f.Flush(workCtx)
+			if err == nil {
+				break
 			}
-			k.errors.WithLabelValues("fetch").Inc()
-			err = k.conn.Explain(strings.Join(k.cfg.Brokers, ","), err)
-			if kafkaconn.IsAuthError(err) {
-				// Retried all the same (credentials may be fixed, the
-				// password file is read again), but said louder.
-				k.logger.Error("the Kafka brokers refuse lagscope's credentials, retrying", "err", err, "in", backoff)
-			} else {
-				k.logger.Warn("cannot fetch from Kafka, retrying", "err", err, "in", backoff)
-			}
+			k.core.metrics.rejectedRequests[transportKafka][reasonConsumerError].Inc()
+			last := batch[len(batch)-1]
+			k.logger.Debug("Kafka batch not flushed, retrying", "messages", len(batch), "partition", last.Partition, "offset", last.Offset, "err", err, "in", backoff)
 			if !sleep(runCtx, backoff) {
-				return
+				return false
 			}
 			backoff = min(2*backoff, kafkaMaxBackoff)
-			continue
-		}
-		backoff = kafkaMinBackoff
-		if !k.handle(runCtx, workCtx, m) {
-			return // Shutdown during a retry: left uncommitted, redelivered later
-		}
-		if err := k.reader.CommitMessages(workCtx, m); err != nil {
-			k.errors.WithLabelValues("commit").Inc()
-			k.logger.Warn("cannot commit Kafka offset", "partition", m.Partition, "offset", m.Offset, "err", err)
 		}
 	}
+	if err := k.reader.CommitMessages(workCtx, batch...); err != nil {
+		k.errors.WithLabelValues("commit").Inc()
+		last := batch[len(batch)-1]
+		k.logger.Warn("cannot commit Kafka offsets", "messages", len(batch), "partition", last.Partition, "offset", last.Offset, "err", err)
+	}
+	return true
 }
 
 // handle hands message m on, retrying with backoff while it is refused as

@@ -315,6 +315,102 @@ func TestKafkaShutdownLeavesRefusedMessageUncommitted(t *testing.T) {
 	}
 }
 
+// flushCounter is a traceCounter that is a Flusher. Its Flush fails until
+// fails reaches zero (negative: forever).
+type flushCounter struct {
+	traceCounter
+	fmu      sync.Mutex
+	fails    int
+	failed   int // Flush calls that failed
+	flushed  int // Flush calls that succeeded
+	unmarked int // ConsumeTraces calls whose ctx did not say a Flush follows
+}
+
+func (c *flushCounter) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
+	if !FlushFollows(ctx) {
+		c.fmu.Lock()
+		c.unmarked++
+		c.fmu.Unlock()
+	}
+	return c.traceCounter.ConsumeTraces(ctx, td)
+}
+
+func (c *flushCounter) Flush(context.Context) error {
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
+	if c.fails != 0 {
+		c.fails--
+		c.failed++
+		return errors.New("facts brokers unavailable")
+	}
+	c.flushed++
+	return nil
+}
+
+func (c *flushCounter) counts() (failed, flushed, unmarked int) {
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
+	return c.failed, c.flushed, c.unmarked
+}
+
+// TestKafkaCommitsABatchAfterItsFlush: a Flusher's Flush follows a batch of
+// messages, is retried while it fails (nothing committed meanwhile, not even
+// at Shutdown), and once it succeeds the whole batch is committed, each
+// message consumed once.
+func TestKafkaCommitsABatchAfterItsFlush(t *testing.T) {
+	const messages = 20
+	addr, tr := kafkaBroker(t, 1)
+	var msgs []kafka.Message
+	want := make(map[string]int)
+	for i := range messages {
+		id := pcommon.TraceID{byte(i + 1), 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+		msgs = append(msgs, kafkaMessage(t, false, id, "a", "b"))
+		want[id.String()] = 2
+	}
+	produce(t, addr, tr, msgs...)
+
+	// Flush fails forever: retried, and Shutdown commits nothing.
+	stuck := &flushCounter{fails: -1}
+	k, r, _ := startKafka(t, addr, EncodingOTLPProto, "flush", stuck)
+	waitFor(t, "a retried Flush", func() bool { failed, _, _ := stuck.counts(); return failed >= 2 })
+	start := time.Now()
+	shutdownKafka(t, k)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Shutdown took %v while retrying Flush", d)
+	}
+	failed, flushed, _ := stuck.counts()
+	if flushed != 0 {
+		t.Fatalf("Flush succeeded %d times, want 0", flushed)
+	}
+	if got := testutil.ToFloat64(r.core.metrics.rejectedRequests[transportKafka][reasonConsumerError]); got != float64(failed) {
+		t.Errorf("rejected_requests_total{transport=kafka,reason=consumer_error} = %v, want %d (the failed Flush calls)", got, failed)
+	}
+	if diff := cmp.Diff(committed(t, addr, tr, "flush", 1), map[int]int64{0: -1}); diff != "" {
+		t.Errorf("committed offsets with Flush failing (-got +want):\n%s", diff)
+	}
+
+	// The next instance's Flush fails once, then succeeds: all committed.
+	next := &flushCounter{fails: 1}
+	k, _, _ = startKafka(t, addr, EncodingOTLPProto, "flush", next)
+	waitFor(t, "the spans consumed", func() bool { return next.total() == 2*messages })
+	waitFor(t, "a Flush after the failed one", func() bool { _, flushed, _ := next.counts(); return flushed >= 1 })
+	shutdownKafka(t, k)
+	if diff := cmp.Diff(committed(t, addr, tr, "flush", 1), map[int]int64{0: messages}); diff != "" {
+		t.Errorf("committed offsets (-got +want):\n%s", diff)
+	}
+	if diff := cmp.Diff(next.got(), want); diff != "" {
+		t.Errorf("spans by trace (-got +want):\n%s", diff)
+	}
+	failed, flushed, unmarked := next.counts()
+	if failed != 1 || flushed >= messages {
+		t.Errorf("Flush failed %d and succeeded %d times for %d messages, want 1 and fewer than the messages", failed, flushed, messages)
+	}
+	if unmarked != 0 {
+		t.Errorf("%d ConsumeTraces calls without FlushFollows, want 0", unmarked)
+	}
+	t.Logf("%d messages in %d flushes", messages, flushed)
+}
+
 func TestKafkaConfigValidate(t *testing.T) {
 	tests := []struct {
 		name    string

@@ -263,9 +263,12 @@ func (p *publisher) broadcast(ctx context.Context, facts []analyzer.Fact) error 
 
 // ingest is the ingest role's collector.Consumer: it resolves each request
 // into facts and returns once they are published, so the Kafka transport
-// commits a traces message only after its facts are acknowledged. It also
-// publishes, every roleTick, the appends whose command wait ran out. Safe
-// for concurrent use.
+// commits a traces message only after its facts are acknowledged. From the
+// Kafka transport, which calls Flush after a batch of messages and commits
+// them only once it succeeded, it keeps the facts and publishes the whole
+// batch's in Flush: one produce round trip a batch instead of one a message
+// (issue 13). It also publishes, every roleTick, the appends whose command
+// wait ran out. Safe for concurrent use.
 type ingest struct {
 	r       *analyzer.Resolver
 	pub     *publisher
@@ -279,6 +282,12 @@ type ingest struct {
 	// bounded by the appends the Resolver holds, as a failed publish also
 	// stalls the traces consumer that parks new ones.
 	unsent []analyzer.Fact
+	// pending are the facts (owned copies) of the requests consumed since
+	// the last Flush that succeeded: bounded by a batch of the Kafka
+	// transport, which stalls while Flush fails. Its own lock, so that
+	// resolving does not wait for expire's publish; taken after expireMu.
+	pendingMu sync.Mutex
+	pending   []analyzer.Fact
 
 	stop    context.CancelFunc
 	running sync.WaitGroup
@@ -340,13 +349,20 @@ func (g *ingest) start() {
 }
 
 // shutdown stops the ticker, publishes every append still waiting for its
-// command (as Expire's flush does: command "none") within ctx, and closes
-// the Writer. Call it after the consumers feeding ConsumeTraces stopped.
+// command (as Expire's flush does: command "none") within ctx, with the
+// facts of a batch whose Flush failed, and closes the Writer. Call it after
+// the consumers feeding ConsumeTraces stopped.
 func (g *ingest) shutdown(ctx context.Context) error {
 	if g.stop != nil {
 		g.stop()
 		g.running.Wait()
 	}
+	g.expireMu.Lock()
+	g.pendingMu.Lock()
+	g.unsent = append(g.unsent, g.pending...)
+	g.pending = g.pending[:0]
+	g.pendingMu.Unlock()
+	g.expireMu.Unlock()
 	err := g.expire(ctx, time.Now(), true)
 	if err != nil {
 		err = fmt.Errorf("publish the appends waiting for their command: %w", err)
@@ -377,8 +393,15 @@ func (g *ingest) expire(ctx context.Context, now time.Time, flush bool) error {
 // retries the second time: so the facts of a failed publish are kept (as
 // copies: they are views into td) and published with the next message's,
 // which is how the retried message is committed only once they are
-// acknowledged.
+// acknowledged. When a Flush follows (collector.FlushFollows), it keeps
+// copies of the facts for Flush instead, and returns nil.
 func (g *ingest) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
+	if collector.FlushFollows(ctx) {
+		g.pendingMu.Lock()
+		g.pending = g.r.Resolve(g.pending, td, time.Now())
+		g.pendingMu.Unlock()
+		return nil
+	}
 	sc := g.pub.scratch.Get().(*ingestScratch)
 	defer g.pub.scratch.Put(sc)
 	g.expireMu.Lock()
@@ -393,6 +416,37 @@ func (g *ingest) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 		g.keepUnsent(sc.facts)
 		return fmt.Errorf("publish facts to %s: %w", g.topic, g.conn.Diagnose(ctx, g.brokers, err))
 	}
+	return nil
+}
+
+// Flush publishes the facts ConsumeTraces kept since the last Flush that
+// succeeded, with those a failed publish kept back, as one batch per
+// partition (collector.Flusher). On an error the Kafka transport calls it
+// again before it commits anything of the batch, so the facts are kept.
+func (g *ingest) Flush(ctx context.Context) error {
+	sc := g.pub.scratch.Get().(*ingestScratch)
+	defer g.pub.scratch.Put(sc)
+	g.expireMu.Lock()
+	sc.facts = append(sc.facts[:0], g.unsent...)
+	unsent := len(sc.facts)
+	g.unsent = g.unsent[:0]
+	g.expireMu.Unlock()
+	g.pendingMu.Lock()
+	sc.facts = append(sc.facts, g.pending...)
+	g.pendingMu.Unlock()
+	defer clear(sc.facts)
+	if err := g.pub.publish(ctx, sc); err != nil {
+		g.expireMu.Lock()
+		g.unsent = append(g.unsent, sc.facts[:unsent]...)
+		g.expireMu.Unlock()
+		return fmt.Errorf("publish facts to %s: %w", g.topic, g.conn.Diagnose(ctx, g.brokers, err))
+	}
+	g.pendingMu.Lock()
+	// Only the Kafka transport's goroutine adds to pending, and it waits
+	// for this Flush: these are the facts just published.
+	clear(g.pending)
+	g.pending = g.pending[:0]
+	g.pendingMu.Unlock()
 	return nil
 }
 

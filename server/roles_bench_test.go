@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/lagscope/lagscope/analyzer"
@@ -35,12 +36,24 @@ func encodeGroups(b *testing.B, sc *ingestScratch, n int, dst [][]byte) [][]byte
 // BenchmarkKafkaRoles measures, through the in-process broker, how fast one
 // instance of a role drains the traces topic: all (serve) against ingest,
 // one message of one synth trace each, as the Collector's exporter writes
-// them. Run with -benchtime=1x; it reports spans/s.
+// them. Run with -benchtime=1x; it reports spans/s. ingest-produce2ms is
+// ingest with each produce request held 2 ms at the broker before it is
+// handled, the round trip of a real cluster that the in-process broker
+// does not have.
 func BenchmarkKafkaRoles(b *testing.B) {
 	const traces = 2000
-	for _, role := range []string{RoleAll, RoleIngest} {
-		b.Run(role, func(b *testing.B) {
-			addr := benchBroker(b)
+	for _, bc := range []struct {
+		name, role string
+		produceRTT time.Duration
+	}{
+		{RoleAll, RoleAll, 0},
+		{RoleIngest, RoleIngest, 0},
+		{"ingest-produce2ms", RoleIngest, 2 * time.Millisecond},
+	} {
+		role := bc.role
+		b.Run(bc.name, func(b *testing.B) {
+			c := benchCluster(b)
+			addr := c.ListenAddrs()[0]
 			g := synth.New(synth.Config{TracesPerRequest: 1})
 			var m ptrace.ProtoMarshaler
 			var msgs []kafka.Message
@@ -60,6 +73,15 @@ func BenchmarkKafkaRoles(b *testing.B) {
 				b.Fatal(err)
 			}
 			w.Close()
+			if bc.produceRTT > 0 {
+				c.ControlKey(kmsg.Produce.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+					c.KeepControl()
+					// Yields to the other connections (fetches, commits)
+					// while this request waits.
+					c.SleepControl(func() { time.Sleep(bc.produceRTT) })
+					return nil, nil, false
+				})
+			}
 			for b.Loop() {
 				cfg := roleConfig(addr, role, "bench-"+role)
 				s, err := New(cfg, slog.New(slog.DiscardHandler))
@@ -83,7 +105,7 @@ func BenchmarkKafkaRoles(b *testing.B) {
 	}
 }
 
-func benchBroker(b *testing.B) string {
+func benchCluster(b *testing.B) *kfake.Cluster {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, tracesTopic, factsTopic))
 	if err != nil {
 		b.Fatal(err)
@@ -92,7 +114,7 @@ func benchBroker(b *testing.B) string {
 		testTransport.CloseIdleConnections()
 		c.Close()
 	})
-	return c.ListenAddrs()[0]
+	return c
 }
 
 func receivedSpans(b *testing.B, g prometheus.Gatherer) float64 {

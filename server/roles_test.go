@@ -381,10 +381,17 @@ func (st *stages) settle() {
 // the join instances themselves (re-keyed projections, learned
 // expectations, projections handed over at a stop). A join instance counts
 // a batch applied only once what it published for it is acknowledged, so
-// the two sums are equal only when nothing is in flight.
+// the two sums are equal only when nothing is in flight. An ingest instance
+// publishes a batch of traces messages' facts after the batch (Flush), so
+// it must hold none unpublished either.
 func (st *stages) drained(spans int) {
 	waitUntil(st.t, fmt.Sprintf("the ingest role to receive %d spans", spans), func() bool { return received(st.t, st.ingestRegs()...) >= float64(spans) })
 	waitUntil(st.t, "the join role to apply every published fact", func() bool {
+		for _, s := range st.ingests {
+			if unflushed(s) {
+				return false
+			}
+		}
 		pub := 0.0
 		for _, g := range append(st.ingestRegs(), st.joinRegs()...) {
 			pub += counterWith(st.t, g, "lagscope_facts_published_total", "facts")
@@ -392,6 +399,14 @@ func (st *stages) drained(spans int) {
 		got := sample(st.t, "lagscope_facts_applied_total", st.joinRegs()...) + sample(st.t, "lagscope_replayed_facts_total", st.joinRegs()...)
 		return got == pub
 	})
+}
+
+// unflushed reports whether the ingest instance s holds facts that its
+// Kafka transport's Flush has not published yet.
+func unflushed(s *Server) bool {
+	s.ingest.pendingMu.Lock()
+	defer s.ingest.pendingMu.Unlock()
+	return len(s.ingest.pending) > 0
 }
 
 func counterWith(t *testing.T, g prometheus.Gatherer, name, value string) float64 {
