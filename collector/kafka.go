@@ -352,16 +352,23 @@ func (k *Kafka) fetch(runCtx context.Context) (kafka.Message, bool) {
 	}
 }
 
-// fetchFailed counts and logs a fetch error, retried after backoff.
+// fetchFailed counts and logs a fetch error, retried after backoff (0: at
+// once, after the batch it ended).
 func (k *Kafka) fetchFailed(err error, backoff time.Duration) {
 	k.errors.WithLabelValues("fetch").Inc()
 	err = k.conn.Explain(strings.Join(k.cfg.Brokers, ","), err)
+	attrs := []any{"err", err}
+	if backoff > 0 {
+		attrs = append(attrs, "in", backoff)
+	} else {
+		attrs = append(attrs, "after", "the batch in hand")
+	}
 	if kafkaconn.IsAuthError(err) {
 		// Retried all the same (credentials may be fixed, the password
 		// file is read again), but said louder.
-		k.logger.Error("the Kafka brokers refuse lagscope's credentials, retrying", "err", err, "in", backoff)
+		k.logger.Error("the Kafka brokers refuse lagscope's credentials, retrying", attrs...)
 	} else {
-		k.logger.Warn("cannot fetch from Kafka, retrying", "err", err, "in", backoff)
+		k.logger.Warn("cannot fetch from Kafka, retrying", attrs...)
 	}
 }
 
