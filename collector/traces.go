@@ -64,12 +64,8 @@ func (c *tracesCore) decode(buf []byte, json bool) (td ptrace.Traces, reserved i
 		return td, 0, rerr
 	}
 	est := counts.decodedSize(len(buf))
-	if est > c.limiter.max {
-		return td, 0, newRequestError(reasonTooLarge, "request would decode into about "+strconv.FormatInt(est, 10)+
-			" bytes, more than the receiver's in-flight budget of "+strconv.FormatInt(c.limiter.max, 10)+" (otlp.max_inflight_bytes)")
-	}
-	if !c.limiter.tryAcquire(est) {
-		return td, 0, overloaded(c.retryAfter)
+	if rerr := c.reserve(est); rerr != nil {
+		return td, 0, rerr
 	}
 	var err error
 	switch {
@@ -135,6 +131,20 @@ func (c *tracesCore) decodeOnePass(buf []byte) (ptrace.Traces, int64, fallbackRe
 	est := counts.decodedSize(len(buf))
 	c.limiter.release(bound - est)
 	return td, est, fallbackNone
+}
+
+// reserve takes est bytes, what decoding a request will allocate, from the
+// in-flight budget: a request that would need more than all of it is too
+// large (413), one that does not fit now is overload (429 / retry later).
+func (c *tracesCore) reserve(est int64) *requestError {
+	if est > c.limiter.max {
+		return newRequestError(reasonTooLarge, "request would decode into about "+strconv.FormatInt(est, 10)+
+			" bytes, more than the receiver's in-flight budget of "+strconv.FormatInt(c.limiter.max, 10)+" (otlp.max_inflight_bytes)")
+	}
+	if !c.limiter.tryAcquire(est) {
+		return overloaded(c.retryAfter)
+	}
+	return nil
 }
 
 // recovered logs a panic, of value v, met handling a request that arrived on

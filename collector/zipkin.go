@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -282,12 +281,8 @@ func (c *tracesCore) decodeZipkin(buf []byte, json bool) (td ptrace.Traces, rese
 		return td, 0, rerr
 	}
 	est := counts.decodedSize(len(buf))
-	if est > c.limiter.max {
-		return td, 0, newRequestError(reasonTooLarge, "request would decode into about "+strconv.FormatInt(est, 10)+
-			" bytes, more than the receiver's in-flight budget of "+strconv.FormatInt(c.limiter.max, 10)+" (otlp.max_inflight_bytes)")
-	}
-	if !c.limiter.tryAcquire(est) {
-		return td, 0, overloaded(c.retryAfter)
+	if rerr := c.reserve(est); rerr != nil {
+		return td, 0, rerr
 	}
 	spans, err := parseZipkin(buf, json)
 	if err != nil {
