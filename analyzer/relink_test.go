@@ -1,8 +1,11 @@
 package analyzer
 
 import (
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -151,4 +154,56 @@ func unprojectedOf(t *testing.T, reg *prometheus.Registry, typ, p string) float6
 		}
 	}
 	return 0
+}
+
+// TestLearnHostile feeds Learn what a facts topic written by anyone could
+// carry (it comes from another join instance, but the topic is not
+// authenticated per writer): invalid UTF-8, huge names and many distinct
+// ones. The label budgets must hold, every label value must be valid and
+// bounded, and Learned must answer within them.
+func TestLearnHostile(t *testing.T) {
+	cfg := DefaultConfig()
+	reg := prometheus.NewRegistry()
+	j, err := NewJoiner(cfg, nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	huge := strings.Repeat("x", 1<<20)
+	at := base.Add(time.Minute)
+	for i := range 5000 {
+		j.Learn("\xff\xfe"+strconv.Itoa(i), "proj\xc0"+strconv.Itoa(i%200), at)
+		j.Learn(huge+strconv.Itoa(i), huge, at)
+	}
+	j.Learn("", "", at)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather after hostile Learn: %v", err)
+	}
+	types, projs := map[string]bool{}, map[string]bool{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				v := l.GetValue()
+				if !utf8.ValidString(v) || len(v) > cfg.Metrics.MaxLabelLength {
+					t.Fatalf("%s{%s=%.40q...}: label value invalid or over %d bytes (%d)", mf.GetName(), l.GetName(), v, cfg.Metrics.MaxLabelLength, len(v))
+				}
+				switch l.GetName() {
+				case "event_type":
+					types[v] = true
+				case "projection":
+					projs[v] = true
+				}
+			}
+		}
+	}
+	if len(types) == 0 || len(projs) == 0 {
+		t.Fatalf("no event_type or projection label after Learn: the test checks nothing")
+	}
+	// +1: the overflow value that takes what is past the budget.
+	if len(types) > cfg.Metrics.MaxLabelValues+1 || len(projs) > maxProjections+1 {
+		t.Errorf("%d event types, %d projections in the metrics; budgets %d and %d", len(types), len(projs), cfg.Metrics.MaxLabelValues, maxProjections)
+	}
+	if n := len(j.Learned(nil)); n > (cfg.Metrics.MaxLabelValues+1)*maxProjections {
+		t.Errorf("Learned gave %d facts, more than the budgets allow", n)
+	}
 }
