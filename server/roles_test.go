@@ -330,16 +330,41 @@ func groupMembers(t *testing.T, addr, group string) int {
 	return n
 }
 
+// histogramCount sums the observations of histogram family name in g.
+func histogramCount(t *testing.T, g prometheus.Gatherer, name string) uint64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				n += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return n
+}
+
 func received(t *testing.T, gs ...prometheus.Gatherer) float64 {
 	return sample(t, "lagscope_received_spans_total", gs...)
 }
 
-// reference runs one `all` instance on msgs, consuming the traces topic
-// in a group of its own, and returns its cqrs_* view after Flush.
-func reference(t *testing.T, addr string, spans int) map[string]float64 {
+// reference runs one `all` instance on the traces topic's messages
+// (spans spans in them), consuming it in a group of its own, and returns
+// its cqrs_* view after Flush. It flushes once every message is analysed,
+// not only received: the spans of the last one are counted received
+// before the Analyzer has joined them, and a Flush in between declares
+// their events unprojected and then their projections late.
+func reference(t *testing.T, addr string, spans, messages int) map[string]float64 {
 	t.Helper()
 	s := startRole(t, roleConfig(addr, RoleAll, "reference"))
 	waitUntil(t, "the reference to receive every span", func() bool { return received(t, s.Registry) == float64(spans) })
+	waitUntil(t, "the reference to analyse every message", func() bool {
+		return histogramCount(t, s.Registry, "lagscope_request_duration_seconds") == uint64(messages)
+	})
 	s.Analyzer.Flush()
 	return cqrs(t, s.Registry)
 }
@@ -475,7 +500,7 @@ func TestTwoStagesEqualOneInstance(t *testing.T) {
 	}
 	st.settle()
 	produceTraces(t, addr, msgs)
-	want := reference(t, addr, spans)
+	want := reference(t, addr, spans, len(msgs))
 	got := st.finish(spans)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("2 ingest + 2 join instances differ from one instance (-all +summed joins):\n%s", diff)
@@ -534,7 +559,7 @@ func TestGracefulRestartLosesAndDoublesNothing(t *testing.T) {
 	st.settle()
 
 	produceTraces(t, addr, second)
-	want := reference(t, addr, spans1+spans2)
+	want := reference(t, addr, spans1+spans2, len(first)+len(second))
 	got := st.finish(spans1 + spans2)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("after a graceful restart, the stages differ from one instance (-all +summed joins):\n%s", diff)
