@@ -10,6 +10,7 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"go.opentelemetry.io/collector/pdata/xpdata/pref"
 )
 
 // tracesCore is what the gRPC and HTTP transports share: the in-flight limiter,
@@ -162,6 +163,9 @@ func (c *tracesCore) recovered(ctx context.Context, t transport, v any) *request
 // json) goes to it once the consumer accepted td: not before, so that a
 // request the client retries after a consumer error is not forwarded twice.
 func (c *tracesCore) export(ctx context.Context, t transport, td ptrace.Traces, body []byte, json bool) (ptraceotlp.ExportResponse, *requestError) {
+	// The consumer does not keep td (Consumer): give its memory back to
+	// pdata's pools, which the server enables (server.New).
+	defer pref.UnrefTraces(td)
 	received := td.SpanCount()
 	c.metrics.receivedSpans[t].Add(float64(received))
 

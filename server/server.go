@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
+	"go.opentelemetry.io/collector/featuregate"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/lagscope/lagscope/analyzer"
@@ -102,6 +104,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		next = collector.Discard
 	}
 	cfg.OTLP.Keep = collector.Selection(cfg.Analyzer().Reads()) // the selective decoder keeps what the analysis reads
+	enablePdataPools()
 	r, err := collector.New(cfg.Collector(), next, logger.With("component", "collector"), reg)
 	if err != nil {
 		return nil, err
@@ -472,3 +475,13 @@ func webConfigHasTLS(path string) (bool, error) {
 	}
 	return c.TLS.CertFile != "", nil
 }
+
+// enablePdataPools switches on pdata's memory pools (its alpha feature gate
+// pdata.useProtoPooling, off by default in the Collector): the receiver
+// gives each request's pdata back once its consumer returns, which no
+// consumer here keeps (collector.Consumer), and the next request reuses
+// it. BenchmarkCollector's ratio: 0.85-0.89 without, 0.91-0.96 with
+// (alternating pairs). The gate is process-wide and set once.
+var enablePdataPools = sync.OnceFunc(func() {
+	_ = featuregate.GlobalRegistry().Set("pdata.useProtoPooling", true)
+})
