@@ -139,7 +139,10 @@ func (g *genMap[K, V]) touch(h uint64) uint8 {
 	if len(t.slots) == 0 {
 		return 0
 	}
-	return *(*uint8)(unsafe.Pointer(&t.slots[t.home(h)]))
+	i := t.home(h)
+	// The fingerprints too: the probe reads them first, and a full
+	// generation's are larger than the caches.
+	return *(*uint8)(unsafe.Pointer(&t.slots[i])) + t.meta[i]
 }
 
 // touchOld reads the fingerprint where a probe for hash h starts in the
