@@ -155,6 +155,49 @@ func BenchmarkReceiverDecode(b *testing.B) {
 	}
 }
 
+// BenchmarkExportConsumer measures the receiver core without a transport,
+// as lagscope serve runs it (the one pass with the default limits, span
+// validation, the hand-off), on the synth stream, to consumers that
+// discard: one that takes Batches (Discard) and one that takes pdata only,
+// which gets each Batch's ToTraces. Their ratio is what a consumer gains by
+// implementing BatchConsumer, before it reads anything.
+func BenchmarkExportConsumer(b *testing.B) {
+	reqs := synthRequests(b, 16)
+	m, err := newMetrics(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	for _, c := range []struct {
+		name string
+		next Consumer
+	}{
+		{"batch", Discard},
+		{"pdata", consumerFunc(func(context.Context, ptrace.Traces) error { return nil })},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			core := &tracesCore{next: c.next, limiter: newByteLimiter(cfg.MaxInflightBytes), metrics: m, selective: analysisDecoder, limits: cfg.decodeLimits()}
+			ctx := context.Background()
+			spans := 0
+			b.ReportAllocs()
+			b.SetBytes(int64(len(reqs[0])))
+			for i := 0; b.Loop(); i++ {
+				req, reserved, rerr := core.decode(reqs[i%len(reqs)], false)
+				if rerr != nil || req.batch == nil {
+					b.Fatal(rerr, req.batch)
+				}
+				spans += req.spanCount()
+				if _, rerr := core.export(ctx, transportGRPC, req, nil, false); rerr != nil {
+					b.Fatal(rerr)
+				}
+				req.free()
+				core.limiter.release(reserved)
+			}
+			b.ReportMetric(float64(spans)/b.Elapsed().Seconds(), "spans/s")
+		})
+	}
+}
+
 // BenchmarkExportAnalyze measures the receiver core without a transport
 // handing the synth stream to the analyzer (decode, validate, analyse), with
 // pdata's and with the lazy decoder. The requests are replayed, so from the
