@@ -71,7 +71,7 @@ func BenchmarkExport(b *testing.B) {
 		}
 		td := req.Traces()
 		spans += td.SpanCount()
-		if _, rerr := core.export(ctx, transportGRPC, td, nil, false); rerr != nil {
+		if _, rerr := core.export(ctx, transportGRPC, decodedRequest{td: td}, nil, false); rerr != nil {
 			b.Fatal(rerr)
 		}
 	}
@@ -89,11 +89,12 @@ func BenchmarkDecode(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(reqs[0])))
 			for i := 0; b.Loop(); i++ {
-				td, fb, err := decodeTraces(reqs[i%len(reqs)], sel)
+				req, fb, err := decodeTraces(reqs[i%len(reqs)], sel)
 				if err != nil || fb != fallbackNone {
 					b.Fatal(err, fb)
 				}
-				spans += td.SpanCount()
+				spans += req.spanCount()
+				req.free()
 			}
 			b.ReportMetric(float64(spans)/b.Elapsed().Seconds(), "spans/s")
 		})
@@ -114,26 +115,26 @@ func BenchmarkReceiverDecode(b *testing.B) {
 	core := &tracesCore{next: Discard, limiter: newByteLimiter(cfg.MaxInflightBytes), metrics: m, selective: analysisDecoder, limits: cfg.decodeLimits()}
 	for _, step := range []struct {
 		name   string
-		decode func([]byte) (ptrace.Traces, int64, error)
+		decode func([]byte) (decodedRequest, int64, error)
 	}{
-		{"scan", func(buf []byte) (ptrace.Traces, int64, error) {
+		{"scan", func(buf []byte) (decodedRequest, int64, error) {
 			counts, rerr := scanProto(buf, core.limits)
 			if rerr != nil {
-				return ptrace.Traces{}, 0, rerr
+				return decodedRequest{}, 0, rerr
 			}
 			est := counts.decodedSize(len(buf))
 			if !core.limiter.tryAcquire(est) {
-				return ptrace.Traces{}, 0, errOrNil(overloaded(0))
+				return decodedRequest{}, 0, errOrNil(overloaded(0))
 			}
-			td, fb, err := decodeTraces(buf, core.selective)
+			req, fb, err := decodeTraces(buf, core.selective)
 			if err == nil && fb != fallbackNone {
 				err = errors.New(fb.String())
 			}
-			return td, est, err
+			return req, est, err
 		}},
-		{"onepass", func(buf []byte) (ptrace.Traces, int64, error) {
-			td, reserved, rerr := core.decode(buf, false)
-			return td, reserved, errOrNil(rerr)
+		{"onepass", func(buf []byte) (decodedRequest, int64, error) {
+			req, reserved, rerr := core.decode(buf, false)
+			return req, reserved, errOrNil(rerr)
 		}},
 	} {
 		b.Run(step.name, func(b *testing.B) {
@@ -141,12 +142,56 @@ func BenchmarkReceiverDecode(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(reqs[0])))
 			for i := 0; b.Loop(); i++ {
-				td, reserved, err := step.decode(reqs[i%len(reqs)])
+				req, reserved, err := step.decode(reqs[i%len(reqs)])
 				core.limiter.release(reserved)
 				if err != nil {
 					b.Fatal(err)
 				}
-				spans += td.SpanCount()
+				spans += req.spanCount()
+				req.free()
+			}
+			b.ReportMetric(float64(spans)/b.Elapsed().Seconds(), "spans/s")
+		})
+	}
+}
+
+// BenchmarkExportConsumer measures the receiver core without a transport,
+// as lagscope serve runs it (the one pass with the default limits, span
+// validation, the hand-off), on the synth stream, to consumers that
+// discard: one that takes Batches (Discard) and one that takes pdata only,
+// which gets each Batch's ToTraces. Their ratio is what a consumer gains by
+// implementing BatchConsumer, before it reads anything.
+func BenchmarkExportConsumer(b *testing.B) {
+	reqs := synthRequests(b, 16)
+	m, err := newMetrics(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	for _, c := range []struct {
+		name string
+		next Consumer
+	}{
+		{"batch", Discard},
+		{"pdata", consumerFunc(func(context.Context, ptrace.Traces) error { return nil })},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			core := &tracesCore{next: c.next, limiter: newByteLimiter(cfg.MaxInflightBytes), metrics: m, selective: analysisDecoder, limits: cfg.decodeLimits()}
+			ctx := context.Background()
+			spans := 0
+			b.ReportAllocs()
+			b.SetBytes(int64(len(reqs[0])))
+			for i := 0; b.Loop(); i++ {
+				req, reserved, rerr := core.decode(reqs[i%len(reqs)], false)
+				if rerr != nil || req.batch == nil {
+					b.Fatal(rerr, req.batch)
+				}
+				spans += req.spanCount()
+				if _, rerr := core.export(ctx, transportGRPC, req, nil, false); rerr != nil {
+					b.Fatal(rerr)
+				}
+				req.free()
+				core.limiter.release(reserved)
 			}
 			b.ReportMetric(float64(spans)/b.Elapsed().Seconds(), "spans/s")
 		})
@@ -174,14 +219,15 @@ func BenchmarkExportAnalyze(b *testing.B) {
 			spans := 0
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
-				td, _, err := decodeTraces(reqs[i%len(reqs)], core.selective)
+				req, _, err := decodeTraces(reqs[i%len(reqs)], core.selective)
 				if err != nil {
 					b.Fatal(err)
 				}
-				spans += td.SpanCount()
-				if _, rerr := core.export(ctx, transportGRPC, td, nil, false); rerr != nil {
+				spans += req.spanCount()
+				if _, rerr := core.export(ctx, transportGRPC, req, nil, false); rerr != nil {
 					b.Fatal(rerr)
 				}
+				req.free()
 			}
 			b.ReportMetric(float64(spans)/b.Elapsed().Seconds(), "spans/s")
 		})
@@ -284,8 +330,9 @@ func BenchmarkHostileDecode(b *testing.B) {
 				core.selective = sel
 				b.ReportAllocs()
 				for b.Loop() {
-					_, reserved, rerr := core.decode(req.body, req.json)
+					dec, reserved, rerr := core.decode(req.body, req.json)
 					core.limiter.release(reserved)
+					dec.free()
 					if rerr == nil || rerr.reason != reasonTooLarge {
 						b.Fatalf("decode = %v, want too large", rerr)
 					}

@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/lagscope/lagscope/spanbatch"
 )
 
 // Consumer receives the traces of one accepted export request. ConsumeTraces is called
@@ -17,14 +19,31 @@ type Consumer interface {
 	ConsumeTraces(ctx context.Context, td ptrace.Traces) error
 }
 
-// Discard is a Consumer that accepts every request and does nothing with it:
-// a receiver with the analysis switched off, to measure what receiving alone
-// costs.
+// BatchConsumer is implemented by a Consumer that also takes a request as a
+// spanbatch.Batch, which is optional. The selective decoder (Config.LazyDecode)
+// decodes a protobuf request into a Batch: a BatchConsumer gets it as such,
+// by ConsumeBatch; any other Consumer gets its ToTraces by ConsumeTraces.
+// A request that pdata decodes (OTLP/JSON, one the selective decoder
+// declines, Zipkin) goes to ConsumeTraces either way.
+//
+// ConsumeBatch has ConsumeTraces's contract: it is called concurrently, it
+// must not retain b (nor its slices) after it returns, for the receiver
+// reuses b, and its error is answered exactly as ConsumeTraces's. The
+// strings of b are ordinary strings, safe to keep.
+type BatchConsumer interface {
+	ConsumeBatch(ctx context.Context, b *spanbatch.Batch) error
+}
+
+// Discard is a Consumer, and a BatchConsumer, that accepts every request and
+// does nothing with it: a receiver with the analysis switched off, to
+// measure what receiving alone costs.
 var Discard Consumer = discard{}
 
 type discard struct{}
 
 func (discard) ConsumeTraces(context.Context, ptrace.Traces) error { return nil }
+
+func (discard) ConsumeBatch(context.Context, *spanbatch.Batch) error { return nil }
 
 // Flusher is implemented by a Consumer that can hold back the work of the
 // requests it accepts until Flush: the Kafka transport hands it a batch of

@@ -84,12 +84,13 @@ func (g *grpcTraces) export(ctx context.Context, raw *rawMessage) (_ *rawMessage
 	}
 	defer g.core.limiter.release(size)
 
-	td, decoded, rerr := g.core.decode(raw.b, false)
+	req, decoded, rerr := g.core.decode(raw.b, false)
 	defer g.core.limiter.release(decoded)
+	defer req.free()
 	if rerr != nil {
 		return nil, g.fail(ctx, rerr)
 	}
-	resp, rerr := g.core.export(ctx, transportGRPC, td, raw.b, false)
+	resp, rerr := g.core.export(ctx, transportGRPC, req, raw.b, false)
 	if rerr != nil {
 		return nil, g.fail(ctx, rerr)
 	}

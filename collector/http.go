@@ -155,13 +155,14 @@ func (h *httpTraces) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveZipkin(req, buf.b)
 		return
 	}
-	td, decoded, rerr := h.core.decode(buf.b, req.enc == jsonEncoding)
+	dec, decoded, rerr := h.core.decode(buf.b, req.enc == jsonEncoding)
 	defer h.core.limiter.release(decoded)
+	defer dec.free()
 	if rerr != nil {
 		h.fail(req, rerr)
 		return
 	}
-	resp, rerr := h.core.export(r.Context(), transportHTTP, td, buf.b, req.enc == jsonEncoding)
+	resp, rerr := h.core.export(r.Context(), transportHTTP, dec, buf.b, req.enc == jsonEncoding)
 	if rerr != nil {
 		h.fail(req, rerr)
 		return

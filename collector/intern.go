@@ -21,22 +21,19 @@ const (
 )
 
 // lazyScratch is what a request's selective decoding reuses from the
-// previous one's: the string cache, and the room for kept attributes.
+// previous one's: the string cache. (The Batch it decodes into has a pool
+// of its own: it goes to the consumer, the cache does not.)
 type lazyScratch struct {
 	strs stringCache
-	kept []keptAttr
 }
 
 var lazyScratches = sync.Pool{New: func() any { return new(lazyScratch) }}
 
 func getScratch() *lazyScratch { return lazyScratches.Get().(*lazyScratch) }
 
-// putScratch returns s to the pool, without the request bytes it points to.
-func putScratch(s *lazyScratch) {
-	clear(s.kept[:cap(s.kept)])
-	s.kept = s.kept[:0]
-	lazyScratches.Put(s)
-}
+// putScratch returns s to the pool. It points to no request bytes: the
+// cache holds strings of its own.
+func putScratch(s *lazyScratch) { lazyScratches.Put(s) }
 
 // get returns a string equal to b: the cached one, or a new one it caches.
 func (c *stringCache) get(b []byte) string {

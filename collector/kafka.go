@@ -456,12 +456,13 @@ func (k *Kafka) process(ctx context.Context, b []byte) (rerr *requestError) {
 	if int64(len(b)) > k.maxSize {
 		return newRequestError(reasonTooLarge, "message is larger than "+strconv.FormatInt(k.maxSize, 10)+" bytes (otlp.max_request_bytes)")
 	}
-	td, reserved, rerr := k.core.decode(b, k.json)
+	req, reserved, rerr := k.core.decode(b, k.json)
 	defer k.core.limiter.release(reserved)
+	defer req.free()
 	if rerr != nil {
 		return rerr
 	}
-	_, rerr = k.core.export(ctx, transportKafka, td, b, k.json)
+	_, rerr = k.core.export(ctx, transportKafka, req, b, k.json)
 	return rerr
 }
 

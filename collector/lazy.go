@@ -1,30 +1,32 @@
 package collector
 
 import (
-	"bytes"
 	"math"
 
-	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/lagscope/lagscope/spanbatch"
 )
 
 // decodeTraces decodes an OTLP ExportTraceServiceRequest. With a selective
-// decoder (sel non-nil) it tries that first; when it declines, pdata decodes
-// the request and fb says why it declined. It fails exactly when pdata
-// fails, with pdata's error.
-func decodeTraces(buf []byte, sel *selectiveDecoder) (td ptrace.Traces, fb fallbackReason, _ error) {
+// decoder (sel non-nil) it tries that first, which makes a Batch; when it
+// declines, pdata decodes the request and fb says why it declined. It
+// fails exactly when pdata fails, with pdata's error. The caller frees
+// what it returns.
+func decodeTraces(buf []byte, sel *selectiveDecoder) (_ decodedRequest, fb fallbackReason, _ error) {
 	if sel != nil {
-		if td, fb = sel.decode(buf); fb == fallbackNone {
-			return td, fb, nil
+		var b *spanbatch.Batch
+		if b, fb = sel.decode(buf); fb == fallbackNone {
+			return decodedRequest{batch: b}, fb, nil
 		}
 	}
 	req := ptraceotlp.NewExportRequest()
 	if err := req.UnmarshalProto(buf); err != nil {
-		return ptrace.Traces{}, fb, err
+		return decodedRequest{}, fb, err
 	}
-	return req.Traces(), fb, nil
+	return decodedRequest{td: req.Traces()}, fb, nil
 }
 
 // fallbackReason says why the selective decoder declined a request, which
@@ -77,9 +79,11 @@ func (r fallbackReason) String() string {
 // checks itself; deeper ones go to pdata.
 const maxLazyDepth = 8
 
-// selectiveDecoder decodes what a Selection keeps of a request and skips
-// the rest: of each span the fields Selection names as always kept, the
-// attributes and events it names. It checks the whole request at least as
+// selectiveDecoder decodes what a Selection keeps of a request into a
+// spanbatch.Batch and skips the rest: of each span the fields Selection
+// names as always kept, the attributes and events it names: the Batch that
+// spanbatch's FromTraces makes of pdata's decoding with the same Selection
+// (TestLazyDifferential checks it). It checks the whole request at least as
 // strictly as pdata does, so that a request it accepts pdata accepts too;
 // it declines (with a reason) anything it does not handle exactly like
 // pdata. It is safe for concurrent use: it holds only its sets.
@@ -99,9 +103,10 @@ func newSelectiveDecoder(s Selection) *selectiveDecoder {
 }
 
 // decode decodes an ExportTraceServiceRequest, or says why it declines.
-func (s *selectiveDecoder) decode(buf []byte) (ptrace.Traces, fallbackReason) {
-	td, _, fb := s.decodeWithin(buf, unlimited, onePassBudget{bound: math.MaxInt64})
-	return td, fb
+// The caller returns the Batch to the pool (putBatch).
+func (s *selectiveDecoder) decode(buf []byte) (*spanbatch.Batch, fallbackReason) {
+	b, _, fb := s.decodeWithin(buf, unlimited, onePassBudget{bound: math.MaxInt64})
+	return b, fb
 }
 
 // onePassBudget bounds what decodeWithin may count: bound, the estimate
@@ -115,30 +120,36 @@ type onePassBudget struct {
 // decodeWithin is decode counting, as scanProto does, what pdata would make
 // of the request: it declines with overLimit at the first count past l, at
 // a message nested deeper than l.depth, or once counts.decodedSize exceeds
-// what budget allows. It allocates only for what it keeps, so that what it
-// allocated is at most that size, and at most the bound. What it accepts,
-// scanProto accepts with the same counts (TestLazyDifferential checks both).
-func (s *selectiveDecoder) decodeWithin(buf []byte, l decodeLimits, budget onePassBudget) (ptrace.Traces, requestCounts, fallbackReason) {
+// what budget allows. It allocates only for what it keeps (a Batch holds an
+// item in less than pdata's cost of it, and a pooled one allocates only its
+// strings), so that what it allocated is at most that size, and at most the
+// bound. What it accepts, scanProto accepts with the same counts
+// (TestLazyDifferential checks both). It returns a Batch, from the pool,
+// only when it accepts.
+func (s *selectiveDecoder) decodeWithin(buf []byte, l decodeLimits, budget onePassBudget) (*spanbatch.Batch, requestCounts, fallbackReason) {
 	sc := getScratch()
+	defer putScratch(sc)
 	d := lazyRequest{
-		selectiveDecoder: s, limits: l, strs: &sc.strs, kept: sc.kept[:0],
+		selectiveDecoder: s, limits: l, strs: &sc.strs, batch: getBatch(),
 		est: int64(len(buf)), encoded: int64(len(buf)), capacity: int64(cap(buf)),
 		bound: budget.bound, perByte: budget.perByte, slack: budget.slack,
 	}
-	defer func() { sc.kept = d.kept; putScratch(sc) }() // kept as grown
-	td := ptrace.NewTraces()
 	r := wireReader{b: buf}
 	for r.next() {
 		switch r.num {
 		case exportTraceServiceRequestResourceSpans:
 			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.resources, math.MaxInt, resourceCost, b)) {
-				r.decline(d.resourceSpans(b, td.ResourceSpans().AppendEmpty()))
+				r.decline(d.resourceSpans(b))
 			}
 		default:
 			r.decline(fallbackUnknownField)
 		}
 	}
-	return td, d.counts, r.fb
+	if r.fb != fallbackNone {
+		putBatch(d.batch)
+		return nil, d.counts, r.fb
+	}
+	return d.batch, d.counts, fallbackNone
 }
 
 // overLimit is how decodeWithin declines at a limit or past its bound. It is
@@ -150,8 +161,8 @@ const overLimit = numFallbackReasons
 // unlimited are limits no request reaches.
 var unlimited = decodeLimits{spans: math.MaxInt, links: math.MaxInt, events: math.MaxInt, attrs: math.MaxInt, depth: math.MaxInt}
 
-// lazyRequest is the state of one request's decoding: what it counted, and
-// the strings it shares.
+// lazyRequest is the state of one request's decoding: what it counted, the
+// strings it shares, and the Batch it writes.
 type lazyRequest struct {
 	*selectiveDecoder
 	limits decodeLimits
@@ -164,7 +175,7 @@ type lazyRequest struct {
 	encoded          int64 // len of the request
 	capacity, offset int64 // cap of the request; of the item counted last
 	strs             *stringCache
-	kept             []keptAttr // the attributes kept of the messages being decoded, in sc
+	batch            *spanbatch.Batch
 }
 
 // count adds one item, whose content is b, to *n, which may not exceed
@@ -374,17 +385,26 @@ const (
 	checkedAlready = -1 // for attribute: the key-value was checked and counted
 )
 
-func (d *lazyRequest) resourceSpans(buf []byte, rs ptrace.ResourceSpans) fallbackReason {
+func (d *lazyRequest) resourceSpans(buf []byte) fallbackReason {
+	// The resource may come after its scopes, and twice (pdata merges the
+	// two): its attributes are ResourceAttrs from attrs.Lo, which nothing
+	// else of the resource spans writes.
+	b := d.batch
+	ri := int32(len(b.Resources))
+	res := spanbatch.Resource{
+		Attrs:  spanbatch.Range{Lo: int32(len(b.ResourceAttrs))},
+		Scopes: spanbatch.Range{Lo: int32(len(b.Scopes))},
+	}
 	r := wireReader{b: buf}
 	for r.next() {
 		switch r.num {
 		case resourceSpansResource:
-			if b, ok := r.bytes(); ok {
-				r.decline(d.resource(b, rs.Resource()))
+			if m, ok := r.bytes(); ok {
+				r.decline(d.resource(m, res.Attrs.Lo))
 			}
 		case resourceSpansScopeSpans:
-			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.scopes, math.MaxInt, scopeCost, b)) {
-				r.decline(d.scopeSpans(b, rs.ScopeSpans().AppendEmpty()))
+			if m, ok := r.bytes(); ok && r.accept(d.count(&d.counts.scopes, math.MaxInt, scopeCost, m)) {
+				r.decline(d.scopeSpans(m, ri))
 			}
 		case resourceSpansSchemaURL:
 			r.skip(protowire.BytesType)
@@ -392,17 +412,22 @@ func (d *lazyRequest) resourceSpans(buf []byte, rs ptrace.ResourceSpans) fallbac
 			r.decline(fallbackUnknownField)
 		}
 	}
+	res.Attrs.Hi = int32(len(b.ResourceAttrs))
+	res.Scopes.Hi = int32(len(b.Scopes))
+	b.Resources = append(b.Resources, res)
 	return r.fb
 }
 
-func (d *lazyRequest) resource(buf []byte, res pcommon.Resource) fallbackReason {
-	base := len(d.kept)
+// resource decodes a Resource whose attributes are ResourceAttrs from lo:
+// those of an earlier Resource field of the same resource spans, then its
+// own.
+func (d *lazyRequest) resource(buf []byte, lo int32) fallbackReason {
 	r := wireReader{b: buf}
 	for r.next() {
 		switch r.num {
 		case resourceAttributes:
 			if b, ok := r.bytes(); ok && r.accept(d.attr(b)) {
-				r.decline(d.attribute(b, res.Attributes(), base, &d.resourceAttrs, depthResourceKeyValue))
+				r.decline(d.attribute(b, &d.batch.ResourceAttrs, lo, &d.resourceAttrs, depthResourceKeyValue))
 			}
 		case resourceDroppedAttributesCount:
 			r.skip(protowire.VarintType)
@@ -414,7 +439,6 @@ func (d *lazyRequest) resource(buf []byte, res pcommon.Resource) fallbackReason 
 			r.decline(fallbackUnknownField)
 		}
 	}
-	d.putKept(res.Attributes(), base)
 	return r.fb
 }
 
@@ -454,13 +478,12 @@ func (d *lazyRequest) checkScope(buf []byte) fallbackReason {
 	return r.fb
 }
 
-func (d *lazyRequest) scopeSpans(buf []byte, ss ptrace.ScopeSpans) fallbackReason {
-	// Sized once: growing the slice of span pointers span by span copied
-	// them under the GC's write barriers. At most for a Collector's batch,
-	// so that a bomb of empty spans does not get a slice for all of them.
-	if n := min(countSpans(buf), d.limits.spans-d.counts.spans, maxPresizedSpans); n > 1 {
-		ss.Spans().EnsureCapacity(n)
-	}
+// scopeSpans decodes a ScopeSpans of resource ri. Its spans are not
+// presized, as pdata's were: a pooled Batch has the room of the requests
+// before, and growing it costs no write barriers for the span pointers
+// pdata has.
+func (d *lazyRequest) scopeSpans(buf []byte, ri int32) fallbackReason {
+	sc := spanbatch.Scope{Resource: ri, Spans: spanbatch.Range{Lo: int32(len(d.batch.Spans))}}
 	r := wireReader{b: buf}
 	for r.next() {
 		switch r.num {
@@ -470,7 +493,7 @@ func (d *lazyRequest) scopeSpans(buf []byte, ss ptrace.ScopeSpans) fallbackReaso
 			}
 		case scopeSpansSpans:
 			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.spans, d.limits.spans, spanCost, b)) {
-				r.decline(d.span(b, ss.Spans().AppendEmpty()))
+				r.decline(d.span(b, ri))
 			}
 		case scopeSpansSchemaURL:
 			r.skip(protowire.BytesType)
@@ -478,88 +501,76 @@ func (d *lazyRequest) scopeSpans(buf []byte, ss ptrace.ScopeSpans) fallbackReaso
 			r.decline(fallbackUnknownField)
 		}
 	}
+	sc.Spans.Hi = int32(len(d.batch.Spans))
+	d.batch.Scopes = append(d.batch.Scopes, sc)
 	return r.fb
 }
 
-// maxPresizedSpans is the batch processor's default send_batch_size.
-const maxPresizedSpans = 8192
-
-// countSpans counts the spans of an encoded ScopeSpans, reading tags and
-// lengths only, up to the first field it cannot read.
-func countSpans(buf []byte) int {
-	n := 0
-	for i := 0; i < len(buf); {
-		num, typ, m := protowire.ConsumeTag(buf[i:])
-		if m < 0 {
-			break
-		}
-		i += m
-		if m = protowire.ConsumeFieldValue(num, typ, buf[i:]); m < 0 {
-			break
-		}
-		i += m
-		if num == scopeSpansSpans && typ == protowire.BytesType {
-			n++
-		}
+// span decodes a Span of resource ri. While it does, only its own
+// attributes, events and links are appended to the Batch: its ranges are
+// from the lengths at its start to those at its end.
+func (d *lazyRequest) span(buf []byte, ri int32) fallbackReason {
+	bt := d.batch
+	s := spanbatch.Span{
+		Resource: ri,
+		Attrs:    spanbatch.Range{Lo: int32(len(bt.SpanAttrs))},
+		Events:   spanbatch.Range{Lo: int32(len(bt.Events))},
+		Links:    spanbatch.Range{Lo: int32(len(bt.Links))},
 	}
-	return n
-}
-
-// thresholdKey marks a tracestate that may carry an OpenTelemetry sampling
-// threshold (ot=th:...), the only part of it the analysis reads.
-var thresholdKey = []byte("th:")
-
-func (d *lazyRequest) span(buf []byte, sp ptrace.Span) fallbackReason {
-	base := len(d.kept)
 	r := wireReader{b: buf}
 	for r.next() {
 		switch r.num {
 		case spanTraceID:
 			if b, ok := r.bytes(); ok {
-				sp.SetTraceID(pcommon.TraceID(r.id16(b)))
+				s.TraceID = r.id16(b)
 			}
 		case spanSpanID:
 			if b, ok := r.bytes(); ok {
-				sp.SetSpanID(pcommon.SpanID(r.id8(b)))
+				s.SpanID = r.id8(b)
 			}
 		case spanParentSpanID:
 			if b, ok := r.bytes(); ok {
-				sp.SetParentSpanID(pcommon.SpanID(r.id8(b)))
+				s.ParentSpanID = r.id8(b)
 			}
 		case spanTraceState:
 			// Kept only when it may hold a sampling threshold (ot=th:...),
 			// which weights the span's counts (analyzer's Fact.Weight):
-			// other tracestates would cost an allocation per span.
-			if b, ok := r.bytes(); ok && bytes.Contains(b, thresholdKey) {
-				sp.TraceState().FromRaw(d.strs.get(b))
+			// other tracestates would cost an allocation per span. The
+			// last one counts, as in pdata: one without a threshold after
+			// one with it leaves none.
+			if b, ok := r.bytes(); ok {
+				s.TraceState = ""
+				if spanbatch.KeepTraceState(b) {
+					s.TraceState = d.strs.get(b)
+				}
 			}
 		case spanName:
 			if b, ok := r.bytes(); ok {
-				sp.SetName(d.strs.get(b))
+				s.Name = d.strs.get(b)
 			}
 		case spanKind:
-			sp.SetKind(ptrace.SpanKind(int32(r.varint())))
+			s.Kind = ptrace.SpanKind(int32(r.varint()))
 		case spanStartTimeUnixNano:
-			sp.SetStartTimestamp(pcommon.Timestamp(r.fixed64()))
+			s.Start = r.fixed64()
 		case spanEndTimeUnixNano:
-			sp.SetEndTimestamp(pcommon.Timestamp(r.fixed64()))
+			s.End = r.fixed64()
 		case spanAttributes:
 			if b, ok := r.bytes(); ok && r.accept(d.attr(b)) {
-				r.decline(d.attribute(b, sp.Attributes(), base, &d.spanAttrs, depthSpanKeyValue))
+				r.decline(d.attribute(b, &bt.SpanAttrs, s.Attrs.Lo, &d.spanAttrs, depthSpanKeyValue))
 			}
 		case spanDroppedAttributesCount, spanDroppedEventsCount, spanDroppedLinksCount:
 			r.skip(protowire.VarintType)
 		case spanEvents:
 			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.events, d.limits.events, eventCost, b)) {
-				r.decline(d.event(b, sp.Events()))
+				r.decline(d.event(b))
 			}
 		case spanLinks:
 			if b, ok := r.bytes(); ok && r.accept(d.count(&d.counts.links, d.limits.links, linkCost, b)) {
-				r.decline(d.link(b, sp.Links()))
+				r.decline(d.link(b))
 			}
 		case spanStatus:
 			if b, ok := r.bytes(); ok {
-				r.decline(decodeSpanStatus(b, sp.Status()))
+				r.decline(decodeSpanStatus(b, &s.Status))
 			}
 		case spanFlags:
 			r.skip(protowire.Fixed32Type)
@@ -567,7 +578,10 @@ func (d *lazyRequest) span(buf []byte, sp ptrace.Span) fallbackReason {
 			r.decline(fallbackUnknownField)
 		}
 	}
-	d.putKept(sp.Attributes(), base)
+	s.Attrs.Hi = int32(len(bt.SpanAttrs))
+	s.Events.Hi = int32(len(bt.Events))
+	s.Links.Hi = int32(len(bt.Links))
+	bt.Spans = append(bt.Spans, s)
 	return r.fb
 }
 
@@ -590,7 +604,7 @@ func (r *wireReader) id8(b []byte) (id [8]byte) {
 }
 
 // event keeps an event whose name the Selection keeps, and checks any other.
-func (d *lazyRequest) event(buf []byte, evs ptrace.SpanEventSlice) fallbackReason {
+func (d *lazyRequest) event(buf []byte) fallbackReason {
 	// The name may come after the attributes: check (and count) first,
 	// then decode.
 	var name []byte
@@ -618,9 +632,8 @@ func (d *lazyRequest) event(buf []byte, evs ptrace.SpanEventSlice) fallbackReaso
 	if !ok {
 		return fallbackNone
 	}
-	ev := evs.AppendEmpty()
-	ev.SetName(kept)
-	base := len(d.kept)
+	bt := d.batch
+	ev := spanbatch.Event{Name: kept, Attrs: spanbatch.Range{Lo: int32(len(bt.EventAttrs))}}
 	r = wireReader{b: buf}
 	for r.next() {
 		if r.num != eventAttributes {
@@ -629,27 +642,28 @@ func (d *lazyRequest) event(buf []byte, evs ptrace.SpanEventSlice) fallbackReaso
 		}
 		if b, ok := r.bytes(); ok {
 			// Checked and counted above: a value not kept must not count twice.
-			r.decline(d.attribute(b, ev.Attributes(), base, &d.eventAttrs, checkedAlready))
+			r.decline(d.attribute(b, &bt.EventAttrs, ev.Attrs.Lo, &d.eventAttrs, checkedAlready))
 		}
 	}
-	d.putKept(ev.Attributes(), base)
+	ev.Attrs.Hi = int32(len(bt.EventAttrs))
+	bt.Events = append(bt.Events, ev)
 	return r.fb
 }
 
 // link keeps a link's ids, which is all the selective decoder keeps of
 // links, and checks the rest.
-func (d *lazyRequest) link(buf []byte, links ptrace.SpanLinkSlice) fallbackReason {
-	l := links.AppendEmpty()
+func (d *lazyRequest) link(buf []byte) fallbackReason {
+	var l spanbatch.Link
 	r := wireReader{b: buf}
 	for r.next() {
 		switch r.num {
 		case linkTraceID:
 			if b, ok := r.bytes(); ok {
-				l.SetTraceID(pcommon.TraceID(r.id16(b)))
+				l.TraceID = r.id16(b)
 			}
 		case linkSpanID:
 			if b, ok := r.bytes(); ok {
-				l.SetSpanID(pcommon.SpanID(r.id8(b)))
+				l.SpanID = r.id8(b)
 			}
 		case linkTraceState:
 			r.skip(protowire.BytesType)
@@ -665,17 +679,21 @@ func (d *lazyRequest) link(buf []byte, links ptrace.SpanLinkSlice) fallbackReaso
 			r.decline(fallbackUnknownField)
 		}
 	}
+	d.batch.Links = append(d.batch.Links, l)
 	return r.fb
 }
 
-func decodeSpanStatus(buf []byte, st ptrace.Status) fallbackReason {
+// decodeSpanStatus decodes a Status into *code. A status given twice is
+// merged, as pdata merges it: a code of the first stays unless the second
+// has one.
+func decodeSpanStatus(buf []byte, code *ptrace.StatusCode) fallbackReason {
 	r := wireReader{b: buf}
 	for r.next() {
 		switch r.num {
 		case statusMessage:
 			r.skip(protowire.BytesType)
 		case statusCode:
-			st.SetCode(ptrace.StatusCode(int32(r.varint())))
+			*code = ptrace.StatusCode(int32(r.varint()))
 		default:
 			r.decline(fallbackUnknownField)
 		}
@@ -683,23 +701,13 @@ func decodeSpanStatus(buf []byte, st ptrace.Status) fallbackReason {
 	return r.fb
 }
 
-// keptAttr is a kept attribute as decoded, before it goes into its map: a
-// map is sized once, to the attributes it gets, when all of them are known.
-// EnsureCapacity of a guess (8) took a tenth of BenchmarkReceiverDecode's
-// time and most of its bytes.
-type keptAttr struct {
-	key string
-	typ pcommon.ValueType
-	b   []byte // of a string or bytes value, in the request
-	n   uint64 // of a bool, int or double value
-}
-
 // attribute decodes a KeyValue, counted already and at scan depth depth,
-// into d.kept when keys holds its key, else checks it unless depth is
-// checkedAlready. d.kept[base:] are the
-// attributes kept so far for m, which holds those of earlier fields of the
-// same message (a resource given twice).
-func (d *lazyRequest) attribute(buf []byte, m pcommon.Map, base int, keys *stringSet, depth int) fallbackReason {
+// and appends it to *kvs when keys holds its key, else checks it unless
+// depth is checkedAlready. (*kvs)[lo:] are the attributes kept so far of
+// its owner, of this message and of an earlier field of the same message
+// (a resource given twice): a kept key among them declines, for pdata
+// would keep both.
+func (d *lazyRequest) attribute(buf []byte, kvs *[]spanbatch.KeyValue, lo int32, keys *stringSet, depth int) fallbackReason {
 	var key, val []byte
 	hasKey, hasVal := false, false
 	r := wireReader{b: buf}
@@ -725,59 +733,28 @@ func (d *lazyRequest) attribute(buf []byte, m pcommon.Map, base int, keys *strin
 		}
 		return d.checkAnyValue(val, 0, depth+1)
 	}
-	for _, a := range d.kept[base:] {
-		if a.key == k {
+	for _, a := range (*kvs)[lo:] {
+		if a.Key == k {
 			return fallbackDuplicateKeptAttribute
 		}
 	}
-	if m.Len() > 0 {
-		if _, dup := m.Get(k); dup {
-			return fallbackDuplicateKeptAttribute
-		}
-	}
-	a := keptAttr{key: k, typ: pcommon.ValueTypeEmpty}
-	fb := fallbackNone
+	var v spanbatch.Value // empty, as pdata's of a KeyValue without a value
 	if hasVal {
-		fb = d.anyValue(val, &a)
-	}
-	d.kept = append(d.kept, a)
-	return fb
-}
-
-// putKept moves d.kept[base:] into m, and truncates d.kept to base.
-func (d *lazyRequest) putKept(m pcommon.Map, base int) {
-	kept := d.kept[base:]
-	if len(kept) == 0 {
-		return
-	}
-	m.EnsureCapacity(m.Len() + len(kept))
-	for i := range kept {
-		a := &kept[i]
-		switch a.typ {
-		case pcommon.ValueTypeStr:
-			if x, ok := d.values.get(a.b); ok {
-				m.PutStr(a.key, x)
-			} else {
-				m.PutStr(a.key, d.strs.get(a.b))
-			}
-		case pcommon.ValueTypeBytes:
-			m.PutEmptyBytes(a.key).FromRaw(a.b)
-		case pcommon.ValueTypeBool:
-			m.PutBool(a.key, a.n != 0)
-		case pcommon.ValueTypeInt:
-			m.PutInt(a.key, int64(a.n))
-		case pcommon.ValueTypeDouble:
-			m.PutDouble(a.key, math.Float64frombits(a.n))
-		default:
-			m.PutEmpty(a.key)
+		var fb fallbackReason
+		if v, fb = d.anyValue(val); fb != fallbackNone {
+			return fb
 		}
 	}
-	d.kept = d.kept[:base]
+	*kvs = append(*kvs, spanbatch.KeyValue{Key: k, Value: v})
+	return fallbackNone
 }
 
-// anyValue decodes a scalar AnyValue into a; arrays and maps decline.
-func (d *lazyRequest) anyValue(buf []byte, a *keptAttr) fallbackReason {
+// anyValue decodes a scalar AnyValue; arrays and maps decline. A string
+// is one of the Selection's Values or from the string cache; bytes are
+// copied out of the request, which the transports reuse.
+func (d *lazyRequest) anyValue(buf []byte) (spanbatch.Value, fallbackReason) {
 	r := wireReader{b: buf}
+	var v spanbatch.Value
 	set := false
 	for r.next() {
 		if set {
@@ -788,25 +765,30 @@ func (d *lazyRequest) anyValue(buf []byte, a *keptAttr) fallbackReason {
 		switch r.num {
 		case anyValueStringValue:
 			if b, ok := r.bytes(); ok {
-				a.typ, a.b = pcommon.ValueTypeStr, b
+				if x, ok := d.values.get(b); ok {
+					v = spanbatch.StrValue(x)
+				} else {
+					v = spanbatch.StrValue(d.strs.get(b))
+				}
 			}
 		case anyValueBytesValue:
 			if b, ok := r.bytes(); ok {
-				a.typ, a.b = pcommon.ValueTypeBytes, b
+				// nil when empty, as pcommon's ByteSlice.AsRaw.
+				v = spanbatch.BytesValue(append([]byte(nil), b...))
 			}
 		case anyValueBoolValue:
-			a.typ, a.n = pcommon.ValueTypeBool, r.varint()
+			v = spanbatch.BoolValue(r.varint() != 0)
 		case anyValueIntValue:
-			a.typ, a.n = pcommon.ValueTypeInt, r.varint()
+			v = spanbatch.IntValue(int64(r.varint()))
 		case anyValueDoubleValue:
-			a.typ, a.n = pcommon.ValueTypeDouble, r.fixed64()
+			v = spanbatch.DoubleValue(math.Float64frombits(r.fixed64()))
 		case anyValueArrayValue, anyValueKvlistValue:
 			r.decline(fallbackKeptComplexValue)
 		default:
 			r.decline(fallbackUnknownField)
 		}
 	}
-	return r.fb
+	return v, r.fb
 }
 
 // checkKeyValue checks a KeyValue that is not kept, counted already, nested

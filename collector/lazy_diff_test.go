@@ -291,7 +291,9 @@ func failDiff(t *testing.T, buf []byte, err error) {
 
 // diffLazy is checkLazy returning the difference rather than failing, and
 // comparing with cmp.Equal first (cmp.Diff only on a difference): at ten
-// million inputs it is the cost of the run.
+// million inputs it is the cost of the run. What the selective decoder
+// accepts, its Batch must be the one FromTraces makes of pdata's decoding
+// with the same Selection.
 func diffLazy(buf []byte) (fallbackReason, error) {
 	req := ptraceotlp.NewExportRequest()
 	perr := req.UnmarshalProto(buf)
@@ -302,16 +304,26 @@ func diffLazy(buf []byte) (fallbackReason, error) {
 	case fb == fallbackMalformed && perr == nil:
 		return fb, errors.New("selective decoder declined as malformed a request pdata decodes")
 	case fb == fallbackNone:
-		g, w := relevant(got, nil), relevant(req.Traces(), &analysisSel)
+		g, w := relevant(got.ToTraces(), nil), relevant(req.Traces(), &analysisSel)
 		if !cmp.Equal(g, w) {
 			return fb, fmt.Errorf("selective decoder differs from pdata (-selective +pdata):\n%s", cmp.Diff(g, w))
 		}
+		if diff := diffBatch(got, req.Traces(), analysisKeys); diff != "" {
+			return fb, fmt.Errorf("selective decoder's Batch differs from FromTraces of pdata's (-selective +pdata):\n%s", diff)
+		}
+		putBatch(got)
 	}
-	_, dfb, err := decodeTraces(buf, analysisDecoder)
+	dec, dfb, err := decodeTraces(buf, analysisDecoder)
+	dec.free()
 	if (err != nil) != (perr != nil) || dfb != fb {
 		return fb, fmt.Errorf("decodeTraces: error %v, fallback %v; pdata's error %v, selective fallback %v", err, dfb, perr, fb)
 	}
-	return fb, diffOnePass(buf, onePassLimits...)
+	var pdata *ptrace.Traces
+	if perr == nil {
+		td := req.Traces()
+		pdata = &td
+	}
+	return fb, diffOnePass(buf, pdata, onePassLimits...)
 }
 
 // onePassLimits are the limits diffOnePass decodes with: the default ones,
@@ -323,11 +335,16 @@ var onePassLimits = []decodeLimits{DefaultConfig().decodeLimits(), fuzzLimits}
 // it stops at a limit only where the scan refuses the request; with a
 // bound, it never estimates past it. Then the receiver's decode
 // (tracesCore.decode) must answer as it answered with the scan first: the
-// same error, reason and message, the same reservation.
-func diffOnePass(buf []byte, limits ...decodeLimits) error {
+// same error, reason and message, the same reservation; and when it makes
+// a Batch, the one FromTraces makes of pdata's decoding, pdata (nil when
+// pdata rejects buf).
+func diffOnePass(buf []byte, pdata *ptrace.Traces, limits ...decodeLimits) error {
 	for _, l := range limits {
 		counts, serr := scanProto(buf, l)
-		_, got, fb := analysisDecoder.decodeWithin(buf, l, onePassBudget{bound: math.MaxInt64})
+		b, got, fb := analysisDecoder.decodeWithin(buf, l, onePassBudget{bound: math.MaxInt64})
+		if b != nil {
+			putBatch(b)
+		}
 		switch {
 		case fb == fallbackNone && serr != nil:
 			return fmt.Errorf("limits %+v: the one pass accepted a request the scan refuses (%v)", l, serr)
@@ -337,25 +354,51 @@ func diffOnePass(buf []byte, limits ...decodeLimits) error {
 			return fmt.Errorf("limits %+v: the one pass stopped at a limit the scan does not refuse", l)
 		}
 		bound := 2 * int64(len(buf)) // crossed by most requests
-		if _, got, fb := analysisDecoder.decodeWithin(buf, l, onePassBudget{bound: bound}); fb == fallbackNone && got.decodedSize(len(buf)) > bound {
+		b, got, fb = analysisDecoder.decodeWithin(buf, l, onePassBudget{bound: bound})
+		if b != nil {
+			putBatch(b)
+		}
+		if fb == fallbackNone && got.decodedSize(len(buf)) > bound {
 			return fmt.Errorf("limits %+v: the one pass estimated %d bytes past its bound of %d", l, got.decodedSize(len(buf)), bound)
 		}
 
 		core := onePassCore(l)
-		td, reserved, rerr := core.decode(buf, false)
+		req, reserved, rerr := core.decode(buf, false)
 		core.limiter.release(reserved)
-		wtd, wreserved, werr := scanThenDecode(core, buf)
+		wreq, wreserved, werr := scanThenDecode(core, buf)
 		core.limiter.release(wreserved)
-		switch {
-		case (rerr == nil) != (werr == nil):
-			return fmt.Errorf("limits %+v: decode = %v, with the scan first %v", l, rerr, werr)
-		case rerr != nil && (rerr.reason != werr.reason || rerr.Error() != werr.Error()):
-			return fmt.Errorf("limits %+v: decode = %v (%v), with the scan first %v (%v)", l, rerr, rerr.reason, werr, werr.reason)
-		case reserved != wreserved:
-			return fmt.Errorf("limits %+v: decode reserved %d, with the scan first %d", l, reserved, wreserved)
-		case rerr == nil && !cmp.Equal(relevant(td, &analysisSel), relevant(wtd, &analysisSel)):
-			return fmt.Errorf("limits %+v: decode differs from decoding with the scan first", l)
+		err := diffDecoded(req, rerr, reserved, wreq, werr, wreserved, pdata)
+		req.free()
+		wreq.free()
+		if err != nil {
+			return fmt.Errorf("limits %+v: %w", l, err)
 		}
+	}
+	return nil
+}
+
+// diffDecoded compares tracesCore.decode's answer (req, rerr, reserved)
+// with scanThenDecode's (wreq, werr, wreserved), and a Batch of req with
+// the one FromTraces makes of pdata.
+func diffDecoded(req decodedRequest, rerr *requestError, reserved int64, wreq decodedRequest, werr *requestError, wreserved int64, pdata *ptrace.Traces) error {
+	switch {
+	case (rerr == nil) != (werr == nil):
+		return fmt.Errorf("decode = %v, with the scan first %v", rerr, werr)
+	case rerr != nil && (rerr.reason != werr.reason || rerr.Error() != werr.Error()):
+		return fmt.Errorf("decode = %v (%v), with the scan first %v (%v)", rerr, rerr.reason, werr, werr.reason)
+	case reserved != wreserved:
+		return fmt.Errorf("decode reserved %d, with the scan first %d", reserved, wreserved)
+	case rerr != nil:
+		return nil
+	case !cmp.Equal(relevant(req.traces(), &analysisSel), relevant(wreq.traces(), &analysisSel)):
+		return errors.New("decode differs from decoding with the scan first")
+	case req.batch == nil:
+		return nil
+	case pdata == nil:
+		return errors.New("decode made a Batch of a request pdata rejects")
+	}
+	if diff := diffBatch(req.batch, *pdata, analysisKeys); diff != "" {
+		return fmt.Errorf("decode's Batch differs from FromTraces of pdata's (-decode +pdata):\n%s", diff)
 	}
 	return nil
 }
@@ -373,24 +416,24 @@ func onePassCore(l decodeLimits) *tracesCore {
 // scanThenDecode is tracesCore.decode of a protobuf request as it was
 // before the one pass: the scan, the reservation, then the selective
 // decoder, which pdata backs.
-func scanThenDecode(c *tracesCore, buf []byte) (ptrace.Traces, int64, *requestError) {
+func scanThenDecode(c *tracesCore, buf []byte) (decodedRequest, int64, *requestError) {
 	counts, rerr := scanProto(buf, c.limits)
 	if rerr != nil {
-		return ptrace.Traces{}, 0, rerr
+		return decodedRequest{}, 0, rerr
 	}
 	est := counts.decodedSize(len(buf))
 	if est > c.limiter.max {
-		return ptrace.Traces{}, 0, newRequestError(reasonTooLarge, "request would decode into about "+strconv.FormatInt(est, 10)+
+		return decodedRequest{}, 0, newRequestError(reasonTooLarge, "request would decode into about "+strconv.FormatInt(est, 10)+
 			" bytes, more than the receiver's in-flight budget of "+strconv.FormatInt(c.limiter.max, 10)+" (otlp.max_inflight_bytes)")
 	}
 	if !c.limiter.tryAcquire(est) {
-		return ptrace.Traces{}, 0, overloaded(c.retryAfter)
+		return decodedRequest{}, 0, overloaded(c.retryAfter)
 	}
-	td, _, err := decodeTraces(buf, c.selective)
+	req, _, err := decodeTraces(buf, c.selective)
 	if err != nil {
-		return td, est, &requestError{reason: reasonDecodeError, err: fmt.Errorf("decode OTLP request: %w", err)}
+		return req, est, &requestError{reason: reasonDecodeError, err: fmt.Errorf("decode OTLP request: %w", err)}
 	}
-	return td, est, nil
+	return req, est, nil
 }
 
 // maxGenerated bounds a generated input: splices would otherwise grow.

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/lagscope/lagscope/analyzer"
+	"github.com/lagscope/lagscope/spanbatch"
 	"github.com/lagscope/lagscope/synth"
 )
 
@@ -35,6 +36,61 @@ var analysisSel = Selection(analyzer.DefaultConfig().Reads())
 
 // analysisDecoder is the selective decoder of analysisSel.
 var analysisDecoder = newSelectiveDecoder(analysisSel)
+
+// analysisKeys is the spanbatch Filter of analysisSel: what FromTraces
+// keeps of pdata with it is what the selective decoder must make of the
+// same request.
+var analysisKeys = selectionKeys(analysisSel)
+
+func selectionKeys(sel Selection) *spanbatch.Keys {
+	return spanbatch.NewKeys(sel.ResourceAttributes, sel.SpanAttributes, sel.EventNames, sel.EventAttributes)
+}
+
+// batchOptions compare Batches, attribute values included.
+var batchOptions = cmp.AllowUnexported(spanbatch.Value{})
+
+// diffBatch returns the difference between got, the selective decoder's
+// Batch of a request, and the Batch that FromTraces makes of td, pdata's
+// decoding of it, with keys; "" when they are equal. It compares with
+// cmp.Equal first (cmp.Diff only on a difference): TestLazyDifferential
+// calls it for every input.
+func diffBatch(got *spanbatch.Batch, td ptrace.Traces, keys spanbatch.Filter) string {
+	var want spanbatch.Batch
+	want.FromTraces(td, keys)
+	g, w := withNilEmpty(*got), withNilEmpty(want)
+	if cmp.Equal(g, w, batchOptions) {
+		return ""
+	}
+	return cmp.Diff(g, w, batchOptions)
+}
+
+// withNilEmpty is b with its empty slices nil: a pooled Batch keeps the
+// room of the requests before it, which is no difference.
+func withNilEmpty(b spanbatch.Batch) spanbatch.Batch {
+	nilEmpty(&b.Resources)
+	nilEmpty(&b.Scopes)
+	nilEmpty(&b.Spans)
+	nilEmpty(&b.Events)
+	nilEmpty(&b.Links)
+	nilEmpty(&b.ResourceAttrs)
+	nilEmpty(&b.SpanAttrs)
+	nilEmpty(&b.EventAttrs)
+	return b
+}
+
+func nilEmpty[T any](s *[]T) {
+	if len(*s) == 0 {
+		*s = nil
+	}
+}
+
+// traces returns r as pdata: td, or its Batch's ToTraces.
+func (r decodedRequest) traces() ptrace.Traces {
+	if r.batch != nil {
+		return r.batch.ToTraces()
+	}
+	return r.td
+}
 
 // testDecoder returns analysisDecoder when lazy, else nil (pdata only).
 func testDecoder(lazy bool) *selectiveDecoder {
@@ -189,9 +245,10 @@ func lazySeeds(t testing.TB) [][]byte {
 
 // checkLazy fails when the selective decoder accepts what pdata rejects,
 // calls malformed what pdata accepts, or decodes differently from pdata
-// what the analysis reads (and nothing more), or when decodeTraces, falling
-// back or not, differs from pdata. It returns why the selective decoder
-// declined buf.
+// what the analysis reads (and nothing more), or makes another Batch than
+// FromTraces of pdata's decoding, or when decodeTraces, falling back or
+// not, differs from pdata. It returns why the selective decoder declined
+// buf.
 func checkLazy(t *testing.T, buf []byte) fallbackReason {
 	t.Helper()
 	req := ptraceotlp.NewExportRequest()
@@ -206,18 +263,23 @@ func checkLazy(t *testing.T, buf []byte) fallbackReason {
 	want := relevant(req.Traces(), &analysisSel)
 	if fb == fallbackNone {
 		// All of what it decoded, against what the analysis reads of pdata's.
-		if diff := cmp.Diff(relevant(got, nil), want); diff != "" {
+		if diff := cmp.Diff(relevant(got.ToTraces(), nil), want); diff != "" {
 			t.Fatalf("selective decoder differs from pdata (-selective +pdata):\n%s", diff)
 		}
+		if diff := diffBatch(got, req.Traces(), analysisKeys); diff != "" {
+			t.Fatalf("selective decoder's Batch differs from FromTraces of pdata's (-selective +pdata):\n%s", diff)
+		}
+		putBatch(got)
 	}
-	td, dfb, err := decodeTraces(buf, analysisDecoder)
+	dec, dfb, err := decodeTraces(buf, analysisDecoder)
+	defer dec.free()
 	if (err != nil) != (perr != nil) {
 		t.Fatalf("decodeTraces error = %v, pdata's = %v", err, perr)
 	}
 	if dfb != fb {
 		t.Fatalf("decodeTraces fell back for %v, the selective decoder declined for %v", dfb, fb)
 	}
-	if err == nil && !cmp.Equal(relevant(td, &analysisSel), want) {
+	if err == nil && !cmp.Equal(relevant(dec.traces(), &analysisSel), want) {
 		t.Fatal("decodeTraces differs from pdata")
 	}
 	return fb
@@ -415,14 +477,16 @@ func analysis(t *testing.T, reqs [][]byte, dec *selectiveDecoder) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	core := &tracesCore{next: a} // to hand a Batch on as the receiver does
 	for _, b := range reqs {
-		td, _, err := decodeTraces(b, dec)
+		req, _, err := decodeTraces(b, dec)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := a.ConsumeTraces(context.Background(), td); err != nil {
+		if err := core.consume(context.Background(), req); err != nil {
 			t.Fatal(err)
 		}
+		req.free()
 	}
 	a.Flush()
 	mfs, err := reg.Gather()

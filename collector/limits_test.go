@@ -106,8 +106,10 @@ func checkDecode(t *testing.T, buf []byte, json, lazy bool) {
 		perr = req.UnmarshalProto(buf)
 	}
 	core := fuzzCore(t, lazy)
-	td, reserved, rerr := core.decode(buf, json)
+	dec, reserved, rerr := core.decode(buf, json)
 	core.limiter.release(reserved)
+	defer dec.free()
+	td := dec.traces()
 	switch {
 	case rerr == nil && perr != nil:
 		t.Fatalf("accepted a request pdata rejects (%v)", perr)
@@ -116,6 +118,11 @@ func checkDecode(t *testing.T, buf []byte, json, lazy bool) {
 		if lazy {
 			if diff := cmp.Diff(relevant(td, &analysisSel), relevant(req.Traces(), &analysisSel)); diff != "" {
 				t.Fatalf("lazy decoding differs from pdata (-got +pdata):\n%s", diff)
+			}
+			if dec.batch != nil {
+				if diff := diffBatch(dec.batch, req.Traces(), analysisKeys); diff != "" {
+					t.Fatalf("lazy decoding's Batch differs from FromTraces of pdata's (-got +pdata):\n%s", diff)
+				}
 			}
 		} else if !bytes.Equal(protoOf(t, td), protoOf(t, req.Traces())) {
 			t.Fatal("decoding differs from pdata")

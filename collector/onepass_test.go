@@ -6,6 +6,7 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -43,17 +44,32 @@ func TestOnePassDepth(t *testing.T) {
 	stopped := 0
 	for limits.depth = minJSONDepth; limits.depth <= 3*maxLazyDepth+10; limits.depth++ {
 		for i, b := range reqs {
-			if err := diffOnePass(b, limits); err != nil {
+			if err := diffOnePass(b, pdataOf(t, b), limits); err != nil {
 				t.Fatalf("request %d: %v", i, err)
 			}
-			if _, _, fb := analysisDecoder.decodeWithin(b, limits, receiverBudget(len(b))); fb == overLimit {
+			batch, _, fb := analysisDecoder.decodeWithin(b, limits, receiverBudget(len(b)))
+			if fb == overLimit {
 				stopped++
+			}
+			if batch != nil {
+				putBatch(batch)
 			}
 		}
 	}
 	if stopped == 0 {
 		t.Error("the one pass never stopped at the depth limit: the test compares nothing")
 	}
+}
+
+// pdataOf is pdata's decoding of buf, which it must decode.
+func pdataOf(t *testing.T, buf []byte) *ptrace.Traces {
+	t.Helper()
+	req := ptraceotlp.NewExportRequest()
+	if err := req.UnmarshalProto(buf); err != nil {
+		t.Fatal(err)
+	}
+	td := req.Traces()
+	return &td
 }
 
 // TestOnePassBound checks that the synth stream's requests, a small request
@@ -123,8 +139,10 @@ func TestOnePassHostile(t *testing.T) {
 			var rerr *requestError
 			alloc := totalAlloc(func() {
 				var reserved int64
-				_, reserved, rerr = got.decode(tt.body, false)
+				var req decodedRequest
+				req, reserved, rerr = got.decode(tt.body, false)
 				got.limiter.release(reserved)
+				req.free()
 			})
 			_, wreserved, werr := scanThenDecode(want, tt.body)
 			want.limiter.release(wreserved)

@@ -79,10 +79,11 @@ func TestSelectionIsTheConsumers(t *testing.T) {
 		EventAttributes:    []string{"evt_id"},
 		Values:             []string{"e-1"},
 	}
-	got, fb := newSelectiveDecoder(sel).decode(buf)
+	b, fb := newSelectiveDecoder(sel).decode(buf)
 	if fb != fallbackNone {
 		t.Fatalf("declined: %v", fb)
 	}
+	got := b.ToTraces()
 	if diff := cmp.Diff(relevant(got, nil), relevant(td, &sel)); diff != "" {
 		t.Errorf("decoded (-got +want):\n%s", diff)
 	}
@@ -91,10 +92,11 @@ func TestSelectionIsTheConsumers(t *testing.T) {
 	}
 
 	// An empty Selection keeps the span fields only.
-	got, fb = newSelectiveDecoder(Selection{}).decode(buf)
+	b, fb = newSelectiveDecoder(Selection{}).decode(buf)
 	if fb != fallbackNone {
 		t.Fatalf("declined: %v", fb)
 	}
+	got = b.ToTraces()
 	empty := Selection{ResourceAttributes: []string{}, SpanAttributes: []string{}, EventNames: []string{}, EventAttributes: []string{}}
 	if diff := cmp.Diff(relevant(got, nil), relevant(td, &empty)); diff != "" {
 		t.Errorf("decoded with an empty Selection (-got +want):\n%s", diff)

@@ -11,6 +11,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"go.opentelemetry.io/collector/pdata/xpdata/pref"
+
+	"github.com/lagscope/lagscope/spanbatch"
 )
 
 // tracesCore is what the gRPC and HTTP transports share: the in-flight limiter,
@@ -39,16 +41,29 @@ type Tee interface {
 // decode scans an encoded request (OTLP/JSON if json, else protobuf) against
 // the per-request limits, reserves from the limiter an estimate from above of
 // what decoding it allocates, and decodes it. The caller releases the
-// returned reservation once it is done with td, also on error.
+// returned reservation once it is done with the request, also on error,
+// and frees the request.
 //
 // A protobuf request the selective decoder takes is decoded in one pass
 // instead (decodeOnePass); when that declines, the scan decides as before.
-func (c *tracesCore) decode(buf []byte, json bool) (td ptrace.Traces, reserved int64, _ *requestError) {
+// What the selective decoder takes is a Batch, whichever way it went.
+//
+// The estimates are of what pdata allocates for every item of the request.
+// A Batch holds only the items the Selection keeps, each in less than
+// pdata's cost of it (a Span is 120 bytes, against spanCost's 264), so the
+// reservation bounds it from above too. For a consumer of pdata (no
+// BatchConsumer), ToTraces adds the pdata of those kept items; with the
+// Batch that stays under the estimate for requests of realistic spans
+// (attributes, events, links not kept are charged and not held), though
+// not for ones of spans with nothing else: then the two together may pass
+// it by some bytes per span.
+func (c *tracesCore) decode(buf []byte, json bool) (req decodedRequest, reserved int64, _ *requestError) {
 	var declined fallbackReason // why the one pass declined for good, if it did
 	if !json && c.selective != nil {
 		var fb fallbackReason
-		if td, reserved, fb = c.decodeOnePass(buf); fb == fallbackNone {
-			return td, reserved, nil
+		var b *spanbatch.Batch
+		if b, reserved, fb = c.decodeOnePass(buf); fb == fallbackNone {
+			return decodedRequest{batch: b}, reserved, nil
 		}
 		if fb != overLimit {
 			declined = fb
@@ -62,32 +77,32 @@ func (c *tracesCore) decode(buf []byte, json bool) (td ptrace.Traces, reserved i
 		counts, rerr = scanProto(buf, c.limits)
 	}
 	if rerr != nil {
-		return td, 0, rerr
+		return decodedRequest{}, 0, rerr
 	}
 	est := counts.decodedSize(len(buf))
 	if rerr := c.reserve(est); rerr != nil {
-		return td, 0, rerr
+		return decodedRequest{}, 0, rerr
 	}
 	var err error
 	switch {
 	case json:
-		req := ptraceotlp.NewExportRequest()
-		err = req.UnmarshalJSON(buf)
-		td = req.Traces()
+		preq := ptraceotlp.NewExportRequest()
+		err = preq.UnmarshalJSON(buf)
+		req = decodedRequest{td: preq.Traces()}
 	case declined != fallbackNone:
 		// The selective decoder would decline it again, for the same reason.
-		td, _, err = decodeTraces(buf, nil)
+		req, _, err = decodeTraces(buf, nil)
 		c.metrics.decodeFallbacks[declined].Inc()
 	default:
 		var fb fallbackReason
-		if td, fb, err = decodeTraces(buf, c.selective); fb != fallbackNone {
+		if req, fb, err = decodeTraces(buf, c.selective); fb != fallbackNone {
 			c.metrics.decodeFallbacks[fb].Inc()
 		}
 	}
 	if err != nil {
-		return td, est, &requestError{reason: reasonDecodeError, err: fmt.Errorf("decode OTLP request: %w", err)}
+		return decodedRequest{}, est, &requestError{reason: reasonDecodeError, err: fmt.Errorf("decode OTLP request: %w", err)}
 	}
-	return td, est, nil
+	return req, est, nil
 }
 
 // Without the scan, the selective decoder must reserve before it decodes:
@@ -117,21 +132,21 @@ func receiverBudget(encoded int) onePassBudget {
 // when the request may pass a limit or its bound, or when the bound does not
 // fit the budget (the scan decides then), or with the reason the selective
 // decoder declined it.
-func (c *tracesCore) decodeOnePass(buf []byte) (ptrace.Traces, int64, fallbackReason) {
+func (c *tracesCore) decodeOnePass(buf []byte) (*spanbatch.Batch, int64, fallbackReason) {
 	bound := onePassBytes(len(buf))
 	// The decoder checks the depth of attribute values only: the messages
 	// above them nest less deep than any valid limit.
 	if c.limits.depth < minJSONDepth || bound > c.limiter.max || !c.limiter.tryAcquire(bound) {
-		return ptrace.Traces{}, 0, overLimit
+		return nil, 0, overLimit
 	}
-	td, counts, fb := c.selective.decodeWithin(buf, c.limits, receiverBudget(len(buf)))
+	b, counts, fb := c.selective.decodeWithin(buf, c.limits, receiverBudget(len(buf)))
 	if fb != fallbackNone {
 		c.limiter.release(bound)
-		return ptrace.Traces{}, 0, fb
+		return nil, 0, fb
 	}
 	est := counts.decodedSize(len(buf))
 	c.limiter.release(bound - est)
-	return td, est, fallbackNone
+	return b, est, fallbackNone
 }
 
 // reserve takes est bytes, what decoding a request will allocate, from the
@@ -156,21 +171,25 @@ func (c *tracesCore) recovered(ctx context.Context, t transport, v any) *request
 }
 
 // export validates the spans of a decoded request, hands the valid ones to the
-// consumer and returns the response to send. It modifies td. It counts the spans it
-// refuses; the transport counts a refused request.
+// consumer (consume) and returns the response to send. It modifies req, and
+// does not free it. It counts the spans it refuses; the transport counts a
+// refused request.
 //
-// When a Tee is set, body (the request td was decoded from, OTLP/JSON if
-// json) goes to it once the consumer accepted td: not before, so that a
+// When a Tee is set, body (the request req was decoded from, OTLP/JSON if
+// json) goes to it once the consumer accepted req: not before, so that a
 // request the client retries after a consumer error is not forwarded twice.
-func (c *tracesCore) export(ctx context.Context, t transport, td ptrace.Traces, body []byte, json bool) (ptraceotlp.ExportResponse, *requestError) {
-	// The consumer does not keep td (Consumer): give its memory back to
-	// pdata's pools, which the server enables (server.New).
-	defer pref.UnrefTraces(td)
-	received := td.SpanCount()
+func (c *tracesCore) export(ctx context.Context, t transport, req decodedRequest, body []byte, json bool) (ptraceotlp.ExportResponse, *requestError) {
+	if req.batch == nil {
+		// The consumer does not keep td (Consumer): give its memory back to
+		// pdata's pools, which the server enables (server.New). A Batch
+		// goes back to its pool when its transport frees it.
+		defer pref.UnrefTraces(req.td)
+	}
+	received := req.spanCount()
 	c.metrics.receivedSpans[t].Add(float64(received))
 
 	resp := ptraceotlp.NewExportResponse()
-	badTrace, badSpan := removeInvalidSpans(td)
+	badTrace, badSpan := req.removeInvalidSpans()
 	if rejected := badTrace + badSpan; rejected > 0 {
 		c.metrics.rejectedSpans[reasonInvalidTraceID].Add(float64(badTrace))
 		c.metrics.rejectedSpans[reasonInvalidSpanID].Add(float64(badSpan))
@@ -185,7 +204,7 @@ func (c *tracesCore) export(ctx context.Context, t transport, td ptrace.Traces, 
 	if accepted == 0 {
 		return resp, nil
 	}
-	if err := c.next.ConsumeTraces(ctx, td); err != nil {
+	if err := c.consume(ctx, req); err != nil {
 		rerr := consumerError(err, c.retryAfter)
 		c.metrics.rejectedSpans[rerr.reason].Add(float64(accepted))
 		return ptraceotlp.ExportResponse{}, rerr
@@ -194,6 +213,20 @@ func (c *tracesCore) export(ctx context.Context, t transport, td ptrace.Traces, 
 		c.tee.Forward(body, json, received)
 	}
 	return resp, nil
+}
+
+// consume hands req to the consumer: a Batch to a BatchConsumer's
+// ConsumeBatch, else pdata to ConsumeTraces (a Batch's ToTraces).
+func (c *tracesCore) consume(ctx context.Context, req decodedRequest) error {
+	if req.batch == nil {
+		return c.next.ConsumeTraces(ctx, req.td)
+	}
+	if bc, ok := c.next.(BatchConsumer); ok {
+		return bc.ConsumeBatch(ctx, req.batch)
+	}
+	td := req.batch.ToTraces()
+	defer pref.UnrefTraces(td) // as export does of a request's pdata
+	return c.next.ConsumeTraces(ctx, td)
 }
 
 // removeInvalidSpans removes the spans whose trace or span id is all zeros, which

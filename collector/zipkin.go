@@ -217,7 +217,7 @@ func (h *httpTraces) serveZipkin(req *httpRequest, body []byte) {
 			otlp = nil
 		}
 	}
-	if _, rerr := h.core.export(req.r.Context(), transportZipkin, td, otlp, false); rerr != nil {
+	if _, rerr := h.core.export(req.r.Context(), transportZipkin, decodedRequest{td: td}, otlp, false); rerr != nil {
 		h.fail(req, rerr)
 		return
 	}
