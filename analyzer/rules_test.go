@@ -11,6 +11,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/lagscope/lagscope/spanbatch"
 )
 
 // issueRules is the example of issue 12, as a config file writes it.
@@ -80,6 +82,18 @@ func (s ruleSpan) build() (pcommon.Map, string, ptrace.Span) {
 	return res, s.service, sp
 }
 
+// ruleBatch returns the Batch of one span sp of a resource with attributes
+// res, everything kept.
+func ruleBatch(res pcommon.Map, sp ptrace.Span) *spanbatch.Batch {
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	res.CopyTo(rs.Resource().Attributes())
+	sp.CopyTo(rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty())
+	b := new(spanbatch.Batch)
+	b.FromTraces(td, nil)
+	return b
+}
+
 func TestRules(t *testing.T) {
 	cfg := issueConfig(t)
 	rules, err := compileRules(cfg.Rules)
@@ -126,11 +140,13 @@ func TestRules(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res, service, sp := tt.span.build()
+			b := ruleBatch(res, sp)
+			bs, attrs := &b.Spans[0], b.SpanAttributes(&b.Spans[0])
 			var rsc ruleScratch
-			rules.resource(&rsc, res, service)
+			rules.resource(&rsc, b.ResourceAttributes(b.Resources[0]), service)
 			var a spanAttrs
-			a.read(sp.Attributes())
-			role, i := classifyRules(rules, &rsc, sp, &a)
+			a.read(attrs)
+			role, i := classifyRules(rules, &rsc, bs, attrs, &a)
 			got := want{Role: role, EventID: a.eventID, EventType: a.eventType, AggID: a.aggID, Command: a.command, Proj: a.projection, Version: a.version}
 			if i >= 0 {
 				got.Rule = rules.rules[i].name
@@ -234,12 +250,11 @@ func TestRuleNameCacheBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	var rsc ruleScratch
-	rules.resource(&rsc, pcommon.NewMap(), "svc")
+	rules.resource(&rsc, nil, "svc")
 	for n := range 3 * maxNameCache {
-		sp := ptrace.NewSpan()
 		name := "handle_" + strings.Repeat("x", n%2*maxCachedName) + strconv.Itoa(n)
-		sp.SetName(name)
-		if i, _ := rules.match(&rsc, sp); i != 0 {
+		sp := &spanbatch.Span{Name: name}
+		if i, _ := rules.match(&rsc, sp, nil); i != 0 {
 			t.Fatalf("%q: rule %d, want 0", name, i)
 		}
 	}
