@@ -1,6 +1,7 @@
 package analyzer
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -265,5 +266,59 @@ func TestRuleNameCacheBounded(t *testing.T) {
 		if len(k.name) > maxCachedName {
 			t.Fatalf("cached a %d-byte name", len(k.name))
 		}
+	}
+}
+
+// TestAttrCondHolds checks a rule's attribute condition against a value of
+// every attribute type, as a Batch holds it: a value compares as its type
+// reads the condition; maps, slices, bytes and empty values only match
+// "*".
+func TestAttrCondHolds(t *testing.T) {
+	pmap := pcommon.NewValueMap()
+	pmap.Map().PutStr("a", "b")
+	pslice := pcommon.NewValueSlice()
+	pslice.Slice().AppendEmpty().SetStr("a")
+	mapV, sliceV := spanbatch.ValueOf(pmap), spanbatch.ValueOf(pslice)
+	tests := []struct {
+		name string
+		cond string
+		v    spanbatch.Value
+		want bool
+	}{
+		{"string equal", "postgresql", spanbatch.StrValue("postgresql"), true},
+		{"string differs", "postgresql", spanbatch.StrValue("mysql"), false},
+		{"string of digits", "3", spanbatch.StrValue("3"), true},
+		{"string any", "*", spanbatch.StrValue(""), true},
+		{"int equal", "3", spanbatch.IntValue(3), true},
+		{"int differs", "3", spanbatch.IntValue(4), false},
+		{"int against a float", "3.0", spanbatch.IntValue(3), false},
+		{"int against a word", "three", spanbatch.IntValue(3), false},
+		{"int any", "*", spanbatch.IntValue(0), true},
+		{"double equal", "1.5", spanbatch.DoubleValue(1.5), true},
+		{"double of an integer", "3", spanbatch.DoubleValue(3), true},
+		{"double differs", "1.5", spanbatch.DoubleValue(2), false},
+		{"double NaN", "NaN", spanbatch.DoubleValue(math.NaN()), true},
+		{"double against a word", "x", spanbatch.DoubleValue(0), false},
+		{"bool true", "true", spanbatch.BoolValue(true), true},
+		{"bool as 1", "1", spanbatch.BoolValue(true), true},
+		{"bool false", "false", spanbatch.BoolValue(false), true},
+		{"bool differs", "false", spanbatch.BoolValue(true), false},
+		{"bool against a word", "yes", spanbatch.BoolValue(true), false},
+		{"bytes never equal", "abc", spanbatch.BytesValue([]byte("abc")), false},
+		{"bytes any", "*", spanbatch.BytesValue([]byte("abc")), true},
+		{"map never equal", mapV.AsString(), mapV, false},
+		{"map any", "*", mapV, true},
+		{"slice never equal", sliceV.AsString(), sliceV, false},
+		{"slice any", "*", sliceV, true},
+		{"empty never equal", "", spanbatch.Value{}, false},
+		{"empty any", "*", spanbatch.Value{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newAttrCond(0, tt.cond)
+			if got := c.holds(tt.v); got != tt.want {
+				t.Errorf("condition %q holds for %v (%s) = %v, want %v", tt.cond, tt.v.AsString(), tt.v.Type, got, tt.want)
+			}
+		})
 	}
 }
