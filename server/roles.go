@@ -395,6 +395,19 @@ func (g *ingest) expire(ctx context.Context, now time.Time, flush bool) error {
 	return nil
 }
 
+// batchConsumer is collector.BatchConsumer (declared there by the
+// collector's selective decoder work): the consumers New hands the
+// collector, the ingest role's and (role=all) the Analyzer, take batches
+// without pdata.
+type batchConsumer interface {
+	ConsumeBatch(ctx context.Context, b *spanbatch.Batch) error
+}
+
+var (
+	_ batchConsumer = (*ingest)(nil)
+	_ batchConsumer = (*analyzer.Analyzer)(nil)
+)
+
 // ConsumeTraces is ConsumeBatch of what the analysis reads of td
 // (analyzer.Config.Reads), converted into a pooled spanbatch.Batch.
 func (g *ingest) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
