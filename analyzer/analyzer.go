@@ -20,10 +20,9 @@ import (
 // request passed from one to the other in pooled memory (so without the
 // copies that Resolver.Resolve makes). ConsumeBatch and ConsumeTraces are
 // safe for concurrent use and take no lock while they read and classify
-// spans. A request takes
-// each resolver shard once, then each fact's joiner shard in the order of
-// its facts, so that one request analysed alone gives the same result
-// whatever the number of shards.
+// spans. A request takes each resolver shard once, then each fact's joiner
+// shard in the order of its facts, so that one request analysed alone
+// gives the same result whatever the number of shards.
 type Analyzer struct {
 	cfg      Config
 	logger   *slog.Logger

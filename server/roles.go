@@ -271,16 +271,16 @@ func (p *publisher) broadcast(ctx context.Context, facts []analyzer.Fact) error 
 // (issue 13). It also publishes, every roleTick, the appends whose command
 // wait ran out. Safe for concurrent use.
 type ingest struct {
-	r   *analyzer.Resolver
-	pub *publisher
-	// filter keeps what the analysis reads, for the pdata requests
-	// ConsumeTraces converts into pooled batches (of *spanbatch.Batch).
-	filter  spanbatch.Filter
-	batches sync.Pool
+	r       *analyzer.Resolver
+	pub     *publisher
 	conn    *kafkaconn.Options
 	brokers []string
 	topic   string
 	logger  *slog.Logger
+	// filter keeps what the analysis reads, for the pdata requests
+	// ConsumeTraces converts into pooled batches (of *spanbatch.Batch).
+	filter  spanbatch.Filter
+	batches sync.Pool
 
 	expireMu sync.Mutex
 	// unsent are appends Expire released that a failed publish kept back;
