@@ -11,16 +11,18 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/lagscope/lagscope/spanbatch"
 )
 
 // Analyzer runs both steps of the analysis in one process: a Resolver and
 // a Joiner, each sharded and locking its own shards, with the facts of a
 // request passed from one to the other in pooled memory (so without the
-// copies that Resolver.Resolve makes). ConsumeTraces is safe for concurrent
-// use and takes no lock while it reads and classifies spans. A request takes
-// each resolver shard once, then each fact's joiner shard in the order of
-// its facts, so that one request analysed alone gives the same result
-// whatever the number of shards.
+// copies that Resolver.Resolve makes). ConsumeBatch and ConsumeTraces are
+// safe for concurrent use and take no lock while they read and classify
+// spans. A request takes each resolver shard once, then each fact's joiner
+// shard in the order of its facts, so that one request analysed alone
+// gives the same result whatever the number of shards.
 type Analyzer struct {
 	cfg      Config
 	logger   *slog.Logger
@@ -75,15 +77,25 @@ func (a *Analyzer) setHook(h func(lock string)) {
 	a.hook, a.resolver.hook, a.joiner.hook = h, h, h
 }
 
-// ConsumeTraces analyses the spans of one export request. It does not retain
-// td. It never fails for the content of td: spans it cannot use are counted
-// as ignored, label values are sanitized. Should it panic all the same, it
-// holds no lock afterwards: the panic is the caller's to recover, and later
-// requests and ticks go on.
+// ConsumeTraces analyses the spans of one export request: ConsumeBatch of
+// what the analysis reads of td (Config.Reads), converted into a pooled
+// spanbatch.Batch. It does not retain td.
 func (a *Analyzer) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
+	b := a.resolver.fromTraces(td)
+	defer a.resolver.putBatch(b)
+	return a.ConsumeBatch(ctx, b)
+}
+
+// ConsumeBatch analyses the spans of one export request, decoded into b
+// (the collector's BatchConsumer). It does not retain b. It never fails for
+// the content of b: spans it cannot use are counted as ignored, label
+// values are sanitized. Should it panic all the same, it holds no lock
+// afterwards: the panic is the caller's to recover, and later requests and
+// ticks go on.
+func (a *Analyzer) ConsumeBatch(ctx context.Context, b *spanbatch.Batch) error {
 	sc := a.resolver.pool.Get().(*scratch)
 	now := a.now().UnixNano()
-	a.resolver.resolve(sc, td, now)
+	a.resolver.resolve(sc, b, now)
 	if len(sc.pre) > 0 {
 		a.joiner.apply(sc.pre, now)
 	}

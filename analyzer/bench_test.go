@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/lagscope/lagscope/spanbatch"
 	"github.com/lagscope/lagscope/synth"
 )
 
@@ -165,6 +166,70 @@ func BenchmarkConsumeSynth(b *testing.B) {
 			g.Refill(td, now)
 		}
 	})
+}
+
+// BenchmarkConsumeBatch is BenchmarkConsumeSynth with the requests given
+// as the batches the collector's selective decoder makes (converted with
+// FromTraces outside the timer): the analysis alone, without pdata.
+func BenchmarkConsumeBatch(b *testing.B) {
+	a, err := New(DefaultConfig(), nil, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := synth.New(synth.Config{})
+	reqs := synthRequests(g, 64, time.Now())
+	filter := a.cfg.Reads().Filter()
+	batches := make([]*spanbatch.Batch, len(reqs))
+	convert := func() {
+		for i, td := range reqs {
+			if batches[i] == nil {
+				batches[i] = new(spanbatch.Batch)
+			}
+			batches[i].Reset()
+			batches[i].FromTraces(td, filter)
+		}
+	}
+	convert()
+	consumeBatchLoop(b, a, batches, func(int) {
+		now := time.Now()
+		for _, td := range reqs {
+			g.Refill(td, now)
+		}
+		convert()
+	})
+}
+
+// consumeBatchLoop is consumeLoop of batches.
+func consumeBatchLoop(b *testing.B, a *Analyzer, reqs []*spanbatch.Batch, refill func(cycle int)) {
+	ctx := context.Background()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	mallocs := ms.Mallocs
+	b.ReportAllocs()
+	b.ResetTimer()
+	spans := 0
+	for i := 0; i < b.N; i++ {
+		if i > 0 && i%len(reqs) == 0 {
+			b.StopTimer()
+			runtime.ReadMemStats(&ms)
+			before := ms.Mallocs
+			refill(i / len(reqs))
+			a.Tick(time.Now())
+			runtime.ReadMemStats(&ms)
+			mallocs += ms.Mallocs - before // not the benchmark's
+			b.StartTimer()
+		}
+		sb := reqs[i%len(reqs)]
+		if err := a.ConsumeBatch(ctx, sb); err != nil {
+			b.Fatal(err)
+		}
+		spans += sb.SpanCount()
+	}
+	b.StopTimer()
+	runtime.ReadMemStats(&ms)
+	b.ReportMetric(float64(spans)/b.Elapsed().Seconds(), "spans/s")
+	b.ReportMetric(float64(spans)/float64(b.N), "spans/op")
+	b.ReportMetric(float64(ms.Mallocs-mallocs)/float64(spans), "allocs/span")
 }
 
 // BenchmarkSynthRefill measures what giving a request new traces costs: the

@@ -5,6 +5,8 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/lagscope/lagscope/spanbatch"
 )
 
 // Role is what a span is in a CQRS system. Each span has at most one.
@@ -97,11 +99,13 @@ type spanAttrs struct {
 	msgGroup, msgSubscription            string
 }
 
-// read reads the attributes of m that the conventions name. Every key it
-// reads is listed in spanAttributeKeys (conventions.go), which tells the
-// collector what to keep: TestReadsListsEveryKey checks the two agree.
-func (a *spanAttrs) read(m pcommon.Map) {
-	for k, v := range m.All() {
+// read reads the attributes of kvs that the conventions name, in their
+// order (the order a pcommon.Map of them iterates in). Every
+// key it reads is listed in spanAttributeKeys (conventions.go), which tells
+// the collector what to keep: TestReadsListsEveryKey checks the two agree.
+func (a *spanAttrs) read(kvs []spanbatch.KeyValue) {
+	for i := range kvs {
+		k, v := kvs[i].Key, kvs[i].Value
 		if len(k) < 6 {
 			continue
 		}
@@ -202,8 +206,8 @@ func (a *spanAttrs) read(m pcommon.Map) {
 // a string or a double. A value int64 cannot hold (or not a number) is 0,
 // "no version": never a wrapped number, which would compare as older or
 // newer than it is.
-func intValue(v pcommon.Value) int64 {
-	switch v.Type() {
+func intValue(v spanbatch.Value) int64 {
+	switch v.Type {
 	case pcommon.ValueTypeInt:
 		return v.Int()
 	case pcommon.ValueTypeDouble:

@@ -7,7 +7,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/lagscope/lagscope/spanbatch"
 )
+
+// kvsOf returns the attributes of m as a Batch holds them.
+func kvsOf(m pcommon.Map) []spanbatch.KeyValue {
+	var kvs []spanbatch.KeyValue
+	for k, v := range m.All() {
+		kvs = append(kvs, spanbatch.KeyValue{Key: k, Value: spanbatch.ValueOf(v)})
+	}
+	return kvs
+}
 
 func TestClassify(t *testing.T) {
 	tests := []struct {
@@ -51,7 +62,7 @@ func TestClassify(t *testing.T) {
 				t.Fatal(err)
 			}
 			var a spanAttrs
-			a.read(m)
+			a.read(kvsOf(m))
 			if got := classify(tt.kind, &a); got != tt.want {
 				t.Errorf("classify = %s, want %s", got, tt.want)
 			}
@@ -95,7 +106,7 @@ func TestAliases(t *testing.T) {
 				t.Fatal(err)
 			}
 			var got spanAttrs
-			got.read(m)
+			got.read(kvsOf(m))
 			if got != tt.want {
 				t.Errorf("read(%v) = %+v, want %+v", tt.attrs, got, tt.want)
 			}

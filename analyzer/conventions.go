@@ -1,6 +1,10 @@
 package analyzer
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/lagscope/lagscope/spanbatch"
+)
 
 // Selection is what the analysis reads of an OTLP request besides the fields
 // of a span it always reads (trace and span ids, parent span id, name, kind,
@@ -56,6 +60,13 @@ func (c Config) Reads() Selection {
 		EventAttributes: slices.Clone(spanAttributeKeys),
 		Values:          slices.Clone(comparedValues),
 	}
+}
+
+// Filter returns the spanbatch.Filter that keeps what s names: a Batch made
+// with it (spanbatch.Batch.FromTraces) holds everything of a request that
+// an analysis whose Reads is s reads. It is safe for concurrent use.
+func (s Selection) Filter() spanbatch.Filter {
+	return spanbatch.NewKeys(s.ResourceAttributes, s.SpanAttributes, s.EventNames, s.EventAttributes)
 }
 
 // spanAttributeKeys are the keys spanAttrs.read reads, every one of them

@@ -25,6 +25,13 @@
 // implements the collector's consumer. Its Summary reads the metrics they
 // expose.
 //
+// Both read a request as a spanbatch.Batch, what the analysis reads of it
+// in flat slices (Analyzer.ConsumeBatch, Resolver.ResolveBatch), as the
+// collector's selective decoder makes it; the pdata variants
+// (ConsumeTraces, Resolve) convert pdata into one with
+// spanbatch.Batch.FromTraces, keeping what Config.Reads names
+// (Selection.Filter).
+//
 // Explain says, span by span, what the analysis makes of a request and why,
 // for `lagscope explain`; it is not on the analysis path.
 package analyzer

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/lagscope/lagscope/spanbatch"
 )
 
 // SpanExplanation says what the analysis makes of one span, for `lagscope
@@ -53,7 +55,9 @@ type ExplainedFields struct {
 // cfg classifies it, taking td as the whole input: an append whose command
 // span is not in td, or a projection whose event or producer span is not,
 // says so in Waits. It is not on the analysis path (it allocates freely)
-// and keeps nothing. It fails only for a cfg that Validate rejects.
+// and keeps nothing. It reads td as the analysis does: converted into a
+// spanbatch.Batch of what Config.Reads names. It fails only for a cfg that
+// Validate rejects.
 func Explain(cfg Config, td ptrace.Traces) ([]SpanExplanation, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid analyzer config: %w", err)
@@ -62,8 +66,10 @@ func Explain(cfg Config, td ptrace.Traces) ([]SpanExplanation, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compile rules: %w", err)
 	}
+	var b spanbatch.Batch
+	b.FromTraces(td, cfg.Reads().Filter())
 	type spanInfo struct {
-		sp      ptrace.Span
+		sp      *spanbatch.Span
 		service string
 		role    Role
 		by      string
@@ -80,40 +86,43 @@ func Explain(cfg Config, td ptrace.Traces) ([]SpanExplanation, error) {
 	multis := map[spanKey][]Fact{} // append spans of several events
 	appended := map[EventKey]bool{}
 	var rsc ruleScratch
-	for _, rs := range td.ResourceSpans().All() {
+	for _, res := range b.Resources {
+		rattrs := b.ResourceAttributes(res)
 		service := ""
-		if v, ok := rs.Resource().Attributes().Get(attrServiceName); ok {
+		if v, ok := spanbatch.Get(rattrs, attrServiceName); ok {
 			service = v.Str()
 		}
 		if rules != nil {
-			rules.resource(&rsc, rs.Resource().Attributes(), service)
+			rules.resource(&rsc, rattrs, service)
 		}
-		for _, ss := range rs.ScopeSpans().All() {
-			for _, sp := range ss.Spans().All() {
+		for _, scope := range b.Scopes[res.Scopes.Lo:res.Scopes.Hi] {
+			for k := scope.Spans.Lo; k < scope.Spans.Hi; k++ {
+				sp := &b.Spans[k]
 				s := &spanInfo{sp: sp, service: service}
-				key := spanKey{trace: sp.TraceID(), span: sp.SpanID()}
+				key := spanKey{trace: sp.TraceID, span: sp.SpanID}
 				if _, seen := parents[key]; seen {
 					s.dup = true
 				}
-				parents[key] = sp.ParentSpanID()
-				s.a.read(sp.Attributes())
+				parents[key] = sp.ParentSpanID
+				attrs := b.SpanAttributes(sp)
+				s.a.read(attrs)
 				var i int
-				s.role, i = classifyRules(rules, &rsc, sp, &s.a)
+				s.role, i = classifyRules(rules, &rsc, sp, attrs, &s.a)
 				if i >= 0 {
 					s.by = "rule: " + rules.rules[i].name
 				} else {
-					_, s.by = classifyWhy(sp.Kind(), &s.a)
+					_, s.by = classifyWhy(sp.Kind, &s.a)
 				}
-				if sp.Status().Code() != ptrace.StatusCodeError {
+				if sp.Status != ptrace.StatusCodeError {
 					switch s.role {
 					case RoleCommand:
 						name := s.a.command
 						if name == "" {
-							name = sp.Name()
+							name = sp.Name
 						}
 						commands[key] = name
 					case RoleAppend:
-						s.facts = eventFacts(nil, appendBase(sp, ""), sp, &s.a)
+						s.facts = eventFacts(nil, appendBase(sp, ""), &b, sp, &s.a)
 						if len(s.facts) == 1 && !s.dup {
 							producers[key] = s.facts[0].Event
 							producerIDs[key] = s.facts[0].DisplayID()
@@ -124,7 +133,7 @@ func Explain(cfg Config, td ptrace.Traces) ([]SpanExplanation, error) {
 							appended[f.Event] = true
 						}
 					case RoleProject:
-						s.facts, s.prod = projectFacts(nil, nil, sp, &s.a, service)
+						s.facts, s.prod = projectFacts(nil, nil, &b, sp, &s.a, service)
 					}
 				}
 				spans = append(spans, s)
@@ -134,13 +143,13 @@ func Explain(cfg Config, td ptrace.Traces) ([]SpanExplanation, error) {
 	out := make([]SpanExplanation, 0, len(spans))
 	for _, s := range spans {
 		sp := s.sp
-		tid, sid := sp.TraceID(), sp.SpanID()
+		tid, sid := sp.TraceID, sp.SpanID
 		e := SpanExplanation{
 			TraceID: hex.EncodeToString(tid[:]),
 			SpanID:  hex.EncodeToString(sid[:]),
-			Name:    sp.Name(),
+			Name:    sp.Name,
 			Service: s.service,
-			Kind:    strings.ToLower(strings.TrimPrefix(sp.Kind().String(), "SPAN_KIND_")),
+			Kind:    strings.ToLower(strings.TrimPrefix(sp.Kind.String(), "SPAN_KIND_")),
 			Role:    s.role.String(),
 			By:      s.by,
 			Fields: ExplainedFields{
@@ -154,16 +163,16 @@ func Explain(cfg Config, td ptrace.Traces) ([]SpanExplanation, error) {
 			e.Note = "a copy of an earlier span (same trace and span id): a retry, counted in lagscope_duplicate_spans_total and ignored"
 			out = append(out, e)
 			continue
-		case s.role != RoleNone && s.role != RoleCommand && s.role != RoleQuery && sp.Status().Code() == ptrace.StatusCodeError:
+		case s.role != RoleNone && s.role != RoleCommand && s.role != RoleQuery && sp.Status == ptrace.StatusCodeError:
 			e.Note = "status Error: it wrote nothing, so it gives no fact"
 		}
-		key := spanKey{trace: sp.TraceID(), span: sp.SpanID()}
+		key := spanKey{trace: sp.TraceID, span: sp.SpanID}
 		switch s.role {
 		case RoleCommand:
 			e.Fields.Command = commands[key]
 		case RoleQuery:
 			if e.Fields.Query == "" {
-				e.Fields.Query = sp.Name()
+				e.Fields.Query = sp.Name
 			}
 		case RoleAppend:
 			if len(s.facts) == 0 && e.Note == "" {
@@ -173,7 +182,7 @@ func Explain(cfg Config, td ptrace.Traces) ([]SpanExplanation, error) {
 			for _, f := range s.facts {
 				e.Events = append(e.Events, f.DisplayID())
 			}
-			cur, missing := sp.ParentSpanID(), ""
+			cur, missing := sp.ParentSpanID, ""
 			for depth := 0; depth < 128 && cur != ([8]byte{}); depth++ {
 				k := spanKey{trace: key.trace, span: cur}
 				if c, ok := commands[k]; ok {

@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/lagscope/lagscope/spanbatch"
 )
 
 // The regression tests of issue 10: one hostile request must not crash the
@@ -461,7 +463,7 @@ func TestVersionsDoNotWrap(t *testing.T) {
 		if err := v.FromRaw(tt.in); err != nil {
 			t.Fatal(err)
 		}
-		if got := intValue(v); got != tt.want {
+		if got := intValue(spanbatch.ValueOf(v)); got != tt.want {
 			t.Errorf("intValue(%v) = %d, want %d", tt.in, got, tt.want)
 		}
 	}

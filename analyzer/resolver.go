@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/lagscope/lagscope/spanbatch"
 )
 
 // spanKey identifies a span; value-typed so maps keyed by it do not allocate.
@@ -66,6 +66,11 @@ type Resolver struct {
 
 	pool sync.Pool // of *scratch
 
+	// filter keeps what the analysis reads (Config.Reads), for the
+	// conversion of pdata into pooled batches (of *spanbatch.Batch).
+	filter  spanbatch.Filter
+	batches sync.Pool
+
 	// hook, when set (tests only), is called with "resolver" while a
 	// shard's lock is held: a panic there proves that none stays held.
 	hook func(lock string)
@@ -102,12 +107,27 @@ func NewResolver(cfg Config, reg prometheus.Registerer) (*Resolver, error) {
 		names:    newLabelSet("command", cfg.Metrics.MaxLabelValues, cfg.Metrics.MaxLabelLength, m.command),
 		maxLabel: cfg.Metrics.MaxLabelLength,
 		shards:   make([]resolverShard, n),
+		filter:   cfg.Reads().Filter(),
 	}
 	for i := range r.shards {
 		r.shards[i].t = newTraceResolver(cfg, n)
 	}
 	r.pool.New = func() any { return new(scratch) }
+	r.batches.New = func() any { return new(spanbatch.Batch) }
 	return r, nil
+}
+
+// fromTraces returns a pooled Batch of what the analysis reads of td; give
+// it back with putBatch.
+func (r *Resolver) fromTraces(td ptrace.Traces) *spanbatch.Batch {
+	b := r.batches.Get().(*spanbatch.Batch)
+	b.FromTraces(td, r.filter)
+	return b
+}
+
+func (r *Resolver) putBatch(b *spanbatch.Batch) {
+	b.Reset()
+	r.batches.Put(b)
 }
 
 // Resolve appends to dst the facts of the spans in td that arrived at now,
@@ -116,9 +136,18 @@ func NewResolver(cfg Config, reg prometheus.Registerer) (*Resolver, error) {
 // hold no reference into td, which Resolve does not retain. An append whose
 // command span may still come is held (Config's join.command_wait) and given
 // by a later call or by Expire. It never fails for the content of td: spans
-// it cannot use are counted as ignored, label values are sanitized.
+// it cannot use are counted as ignored, label values are sanitized. It is
+// ResolveBatch of td converted (spanbatch.Batch.FromTraces, keeping what
+// Config.Reads names).
 func (r *Resolver) Resolve(dst []Fact, td ptrace.Traces, now time.Time) []Fact {
-	return r.resolveTo(dst, td, now, true)
+	b := r.fromTraces(td)
+	defer r.putBatch(b)
+	return r.resolveTo(dst, b, now, true)
+}
+
+// ResolveBatch is Resolve of the spans of b, which it does not retain.
+func (r *Resolver) ResolveBatch(dst []Fact, b *spanbatch.Batch, now time.Time) []Fact {
+	return r.resolveTo(dst, b, now, true)
 }
 
 // ResolveView is Resolve without the copies: the facts' strings may refer
@@ -128,12 +157,22 @@ func (r *Resolver) Resolve(dst []Fact, td ptrace.Traces, now time.Time) []Fact {
 // encodes them: a copy of every fact's strings was its largest cost after
 // the resolution itself (BenchmarkStagesRatio, 1 allocation per fact).
 func (r *Resolver) ResolveView(dst []Fact, td ptrace.Traces, now time.Time) []Fact {
-	return r.resolveTo(dst, td, now, false)
+	b := r.fromTraces(td)
+	defer r.putBatch(b)
+	return r.resolveTo(dst, b, now, false)
 }
 
-func (r *Resolver) resolveTo(dst []Fact, td ptrace.Traces, now time.Time, own bool) []Fact {
+// ResolveBatchView is ResolveView of the spans of b: the facts' strings
+// are b's, so keeping one may keep memory of b's request alive (a decoder
+// may cut all of a request's strings from one allocation). For a caller
+// that uses the facts at once, as ResolveView.
+func (r *Resolver) ResolveBatchView(dst []Fact, b *spanbatch.Batch, now time.Time) []Fact {
+	return r.resolveTo(dst, b, now, false)
+}
+
+func (r *Resolver) resolveTo(dst []Fact, b *spanbatch.Batch, now time.Time, own bool) []Fact {
 	sc := r.pool.Get().(*scratch)
-	r.resolve(sc, td, now.UnixNano())
+	r.resolve(sc, b, now.UnixNano())
 	dst = append(dst, sc.pre...) // parked, so cloned already
 	for i := range sc.facts {
 		if sc.facts[i].Kind == 0 {
@@ -177,14 +216,14 @@ func ownStrings(f Fact) Fact {
 	return f
 }
 
-// resolve is Resolve into sc, whose facts then point into td: the facts of
+// resolve is Resolve into sc, whose facts then point into b: the facts of
 // the request are sc.facts (parked ones of Kind 0), those it resolved
 // sc.pre, those given early for room sc.post, to be joined in that order.
-// It takes each shard that has spans of td once, in any order, and releases
+// It takes each shard that has spans of b once, in any order, and releases
 // it even if the resolution panics.
-func (r *Resolver) resolve(sc *scratch, td ptrace.Traces, now int64) {
+func (r *Resolver) resolve(sc *scratch, b *spanbatch.Batch, now int64) {
 	n := len(r.shards)
-	sc.scan(td, r.rules, r.names, n, r.maxLabel)
+	sc.scan(b, r.rules, r.names, n, r.maxLabel)
 	if spinLocks {
 		r.resolveTry(sc, now)
 	} else {
@@ -534,83 +573,81 @@ func traceShard(trace *[16]byte, n int) int {
 }
 
 // scan is the part of the analysis that needs no shared state, run without
-// a lock: it reads the attributes of every span of td once, classifies it,
+// a lock: it reads the attributes of every span of b once, classifies it,
 // builds the facts of append, project and query spans (append facts without
 // their command), and sorts the spans by resolver shard (n of them). Command
 // names are interned in names. The facts' strings are bounded (boundFacts)
 // for label values of at most maxLabel bytes.
-func (sc *scratch) scan(td ptrace.Traces, rules *ruleSet, names *labelSet, n, maxLabel int) {
+func (sc *scratch) scan(b *spanbatch.Batch, rules *ruleSet, names *labelSet, n, maxLabel int) {
 	if len(sc.work) < n {
 		sc.work = append(sc.work, make([]shardWork, n-len(sc.work))...)
 	}
 	ord := int32(0)
-	rss := td.ResourceSpans()
-	for i := 0; i < rss.Len(); i++ {
-		rs := rss.At(i)
+	for _, res := range b.Resources {
+		rattrs := b.ResourceAttributes(res)
 		service := ""
-		if v, ok := rs.Resource().Attributes().Get(attrServiceName); ok {
+		if v, ok := spanbatch.Get(rattrs, attrServiceName); ok {
 			service = v.Str()
 		}
 		if rules != nil {
-			rules.resource(&sc.rules, rs.Resource().Attributes(), service)
+			rules.resource(&sc.rules, rattrs, service)
 		}
-		sss := rs.ScopeSpans()
-		for j := 0; j < sss.Len(); j++ {
-			spans := sss.At(j).Spans()
-			for k := 0; k < spans.Len(); k++ {
-				sp := spans.At(k)
-				key := spanKey{trace: sp.TraceID(), span: sp.SpanID()}
+		for _, scope := range b.Scopes[res.Scopes.Lo:res.Scopes.Hi] {
+			for k := scope.Spans.Lo; k < scope.Spans.Hi; k++ {
+				sp := &b.Spans[k]
+				key := spanKey{trace: sp.TraceID, span: sp.SpanID}
 				home := traceShard(&key.trace, n)
 				w := &sc.work[home]
 				h := key.hash()
 				ri := int32(len(w.recs))
+				attrs := b.SpanAttributes(sp)
 				var a spanAttrs
-				a.read(sp.Attributes())
-				role, _ := classifyRules(rules, &sc.rules, sp, &a)
+				a.read(attrs)
+				role, _ := classifyRules(rules, &sc.rules, sp, attrs, &a)
 				sc.roles[role]++
 				lo := int32(len(sc.facts))
-				sc.spanFacts(w, sp, &a, role, service, names, key, h, home, ri, n, maxLabel)
-				w.recs = append(w.recs, spanRec{key: key, parent: sp.ParentSpanID(), hash: h, ord: ord, lo: lo, hi: int32(len(sc.facts)), role: role})
+				sc.spanFacts(w, b, sp, &a, role, service, names, key, h, home, ri, n, maxLabel)
+				w.recs = append(w.recs, spanRec{key: key, parent: sp.ParentSpanID, hash: h, ord: ord, lo: lo, hi: int32(len(sc.facts)), role: role})
 				ord++
 			}
 		}
 	}
 }
 
-// spanFacts builds the facts of span sp of role role (classified from a)
-// in sc.facts, and its records in w, its trace's shardWork; ri is the index
-// its spanRec will have in w.recs.
-func (sc *scratch) spanFacts(w *shardWork, sp ptrace.Span, a *spanAttrs, role Role, service string, names *labelSet, key spanKey, h uint64, home int, ri int32, n, maxLabel int) {
+// spanFacts builds the facts of span sp of b, of role role (classified
+// from a), in sc.facts, and its records in w, its trace's shardWork; ri is
+// the index its spanRec will have in w.recs.
+func (sc *scratch) spanFacts(w *shardWork, b *spanbatch.Batch, sp *spanbatch.Span, a *spanAttrs, role Role, service string, names *labelSet, key spanKey, h uint64, home int, ri int32, n, maxLabel int) {
 	switch role {
 	case RoleNone:
 	case RoleCommand:
 		name := a.command
 		if name == "" {
-			name = sp.Name()
+			name = sp.Name
 		}
-		w.cmds = append(w.cmds, cmdRec{key: key, hash: h, info: commandInfo{name: names.value(names.id(name)), start: unixNano(sp.StartTimestamp())}})
+		w.cmds = append(w.cmds, cmdRec{key: key, hash: h, info: commandInfo{name: names.value(names.id(name)), start: unixNano(sp.Start)}})
 	case RoleAppend, RoleProject:
 		// A failed append or projection (status Error) wrote
 		// nothing: it keeps its role in the span counts but
 		// gives no fact, so a projection that failed still
 		// counts as not shown.
-		if sp.Status().Code() == ptrace.StatusCodeError {
+		if sp.Status == ptrace.StatusCodeError {
 			return
 		}
 		lo := len(sc.facts)
 		if role == RoleProject {
-			sc.facts, sc.producerOf = projectFacts(sc.facts, sc.producerOf[:0], sp, a, service)
+			sc.facts, sc.producerOf = projectFacts(sc.facts, sc.producerOf[:0], b, sp, a, service)
 			boundFacts(sc.facts[lo:], maxLabel)
 			sc.routeProjections(lo, home, ri, n)
 			return
 		}
-		sc.facts = eventFacts(sc.facts, appendBase(sp, service), sp, a)
+		sc.facts = eventFacts(sc.facts, appendBase(sp, service), b, sp, a)
 		boundFacts(sc.facts[lo:], maxLabel)
 		if len(sc.facts) == lo {
 			return
 		}
 		w.prods = append(w.prods, prodRec{key: key, hash: h, lo: int32(lo), hi: int32(len(sc.facts)), rec: ri})
-		w.appends = append(w.appends, appendRec{trace: key.trace, parent: sp.ParentSpanID(), lo: int32(lo), hi: int32(len(sc.facts)), rec: ri})
+		w.appends = append(w.appends, appendRec{trace: key.trace, parent: sp.ParentSpanID, lo: int32(lo), hi: int32(len(sc.facts)), rec: ri})
 	case RoleQuery:
 		sc.facts = append(sc.facts, queryFact(sp, a))
 		boundFacts(sc.facts[len(sc.facts)-1:], maxLabel)
@@ -809,39 +846,38 @@ func (r *traceResolver) walk(trace [16]byte, cur [8]byte) (commandInfo, walkResu
 }
 
 // appendBase is the fact an append span's event facts start from.
-func appendBase(sp ptrace.Span, service string) Fact {
+func appendBase(sp *spanbatch.Span, service string) Fact {
 	return Fact{
 		Kind:    FactAppend,
-		TraceID: sp.TraceID(),
-		SpanID:  sp.SpanID(),
-		Start:   unixNano(sp.StartTimestamp()),
-		End:     unixNano(sp.EndTimestamp()),
+		TraceID: sp.TraceID,
+		SpanID:  sp.SpanID,
+		Start:   unixNano(sp.Start),
+		End:     unixNano(sp.End),
 		Weight:  spanWeight(sp),
 		Service: service,
 	}
 }
 
 // spanWeight is the Fact.Weight of sp: the adjusted count of the sampling
-// threshold in its tracestate.
-func spanWeight(sp ptrace.Span) float64 {
-	ts := sp.TraceState().AsRaw()
-	if ts == "" {
+// threshold in its tracestate (which a Batch keeps only when it may hold
+// one: spanbatch.KeepTraceState).
+func spanWeight(sp *spanbatch.Span) float64 {
+	if sp.TraceState == "" {
 		return 0
 	}
-	return adjustedCount(ts)
+	return adjustedCount(sp.TraceState)
 }
 
-// eventFacts appends one fact per event an append or project span carries.
-func eventFacts(dst []Fact, base Fact, sp ptrace.Span, a *spanAttrs) []Fact {
+// eventFacts appends one fact per event an append or project span sp of b
+// carries.
+func eventFacts(dst []Fact, base Fact, b *spanbatch.Batch, sp *spanbatch.Span, a *spanAttrs) []Fact {
 	n := len(dst)
-	evs := sp.Events()
-	for i := 0; i < evs.Len(); i++ {
-		ev := evs.At(i)
-		if ev.Name() != eventNameCQRS {
+	for _, ev := range b.SpanEvents(sp) {
+		if ev.Name != eventNameCQRS {
 			continue
 		}
 		var ea spanAttrs
-		ea.read(ev.Attributes())
+		ea.read(b.EventAttributes(ev))
 		if ea.eventID == "" {
 			continue
 		}
@@ -879,26 +915,26 @@ func eventFacts(dst []Fact, base Fact, sp ptrace.Span, a *spanAttrs) []Fact {
 	return append(dst, f)
 }
 
-// projectFacts appends the facts of a projection span to dst and, for each,
-// to prod the producer span it was keyed by when it carries no event id
-// (the zero key when it does).
-func projectFacts(dst []Fact, prod []spanKey, sp ptrace.Span, a *spanAttrs, service string) ([]Fact, []spanKey) {
+// projectFacts appends the facts of a projection span sp of b to dst and,
+// for each, to prod the producer span it was keyed by when it carries no
+// event id (the zero key when it does).
+func projectFacts(dst []Fact, prod []spanKey, b *spanbatch.Batch, sp *spanbatch.Span, a *spanAttrs, service string) ([]Fact, []spanKey) {
 	base := Fact{
 		Kind:       FactProject,
-		TraceID:    sp.TraceID(),
-		SpanID:     sp.SpanID(),
-		Start:      unixNano(sp.StartTimestamp()),
-		End:        unixNano(sp.EndTimestamp()),
+		TraceID:    sp.TraceID,
+		SpanID:     sp.SpanID,
+		Start:      unixNano(sp.Start),
+		End:        unixNano(sp.End),
 		Projection: first(a.projection, a.msgGroup, a.msgSubscription, service),
 		Weight:     spanWeight(sp),
 		Service:    service,
 	}
-	links := sp.Links()
-	for i := 0; i < links.Len(); i++ {
-		base.LinkedTraces |= LinkBloom(links.At(i).TraceID())
+	links := b.SpanLinks(sp)
+	for i := range links {
+		base.LinkedTraces |= LinkBloom(links[i].TraceID)
 	}
 	n := len(dst)
-	dst = eventFacts(dst, base, sp, a)
+	dst = eventFacts(dst, base, b, sp, a)
 	if len(dst) > n {
 		for range len(dst) - n {
 			prod = append(prod, spanKey{})
@@ -911,16 +947,16 @@ func projectFacts(dst []Fact, prod []spanKey, sp ptrace.Span, a *spanAttrs, serv
 	f := base
 	f.EventType = first(a.eventType, a.msgDest)
 	f.AggregateType, f.AggregateID, f.Version = a.aggType, a.aggID, a.version
-	if links.Len() > 0 {
-		for i := 0; i < links.Len(); i++ {
-			l := links.At(i)
-			f.Event = keyOfSpan(l.TraceID(), l.SpanID())
+	if len(links) > 0 {
+		for i := range links {
+			l := &links[i]
+			f.Event = keyOfSpan(l.TraceID, l.SpanID)
 			dst = append(dst, f)
-			prod = append(prod, spanKey{trace: l.TraceID(), span: l.SpanID()})
+			prod = append(prod, spanKey{trace: l.TraceID, span: l.SpanID})
 		}
 		return dst, prod
 	}
-	if p := sp.ParentSpanID(); !p.IsEmpty() {
+	if p := sp.ParentSpanID; p != ([8]byte{}) {
 		f.Event = keyOfSpan(base.TraceID, p)
 		dst = append(dst, f)
 		prod = append(prod, spanKey{trace: base.TraceID, span: p})
@@ -928,29 +964,29 @@ func projectFacts(dst []Fact, prod []spanKey, sp ptrace.Span, a *spanAttrs, serv
 	return dst, prod
 }
 
-func queryFact(sp ptrace.Span, a *spanAttrs) Fact {
+func queryFact(sp *spanbatch.Span, a *spanAttrs) Fact {
 	name := a.query
 	if name == "" {
-		name = sp.Name()
+		name = sp.Name
 	}
 	return Fact{
 		Kind:        FactQuery,
 		Query:       name,
 		AggregateID: a.aggID,
 		Version:     a.version,
-		TraceID:     sp.TraceID(),
-		SpanID:      sp.SpanID(),
-		Start:       unixNano(sp.StartTimestamp()),
-		End:         unixNano(sp.EndTimestamp()),
+		TraceID:     sp.TraceID,
+		SpanID:      sp.SpanID,
+		Start:       unixNano(sp.Start),
+		End:         unixNano(sp.End),
 		Weight:      spanWeight(sp),
 	}
 }
 
-// unixNano returns a span timestamp as Unix ns, those past 2262 (which
-// int64 cannot hold) as the latest it can: differences of timestamps then
-// never wrap.
-func unixNano(t pcommon.Timestamp) int64 {
-	return int64(min(uint64(t), math.MaxInt64))
+// unixNano returns a span timestamp (Unix ns) as an int64, those past 2262
+// (which int64 cannot hold) as the latest it can: differences of
+// timestamps then never wrap.
+func unixNano(t uint64) int64 {
+	return int64(min(t, math.MaxInt64))
 }
 
 // maxIDLength bounds the event and aggregate ids a fact keeps: longer ids

@@ -11,6 +11,8 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/lagscope/lagscope/spanbatch"
 )
 
 // Rule gives spans that lagscope's span conventions do not describe a role
@@ -314,11 +316,13 @@ func newAttrCond(slot int, v string) attrCond {
 	return c
 }
 
-func (c *attrCond) holds(v pcommon.Value) bool {
+// holds reports whether v meets c: by v's type, as newAttrCond compiled c.
+// Maps, slices, bytes and empty values hold only for "*".
+func (c *attrCond) holds(v spanbatch.Value) bool {
 	if c.any {
 		return true
 	}
-	switch v.Type() {
+	switch v.Type {
 	case pcommon.ValueTypeStr:
 		return v.Str() == c.str
 	case pcommon.ValueTypeInt:
@@ -338,9 +342,9 @@ const linearKeys = 8
 // ruleScratch is a request's working memory for matching rules, part of a
 // pooled scratch: no allocation per span once warm.
 type ruleScratch struct {
-	vals    []pcommon.Value // by slot: the span's attribute values
+	vals    []spanbatch.Value // by slot: the span's attribute values
 	has     []bool
-	resVals []pcommon.Value // by resource key index
+	resVals []spanbatch.Value // by resource key index
 	resHas  []bool
 	svcOK   []bool // by rule: the resource's service matches
 	// names caches regular expression results per (rule, span name):
@@ -377,7 +381,7 @@ const (
 )
 
 // resource prepares rsc for the spans of a resource with attributes attrs.
-func (rs *ruleSet) resource(rsc *ruleScratch, attrs pcommon.Map, service string) {
+func (rs *ruleSet) resource(rsc *ruleScratch, attrs []spanbatch.KeyValue, service string) {
 	if len(rsc.svcOK) < len(rs.rules) {
 		rsc.svcOK = make([]bool, len(rs.rules))
 	}
@@ -396,43 +400,45 @@ func (rs *ruleSet) resource(rsc *ruleScratch, attrs pcommon.Map, service string)
 		return
 	}
 	if len(rsc.resVals) < len(rs.resKeys) {
-		rsc.resVals = make([]pcommon.Value, len(rs.resKeys))
+		rsc.resVals = make([]spanbatch.Value, len(rs.resKeys))
 		rsc.resHas = make([]bool, len(rs.resKeys))
 	}
 	for i, k := range rs.resKeys {
-		rsc.resVals[i], rsc.resHas[i] = attrs.Get(k)
+		rsc.resVals[i], rsc.resHas[i] = spanbatch.Get(attrs, k)
 	}
 }
 
-// match returns the first rule that matches sp, or -1, and the submatch
-// indexes of its span name when it reads capture groups. It reads sp's
-// attributes into rsc.
-func (rs *ruleSet) match(rsc *ruleScratch, sp ptrace.Span) (int, []int) {
+// match returns the first rule that matches sp, whose attributes are
+// attrs, or -1, and the submatch indexes of its span name when it reads
+// capture groups. It reads attrs into rsc.
+func (rs *ruleSet) match(rsc *ruleScratch, sp *spanbatch.Span, attrs []spanbatch.KeyValue) (int, []int) {
 	if len(rsc.vals) < rs.nkeys {
-		rsc.vals = make([]pcommon.Value, rs.nkeys)
+		rsc.vals = make([]spanbatch.Value, rs.nkeys)
 		rsc.has = make([]bool, rs.nkeys)
 	}
 	if rs.nkeys > 0 {
 		clear(rsc.has)
+		// Of a key given twice, the last value, as over a pcommon.Map.
 		if rs.nkeys <= linearKeys {
-			for k, v := range sp.Attributes().All() {
+			for j := range attrs {
+				k := attrs[j].Key
 				for i, rk := range rs.keyList {
 					if len(rk) == len(k) && rk == k {
-						rsc.vals[i], rsc.has[i] = v, true
+						rsc.vals[i], rsc.has[i] = attrs[j].Value, true
 						break
 					}
 				}
 			}
 		} else {
-			for k, v := range sp.Attributes().All() {
-				if i, ok := rs.keys[k]; ok {
-					rsc.vals[i], rsc.has[i] = v, true
+			for j := range attrs {
+				if i, ok := rs.keys[attrs[j].Key]; ok {
+					rsc.vals[i], rsc.has[i] = attrs[j].Value, true
 				}
 			}
 		}
 	}
-	kind := sp.Kind()
-	name := sp.Name()
+	kind := sp.Kind
+	name := sp.Name
 next:
 	for i := range rs.rules {
 		r := &rs.rules[i]
@@ -496,7 +502,7 @@ func (rs *ruleSet) apply(rsc *ruleScratch, i int, name string, idx []int, a *spa
 	}
 	for f := range numFields {
 		src := r.fields[f]
-		var v pcommon.Value
+		var v spanbatch.Value
 		var s string
 		switch src.kind {
 		case srcNone:
@@ -561,16 +567,17 @@ func (rs *ruleSet) readKeys() (span, resource []string) {
 	return span, resource
 }
 
-// classifyRules returns the role of sp, whose attributes the conventions
-// read into a: that of the first rule that matches it, whose fields it
-// then sets in a, else that of the conventions (classify); and the index
-// of the rule, -1 for the conventions. rules may be nil.
-func classifyRules(rules *ruleSet, rsc *ruleScratch, sp ptrace.Span, a *spanAttrs) (Role, int) {
+// classifyRules returns the role of sp, whose attributes are attrs and
+// which the conventions read into a: that of the first rule that matches
+// it, whose fields it then sets in a, else that of the conventions
+// (classify); and the index of the rule, -1 for the conventions. rules may
+// be nil.
+func classifyRules(rules *ruleSet, rsc *ruleScratch, sp *spanbatch.Span, attrs []spanbatch.KeyValue, a *spanAttrs) (Role, int) {
 	if rules != nil {
-		if i, idx := rules.match(rsc, sp); i >= 0 {
-			rules.apply(rsc, i, sp.Name(), idx, a)
+		if i, idx := rules.match(rsc, sp, attrs); i >= 0 {
+			rules.apply(rsc, i, sp.Name, idx, a)
 			return rules.rules[i].role, i
 		}
 	}
-	return classify(sp.Kind(), a), -1
+	return classify(sp.Kind, a), -1
 }

@@ -1,6 +1,7 @@
 package analyzer
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,6 +12,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/lagscope/lagscope/spanbatch"
 )
 
 // issueRules is the example of issue 12, as a config file writes it.
@@ -80,6 +83,18 @@ func (s ruleSpan) build() (pcommon.Map, string, ptrace.Span) {
 	return res, s.service, sp
 }
 
+// ruleBatch returns the Batch of one span sp of a resource with attributes
+// res, everything kept.
+func ruleBatch(res pcommon.Map, sp ptrace.Span) *spanbatch.Batch {
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	res.CopyTo(rs.Resource().Attributes())
+	sp.CopyTo(rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty())
+	b := new(spanbatch.Batch)
+	b.FromTraces(td, nil)
+	return b
+}
+
 func TestRules(t *testing.T) {
 	cfg := issueConfig(t)
 	rules, err := compileRules(cfg.Rules)
@@ -126,11 +141,13 @@ func TestRules(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res, service, sp := tt.span.build()
+			b := ruleBatch(res, sp)
+			bs, attrs := &b.Spans[0], b.SpanAttributes(&b.Spans[0])
 			var rsc ruleScratch
-			rules.resource(&rsc, res, service)
+			rules.resource(&rsc, b.ResourceAttributes(b.Resources[0]), service)
 			var a spanAttrs
-			a.read(sp.Attributes())
-			role, i := classifyRules(rules, &rsc, sp, &a)
+			a.read(attrs)
+			role, i := classifyRules(rules, &rsc, bs, attrs, &a)
 			got := want{Role: role, EventID: a.eventID, EventType: a.eventType, AggID: a.aggID, Command: a.command, Proj: a.projection, Version: a.version}
 			if i >= 0 {
 				got.Rule = rules.rules[i].name
@@ -234,12 +251,11 @@ func TestRuleNameCacheBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	var rsc ruleScratch
-	rules.resource(&rsc, pcommon.NewMap(), "svc")
+	rules.resource(&rsc, nil, "svc")
 	for n := range 3 * maxNameCache {
-		sp := ptrace.NewSpan()
 		name := "handle_" + strings.Repeat("x", n%2*maxCachedName) + strconv.Itoa(n)
-		sp.SetName(name)
-		if i, _ := rules.match(&rsc, sp); i != 0 {
+		sp := &spanbatch.Span{Name: name}
+		if i, _ := rules.match(&rsc, sp, nil); i != 0 {
 			t.Fatalf("%q: rule %d, want 0", name, i)
 		}
 	}
@@ -250,5 +266,59 @@ func TestRuleNameCacheBounded(t *testing.T) {
 		if len(k.name) > maxCachedName {
 			t.Fatalf("cached a %d-byte name", len(k.name))
 		}
+	}
+}
+
+// TestAttrCondHolds checks a rule's attribute condition against a value of
+// every attribute type, as a Batch holds it: a value compares as its type
+// reads the condition; maps, slices, bytes and empty values only match
+// "*".
+func TestAttrCondHolds(t *testing.T) {
+	pmap := pcommon.NewValueMap()
+	pmap.Map().PutStr("a", "b")
+	pslice := pcommon.NewValueSlice()
+	pslice.Slice().AppendEmpty().SetStr("a")
+	mapV, sliceV := spanbatch.ValueOf(pmap), spanbatch.ValueOf(pslice)
+	tests := []struct {
+		name string
+		cond string
+		v    spanbatch.Value
+		want bool
+	}{
+		{"string equal", "postgresql", spanbatch.StrValue("postgresql"), true},
+		{"string differs", "postgresql", spanbatch.StrValue("mysql"), false},
+		{"string of digits", "3", spanbatch.StrValue("3"), true},
+		{"string any", "*", spanbatch.StrValue(""), true},
+		{"int equal", "3", spanbatch.IntValue(3), true},
+		{"int differs", "3", spanbatch.IntValue(4), false},
+		{"int against a float", "3.0", spanbatch.IntValue(3), false},
+		{"int against a word", "three", spanbatch.IntValue(3), false},
+		{"int any", "*", spanbatch.IntValue(0), true},
+		{"double equal", "1.5", spanbatch.DoubleValue(1.5), true},
+		{"double of an integer", "3", spanbatch.DoubleValue(3), true},
+		{"double differs", "1.5", spanbatch.DoubleValue(2), false},
+		{"double NaN", "NaN", spanbatch.DoubleValue(math.NaN()), true},
+		{"double against a word", "x", spanbatch.DoubleValue(0), false},
+		{"bool true", "true", spanbatch.BoolValue(true), true},
+		{"bool as 1", "1", spanbatch.BoolValue(true), true},
+		{"bool false", "false", spanbatch.BoolValue(false), true},
+		{"bool differs", "false", spanbatch.BoolValue(true), false},
+		{"bool against a word", "yes", spanbatch.BoolValue(true), false},
+		{"bytes never equal", "abc", spanbatch.BytesValue([]byte("abc")), false},
+		{"bytes any", "*", spanbatch.BytesValue([]byte("abc")), true},
+		{"map never equal", mapV.AsString(), mapV, false},
+		{"map any", "*", mapV, true},
+		{"slice never equal", sliceV.AsString(), sliceV, false},
+		{"slice any", "*", sliceV, true},
+		{"empty never equal", "", spanbatch.Value{}, false},
+		{"empty any", "*", spanbatch.Value{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newAttrCond(0, tt.cond)
+			if got := c.holds(tt.v); got != tt.want {
+				t.Errorf("condition %q holds for %v (%s) = %v, want %v", tt.cond, tt.v.AsString(), tt.v.Type, got, tt.want)
+			}
+		})
 	}
 }

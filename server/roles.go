@@ -20,6 +20,7 @@ import (
 	"github.com/lagscope/lagscope/collector"
 	"github.com/lagscope/lagscope/factwire"
 	"github.com/lagscope/lagscope/kafkaconn"
+	"github.com/lagscope/lagscope/spanbatch"
 )
 
 // The roles of `lagscope serve` (role, --role).
@@ -276,6 +277,10 @@ type ingest struct {
 	brokers []string
 	topic   string
 	logger  *slog.Logger
+	// filter keeps what the analysis reads, for the pdata requests
+	// ConsumeTraces converts into pooled batches (of *spanbatch.Batch).
+	filter  spanbatch.Filter
+	batches sync.Pool
 
 	expireMu sync.Mutex
 	// unsent are appends Expire released that a failed publish kept back;
@@ -322,10 +327,13 @@ func newIngest(cfg Config, r *analyzer.Resolver, logger *slog.Logger, reg promet
 	}
 	r.MarkSpanKeyed()
 	logger = logger.With("role", RoleIngest)
-	return &ingest{
+	g := &ingest{
 		r: r, topic: cfg.Kafka.FactsTopic, conn: conn, brokers: cfg.Kafka.Brokers, logger: logger,
-		pub: newPublisher(cfg, conn, m, logger),
-	}, nil
+		pub:    newPublisher(cfg, conn, m, logger),
+		filter: cfg.Analyzer().Reads().Filter(),
+	}
+	g.batches.New = func() any { return new(spanbatch.Batch) }
+	return g, nil
 }
 
 // start begins the expiry ticker.
@@ -387,18 +395,44 @@ func (g *ingest) expire(ctx context.Context, now time.Time, flush bool) error {
 	return nil
 }
 
-// ConsumeTraces resolves td and returns once its facts are published; an
+// batchConsumer is collector.BatchConsumer (declared there by the
+// collector's selective decoder work): the consumers New hands the
+// collector, the ingest role's and (role=all) the Analyzer, take batches
+// without pdata.
+type batchConsumer interface {
+	ConsumeBatch(ctx context.Context, b *spanbatch.Batch) error
+}
+
+var (
+	_ batchConsumer = (*ingest)(nil)
+	_ batchConsumer = (*analyzer.Analyzer)(nil)
+)
+
+// ConsumeTraces is ConsumeBatch of what the analysis reads of td
+// (analyzer.Config.Reads), converted into a pooled spanbatch.Batch.
+func (g *ingest) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
+	b := g.batches.Get().(*spanbatch.Batch)
+	defer func() {
+		b.Reset()
+		g.batches.Put(b)
+	}()
+	b.FromTraces(td, g.filter)
+	return g.ConsumeBatch(ctx, b)
+}
+
+// ConsumeBatch resolves b and returns once its facts are published; an
 // error (the brokers did not acknowledge) makes the Kafka transport retry
 // the message. The Resolver has seen its spans by then, and takes them for
 // retries the second time: so the facts of a failed publish are kept (as
-// copies: they are views into td) and published with the next message's,
+// copies: they are views into b) and published with the next message's,
 // which is how the retried message is committed only once they are
 // acknowledged. When a Flush follows (collector.FlushFollows), it keeps
-// copies of the facts for Flush instead, and returns nil.
-func (g *ingest) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
+// copies of the facts for Flush instead, and returns nil. It does not
+// retain b.
+func (g *ingest) ConsumeBatch(ctx context.Context, b *spanbatch.Batch) error {
 	if collector.FlushFollows(ctx) {
 		g.pendingMu.Lock()
-		g.pending = g.r.Resolve(g.pending, td, time.Now())
+		g.pending = g.r.ResolveBatch(g.pending, b, time.Now())
 		g.pendingMu.Unlock()
 		return nil
 	}
@@ -408,9 +442,9 @@ func (g *ingest) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 	sc.facts = append(sc.facts[:0], g.unsent...)
 	g.unsent = g.unsent[:0]
 	g.expireMu.Unlock()
-	// Views into td, encoded before this returns; cleared after, so that
-	// the pooled scratch keeps nothing of td.
-	sc.facts = g.r.ResolveView(sc.facts, td, time.Now())
+	// Views into b, encoded before this returns; cleared after, so that
+	// the pooled scratch keeps nothing of b.
+	sc.facts = g.r.ResolveBatchView(sc.facts, b, time.Now())
 	defer clear(sc.facts)
 	if err := g.pub.publish(ctx, sc); err != nil {
 		g.keepUnsent(sc.facts)
