@@ -395,17 +395,11 @@ func (g *ingest) expire(ctx context.Context, now time.Time, flush bool) error {
 	return nil
 }
 
-// batchConsumer is collector.BatchConsumer (declared there by the
-// collector's selective decoder work): the consumers New hands the
-// collector, the ingest role's and (role=all) the Analyzer, take batches
-// without pdata.
-type batchConsumer interface {
-	ConsumeBatch(ctx context.Context, b *spanbatch.Batch) error
-}
-
+// The consumers New hands the collector, the ingest role's and (role=all)
+// the Analyzer, take batches without pdata.
 var (
-	_ batchConsumer = (*ingest)(nil)
-	_ batchConsumer = (*analyzer.Analyzer)(nil)
+	_ collector.BatchConsumer = (*ingest)(nil)
+	_ collector.BatchConsumer = (*analyzer.Analyzer)(nil)
 )
 
 // ConsumeTraces is ConsumeBatch of what the analysis reads of td
