@@ -773,8 +773,7 @@ func (d *lazyRequest) anyValue(buf []byte) (spanbatch.Value, fallbackReason) {
 			}
 		case anyValueBytesValue:
 			if b, ok := r.bytes(); ok {
-				// nil when empty, as pcommon's ByteSlice.AsRaw.
-				v = spanbatch.BytesValue(append([]byte(nil), b...))
+				v = spanbatch.BytesValue(b) // a copy: the request is reused
 			}
 		case anyValueBoolValue:
 			v = spanbatch.BoolValue(r.varint() != 0)

@@ -89,13 +89,14 @@ type KeyValue struct {
 	Value Value
 }
 
-// Value is an attribute value. Scalars are held as such; a map or a slice
-// (which the selective decoder leaves to pdata) only as its AsString.
+// Value is an attribute value. Scalars are held as such, bytes as a
+// string of them; a map or a slice (which the selective decoder leaves to
+// pdata) only as its AsString. 32 bytes: the decoder writes one per kept
+// attribute, and the batch's attributes are most of its memory.
 type Value struct {
-	Type  pcommon.ValueType
-	str   string // of a string, or AsString of a map or a slice
-	bytes []byte
-	num   uint64 // of a bool, int or double
+	Type pcommon.ValueType
+	str  string // of a string, the bytes of bytes, AsString of a map or a slice
+	num  uint64 // of a bool, int or double
 }
 
 // StrValue, IntValue, DoubleValue, BoolValue and BytesValue make values.
@@ -104,7 +105,9 @@ func IntValue(n int64) Value  { return Value{Type: pcommon.ValueTypeInt, num: ui
 func DoubleValue(d float64) Value {
 	return Value{Type: pcommon.ValueTypeDouble, num: math.Float64bits(d)}
 }
-func BytesValue(b []byte) Value { return Value{Type: pcommon.ValueTypeBytes, bytes: b} }
+
+// BytesValue copies b.
+func BytesValue(b []byte) Value { return Value{Type: pcommon.ValueTypeBytes, str: string(b)} }
 func BoolValue(b bool) Value {
 	v := Value{Type: pcommon.ValueTypeBool}
 	if b {
@@ -113,7 +116,7 @@ func BoolValue(b bool) Value {
 	return v
 }
 
-// ValueOf is v as a Value. Its bytes are v's, not copied.
+// ValueOf is v as a Value. BytesValue copies its bytes.
 func ValueOf(v pcommon.Value) Value {
 	switch v.Type() {
 	case pcommon.ValueTypeStr:
@@ -157,11 +160,12 @@ func (v Value) Double() float64 {
 
 func (v Value) Bool() bool { return v.Type == pcommon.ValueTypeBool && v.num != 0 }
 
+// Bytes returns a copy (nil when empty, as pcommon's ByteSlice.AsRaw).
 func (v Value) Bytes() []byte {
-	if v.Type != pcommon.ValueTypeBytes {
+	if v.Type != pcommon.ValueTypeBytes || v.str == "" {
 		return nil
 	}
-	return v.bytes
+	return []byte(v.str)
 }
 
 // AsString is pcommon.Value.AsString of v: the string itself, or the
@@ -193,7 +197,7 @@ func (v Value) CopyTo(dst pcommon.Value) {
 	case pcommon.ValueTypeBool:
 		dst.SetBool(v.num != 0)
 	case pcommon.ValueTypeBytes:
-		dst.SetEmptyBytes().FromRaw(v.bytes)
+		dst.SetEmptyBytes().FromRaw(v.Bytes())
 	case pcommon.ValueTypeMap, pcommon.ValueTypeSlice:
 		// Only the text of a map or a slice is kept: it becomes a string.
 		dst.SetStr(v.str)
