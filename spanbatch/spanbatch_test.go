@@ -165,3 +165,27 @@ func TestTraceState(t *testing.T) {
 		}
 	}
 }
+
+// TestKeys checks that a Keys filter keeps exactly the names it was given,
+// among keys that share their length, their first or last 8 bytes.
+func TestKeys(t *testing.T) {
+	named := []string{"cqrs.event.id", "cqrs.event.type", "service.name", "a", "", "messaging.message.id", "x.y"}
+	other := []string{"cqrs.event.ix", "cqrs.event.idd", "cqrs.Event.id", "service.namf", "b", "aa", "messaging.message.idx", "y.x", "cqrs.operation"}
+	k := spanbatch.NewKeys(named, named, named, named)
+	for _, s := range named {
+		if !k.ResourceAttribute(s) || !k.SpanAttribute(s) || !k.EventName(s) || !k.EventAttribute(s) {
+			t.Errorf("%q not kept", s)
+		}
+	}
+	for _, s := range other {
+		if k.ResourceAttribute(s) || k.SpanAttribute(s) || k.EventName(s) || k.EventAttribute(s) {
+			t.Errorf("%q kept", s)
+		}
+	}
+	none := spanbatch.NewKeys(nil, nil, nil, nil)
+	for _, s := range append(named, other...) {
+		if none.SpanAttribute(s) {
+			t.Errorf("%q kept by an empty filter", s)
+		}
+	}
+}
