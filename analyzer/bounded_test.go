@@ -128,3 +128,58 @@ func TestGenMapBounds(t *testing.T) {
 		t.Error("putNew(key 0), forgotten two rotations ago, reported it held")
 	}
 }
+
+// endHash is a genMap key whose probes all start at the table's last slot
+// and whose fingerprints take 4 values: every probe wraps around the end
+// and meets matching fingerprints of other keys, cases a well-mixed hash
+// seldom reaches.
+type endHash uint64
+
+func (k endHash) hash() uint64 { return uint64(k%4)<<57 | 0xffffffff }
+
+// TestGenTableProbeModel checks get, put and putNew against a Go map for
+// keys well mixed, probing from the end, and all in one probe run, with
+// the generation filled to its bound.
+func TestGenTableProbeModel(t *testing.T) {
+	t.Run("mixed", func(t *testing.T) { probeModel(t, func(i int) aggKey { return aggKey(i*7919 + 1) }) })
+	t.Run("end", func(t *testing.T) { probeModel(t, func(i int) endHash { return endHash(i + 1) }) })
+	t.Run("same", func(t *testing.T) { probeModel(t, func(i int) sameHash { return sameHash(i + 1) }) })
+}
+
+func probeModel[K hashKey](t *testing.T, key func(int) K) {
+	const limit = 2 * 100 // generations of 100: no rotation below
+	for _, n := range []int{1, 7, 8, 9, 16, 40, 99, 100} {
+		g := newGenMap[K, int](limit)
+		model := map[K]int{}
+		for i := range n {
+			k := key(i)
+			if i%3 == 0 {
+				if g.putNew(k, k.hash(), i) {
+					t.Fatalf("n=%d: putNew of new key %d reported it held", n, i)
+				}
+			} else {
+				g.put(k, i)
+			}
+			model[k] = i
+		}
+		for i := 0; i < n; i += 2 { // replace every other
+			k := key(i)
+			g.put(k, -i)
+			model[k] = -i
+		}
+		if g.rotations != 0 || g.len() != n {
+			t.Fatalf("n=%d: %d rotations, len %d", n, g.rotations, g.len())
+		}
+		for i := range n + 20 {
+			k := key(i)
+			want, held := model[k]
+			got, ok := g.get(k)
+			if ok != held || got != want {
+				t.Fatalf("n=%d: get(key %d) = %d, %v; want %d, %v", n, i, got, ok, want, held)
+			}
+			if i < n && !g.putNew(k, k.hash(), 0) {
+				t.Fatalf("n=%d: putNew of held key %d reported it new", n, i)
+			}
+		}
+	}
+}
