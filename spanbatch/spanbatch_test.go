@@ -6,6 +6,7 @@ import (
 	"math"
 	"path/filepath"
 	"testing"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -186,6 +187,23 @@ func TestKeys(t *testing.T) {
 	for _, s := range append(named, other...) {
 		if none.SpanAttribute(s) {
 			t.Errorf("%q kept by an empty filter", s)
+		}
+	}
+}
+
+// TestSizes holds the sizes the package and the README state: a Batch's
+// memory is mostly its spans and attributes.
+func TestSizes(t *testing.T) {
+	for _, c := range []struct {
+		what      string
+		got, want uintptr
+	}{
+		{"Value", unsafe.Sizeof(spanbatch.Value{}), 32},
+		{"KeyValue", unsafe.Sizeof(spanbatch.KeyValue{}), 48},
+		{"Span", unsafe.Sizeof(spanbatch.Span{}), 120},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s is %d bytes, want %d", c.what, c.got, c.want)
 		}
 	}
 }
