@@ -81,6 +81,21 @@ func renumber(reqs []ptrace.Traces, cycle int) {
 // stopped) whenever it has gone through all of them, and reports spans/s and
 // allocations per span.
 func consumeLoop(b *testing.B, a *Analyzer, reqs []ptrace.Traces, refill func(cycle int)) {
+	consumeEach(b, a, reqs, refill, func(ctx context.Context, td ptrace.Traces) (int, error) {
+		return td.SpanCount(), a.ConsumeTraces(ctx, td)
+	})
+}
+
+// consumeBatchLoop is consumeLoop of batches.
+func consumeBatchLoop(b *testing.B, a *Analyzer, reqs []*spanbatch.Batch, refill func(cycle int)) {
+	consumeEach(b, a, reqs, refill, func(ctx context.Context, sb *spanbatch.Batch) (int, error) {
+		return sb.SpanCount(), a.ConsumeBatch(ctx, sb)
+	})
+}
+
+// consumeEach is consumeLoop of requests of type R, which consume hands to
+// the analyzer and reports the spans of.
+func consumeEach[R any](b *testing.B, a *Analyzer, reqs []R, refill func(cycle int), consume func(context.Context, R) (int, error)) {
 	ctx := context.Background()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -99,11 +114,11 @@ func consumeLoop(b *testing.B, a *Analyzer, reqs []ptrace.Traces, refill func(cy
 			mallocs += ms.Mallocs - before // not the benchmark's
 			b.StartTimer()
 		}
-		td := reqs[i%len(reqs)]
-		if err := a.ConsumeTraces(ctx, td); err != nil {
+		n, err := consume(ctx, reqs[i%len(reqs)])
+		if err != nil {
 			b.Fatal(err)
 		}
-		spans += td.SpanCount()
+		spans += n
 	}
 	b.StopTimer()
 	runtime.ReadMemStats(&ms)
@@ -197,39 +212,6 @@ func BenchmarkConsumeBatch(b *testing.B) {
 		}
 		convert()
 	})
-}
-
-// consumeBatchLoop is consumeLoop of batches.
-func consumeBatchLoop(b *testing.B, a *Analyzer, reqs []*spanbatch.Batch, refill func(cycle int)) {
-	ctx := context.Background()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	mallocs := ms.Mallocs
-	b.ReportAllocs()
-	b.ResetTimer()
-	spans := 0
-	for i := 0; i < b.N; i++ {
-		if i > 0 && i%len(reqs) == 0 {
-			b.StopTimer()
-			runtime.ReadMemStats(&ms)
-			before := ms.Mallocs
-			refill(i / len(reqs))
-			a.Tick(time.Now())
-			runtime.ReadMemStats(&ms)
-			mallocs += ms.Mallocs - before // not the benchmark's
-			b.StartTimer()
-		}
-		sb := reqs[i%len(reqs)]
-		if err := a.ConsumeBatch(ctx, sb); err != nil {
-			b.Fatal(err)
-		}
-		spans += sb.SpanCount()
-	}
-	b.StopTimer()
-	runtime.ReadMemStats(&ms)
-	b.ReportMetric(float64(spans)/b.Elapsed().Seconds(), "spans/s")
-	b.ReportMetric(float64(spans)/float64(b.N), "spans/op")
-	b.ReportMetric(float64(ms.Mallocs-mallocs)/float64(spans), "allocs/span")
 }
 
 // BenchmarkSynthRefill measures what giving a request new traces costs: the
